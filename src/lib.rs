@@ -1,0 +1,7 @@
+//! berth: an MQTT 3.1.1/5.0 broker built for persistent sessions at scale.
+//!
+//! The pipeline reads top to bottom: bytes -> [`protocol`] packets -> [`session`] state
+//! machines -> per-core routing -> subscriber sessions -> bytes, with [`server`] owning the
+//! sockets, the cores and the hand-off of connections between them.
+
+pub mod protocol;
