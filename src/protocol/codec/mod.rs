@@ -147,6 +147,15 @@ pub(crate) mod testing {
 
     use crate::protocol::{decode, encode, encoded_len, DecodeError, Packet, ProtocolVersion};
 
+    /// A whole packet: `first` byte, Remaining Length, `body`.
+    pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        bytes::BufMut::put_u8(&mut buf, first);
+        crate::protocol::wire::put_var_int(&mut buf, body.len());
+        buf.extend_from_slice(body);
+        buf.to_vec()
+    }
+
     /// Decodes `bytes` as one whole packet; asserts nothing is left over.
     pub fn decode_one(bytes: &[u8], version: ProtocolVersion) -> Result<Packet, DecodeError> {
         let mut buf = BytesMut::from(bytes);
