@@ -5,3 +5,4 @@
 //! sockets, the cores and the hand-off of connections between them.
 
 pub mod protocol;
+pub mod topic;
