@@ -18,7 +18,12 @@ fn main() -> std::process::ExitCode {
         eprintln!("berth: warning: bad log filter `{}` ({e}); using `info`", config.log);
         tracing_subscriber::EnvFilter::new("info")
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 
     let cores = config.cores;
     let result = berth::server::run(config, |addr| {
