@@ -4,4 +4,9 @@
 //! machines -> per-core routing -> subscriber sessions -> bytes, with [`server`] owning the
 //! sockets, the cores and the hand-off of connections between them.
 
+#![deny(unsafe_code)]
+
+pub mod config;
 pub mod protocol;
+pub mod server;
+pub mod session;

@@ -1,0 +1,132 @@
+//! The runtime around the protocol core: one pinned glommio executor per core, each with
+//! its own listener on the shared address, its own connections and its links to the
+//! other cores.
+//!
+//! Start-up binds every listener before any executor starts (so port 0 resolves to one
+//! port for all cores), wires a full mesh of bounded `shared_channel`s between the cores,
+//! and prints the ready line only once every core accepts.
+
+#![allow(unsafe_code)] // Only in `handoff` and `listener`, each block with its SAFETY note.
+
+mod connection;
+mod handoff;
+mod listener;
+pub mod ownership;
+mod shard;
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use anyhow::Context;
+use glommio::channels::shared_channel::{self, ConnectedReceiver, SharedReceiver, SharedSender};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+pub use ownership::{owner_of, ShardId};
+use shard::{Shard, ShardMsg};
+
+/// Messages that may wait in one core-to-core channel before senders wait.
+const MESH_CAPACITY: usize = 4096;
+/// How often an idle executor checks for a shutdown request. Signals arrive on a plain
+/// thread; a slow poll of an atomic flag avoids busy-polling the executor.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+/// How long connections get to say goodbye at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs the broker until SIGINT or SIGTERM. `ready` is called with the bound address once
+/// every core accepts connections.
+pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::Result<()> {
+    let cores = config.cores;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let (listeners, bound) =
+        listener::bind_all(config.listen, cores).with_context(|| format!("cannot listen on {}", config.listen))?;
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, shutdown.clone()).context("cannot install signal handlers")?;
+    }
+
+    // senders[from][to] / receivers[to][from]: a channel for every ordered pair of cores.
+    let mut senders: Vec<Vec<Option<SharedSender<ShardMsg>>>> = (0..cores).map(|_| Vec::new()).collect();
+    let mut receivers: Vec<Vec<SharedReceiver<ShardMsg>>> = (0..cores).map(|_| Vec::new()).collect();
+    for (from, row) in senders.iter_mut().enumerate() {
+        for (to, inbox) in receivers.iter_mut().enumerate() {
+            if from == to {
+                row.push(None);
+            } else {
+                let (tx, rx) = shared_channel::new_bounded(MESH_CAPACITY);
+                row.push(Some(tx));
+                inbox.push(rx);
+            }
+        }
+    }
+
+    let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
+    let mut executors = Vec::with_capacity(cores);
+    for (index, ((listener_fd, outboxes), inboxes)) in listeners.into_iter().zip(senders).zip(receivers).enumerate() {
+        let placement = if cores <= online { Placement::Fixed(index) } else { Placement::Unbound };
+        let config = config.clone();
+        let shutdown = shutdown.clone();
+        let ready_tx = ready_tx.clone();
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("berth-core-{index}"))
+            // Sized to start under an 8 MiB memlock as an ordinary user (RUNTIME-FACTS).
+            .io_memory(512 << 10)
+            .ring_depth(1024)
+            .spawn(move || async move {
+                let id = ShardId(index);
+                let mut peers = Vec::with_capacity(outboxes.len());
+                // Receivers connect in their own tasks: a connect waits for its peer.
+                let inbox_tasks: Vec<_> =
+                    inboxes.into_iter().map(|rx| glommio::spawn_local(async move { rx.connect().await })).collect();
+                for tx in outboxes {
+                    peers.push(match tx {
+                        Some(tx) => Some(tx.connect().await),
+                        None => None,
+                    });
+                }
+                let shard = Rc::new(Shard::new(id, config, peers));
+                for task in inbox_tasks {
+                    glommio::spawn_local(inbox_loop(shard.clone(), task.await)).detach();
+                }
+                let accept = glommio::spawn_local(shard::accept_loop(shard.clone(), listener::into_listener(listener_fd)));
+                let _ = ready_tx.send(Ok(()));
+                while !shutdown.load(Ordering::Relaxed) {
+                    glommio::timer::sleep(SHUTDOWN_POLL).await;
+                }
+                drop(accept);
+                shard.shut_down_connections();
+                let started = std::time::Instant::now();
+                while shard.connected() > 0 && started.elapsed() < SHUTDOWN_GRACE {
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+                tracing::info!(shard = %id, accepted = shard.stats.accepted.get(), handed_off = shard.stats.handed_off.get(), "core stopped");
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start the executor for core {index}: {e}"))?;
+        executors.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok(result) => result?,
+            Err(_) => anyhow::bail!("an executor stopped during start-up"),
+        }
+    }
+    ready(bound);
+    for handle in executors {
+        handle.join().map_err(|e| anyhow::anyhow!("executor failed: {e:?}"))?;
+    }
+    Ok(())
+}
+
+async fn inbox_loop(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardMsg>) {
+    while let Some(msg) = inbox.recv().await {
+        match msg {
+            ShardMsg::Handoff(handoff) => connection::take_handoff(&shard, handoff),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! One core's share of the broker: its listener, its connections (keyed by client id, so
+//! a takeover is a local affair) and its links to the other cores.
+//!
+//! Everything here is owned by one executor and reached through `Rc`; nothing is shared
+//! between threads except the messages that cross cores ([`ShardMsg`]).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::channels::shared_channel::ConnectedSender;
+use glommio::net::TcpListener;
+
+use super::ownership::ShardId;
+use crate::config::Config;
+use crate::protocol::Connect;
+use crate::session::ConnectPolicy;
+
+/// A message from one core to another.
+pub enum ShardMsg {
+    /// A connection whose client id this core owns, accepted by another core.
+    Handoff(Handoff),
+}
+
+pub struct Handoff {
+    pub fd: OwnedFd,
+    pub connect: Box<Connect>,
+    /// Bytes the client sent after its CONNECT, already read by the accepting core.
+    pub rest: BytesMut,
+    pub accepted_on: ShardId,
+    pub peer: SocketAddr,
+}
+
+/// An order for a running connection from outside its task.
+pub enum Control {
+    /// Another connection took the client id [MQTT-3.1.4-3]. Dropping `done` tells the
+    /// new connection that this one has stopped.
+    TakenOver { done: LocalSender<()> },
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+struct Registered {
+    serial: u64,
+    control: LocalSender<Control>,
+}
+
+/// Counters for this core; read and summed across cores for $SYS.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    pub accepted: Cell<u64>,
+    pub handed_off: Cell<u64>,
+    pub taken_in: Cell<u64>,
+    pub connect_failures: Cell<u64>,
+}
+
+pub struct Shard {
+    pub id: ShardId,
+    pub cores: usize,
+    pub config: Config,
+    pub policy: ConnectPolicy,
+    /// Senders to the other cores, indexed by shard; `None` at our own index.
+    peers: Vec<Option<ConnectedSender<ShardMsg>>>,
+    connections: RefCell<HashMap<ByteString, Registered>>,
+    next_serial: Cell<u64>,
+    pub stats: ShardStats,
+}
+
+impl Shard {
+    pub fn new(id: ShardId, config: Config, peers: Vec<Option<ConnectedSender<ShardMsg>>>) -> Shard {
+        let policy = ConnectPolicy {
+            max_packet_size: config.max_packet_size,
+            server_keep_alive: config.server_keep_alive,
+            receive_maximum: config.receive_maximum,
+            topic_alias_maximum: 0,
+        };
+        Shard {
+            id,
+            cores: peers.len(),
+            config,
+            policy,
+            peers,
+            connections: RefCell::new(HashMap::new()),
+            next_serial: Cell::new(0),
+            stats: ShardStats::default(),
+        }
+    }
+
+    /// Sends to another core, waiting while its channel is full (back-pressure). Fails
+    /// only when that core has stopped; the message is dropped then.
+    pub async fn send_to(&self, shard: ShardId, msg: ShardMsg) -> Result<(), ()> {
+        match self.peers.get(shard.0).and_then(Option::as_ref) {
+            Some(sender) => sender.send(msg).await.map_err(drop),
+            None => Err(()),
+        }
+    }
+
+    /// Makes `client_id` point at a new connection, returning its serial, its control
+    /// receiver, and — when an earlier connection held the id — a receiver that yields
+    /// `None` once that connection has stopped.
+    pub fn register(
+        &self,
+        client_id: &ByteString,
+    ) -> (u64, local_channel::LocalReceiver<Control>, Option<local_channel::LocalReceiver<()>>) {
+        let serial = self.next_serial.get();
+        self.next_serial.set(serial + 1);
+        let (control, control_rx) = local_channel::new_bounded(4);
+        let previous = self.connections.borrow_mut().insert(client_id.clone(), Registered { serial, control });
+        let stopped = previous.map(|old| {
+            let (done, done_rx) = local_channel::new_bounded(1);
+            // The old connection may have ended already: then its receiver is gone and
+            // `done` is dropped right here, which is just as good.
+            let _ = old.control.try_send(Control::TakenOver { done });
+            done_rx
+        });
+        (serial, control_rx, stopped)
+    }
+
+    /// Forgets a connection, unless a newer one has taken its client id since.
+    pub fn unregister(&self, client_id: &ByteString, serial: u64) {
+        let mut connections = self.connections.borrow_mut();
+        if connections.get(client_id).is_some_and(|r| r.serial == serial) {
+            connections.remove(client_id);
+        }
+    }
+
+    pub fn connected(&self) -> usize {
+        self.connections.borrow().len()
+    }
+
+    /// Tells every connection to close for shutdown.
+    pub fn shut_down_connections(&self) {
+        for registered in self.connections.borrow().values() {
+            let _ = registered.control.try_send(Control::Shutdown);
+        }
+    }
+}
+
+/// Accepts connections forever, backing off while the process is out of descriptors
+/// (accept fails at once with EMFILE then, and retrying at once would spin).
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                backoff = Duration::from_millis(1);
+                shard.stats.accepted.set(shard.stats.accepted.get() + 1);
+                glommio::spawn_local(super::connection::accepted(shard.clone(), stream)).detach();
+            }
+            Err(e) => {
+                let e = std::io::Error::from(e);
+                if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)) {
+                    tracing::warn!(shard = %shard.id, error = %e, backoff_ms = backoff.as_millis() as u64, "accept: out of resources, backing off");
+                    glommio::timer::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                } else {
+                    tracing::debug!(shard = %shard.id, error = %e, "accept failed");
+                }
+            }
+        }
+    }
+}
