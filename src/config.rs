@@ -55,6 +55,13 @@ pub struct Args {
     /// How many QoS 1/2 PUBLISH packets a client may have unacknowledged towards the broker.
     #[arg(long)]
     pub receive_maximum: Option<u16>,
+    /// Longest Session Expiry granted, in seconds; also how long a 3.1.1 Clean Session 0
+    /// session outlives its connection.
+    #[arg(long)]
+    pub max_session_expiry: Option<u64>,
+    /// Messages queued per session beyond its inflight window; the oldest is dropped past it.
+    #[arg(long)]
+    pub max_queued_messages: Option<usize>,
 }
 
 /// The keys a config file may hold. `deny_unknown_fields` turns a typo into an error.
@@ -69,6 +76,8 @@ struct FileConfig {
     max_packet_size: Option<u32>,
     server_keep_alive: Option<u16>,
     receive_maximum: Option<u16>,
+    max_session_expiry: Option<u64>,
+    max_queued_messages: Option<usize>,
 }
 
 /// The configuration in force, after flags, file and defaults are merged and checked.
@@ -82,6 +91,8 @@ pub struct Config {
     pub max_packet_size: u32,
     pub server_keep_alive: Option<u16>,
     pub receive_maximum: u16,
+    pub max_session_expiry: Duration,
+    pub max_queued_messages: usize,
 }
 
 impl Default for Config {
@@ -95,6 +106,8 @@ impl Default for Config {
             max_packet_size: 1 << 20,
             server_keep_alive: None,
             receive_maximum: 1024,
+            max_session_expiry: Duration::from_secs(2 * 60 * 60),
+            max_queued_messages: 1000,
         }
     }
 }
@@ -130,6 +143,12 @@ impl Config {
         if let Some(v) = file.receive_maximum {
             config.receive_maximum = v;
         }
+        if let Some(v) = file.max_session_expiry {
+            config.max_session_expiry = Duration::from_secs(v);
+        }
+        if let Some(v) = file.max_queued_messages {
+            config.max_queued_messages = v;
+        }
 
         // Flags win over the file.
         config.listen = args.listen.unwrap_or(config.listen);
@@ -142,6 +161,10 @@ impl Config {
         config.max_packet_size = args.max_packet_size.unwrap_or(config.max_packet_size);
         config.server_keep_alive = args.server_keep_alive.or(config.server_keep_alive);
         config.receive_maximum = args.receive_maximum.unwrap_or(config.receive_maximum);
+        if let Some(v) = args.max_session_expiry {
+            config.max_session_expiry = Duration::from_secs(v);
+        }
+        config.max_queued_messages = args.max_queued_messages.unwrap_or(config.max_queued_messages);
 
         // A bad value names the file only when it came from the file.
         let bad = |key: &'static str, from_flag: bool, message: String| ConfigError::Invalid {

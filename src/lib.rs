@@ -6,7 +6,9 @@
 
 #![deny(unsafe_code)]
 
+pub mod broker;
 pub mod config;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod topic;

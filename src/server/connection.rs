@@ -21,8 +21,9 @@ use tracing::Instrument;
 use super::handoff;
 use super::ownership::{assign_client_id, owner_of, ShardId};
 use super::shard::{Control, Handoff, Shard, ShardMsg};
-use crate::protocol::{self, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode};
-use crate::session::{accept_connect, Link, LinkEvent};
+use crate::broker::Effects;
+use crate::protocol::{self, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode};
+use crate::session::{accept_connect, state, Link, LinkEvent};
 
 const READ_CHUNK: usize = 16 * 1024;
 /// The writer stops gathering queued packets into one write at this many bytes.
@@ -181,33 +182,122 @@ pub async fn serve(
             let _ = previous.recv().await;
         }
         tracing::debug!(accepted_on = %accepted_on, keep_alive = ?accepted.keep_alive, "connected");
+        let requested = requested_expiry(&connect, shard.config.max_session_expiry);
+        let now = Instant::now();
+        let (present, granted, resume, effects) = shard.broker.borrow_mut().connect(
+            &client_id,
+            connect.clean_start,
+            requested,
+            accepted.client_receive_maximum,
+            now,
+        );
+        shard.apply(effects).await;
+        let mut conn_ack = accepted.conn_ack.clone();
+        conn_ack.session_present = present;
+        if version.is_v5() {
+            let props = &mut conn_ack.properties;
+            if granted < requested {
+                // [MQTT-3.2.2-?] tell the client the expiry actually granted.
+                props.session_expiry_interval = Some(granted.as_secs().min(u64::from(u32::MAX)) as u32);
+            }
+            props.retain_available = Some(1);
+            props.wildcard_subscription_available = Some(1);
+            props.subscription_identifier_available = Some(1);
+            props.shared_subscription_available = Some(0);
+        }
+
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let (reader, writer) = futures_lite::io::split(stream);
         let (out, out_rx) = local_channel::new_unbounded();
+        let out = Rc::new(out);
         let writer_task = glommio::spawn_local(write_loop(writer, out_rx, version, accepted.client_max_packet_size));
-        let _ = out.try_send(Packet::ConnAck(accepted.conn_ack.clone()));
-        let link = Link::new(version, accepted.keep_alive, Instant::now());
-        let end = read_loop(&shard, reader, rest, link, &out, control).await;
+        let _ = out.try_send(Packet::ConnAck(conn_ack));
+        for packet in resume {
+            let _ = out.try_send(packet);
+        }
+        shard.attach_outbox(&client_id, serial, out.clone());
+        let link = Link::new(version, accepted.keep_alive, now);
+        let mut conn = Conn {
+            shard: &shard,
+            client_id: client_id.clone(),
+            out: &out,
+            expiry: granted,
+            zero_expiry_at_connect: requested.is_zero(),
+            taken_over: None,
+        };
+        let end = read_loop(&mut conn, reader, rest, link, control).await;
         tracing::debug!(?end, "connection ending");
         if let Some(reason_code) = end.disconnect_reason() {
             if version.is_v5() {
                 let _ = out.try_send(Packet::Disconnect(Disconnect { reason_code, properties: Properties::default() }));
             }
         }
+        if end.publishes_will() {
+            if let Some(will) = connect.will.clone() {
+                let publish = Publish {
+                    dup: false,
+                    qos: will.qos,
+                    retain: will.retain,
+                    topic: will.topic,
+                    packet_id: None,
+                    properties: will.properties,
+                    payload: will.payload,
+                };
+                let effects = shard.broker.borrow_mut().publish(&client_id, publish, Instant::now());
+                shard.apply(effects).await;
+            }
+        }
+        if shard.is_current(&client_id, serial) {
+            let effects = shard.broker.borrow_mut().disconnect(&client_id, Some(conn.expiry), Instant::now());
+            shard.apply(effects).await;
+        }
+        let taken_over = conn.taken_over.take();
+        drop(conn);
+        // The writer ends once every sender is gone, the registry's included.
+        shard.detach_outbox(&client_id, serial);
         drop(out);
         let _ = writer_task.await;
         shard.unregister(&client_id, serial);
+        // Releases a connection waiting to take over from this one.
+        drop(taken_over);
     }
     .instrument(span)
     .await
+}
+
+/// The Session Expiry a CONNECT asks for: v5 says it outright (absent is 0, 0xFFFFFFFF
+/// is never); 3.1.1 Clean Session 0 means "keep it", which the server caps at its maximum.
+fn requested_expiry(connect: &Connect, max: Duration) -> Duration {
+    if connect.protocol.is_v5() {
+        match connect.properties.session_expiry_interval.unwrap_or(0) {
+            u32::MAX => max,
+            secs => Duration::from_secs(u64::from(secs)),
+        }
+    } else if connect.clean_start {
+        Duration::ZERO
+    } else {
+        max
+    }
+}
+
+/// What the read loop needs to know about its connection.
+struct Conn<'a> {
+    shard: &'a Shard,
+    client_id: ByteString,
+    out: &'a LocalSender<Packet>,
+    /// Session expiry in force; a v5 DISCONNECT may change it.
+    expiry: Duration,
+    zero_expiry_at_connect: bool,
+    /// Held until this connection has fully stopped, when another takes its client id.
+    taken_over: Option<LocalSender<()>>,
 }
 
 // Fields are read through `Debug` in the log lines.
 #[allow(dead_code)]
 #[derive(Debug)]
 enum End {
-    ClientDisconnected,
+    ClientDisconnected { publish_will: bool },
     Closed,
     Io(std::io::Error),
     KeepAliveTimeout,
@@ -217,6 +307,12 @@ enum End {
 }
 
 impl End {
+    /// Whether the will is published: on every end but a normal DISCONNECT (v5: unless
+    /// it asked for the will with 0x04) and a server shutdown [MQTT-3.1.2-8].
+    fn publishes_will(&self) -> bool {
+        !matches!(self, End::ClientDisconnected { publish_will: false } | End::Shutdown)
+    }
+
     /// The reason code of the DISCONNECT the server sends, if it sends one.
     fn disconnect_reason(&self) -> Option<ReasonCode> {
         match self {
@@ -224,7 +320,7 @@ impl End {
             End::Violation(code, _) => Some(*code),
             End::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
             End::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
-            End::ClientDisconnected | End::Closed | End::Io(_) => None,
+            End::ClientDisconnected { .. } | End::Closed | End::Io(_) => None,
         }
     }
 }
@@ -236,31 +332,53 @@ enum Wake {
 }
 
 async fn read_loop(
-    shard: &Shard,
+    conn: &mut Conn<'_>,
     mut reader: ReadHalf<TcpStream>,
     mut buf: BytesMut,
     mut link: Link,
-    out: &LocalSender<Packet>,
     control: LocalReceiver<Control>,
 ) -> End {
-    let max = shard.config.max_packet_size;
+    let max = conn.shard.config.max_packet_size;
     loop {
+        let mut pending = Effects::default();
         loop {
             match protocol::decode(&mut buf, link.version, max) {
                 Ok(Some(packet)) => match link.on_packet(packet, Instant::now()) {
                     Ok(LinkEvent::Reply(reply)) => {
-                        let _ = out.try_send(reply);
+                        let _ = conn.out.try_send(reply);
                     }
-                    Ok(LinkEvent::Forward(_packet)) => {
-                        // Publish/subscribe routing plugs in here.
+                    Ok(LinkEvent::Forward(packet)) => {
+                        if let Err(end) = forward(conn, packet, &mut pending).await {
+                            conn.shard.apply(pending).await;
+                            return end;
+                        }
                     }
-                    Ok(LinkEvent::Disconnected { .. }) => return End::ClientDisconnected,
-                    Err(violation) => return End::Violation(violation.reason_code, violation.rule.to_string()),
+                    Ok(LinkEvent::Disconnected { publish_will, session_expiry }) => {
+                        conn.shard.apply(pending).await;
+                        if let Some(secs) = session_expiry {
+                            if conn.zero_expiry_at_connect && secs != 0 {
+                                return End::Violation(
+                                    ReasonCode::PROTOCOL_ERROR,
+                                    "[MQTT-3.14.2-2] Session Expiry set on DISCONNECT after 0 on CONNECT".into(),
+                                );
+                            }
+                            conn.expiry = Duration::from_secs(u64::from(secs)).min(conn.shard.config.max_session_expiry);
+                        }
+                        return End::ClientDisconnected { publish_will };
+                    }
+                    Err(violation) => {
+                        conn.shard.apply(pending).await;
+                        return End::Violation(violation.reason_code, violation.rule.to_string());
+                    }
                 },
                 Ok(None) => break,
-                Err(error) => return End::Violation(error.reason_code(), error.to_string()),
+                Err(error) => {
+                    conn.shard.apply(pending).await;
+                    return End::Violation(error.reason_code(), error.to_string());
+                }
             }
         }
+        conn.shard.apply(pending).await;
         let deadline = link.deadline();
         let wake = future::or(
             future::or(async { Wake::Read(read_more(&mut reader, &mut buf).await) }, async {
@@ -280,8 +398,7 @@ async fn read_loop(
             Wake::Read(Ok(_)) => {}
             Wake::Read(Err(e)) => return End::Io(e),
             Wake::Control(Some(Control::TakenOver { done })) => {
-                // `done` is dropped when this connection has fully stopped.
-                let _keep_until_stopped = done;
+                conn.taken_over = Some(done);
                 return End::TakenOver;
             }
             Wake::Control(Some(Control::Shutdown)) => return End::Shutdown,
@@ -293,6 +410,72 @@ async fn read_loop(
             }
         }
     }
+}
+
+/// A packet for the publish/subscribe engine. Effects for other cores gather in `pending`
+/// so that one read's worth of publishes crosses to each core as one batch.
+async fn forward(conn: &mut Conn<'_>, packet: Packet, pending: &mut Effects) -> Result<(), End> {
+    let shard = conn.shard;
+    let now = Instant::now();
+    match packet {
+        Packet::Publish(publish) => {
+            if publish.properties.topic_alias.is_some() {
+                // Topic Alias Maximum is 0 in our CONNACK [MQTT-3.3.2-9].
+                return Err(End::Violation(ReasonCode::TOPIC_ALIAS_INVALID, "[MQTT-3.3.2-9] topic alias not allowed".into()));
+            }
+            if publish.topic.is_empty() {
+                return Err(End::Violation(ReasonCode::PROTOCOL_ERROR, "[MQTT-3.3.2-8] empty topic without alias".into()));
+            }
+            let (qos, packet_id, retain) = (publish.qos, publish.packet_id, publish.retain);
+            let route = match (qos, packet_id) {
+                (QoS::ExactlyOnce, Some(id)) => {
+                    let mut broker = shard.broker.borrow_mut();
+                    if broker.awaiting_release(&conn.client_id) >= usize::from(shard.config.receive_maximum) {
+                        return Err(End::Violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, "[MQTT-3.3.4-9] receive maximum exceeded".into()));
+                    }
+                    broker.receive_qos2(&conn.client_id, id)
+                }
+                _ => true,
+            };
+            if route {
+                let effects = shard.broker.borrow_mut().publish(&conn.client_id, publish, now);
+                pending.to_clients.extend(effects.to_clients);
+                pending.to_cores.extend(effects.to_cores);
+            }
+            if let Some(id) = packet_id {
+                if retain {
+                    // The retained message is everywhere before the client hears it is stored.
+                    shard.apply(std::mem::take(pending)).await;
+                    shard.sync_peers().await;
+                }
+                let ack = state::ack(id, ReasonCode::SUCCESS);
+                let _ = conn.out.try_send(if qos == QoS::ExactlyOnce { Packet::PubRec(ack) } else { Packet::PubAck(ack) });
+            }
+        }
+        Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
+            let effects = shard.broker.borrow_mut().on_ack(&conn.client_id, packet, now);
+            pending.to_clients.extend(effects.to_clients);
+        }
+        Packet::Subscribe(subscribe) => {
+            shard.apply(std::mem::take(pending)).await;
+            let outcome = shard.broker.borrow_mut().subscribe(&conn.client_id, subscribe, now);
+            let (to_clients, to_cores) = (outcome.effects.to_clients, outcome.effects.to_cores);
+            shard.apply(Effects { to_clients: Vec::new(), to_cores }).await;
+            if outcome.interest_changed {
+                shard.sync_peers().await;
+            }
+            // SUBACK first, then the retained messages it releases.
+            let _ = conn.out.try_send(Packet::SubAck(outcome.sub_ack));
+            shard.apply(Effects { to_clients, to_cores: Vec::new() }).await;
+        }
+        Packet::Unsubscribe(unsubscribe) => {
+            let (unsub_ack, effects) = shard.broker.borrow_mut().unsubscribe(&conn.client_id, unsubscribe);
+            pending.to_cores.extend(effects.to_cores);
+            let _ = conn.out.try_send(Packet::UnsubAck(unsub_ack));
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 async fn write_loop(

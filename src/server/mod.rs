@@ -93,12 +93,14 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
                 for task in inbox_tasks {
                     glommio::spawn_local(inbox_loop(shard.clone(), task.await)).detach();
                 }
+                let expiry = glommio::spawn_local(expiry_loop(shard.clone()));
                 let accept = glommio::spawn_local(shard::accept_loop(shard.clone(), listener::into_listener(listener_fd)));
                 let _ = ready_tx.send(Ok(()));
                 while !shutdown.load(Ordering::Relaxed) {
                     glommio::timer::sleep(SHUTDOWN_POLL).await;
                 }
                 drop(accept);
+                drop(expiry);
                 shard.shut_down_connections();
                 let started = std::time::Instant::now();
                 while shard.connected() > 0 && started.elapsed() < SHUTDOWN_GRACE {
@@ -127,6 +129,32 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardMsg>) {
     while let Some(msg) = inbox.recv().await {
         match msg {
             ShardMsg::Handoff(handoff) => connection::take_handoff(&shard, handoff),
+            ShardMsg::Core(batch) => {
+                let now = std::time::Instant::now();
+                for msg in batch {
+                    let effects = shard.broker.borrow_mut().on_core_msg(msg, now);
+                    shard.apply(effects).await;
+                }
+            }
+            ShardMsg::Sync { from, token } => {
+                // Answered from its own task: this loop must never wait on a full channel
+                // to a core that may be waiting on us.
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let _ = shard.send_to(from, ShardMsg::Synced { token }).await;
+                })
+                .detach();
+            }
+            ShardMsg::Synced { token } => shard.synced(token),
         }
+    }
+}
+
+/// Ends offline sessions whose expiry has passed.
+async fn expiry_loop(shard: Rc<Shard>) {
+    loop {
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        let effects = shard.broker.borrow_mut().expire(std::time::Instant::now());
+        shard.apply(effects).await;
     }
 }

@@ -18,14 +18,20 @@ use glommio::channels::shared_channel::ConnectedSender;
 use glommio::net::TcpListener;
 
 use super::ownership::ShardId;
+use crate::broker::{Broker, CoreMsg, Effects, SessionPolicy};
 use crate::config::Config;
-use crate::protocol::Connect;
+use crate::protocol::{Connect, Packet};
 use crate::session::ConnectPolicy;
 
 /// A message from one core to another.
 pub enum ShardMsg {
     /// A connection whose client id this core owns, accepted by another core.
     Handoff(Handoff),
+    /// Routing work for the receiving core's engine, batched.
+    Core(Vec<CoreMsg>),
+    /// Asks for a [`ShardMsg::Synced`] once everything sent before it is processed.
+    Sync { from: ShardId, token: u64 },
+    Synced { token: u64 },
 }
 
 pub struct Handoff {
@@ -49,6 +55,8 @@ pub enum Control {
 struct Registered {
     serial: u64,
     control: LocalSender<Control>,
+    /// Set once the connection has queued its CONNACK; packets for the client go here.
+    outbox: Option<Rc<LocalSender<Packet>>>,
 }
 
 /// Counters for this core; read and summed across cores for $SYS.
@@ -70,6 +78,10 @@ pub struct Shard {
     connections: RefCell<HashMap<ByteString, Registered>>,
     next_serial: Cell<u64>,
     pub stats: ShardStats,
+    /// The publish/subscribe engine. Borrowed only between awaits, never across one.
+    pub broker: RefCell<Broker>,
+    /// Outstanding [`Shard::sync_peers`] calls: token -> (replies missing, waker channel).
+    syncs: RefCell<HashMap<u64, (usize, LocalSender<()>)>>,
 }
 
 impl Shard {
@@ -80,15 +92,21 @@ impl Shard {
             receive_maximum: config.receive_maximum,
             topic_alias_maximum: 0,
         };
+        let session_policy = SessionPolicy {
+            max_session_expiry: config.max_session_expiry,
+            max_queued: config.max_queued_messages,
+        };
         Shard {
             id,
             cores: peers.len(),
+            broker: RefCell::new(Broker::new(id, peers.len(), session_policy)),
             config,
             policy,
             peers,
             connections: RefCell::new(HashMap::new()),
             next_serial: Cell::new(0),
             stats: ShardStats::default(),
+            syncs: RefCell::new(HashMap::new()),
         }
     }
 
@@ -111,7 +129,8 @@ impl Shard {
         let serial = self.next_serial.get();
         self.next_serial.set(serial + 1);
         let (control, control_rx) = local_channel::new_bounded(4);
-        let previous = self.connections.borrow_mut().insert(client_id.clone(), Registered { serial, control });
+        let previous =
+            self.connections.borrow_mut().insert(client_id.clone(), Registered { serial, control, outbox: None });
         let stopped = previous.map(|old| {
             let (done, done_rx) = local_channel::new_bounded(1);
             // The old connection may have ended already: then its receiver is gone and
@@ -127,6 +146,85 @@ impl Shard {
         let mut connections = self.connections.borrow_mut();
         if connections.get(client_id).is_some_and(|r| r.serial == serial) {
             connections.remove(client_id);
+        }
+    }
+
+    /// Whether `serial` is still the connection that holds `client_id`.
+    pub fn is_current(&self, client_id: &ByteString, serial: u64) -> bool {
+        self.connections.borrow().get(client_id).is_some_and(|r| r.serial == serial)
+    }
+
+    pub fn attach_outbox(&self, client_id: &ByteString, serial: u64, outbox: Rc<LocalSender<Packet>>) {
+        if let Some(registered) = self.connections.borrow_mut().get_mut(client_id) {
+            if registered.serial == serial {
+                registered.outbox = Some(outbox);
+            }
+        }
+    }
+
+    pub fn detach_outbox(&self, client_id: &ByteString, serial: u64) {
+        if let Some(registered) = self.connections.borrow_mut().get_mut(client_id) {
+            if registered.serial == serial {
+                registered.outbox = None;
+            }
+        }
+    }
+
+    /// Carries out what the engine decided: packets to this core's clients, batches to
+    /// other cores (one channel message per core, in order).
+    pub async fn apply(&self, effects: Effects) {
+        if !effects.to_clients.is_empty() {
+            let connections = self.connections.borrow();
+            for (client_id, packet) in effects.to_clients {
+                if let Some(outbox) = connections.get(&client_id).and_then(|r| r.outbox.as_ref()) {
+                    let _ = outbox.try_send(packet);
+                }
+            }
+        }
+        if effects.to_cores.is_empty() {
+            return;
+        }
+        let mut batches: Vec<Vec<CoreMsg>> = (0..self.cores).map(|_| Vec::new()).collect();
+        for (core, msg) in effects.to_cores {
+            if let Some(batch) = batches.get_mut(core.0) {
+                batch.push(msg);
+            }
+        }
+        for (core, batch) in batches.into_iter().enumerate() {
+            if !batch.is_empty() {
+                let _ = self.send_to(ShardId(core), ShardMsg::Core(batch)).await;
+            }
+        }
+    }
+
+    /// Returns once every other core has processed everything this core sent it before
+    /// the call: a SUBACK waits for this so that a publish which follows it on any core
+    /// already knows about the new subscription.
+    pub async fn sync_peers(&self) {
+        if self.cores < 2 {
+            return;
+        }
+        let token = self.next_serial.get();
+        self.next_serial.set(token + 1);
+        let (done, done_rx) = local_channel::new_bounded(1);
+        self.syncs.borrow_mut().insert(token, (self.cores - 1, done));
+        for core in (0..self.cores).map(ShardId).filter(|&c| c != self.id) {
+            if self.send_to(core, ShardMsg::Sync { from: self.id, token }).await.is_err() {
+                self.synced(token);
+            }
+        }
+        // `None` once the last reply dropped the sender.
+        let _ = done_rx.recv().await;
+    }
+
+    /// A core answered a sync.
+    pub fn synced(&self, token: u64) {
+        let mut syncs = self.syncs.borrow_mut();
+        if let Some((missing, _)) = syncs.get_mut(&token) {
+            *missing -= 1;
+            if *missing == 0 {
+                syncs.remove(&token);
+            }
         }
     }
 

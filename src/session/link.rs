@@ -13,8 +13,9 @@ pub enum LinkEvent {
     Reply(Packet),
     /// A packet for the session/routing layer (PUBLISH, SUBSCRIBE, acks...).
     Forward(Packet),
-    /// The client disconnected normally; `publish_will` is true for v5 reason 0x04.
-    Disconnected { publish_will: bool },
+    /// The client disconnected normally; `publish_will` is true for v5 reason 0x04;
+    /// `session_expiry` is a new Session Expiry Interval from a v5 DISCONNECT.
+    Disconnected { publish_will: bool, session_expiry: Option<u32> },
 }
 
 /// A protocol violation: close the connection, with a DISCONNECT carrying `reason_code`
@@ -56,6 +57,7 @@ impl Link {
             Packet::Disconnect(disconnect) => Ok(LinkEvent::Disconnected {
                 publish_will: self.version.is_v5()
                     && disconnect.reason_code == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
+                session_expiry: disconnect.properties.session_expiry_interval,
             }),
             Packet::Connect(_) => protocol_error("[MQTT-3.1.0-2] a second CONNECT on one connection"),
             Packet::Auth(_) => protocol_error("[MQTT-4.12.0-1] AUTH without an authentication method in CONNECT"),
@@ -112,12 +114,12 @@ mod tests {
         let mut v5 = Link::new(ProtocolVersion::V5, Duration::ZERO, Instant::now());
         assert_eq!(
             v5.on_packet(Packet::Disconnect(with_will.clone()), Instant::now()),
-            Ok(LinkEvent::Disconnected { publish_will: true })
+            Ok(LinkEvent::Disconnected { publish_will: true, session_expiry: None })
         );
         let mut v3 = Link::new(ProtocolVersion::V3_1_1, Duration::ZERO, Instant::now());
         assert_eq!(
             v3.on_packet(Packet::Disconnect(with_will), Instant::now()),
-            Ok(LinkEvent::Disconnected { publish_will: false })
+            Ok(LinkEvent::Disconnected { publish_will: false, session_expiry: None })
         );
     }
 }

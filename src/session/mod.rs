@@ -8,6 +8,8 @@
 
 pub mod connect;
 mod link;
+pub mod state;
 
 pub use connect::{accept_connect, Accepted, ConnectPolicy};
 pub use link::{Link, LinkEvent};
+pub use state::{Message, Session, Subscription};

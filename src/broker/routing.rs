@@ -1,0 +1,244 @@
+//! SUBSCRIBE, UNSUBSCRIBE and PUBLISH on one core, and the messages other cores send it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+
+use super::{Broker, CoreMsg, Effects};
+use crate::protocol::{Publish, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe};
+use crate::server::ShardId;
+use crate::session::{Message, Subscription};
+use crate::topic::{ParsedFilter, TopicFilter, TopicName};
+
+pub struct SubscribeOutcome {
+    pub sub_ack: SubAck,
+    pub effects: Effects,
+    /// Whether the interest of this core changed: the SUBACK should wait until every
+    /// other core has seen the change, so that a publish that follows it is routed here.
+    pub interest_changed: bool,
+}
+
+impl Broker {
+    pub fn subscribe(&mut self, client_id: &ByteString, subscribe: Subscribe, now: Instant) -> SubscribeOutcome {
+        let mut effects = Effects::default();
+        let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
+        let mut interest_changed = false;
+        let identifier = subscribe.properties.subscription_identifiers.first().copied();
+        for (raw, options) in subscribe.filters {
+            let filter = match ParsedFilter::parse(raw.clone()) {
+                Ok(ParsedFilter::Plain(filter)) => filter,
+                // Shared subscriptions are not offered yet; CONNACK says so.
+                Ok(ParsedFilter::Shared(_)) => {
+                    reason_codes.push(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+                    continue;
+                }
+                Err(_) => {
+                    reason_codes.push(ReasonCode::TOPIC_FILTER_INVALID);
+                    continue;
+                }
+            };
+            let subscription = Subscription { options, identifier };
+            let inserted = self.subscriptions.insert(&filter, client_id.clone(), subscription.clone());
+            if inserted.filter_added {
+                interest_changed = true;
+                self.broadcast(&mut effects, |from| CoreMsg::Interest { from, filter: raw.clone(), present: true });
+            }
+            let existed = inserted.replaced.is_some();
+            if let Some(slot) = self.sessions.get_mut(client_id) {
+                slot.session.subscriptions.insert(raw.clone(), subscription.clone());
+                let send_retained = match options.retain_handling {
+                    RetainHandling::OnSubscribe => true,
+                    RetainHandling::OnNewSubscribe => !existed,
+                    RetainHandling::Never => false,
+                };
+                if send_retained {
+                    let mut matching: Vec<&Arc<Message>> =
+                        self.retained.values().filter(|m| filter_matches(&filter, &m.topic)).collect();
+                    matching.sort_by(|a, b| a.topic.cmp(&b.topic));
+                    for message in matching {
+                        if let Some(packet) = slot.session.deliver_retained(message, &subscription, now) {
+                            effects.to_clients.push((client_id.clone(), packet));
+                        }
+                    }
+                }
+            }
+            reason_codes.push(ReasonCode(options.qos as u8));
+        }
+        let sub_ack = SubAck { packet_id: subscribe.packet_id, properties: Default::default(), reason_codes };
+        SubscribeOutcome { sub_ack, effects, interest_changed }
+    }
+
+    pub fn unsubscribe(&mut self, client_id: &ByteString, unsubscribe: Unsubscribe) -> (UnsubAck, Effects) {
+        let mut effects = Effects::default();
+        let mut reason_codes = Vec::with_capacity(unsubscribe.filters.len());
+        for raw in unsubscribe.filters {
+            let removed = self
+                .sessions
+                .get_mut(client_id)
+                .and_then(|slot| slot.session.subscriptions.remove(&raw))
+                .is_some();
+            if removed {
+                self.remove_subscription(client_id, &raw, &mut effects);
+                reason_codes.push(ReasonCode::SUCCESS);
+            } else if TopicFilter::new(raw.clone()).is_err() && !raw.starts_with("$share/") {
+                reason_codes.push(ReasonCode::TOPIC_FILTER_INVALID);
+            } else {
+                reason_codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
+            }
+        }
+        (UnsubAck { packet_id: unsubscribe.packet_id, properties: Default::default(), reason_codes }, effects)
+    }
+
+    pub(super) fn remove_subscription(&mut self, client_id: &ByteString, raw: &ByteString, effects: &mut Effects) {
+        let Ok(filter) = TopicFilter::new(raw.clone()) else { return };
+        if self.subscriptions.remove(&filter, client_id).filter_removed {
+            self.broadcast(effects, |from| CoreMsg::Interest { from, filter: raw.clone(), present: false });
+        }
+    }
+
+    fn broadcast(&self, effects: &mut Effects, msg: impl Fn(ShardId) -> CoreMsg) {
+        for core in (0..self.cores).map(ShardId).filter(|&c| c != self.id) {
+            effects.to_cores.push((core, msg(self.id)));
+        }
+    }
+
+    /// A PUBLISH from a client of this core (or its will). The topic is already valid.
+    pub fn publish(&mut self, publisher: &ByteString, publish: Publish, now: Instant) -> Effects {
+        let mut effects = Effects::default();
+        self.counters.messages_received += 1;
+        let mut properties = publish.properties;
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clear();
+        let expires_at = properties.message_expiry_interval.map(|s| now + Duration::from_secs(u64::from(s)));
+        let message = Arc::new(Message {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties,
+            publisher: publisher.clone(),
+            expires_at,
+        });
+        if message.retain {
+            self.set_retained(&message);
+            self.broadcast(&mut effects, |_| CoreMsg::Retain(message.clone()));
+        }
+        let Ok(topic) = TopicName::new(message.topic.clone()) else { return effects };
+        let mut cores = [false; 64];
+        let mut extra_cores = Vec::new();
+        self.interest.matches(&topic, |core, _| match cores.get_mut(core.0) {
+            Some(seen) => *seen = true,
+            None => extra_cores.push(*core),
+        });
+        extra_cores.sort_unstable();
+        extra_cores.dedup();
+        for core in cores.iter().enumerate().filter(|(_, &seen)| seen).map(|(i, _)| ShardId(i)).chain(extra_cores) {
+            effects.to_cores.push((core, CoreMsg::Publish(message.clone())));
+        }
+        self.deliver_local(&topic, &message, now, &mut effects);
+        effects
+    }
+
+    /// A message from another core.
+    pub fn on_core_msg(&mut self, msg: CoreMsg, now: Instant) -> Effects {
+        let mut effects = Effects::default();
+        match msg {
+            CoreMsg::Publish(message) => {
+                if let Ok(topic) = TopicName::new(message.topic.clone()) {
+                    self.deliver_local(&topic, &message, now, &mut effects);
+                }
+            }
+            CoreMsg::Interest { from, filter, present } => {
+                if let Ok(filter) = TopicFilter::new(filter) {
+                    if present {
+                        let _ = self.interest.insert(&filter, from, ());
+                    } else {
+                        let _ = self.interest.remove(&filter, &from);
+                    }
+                }
+            }
+            CoreMsg::Retain(message) => self.set_retained(&message),
+        }
+        effects
+    }
+
+    fn set_retained(&mut self, message: &Arc<Message>) {
+        if message.payload.is_empty() {
+            // [MQTT-3.3.1-10] an empty retained message clears the topic.
+            self.retained.remove(&message.topic);
+        } else {
+            self.retained.insert(message.topic.clone(), message.clone());
+        }
+    }
+
+    /// Hands a message to every local session with a matching subscription: one copy per
+    /// session, at the highest QoS of its matching subscriptions, carrying all of their
+    /// Subscription Identifiers (MQTT 5.0 4.8.1 allows either this or one copy each).
+    fn deliver_local(&mut self, topic: &TopicName, message: &Arc<Message>, now: Instant, effects: &mut Effects) {
+        let mut targets: HashMap<ByteString, (Subscription, Vec<u32>)> = HashMap::new();
+        self.subscriptions.matches(topic, |client, subscription| {
+            if subscription.options.no_local && *client == message.publisher {
+                return; // [MQTT-3.8.3-3] No Local
+            }
+            let entry = targets.entry(client.clone()).or_insert_with(|| (subscription.clone(), Vec::new()));
+            if subscription.options.qos > entry.0.options.qos {
+                entry.0.options = subscription.options;
+            }
+            entry.1.extend(subscription.identifier);
+        });
+        for (client, (subscription, ids)) in targets {
+            let Some(slot) = self.sessions.get_mut(&client) else { continue };
+            let before = slot.session.dropped;
+            if let Some(packet) = slot.session.deliver(message, &subscription, ids, slot.online, now) {
+                self.counters.messages_sent += 1;
+                effects.to_clients.push((client, packet));
+            }
+            self.counters.dropped += slot.session.dropped - before;
+        }
+    }
+}
+
+/// Whether `filter` matches `topic` (section 4.7): used for the few retained messages a
+/// new subscription must see, where building a tree would cost more than it saves.
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false; // [MQTT-4.7.2-1]
+    }
+    let mut topic_levels = topic.split('/');
+    for level in filter.split('/') {
+        match level {
+            "#" => return true,
+            "+" => {
+                if topic_levels.next().is_none() {
+                    return false;
+                }
+            }
+            exact => {
+                if topic_levels.next() != Some(exact) {
+                    return false;
+                }
+            }
+        }
+    }
+    topic_levels.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter_matches;
+
+    #[test]
+    fn single_filter_matching_follows_section_4_7() {
+        assert!(filter_matches("sport/tennis/player1/#", "sport/tennis/player1"));
+        assert!(filter_matches("sport/#", "sport"));
+        assert!(!filter_matches("sport/+", "sport/tennis/player1"));
+        assert!(filter_matches("+/+", "/finance"));
+        assert!(filter_matches("/+", "/finance"));
+        assert!(!filter_matches("+", "/finance"));
+        assert!(!filter_matches("#", "$SYS/uptime"));
+        assert!(filter_matches("$SYS/#", "$SYS/uptime"));
+        assert!(filter_matches("a/+", "a/"));
+    }
+}
