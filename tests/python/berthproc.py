@@ -1,0 +1,127 @@
+"""Start and stop the real berth binary for black-box tests.
+
+The broker listens on an ephemeral port and announces it with one stdout line,
+`berth listening on 127.0.0.1:PORT`; we read stdout up to that line and never guess a port.
+stderr (the logs) goes to a file so that a chatty broker cannot block on a full pipe, and is
+shown when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import tempfile
+import time
+
+READY = re.compile(rb"^berth listening on (\S+):(\d+)\s*$")
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+
+def berth_bin() -> str:
+    path = os.environ.get("BERTH_BIN", "target/debug/berth")
+    if not os.path.isabs(path):
+        repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+        path = os.path.join(repo, path)
+    return path
+
+
+class BrokerDied(AssertionError):
+    pass
+
+
+class Broker:
+    """A running broker process. `argv` is the full command line (wrappers included)."""
+
+    def __init__(self, argv: list[str], *, workdir: str, ready_timeout: float = READY_TIMEOUT):
+        self.argv = argv
+        self.workdir = workdir
+        self.stderr_path = os.path.join(workdir, "berth.stderr")
+        self._stderr = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self._stderr)
+        self.stdout_seen = b""
+        self.host, self.port = self._wait_ready(ready_timeout)
+
+    @classmethod
+    def start(cls, *extra: str, cores: int = 2, workdir: str | None = None, data_dir: str | None = None,
+              log: str | None = None, wrapper: list[str] | None = None, binary: str | None = None) -> "Broker":
+        workdir = workdir or tempfile.mkdtemp(prefix="berth-test-")
+        if data_dir is None:
+            data_dir = os.path.join(workdir, "data")
+            os.makedirs(data_dir, exist_ok=True)
+        argv = list(wrapper or []) + [binary or berth_bin(), "--listen", "127.0.0.1:0",
+                                      "--cores", str(cores), "--data-dir", data_dir,
+                                      "--log", log or os.environ.get("BERTH_LOG", "info"), *extra]
+        return cls(argv, workdir=workdir)
+
+    def _wait_ready(self, timeout: float) -> tuple[str, int]:
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while True:
+            nl = self.stdout_seen.find(b"\n")
+            while nl >= 0:
+                line, self.stdout_seen = self.stdout_seen[:nl], self.stdout_seen[nl + 1:]
+                m = READY.match(line)
+                if m:
+                    return m.group(1).decode(), int(m.group(2))
+                nl = self.stdout_seen.find(b"\n")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.kill()
+                raise BrokerDied(f"no ready line within {timeout}s\n{self.describe()}")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    rc = self.proc.wait(timeout=STOP_TIMEOUT)
+                    raise BrokerDied(f"broker exited with {rc} before its ready line\n{self.describe()}")
+                self.stdout_seen += chunk
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    def stderr_text(self) -> str:
+        if not self._stderr.closed:
+            self._stderr.flush()
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def describe(self) -> str:
+        tail = self.stderr_text()[-8000:]
+        return (f"command: {' '.join(self.argv)}\nstdout: {self.stdout_seen!r}\n"
+                f"--- broker stderr (tail) ---\n{tail}\n--- end of stderr ---")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
+        """Signal the broker (unless `sig` is None: it was signalled already) and return its
+        exit status (negative: killed by a signal)."""
+        if self.proc.poll() is None:
+            if sig is not None:
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise BrokerDied(f"broker still running {timeout}s after signal {sig}\n{self.describe()}")
+        self.proc.stdout.close()
+        self._stderr.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def assert_clean_exit(self) -> None:
+        """SIGTERM must end the broker with status 0 (the contract's clean shutdown)."""
+        was_alive = self.alive()
+        rc = self.stop()
+        assert was_alive, f"broker died during the test with status {rc}\n{self.describe()}"
+        assert rc == 0, f"broker exited with {rc} on SIGTERM\n{self.describe()}"

@@ -1,0 +1,50 @@
+"""Fixtures: a fresh berth broker per test (2 cores, ephemeral port, temporary data dir).
+
+Teardown sends SIGTERM and asserts exit status 0, so a broker that crashed or hung during any
+test fails that test. The broker's stderr is printed in teardown; pytest shows it only when the
+test fails.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from berthproc import Broker, berth_bin
+
+
+def pytest_sessionstart(session):
+    path = berth_bin()
+    if not os.access(path, os.X_OK):
+        raise pytest.UsageError(f"berth binary not found at {path}: build it (cargo build) or set BERTH_BIN")
+
+
+@pytest.fixture
+def start_broker(tmp_path):
+    """Factory: start_broker(*extra_flags, cores=2) -> running Broker; all are stopped cleanly."""
+    started: list[Broker] = []
+
+    def start(*extra: str, cores: int = 2, **kw) -> Broker:
+        workdir = tmp_path / f"broker{len(started)}"
+        workdir.mkdir()
+        b = Broker.start(*extra, cores=cores, workdir=str(workdir), **kw)
+        started.append(b)
+        return b
+
+    yield start
+
+    failures = []
+    for b in started:
+        if not b.proc.stdout.closed:  # else the test stopped it itself and checked the status
+            try:
+                b.assert_clean_exit()
+            except AssertionError as e:
+                failures.append(str(e))
+        print(b.describe())
+    assert not failures, "\n\n".join(failures)
+
+
+@pytest.fixture
+def broker(start_broker) -> Broker:
+    return start_broker()
