@@ -4,7 +4,9 @@
 //! about subscribers.
 
 use super::hash::LevelHashState;
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::num::NonZeroU32;
 
 /// Index of a non-root node in the arena. The root is index 0 and nobody's child, which
@@ -28,7 +30,66 @@ impl SlotId {
     }
 }
 
-pub(super) type LevelMap = HashMap<Box<str>, NodeId, LevelHashState>;
+/// Longest level kept inline in a [`Label`]; 22 bytes make the label 24, a `Box<str>` + tag.
+const INLINE_LABEL: usize = 22;
+
+/// A level as the tree stores it. Short levels (numeric ids, `cmd`, `status`) sit inline:
+/// comparing one follows no pointer, which at a million filters saves a cache miss per
+/// level matched, and storing one costs no allocation.
+#[derive(Clone)]
+pub(super) enum Label {
+    Inline { len: u8, bytes: [u8; INLINE_LABEL] },
+    Heap(Box<str>),
+}
+
+impl Label {
+    pub(super) fn new(level: &str) -> Self {
+        match u8::try_from(level.len()) {
+            Ok(len) if level.len() <= INLINE_LABEL => {
+                let mut bytes = [0; INLINE_LABEL];
+                bytes[..level.len()].copy_from_slice(level.as_bytes());
+                Label::Inline { len, bytes }
+            }
+            _ => Label::Heap(level.into()),
+        }
+    }
+
+    #[inline]
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        match self {
+            Label::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Label::Heap(level) => level.as_bytes(),
+        }
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        // A label is always a whole level cut from a `str` at `/`, so this cannot fail.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+impl PartialEq for Label {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Label {}
+
+/// Hashes as the bytes do, so that maps keyed by `Label` are searched with a `&[u8]`.
+impl Hash for Label {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl Borrow<[u8]> for Label {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+pub(super) type LevelMap = HashMap<Label, NodeId, LevelHashState>;
 
 /// Literal children. Most nodes of a large tree have exactly one (`{id}` -> `cmd` in
 /// `device/{id}/cmd`), so that case is inline rather than a map of its own.
@@ -36,7 +97,7 @@ pub(super) type LevelMap = HashMap<Box<str>, NodeId, LevelHashState>;
 pub(super) enum Children {
     #[default]
     None,
-    One(Box<str>, NodeId),
+    One(Label, NodeId),
     Many(Box<LevelMap>),
 }
 
@@ -45,8 +106,8 @@ impl Children {
     pub(super) fn get(&self, level: &str) -> Option<NodeId> {
         match self {
             Children::None => None,
-            Children::One(label, id) => (**label == *level).then_some(*id),
-            Children::Many(map) => map.get(level).copied(),
+            Children::One(label, id) => (label.as_bytes() == level.as_bytes()).then_some(*id),
+            Children::Many(map) => map.get(level.as_bytes()).copied(),
         }
     }
 
@@ -60,15 +121,15 @@ impl Children {
 
     pub(super) fn insert(&mut self, level: &str, id: NodeId, hash: LevelHashState) {
         *self = match std::mem::take(self) {
-            Children::None => Children::One(level.into(), id),
+            Children::None => Children::One(Label::new(level), id),
             Children::One(label, other) => {
                 let mut map = LevelMap::with_capacity_and_hasher(2, hash);
                 map.insert(label, other);
-                map.insert(level.into(), id);
+                map.insert(Label::new(level), id);
                 Children::Many(Box::new(map))
             }
             Children::Many(mut map) => {
-                map.insert(level.into(), id);
+                map.insert(Label::new(level), id);
                 Children::Many(map)
             }
         }
@@ -78,7 +139,7 @@ impl Children {
         match self {
             Children::None => None,
             Children::One(label, id) => {
-                if **label != *level {
+                if label.as_bytes() != level.as_bytes() {
                     return None;
                 }
                 let id = *id;
@@ -86,7 +147,7 @@ impl Children {
                 Some(id)
             }
             Children::Many(map) => {
-                let id = map.remove(level)?;
+                let id = map.remove(level.as_bytes())?;
                 if map.len() == 1 {
                     let last = map.drain().next();
                     if let Some((label, last)) = last {
@@ -186,5 +247,57 @@ impl Node {
 
     pub(super) fn is_empty(&self) -> bool {
         self.exact.is_none() && self.multi.is_none() && self.degree() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn labels_keep_their_level_inline_or_on_the_heap() {
+        for level in [
+            "",
+            "cmd",
+            &"a".repeat(22),
+            &"a".repeat(23),
+            "主题主题主题主题",
+            "ü",
+        ] {
+            let label = Label::new(level);
+            assert_eq!(label.as_str(), level);
+            assert_eq!(
+                matches!(label, Label::Inline { .. }),
+                level.len() <= INLINE_LABEL
+            );
+            let hash = LevelHashState::random();
+            assert_eq!(
+                hash.hash_one(&label),
+                hash.hash_one(level.as_bytes()),
+                "Borrow<[u8]> needs equal hashes"
+            );
+        }
+    }
+
+    #[test]
+    fn children_go_from_one_to_a_map_and_back() {
+        let hash = LevelHashState::random();
+        let id = |n| NodeId(NonZeroU32::new(n).unwrap());
+        let mut children = Children::None;
+        children.insert("a", id(1), hash);
+        assert!(matches!(children, Children::One(..)));
+        children.insert(&"long".repeat(10), id(2), hash);
+        children.insert("c", id(3), hash);
+        assert!(matches!(children, Children::Many(_)));
+        assert_eq!(children.get(&"long".repeat(10)), Some(id(2)));
+        assert_eq!(children.get("b"), None);
+        assert_eq!(children.remove("a"), Some(id(1)));
+        assert_eq!(children.remove("a"), None);
+        assert_eq!(children.remove(&"long".repeat(10)), Some(id(2)));
+        assert!(matches!(children, Children::One(..)));
+        assert_eq!((children.len(), children.any()), (1, Some(id(3))));
+        assert_eq!(children.remove("c"), Some(id(3)));
+        assert!(matches!(children, Children::None));
     }
 }

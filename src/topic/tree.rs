@@ -285,11 +285,11 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTree<K, V> {
             }
             match &node.children {
                 Children::None => {}
-                Children::One(level, id) => stack.push((id.index(), child_path(level))),
+                Children::One(level, id) => stack.push((id.index(), child_path(level.as_str()))),
                 Children::Many(map) => {
                     stack.extend(
                         map.iter()
-                            .map(|(level, id)| (id.index(), child_path(level))),
+                            .map(|(level, id)| (id.index(), child_path(level.as_str()))),
                     );
                 }
             }
