@@ -110,7 +110,11 @@ pub fn decode_connect(buf: &mut BytesMut, max_packet_size: u32) -> Result<Option
 
 /// Decodes one packet of a connection whose version is known. A second CONNECT decodes
 /// fine here; rejecting it [MQTT-3.1.0-2] is the session's job.
-pub fn decode(buf: &mut BytesMut, version: ProtocolVersion, max_packet_size: u32) -> Result<Option<Packet>, DecodeError> {
+pub fn decode(
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    max_packet_size: u32,
+) -> Result<Option<Packet>, DecodeError> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };

@@ -490,6 +490,54 @@ pub(crate) fn write(p: &Properties, buf: &mut BytesMut) {
     byte(buf, SHARED_SUBSCRIPTION_AVAILABLE, p.shared_subscription_available);
 }
 
+/// `p` without the properties `context` does not allow, so that property tests can draw
+/// one list and use it anywhere.
+#[cfg(test)]
+pub(crate) fn restrict(p: Properties, context: Context) -> Properties {
+    let allowed = context.allowed();
+    let keep = |id: u8| allowed & (1 << id) != 0;
+    let mut p = Properties {
+        payload_format_indicator: p.payload_format_indicator.filter(|_| keep(PAYLOAD_FORMAT_INDICATOR)),
+        message_expiry_interval: p.message_expiry_interval.filter(|_| keep(MESSAGE_EXPIRY_INTERVAL)),
+        content_type: p.content_type.filter(|_| keep(CONTENT_TYPE)),
+        response_topic: p.response_topic.filter(|_| keep(RESPONSE_TOPIC)),
+        correlation_data: p.correlation_data.filter(|_| keep(CORRELATION_DATA)),
+        subscription_identifiers: if keep(SUBSCRIPTION_IDENTIFIER) { p.subscription_identifiers } else { Vec::new() },
+        session_expiry_interval: p.session_expiry_interval.filter(|_| keep(SESSION_EXPIRY_INTERVAL)),
+        assigned_client_identifier: p.assigned_client_identifier.filter(|_| keep(ASSIGNED_CLIENT_IDENTIFIER)),
+        server_keep_alive: p.server_keep_alive.filter(|_| keep(SERVER_KEEP_ALIVE)),
+        authentication_method: p.authentication_method.filter(|_| keep(AUTHENTICATION_METHOD)),
+        authentication_data: p.authentication_data.filter(|_| keep(AUTHENTICATION_DATA)),
+        request_problem_information: p.request_problem_information.filter(|_| keep(REQUEST_PROBLEM_INFORMATION)),
+        will_delay_interval: p.will_delay_interval.filter(|_| keep(WILL_DELAY_INTERVAL)),
+        request_response_information: p.request_response_information.filter(|_| keep(REQUEST_RESPONSE_INFORMATION)),
+        response_information: p.response_information.filter(|_| keep(RESPONSE_INFORMATION)),
+        server_reference: p.server_reference.filter(|_| keep(SERVER_REFERENCE)),
+        reason_string: p.reason_string.filter(|_| keep(REASON_STRING)),
+        receive_maximum: p.receive_maximum.filter(|_| keep(RECEIVE_MAXIMUM)),
+        topic_alias_maximum: p.topic_alias_maximum.filter(|_| keep(TOPIC_ALIAS_MAXIMUM)),
+        topic_alias: p.topic_alias.filter(|_| keep(TOPIC_ALIAS)),
+        maximum_qos: p.maximum_qos.filter(|_| keep(MAXIMUM_QOS)),
+        retain_available: p.retain_available.filter(|_| keep(RETAIN_AVAILABLE)),
+        user_properties: if keep(USER_PROPERTY) { p.user_properties } else { Vec::new() },
+        maximum_packet_size: p.maximum_packet_size.filter(|_| keep(MAXIMUM_PACKET_SIZE)),
+        wildcard_subscription_available: p
+            .wildcard_subscription_available
+            .filter(|_| keep(WILDCARD_SUBSCRIPTION_AVAILABLE)),
+        subscription_identifier_available: p
+            .subscription_identifier_available
+            .filter(|_| keep(SUBSCRIPTION_IDENTIFIER_AVAILABLE)),
+        shared_subscription_available: p.shared_subscription_available.filter(|_| keep(SHARED_SUBSCRIPTION_AVAILABLE)),
+    };
+    if context != Context::Publish {
+        p.subscription_identifiers.truncate(1);
+    }
+    if p.authentication_method.is_none() {
+        p.authentication_data = None;
+    }
+    p
+}
+
 #[cfg(test)]
 #[path = "property_codec_tests.rs"]
 mod tests;

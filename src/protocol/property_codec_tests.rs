@@ -134,7 +134,10 @@ fn allowed_sets() {
 fn duplicates() {
     // Everything but User Property, and Subscription Identifier in a PUBLISH, is allowed once.
     let twice = |id: u8, value: &[u8]| [&[id][..], value, &[id], value].concat();
-    assert_eq!(decode_list(Context::Publish, &twice(0x01, &[1])), Err(DecodeError::DuplicateProperty("Payload Format Indicator")));
+    assert_eq!(
+        decode_list(Context::Publish, &twice(0x01, &[1])),
+        Err(DecodeError::DuplicateProperty("Payload Format Indicator"))
+    );
     assert!(decode_list(Context::Subscribe, &twice(0x0B, &[1])).is_err());
     assert!(decode_list(Context::Publish, &twice(0x0B, &[1])).is_ok());
     assert!(decode_list(Context::Auth, &twice(0x26, &[0, 0, 0, 0])).is_ok());
@@ -183,7 +186,10 @@ fn encode_checks() {
     let p = Properties { topic_alias: Some(1), ..Properties::default() };
     assert_eq!(
         check(&p, Context::Ack),
-        Err(EncodeError::Invalid(DecodeError::PropertyNotAllowed { property: "Topic Alias", packet: "PUBACK, PUBREC, PUBREL or PUBCOMP" }))
+        Err(EncodeError::Invalid(DecodeError::PropertyNotAllowed {
+            property: "Topic Alias",
+            packet: "PUBACK, PUBREC, PUBREL or PUBCOMP"
+        }))
     );
     let p = Properties { receive_maximum: Some(0), ..Properties::default() };
     assert!(matches!(check(&p, Context::Connect), Err(EncodeError::Invalid(DecodeError::Protocol(_)))));

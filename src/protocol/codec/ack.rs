@@ -12,6 +12,11 @@ use crate::protocol::property_codec::{self as props, Context};
 use crate::protocol::wire::Reader;
 use crate::protocol::{Ack, DecodeError, EncodeError, Properties, ProtocolVersion, ReasonCode};
 
+/// Tables 3-4 and 3-5 of 5.0.
+pub(crate) const PUBACK_PUBREC: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
+/// Tables 3-6 and 3-7 of 5.0.
+pub(crate) const PUBREL_PUBCOMP: &[u8] = &[0x00, 0x92];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AckKind {
     PubAck,
@@ -23,8 +28,6 @@ pub(crate) enum AckKind {
 impl AckKind {
     /// Tables 3-4 to 3-7 of 5.0, and the rule to cite when a code is not in them.
     fn reason_codes(self) -> (&'static [u8], &'static str) {
-        const PUBACK_PUBREC: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
-        const PUBREL_PUBCOMP: &[u8] = &[0x00, 0x92];
         match self {
             AckKind::PubAck => (PUBACK_PUBREC, "[MQTT-3.4.2.1] PUBACK reason code not in table 3-4"),
             AckKind::PubRec => (PUBACK_PUBREC, "[MQTT-3.5.2.1] PUBREC reason code not in table 3-5"),
@@ -89,7 +92,11 @@ mod tests {
     use ProtocolVersion::*;
 
     fn ack(id: u16, reason: u8) -> Ack {
-        Ack { packet_id: PacketId::new(id).unwrap(), reason_code: ReasonCode(reason), properties: Properties::default() }
+        Ack {
+            packet_id: PacketId::new(id).unwrap(),
+            reason_code: ReasonCode(reason),
+            properties: Properties::default(),
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::protocol::wire::Reader;
 use crate::protocol::{ConnAck, DecodeError, EncodeError, Properties, ProtocolVersion, ReasonCode};
 
 /// Table 3-1 of 5.0.
-const REASON_CODES: &[u8] = &[
+pub(crate) const REASON_CODES: &[u8] = &[
     0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97, 0x99, 0x9A, 0x9B,
     0x9C, 0x9D, 0x9F,
 ];
@@ -85,10 +85,17 @@ mod tests {
     fn v3_return_codes() {
         both_ways(&[0x20, 0x02, 0x01, 0x00], Packet::ConnAck(connack(true, ReasonCode::SUCCESS)), V3_1_1);
         both_ways(&[0x20, 0x02, 0x00, 0x05], Packet::ConnAck(connack(false, ReasonCode::NOT_AUTHORIZED)), V3_1);
-        both_ways(&[0x20, 0x02, 0x00, 0x01], Packet::ConnAck(connack(false, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION)), V3_1_1);
+        both_ways(
+            &[0x20, 0x02, 0x00, 0x01],
+            Packet::ConnAck(connack(false, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION)),
+            V3_1_1,
+        );
         // 5.0-only codes fall back to their nearest 3.1.1 return code.
         assert_eq!(encode_one(&Packet::ConnAck(connack(false, ReasonCode::BANNED)), V3_1_1), [0x20, 0x02, 0x00, 0x05]);
-        assert_eq!(encode_one(&Packet::ConnAck(connack(false, ReasonCode::SERVER_BUSY)), V3_1_1), [0x20, 0x02, 0x00, 0x03]);
+        assert_eq!(
+            encode_one(&Packet::ConnAck(connack(false, ReasonCode::SERVER_BUSY)), V3_1_1),
+            [0x20, 0x02, 0x00, 0x03]
+        );
         // Properties are dropped before 5.0.
         let mut c = connack(false, ReasonCode::SUCCESS);
         c.properties.receive_maximum = Some(10);
@@ -103,7 +110,11 @@ mod tests {
         c.properties.topic_alias_maximum = Some(10);
         let bytes = [0x20, 0x0D, 0x00, 0x00, 0x0A, 0x12, 0x00, 0x02, b'i', b'd', 0x22, 0x00, 0x0A, 0x24, 0x01];
         both_ways(&bytes, Packet::ConnAck(c), V5);
-        both_ways(&[0x20, 0x03, 0x00, 0x86, 0x00], Packet::ConnAck(connack(false, ReasonCode::BAD_USER_NAME_OR_PASSWORD)), V5);
+        both_ways(
+            &[0x20, 0x03, 0x00, 0x86, 0x00],
+            Packet::ConnAck(connack(false, ReasonCode::BAD_USER_NAME_OR_PASSWORD)),
+            V5,
+        );
     }
 
     #[test]
@@ -129,9 +140,15 @@ mod tests {
     #[test]
     fn refused_on_encode() {
         assert!(matches!(refuses(&Packet::ConnAck(connack(true, ReasonCode::BANNED)), V5), EncodeError::Invalid(_)));
-        assert!(matches!(refuses(&Packet::ConnAck(connack(false, ReasonCode::GRANTED_QOS_1)), V5), EncodeError::Invalid(_)));
+        assert!(matches!(
+            refuses(&Packet::ConnAck(connack(false, ReasonCode::GRANTED_QOS_1)), V5),
+            EncodeError::Invalid(_)
+        ));
         let mut c = connack(false, ReasonCode::SUCCESS);
         c.properties.topic_alias = Some(3);
-        assert!(matches!(refuses(&Packet::ConnAck(c), V5), EncodeError::Invalid(DecodeError::PropertyNotAllowed { .. })));
+        assert!(matches!(
+            refuses(&Packet::ConnAck(c), V5),
+            EncodeError::Invalid(DecodeError::PropertyNotAllowed { .. })
+        ));
     }
 }

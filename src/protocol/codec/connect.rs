@@ -54,7 +54,8 @@ pub(crate) fn decode(body: Bytes, minimal_length: bool) -> Result<Connect, Decod
         check_will_topic(&topic)?;
         let payload = r.binary()?;
         // check_flags has refused QoS 3.
-        let qos = QoS::from_u8((flags >> WILL_QOS_SHIFT) & 0b11).ok_or(DecodeError::Malformed("[MQTT-3.1.2-12] Will QoS 3"))?;
+        let qos = QoS::from_u8((flags >> WILL_QOS_SHIFT) & 0b11)
+            .ok_or(DecodeError::Malformed("[MQTT-3.1.2-12] Will QoS 3"))?;
         Some(LastWill { topic, payload, qos, retain: flags & WILL_RETAIN != 0, properties })
     } else {
         None
@@ -62,7 +63,16 @@ pub(crate) fn decode(body: Bytes, minimal_length: bool) -> Result<Connect, Decod
     let username = if flags & USER_NAME != 0 { Some(r.string()?) } else { None };
     let password = if flags & PASSWORD != 0 { Some(r.binary()?) } else { None };
     r.finish()?;
-    Ok(Connect { protocol, clean_start: flags & CLEAN_START != 0, keep_alive, client_id, will, username, password, properties })
+    Ok(Connect {
+        protocol,
+        clean_start: flags & CLEAN_START != 0,
+        keep_alive,
+        client_id,
+        will,
+        username,
+        password,
+        properties,
+    })
 }
 
 fn check_flags(flags: u8, protocol: ProtocolVersion) -> Result<(), DecodeError> {

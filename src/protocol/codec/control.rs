@@ -14,13 +14,13 @@ use crate::protocol::wire::Reader;
 use crate::protocol::{Auth, DecodeError, Disconnect, EncodeError, Properties, ProtocolVersion, ReasonCode};
 
 /// Table 3-10 of 5.0.
-const DISCONNECT: &[u8] = &[
+pub(crate) const DISCONNECT: &[u8] = &[
     0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98,
     0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
 ];
 const BAD_DISCONNECT: &str = "[MQTT-3.14.2.1] DISCONNECT reason code not in table 3-10";
 /// Table 3-11 of 5.0.
-const AUTH: &[u8] = &[0x00, 0x18, 0x19];
+pub(crate) const AUTH: &[u8] = &[0x00, 0x18, 0x19];
 const BAD_AUTH: &str = "[MQTT-3.15.2.1] AUTH reason code not in table 3-11";
 
 /// PINGREQ and PINGRESP have no body.
@@ -53,7 +53,8 @@ pub(crate) fn decode_disconnect(body: Bytes, version: ProtocolVersion) -> Result
         Reader::new(body).finish()?;
         return Ok(Disconnect::default());
     }
-    let (reason_code, properties) = decode_reason_and_properties(body, DISCONNECT, BAD_DISCONNECT, Context::Disconnect)?;
+    let (reason_code, properties) =
+        decode_reason_and_properties(body, DISCONNECT, BAD_DISCONNECT, Context::Disconnect)?;
     Ok(Disconnect { reason_code, properties })
 }
 
@@ -93,7 +94,12 @@ pub(crate) fn reason_and_properties_len(reason: ReasonCode, p: &Properties, vers
     }
 }
 
-pub(crate) fn write_reason_and_properties(reason: ReasonCode, p: &Properties, version: ProtocolVersion, buf: &mut BytesMut) {
+pub(crate) fn write_reason_and_properties(
+    reason: ReasonCode,
+    p: &Properties,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) {
     match reason_and_properties_len(reason, p, version) {
         0 => {}
         1 => buf.put_u8(reason.0),
@@ -125,7 +131,8 @@ mod tests {
     fn disconnect_forms() {
         both_ways(&[0xE0, 0x00], Packet::Disconnect(Disconnect::default()), V3_1_1);
         both_ways(&[0xE0, 0x00], Packet::Disconnect(Disconnect::default()), V5);
-        let with_will = Disconnect { reason_code: ReasonCode::DISCONNECT_WITH_WILL_MESSAGE, properties: Properties::default() };
+        let with_will =
+            Disconnect { reason_code: ReasonCode::DISCONNECT_WITH_WILL_MESSAGE, properties: Properties::default() };
         both_ways(&[0xE0, 0x01, 0x04], Packet::Disconnect(with_will.clone()), V5);
         // Only Normal Disconnection exists before 5.0.
         assert_eq!(encode_one(&Packet::Disconnect(with_will), V3_1_1), [0xE0, 0x00]);
@@ -142,7 +149,11 @@ mod tests {
         let mut a = Auth { reason_code: ReasonCode::CONTINUE_AUTHENTICATION, properties: Properties::default() };
         a.properties.authentication_method = Some("m".into());
         a.properties.authentication_data = Some(Bytes::from_static(b"d"));
-        both_ways(&[0xF0, 0x0A, 0x18, 0x08, 0x15, 0x00, 0x01, b'm', 0x16, 0x00, 0x01, b'd'], Packet::Auth(a.clone()), V5);
+        both_ways(
+            &[0xF0, 0x0A, 0x18, 0x08, 0x15, 0x00, 0x01, b'm', 0x16, 0x00, 0x01, b'd'],
+            Packet::Auth(a.clone()),
+            V5,
+        );
         assert_eq!(refuses(&Packet::Auth(a), V3_1_1), EncodeError::NotInVersion("AUTH"));
     }
 
@@ -173,6 +184,9 @@ mod tests {
         assert!(matches!(refuses(&Packet::Disconnect(bad), V5), EncodeError::Invalid(_)));
         let mut d = Disconnect::default();
         d.properties.assigned_client_identifier = Some("x".into());
-        assert!(matches!(refuses(&Packet::Disconnect(d), V5), EncodeError::Invalid(DecodeError::PropertyNotAllowed { .. })));
+        assert!(matches!(
+            refuses(&Packet::Disconnect(d), V5),
+            EncodeError::Invalid(DecodeError::PropertyNotAllowed { .. })
+        ));
     }
 }

@@ -20,8 +20,15 @@ pub(crate) fn decode(flags: u8, body: Bytes, version: ProtocolVersion) -> Result
     let topic = r.string()?;
     let packet_id = if qos == QoS::AtMostOnce { None } else { Some(packet_id(r.u16()?)?) };
     let properties = if version.is_v5() { props::decode(&mut r, Context::Publish)? } else { Properties::default() };
-    let publish =
-        Publish { dup: flags & DUP != 0, qos, retain: flags & RETAIN != 0, topic, packet_id, properties, payload: r.rest() };
+    let publish = Publish {
+        dup: flags & DUP != 0,
+        qos,
+        retain: flags & RETAIN != 0,
+        topic,
+        packet_id,
+        properties,
+        payload: r.rest(),
+    };
     check_topic(&publish, version)?;
     Ok(publish)
 }
@@ -152,7 +159,11 @@ mod tests {
         rejects_with(&[0x36], V5, 0x81);
         rejects_with(&[0x38], V3_1_1, 0x81);
         // Wildcards in the topic name [MQTT-3.3.2-2].
-        rejects(&[0x30, 0x04, 0x00, 0x02, b'a', b'+'], V3_1_1, DecodeError::TopicNameInvalid("[MQTT-3.3.2-2] Topic Name contains a wildcard"));
+        rejects(
+            &[0x30, 0x04, 0x00, 0x02, b'a', b'+'],
+            V3_1_1,
+            DecodeError::TopicNameInvalid("[MQTT-3.3.2-2] Topic Name contains a wildcard"),
+        );
         rejects_with(&[0x30, 0x05, 0x00, 0x02, b'#', b'a', 0x00], V5, 0x90);
         // Empty topic: 3.1.1 always, 5.0 without a Topic Alias.
         rejects_with(&[0x30, 0x02, 0x00, 0x00], V3_1_1, 0x90);

@@ -35,9 +35,8 @@ fn v5_options_and_subscription_identifier() {
     };
     let mut s = subscribe(vec![("a/+", all), ("#", options(QoS::AtMostOnce))]);
     s.properties.subscription_identifiers = vec![128];
-    let bytes = [
-        0x82, 0x10, 0x00, 0x0A, 0x03, 0x0B, 0x80, 0x01, 0x00, 0x03, b'a', b'/', b'+', 0x2D, 0x00, 0x01, b'#', 0x00,
-    ];
+    let bytes =
+        [0x82, 0x10, 0x00, 0x0A, 0x03, 0x0B, 0x80, 0x01, 0x00, 0x03, b'a', b'/', b'+', 0x2D, 0x00, 0x01, b'#', 0x00];
     both_ways(&bytes, Packet::Subscribe(s.clone()), V5);
     // Before 5.0 only the QoS of the options is sent.
     assert_eq!(
@@ -45,7 +44,11 @@ fn v5_options_and_subscription_identifier() {
         [0x82, 0x0C, 0x00, 0x0A, 0x00, 0x03, b'a', b'/', b'+', 0x01, 0x00, 0x01, b'#', 0x00]
     );
     let on_new = SubscriptionOptions { retain_handling: RetainHandling::OnNewSubscribe, ..options(QoS::ExactlyOnce) };
-    both_ways(&[0x82, 0x07, 0x00, 0x0A, 0x00, 0x00, 0x01, b'x', 0x12], Packet::Subscribe(subscribe(vec![("x", on_new)])), V5);
+    both_ways(
+        &[0x82, 0x07, 0x00, 0x0A, 0x00, 0x00, 0x01, b'x', 0x12],
+        Packet::Subscribe(subscribe(vec![("x", on_new)])),
+        V5,
+    );
 }
 
 #[test]
@@ -101,13 +104,20 @@ fn suback_malformed() {
 #[test]
 fn refused_on_encode() {
     assert!(matches!(refuses(&Packet::Subscribe(subscribe(vec![])), V3_1_1), EncodeError::Invalid(_)));
-    assert!(matches!(refuses(&Packet::Subscribe(subscribe(vec![("", options(QoS::AtMostOnce))])), V5), EncodeError::Invalid(_)));
+    assert!(matches!(
+        refuses(&Packet::Subscribe(subscribe(vec![("", options(QoS::AtMostOnce))])), V5),
+        EncodeError::Invalid(_)
+    ));
     let mut s = subscribe(vec![("a", options(QoS::AtMostOnce))]);
     s.properties.subscription_identifiers = vec![1, 2];
-    assert!(matches!(refuses(&Packet::Subscribe(s.clone()), V5), EncodeError::Invalid(DecodeError::DuplicateProperty(_))));
+    assert!(matches!(
+        refuses(&Packet::Subscribe(s.clone()), V5),
+        EncodeError::Invalid(DecodeError::DuplicateProperty(_))
+    ));
     s.properties.subscription_identifiers = vec![268_435_456];
     assert!(matches!(refuses(&Packet::Subscribe(s), V5), EncodeError::OutOfRange(_)));
-    let empty = SubAck { packet_id: PacketId::new(1).unwrap(), properties: Properties::default(), reason_codes: vec![] };
+    let empty =
+        SubAck { packet_id: PacketId::new(1).unwrap(), properties: Properties::default(), reason_codes: vec![] };
     assert!(matches!(refuses(&Packet::SubAck(empty), V3_1_1), EncodeError::Invalid(_)));
     let bad = SubAck {
         packet_id: PacketId::new(1).unwrap(),

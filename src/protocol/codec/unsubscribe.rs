@@ -12,7 +12,7 @@ use crate::protocol::wire::{check_str, field_len, put_field, Reader};
 use crate::protocol::{DecodeError, EncodeError, Properties, ProtocolVersion, UnsubAck, Unsubscribe};
 
 /// Table 3-9 of 5.0.
-const UNSUBACK: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
+pub(crate) const UNSUBACK: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
 const BAD_UNSUBACK: &str = "[MQTT-3.11.3] UNSUBACK reason code not in table 3-9";
 
 pub(crate) fn decode_unsubscribe(body: Bytes, version: ProtocolVersion) -> Result<Unsubscribe, DecodeError> {
@@ -134,8 +134,8 @@ mod tests {
         let mut u = u;
         u.properties.user_properties.push(("k".into(), "v".into()));
         let v5 = [
-            0xA2, 0x12, 0x00, 0x02, 0x07, 0x26, 0x00, 0x01, b'k', 0x00, 0x01, b'v', 0x00, 0x01, b'a', 0x00, 0x03, b'b', b'/',
-            b'#',
+            0xA2, 0x12, 0x00, 0x02, 0x07, 0x26, 0x00, 0x01, b'k', 0x00, 0x01, b'v', 0x00, 0x01, b'a', 0x00, 0x03, b'b',
+            b'/', b'#',
         ];
         both_ways(&v5, Packet::Unsubscribe(u), V5);
     }
@@ -178,7 +178,8 @@ mod tests {
     fn refused_on_encode() {
         assert!(matches!(refuses(&Packet::Unsubscribe(unsubscribe(&[])), V5), EncodeError::Invalid(_)));
         assert!(matches!(refuses(&Packet::Unsubscribe(unsubscribe(&[""])), V3_1_1), EncodeError::Invalid(_)));
-        let empty = UnsubAck { packet_id: PacketId::new(1).unwrap(), properties: Properties::default(), reason_codes: vec![] };
+        let empty =
+            UnsubAck { packet_id: PacketId::new(1).unwrap(), properties: Properties::default(), reason_codes: vec![] };
         assert!(matches!(refuses(&Packet::UnsubAck(empty), V5), EncodeError::Invalid(_)));
     }
 }

@@ -4,7 +4,9 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::protocol::codec::testing::*;
-use crate::protocol::{decode_connect, Connect, DecodeError, EncodeError, LastWill, Packet, Properties, ProtocolVersion, QoS};
+use crate::protocol::{
+    decode_connect, Connect, DecodeError, EncodeError, LastWill, Packet, Properties, ProtocolVersion, QoS,
+};
 use ProtocolVersion::*;
 
 const MQTT: &[u8] = &[0x00, 0x04, b'M', b'Q', b'T', b'T'];
@@ -205,7 +207,10 @@ fn refused_on_encode() {
     assert!(matches!(refuses(&Packet::Connect(Box::new(c)), V3_1_1), EncodeError::Invalid(_)));
     let mut c = connect(V5);
     c.will.as_mut().unwrap().topic = "a/+".into();
-    assert!(matches!(refuses(&Packet::Connect(Box::new(c)), V5), EncodeError::Invalid(DecodeError::TopicNameInvalid(_))));
+    assert!(matches!(
+        refuses(&Packet::Connect(Box::new(c)), V5),
+        EncodeError::Invalid(DecodeError::TopicNameInvalid(_))
+    ));
     let mut c = connect(V5);
     c.will.as_mut().unwrap().properties.session_expiry_interval = Some(1);
     assert!(matches!(refuses(&Packet::Connect(Box::new(c)), V5), EncodeError::Invalid(_)));
