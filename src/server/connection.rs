@@ -90,10 +90,12 @@ enum ConnectFailure {
 
 async fn read_connect(stream: &mut TcpStream, buf: &mut BytesMut, max_packet_size: u32) -> Result<Connect, ConnectFailure> {
     loop {
+        // Read before decoding: a failed decode may have consumed the packet.
+        let level = claimed_level(buf);
         match protocol::decode_connect(buf, max_packet_size) {
             Ok(Some(connect)) => return Ok(connect),
             Ok(None) => {}
-            Err(error) => return Err(ConnectFailure::Decode { level: claimed_level(buf), error }),
+            Err(error) => return Err(ConnectFailure::Decode { level, error }),
         }
         if read_more(stream, buf).await.map_err(ConnectFailure::Io)? == 0 {
             return Err(ConnectFailure::Closed);
