@@ -1,35 +1,74 @@
 #!/usr/bin/env bash
-# The one command that runs every berth test on a fresh machine (Debian, Rust installed).
-# Installs what the tests need when it is missing: mosquitto-clients (apt), paho-mqtt and
-# pytest (pip). Runs the Rust tests (unit, codec corpus replay, rumqttc black box) and the
-# Python black-box suite (paho-mqtt, mosquitto_pub/sub, raw bytes) against the real binary.
+# The one command that runs every berth test, on a fresh Debian machine with Rust installed.
+#
+#   bash tests/run-all.sh
+#
+# Installs what is missing (and only that): Mosquitto and its command-line clients, a C
+# compiler (glommio builds liburing), paho-mqtt 2.x and pytest. Then builds everything, runs the
+# Rust tests (unit, codec, black-box) and the Python black-box tests against the built broker.
+# Runs as root, as CI does; as another user the package installs go through sudo, and the
+# unprivileged-start test is skipped.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
-section() { printf '\n==== %s ====\n' "$*"; }
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export DEBIAN_FRONTEND=noninteractive
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+started=$SECONDS
+section() { printf '\n==== %s (%ss) ====\n' "$*" "$((SECONDS - started))"; }
 
 as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
 }
 
-section "test dependencies"
-if ! command -v mosquitto_sub >/dev/null 2>&1 || ! command -v mosquitto_pub >/dev/null 2>&1; then
-    echo "installing mosquitto-clients"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients
-fi
-if ! python3 -c 'import paho.mqtt, pytest; assert int(paho.mqtt.__version__.split(".")[0]) >= 2' >/dev/null 2>&1; then
-    echo "installing paho-mqtt and pytest"
-    python3 -m pip install -q --disable-pip-version-check 'paho-mqtt>=2,<3' pytest
-fi
-mosquitto_sub --help 2>/dev/null | head -1 || true
-python3 -c 'import paho.mqtt; print("paho-mqtt", paho.mqtt.__version__)'
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    as_root apt-get update -q
+    apt_updated=1
+  fi
+  as_root apt-get install -y -q --no-install-recommends "$@"
+}
 
-section "build"
+python_deps_ok() {
+  python3 - <<'EOF' 2>/dev/null
+import paho.mqtt, pytest
+assert int(paho.mqtt.__version__.split(".")[0]) >= 2
+EOF
+}
+
+section "Dependencies"
+missing=()
+command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v cc >/dev/null || missing+=(build-essential)
+command -v python3 >/dev/null || missing+=(python3)
+command -v prlimit >/dev/null && command -v setpriv >/dev/null || missing+=(util-linux)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  apt_install "${missing[@]}"
+fi
+if ! python_deps_ok; then
+  python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+  pip_install=(python3 -m pip install --quiet 'paho-mqtt>=2,<3' pytest)
+  # Debian's own Python refuses pip installs (PEP 668) unless told otherwise.
+  "${pip_install[@]}" || "${pip_install[@]}" --break-system-packages
+  python_deps_ok || { echo "paho-mqtt>=2 and pytest still not importable" >&2; exit 1; }
+fi
+echo "mosquitto_pub: $(command -v mosquitto_pub)"
+python3 -c 'import paho.mqtt, pytest; print(f"paho-mqtt {paho.mqtt.__version__}, pytest {pytest.__version__}")'
+cargo --version
+
+section "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 
-section "rust tests"
+section "cargo test --workspace"
 cargo test --workspace
 
-section "python black-box tests"
-BERTH_BIN="$(pwd)/target/debug/berth" python3 -m pytest -q tests/python
+section "pytest tests/python"
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+export BERTH_BIN="$target_dir/debug/berth"
+python3 -m pytest -q tests/python
+
+section "All tests passed"

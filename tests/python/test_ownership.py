@@ -7,12 +7,19 @@ from collections import Counter
 import pytest
 
 from clients import Paho
-from mqttwire import PINGREQ_BYTES, PINGRESP, V5, V311, Conn, connect, owner_core, parse_connack
+from mqttwire import PINGREQ_BYTES, PINGRESP, V5, V311, Conn, connect, fnv1a64, owner_core, parse_connack
 
 # Plain ids plus a one-byte, a 23-byte (the longest every server must allow), a non-ASCII (the
 # hash is over the UTF-8 bytes) and a slash-bearing one.
 IDS = [f"owner-{n}" for n in range(16)] + ["a", "x" * 23, "ünïcødé-id", "sensor/42"]
 ATTEMPTS = 8
+
+
+def test_fnv1a64_reference_vectors():
+    """The tests' own hash must be the published FNV-1a 64, or every ownership check is moot."""
+    assert fnv1a64(b"") == 0xCBF29CE484222325
+    assert fnv1a64(b"a") == 0xAF63DC4C8601EC8C
+    assert fnv1a64(b"foobar") == 0x85944171F73967E8
 
 
 def test_shard_is_fnv_owner_and_connections_are_handed_off(broker):
