@@ -9,11 +9,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
 use berth::protocol::{
     encode, fuzzing, Ack, Auth, ConnAck, Connect, Disconnect, LastWill, Packet, PacketId, Properties, ProtocolVersion,
     Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
 };
+use bytes::{Bytes, BytesMut};
 
 fn fuzz_dir(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(sub)
@@ -45,7 +45,7 @@ fn corpus_and_regressions_pass_the_fuzz_checks() {
 fn seed_corpus_decodes() {
     // The seeds are valid packets: each must decode, or the fuzzer starts from noise.
     for (name, version, packet) in seed_packets() {
-        let bytes = encoded(&[packet.clone()], version);
+        let bytes = encoded(std::slice::from_ref(&packet), version);
         let mut buf = BytesMut::from(&bytes[..]);
         let decoded = berth::protocol::decode(&mut buf, version, u32::MAX);
         assert_eq!(decoded, Ok(Some(packet)), "{name}");
@@ -60,7 +60,7 @@ fn write_seed_corpus() {
     fs::create_dir_all(&dir).expect("corpus directory");
     let seeds = seed_packets();
     for (name, version, packet) in &seeds {
-        fs::write(dir.join(format!("seed-{name}")), encoded(&[packet.clone()], *version)).expect("write");
+        fs::write(dir.join(format!("seed-{name}")), encoded(std::slice::from_ref(packet), *version)).expect("write");
     }
     // One whole session per version: a CONNECT, then everything else of that version.
     for version in VERSIONS {
@@ -205,7 +205,14 @@ fn seed_packets() -> Vec<(String, ProtocolVersion, Packet)> {
                     payload: Bytes::new(),
                 }),
             ),
-            ("puback", Packet::PubAck(Ack { packet_id: id(1), reason_code: ReasonCode::SUCCESS, properties: Properties::default() })),
+            (
+                "puback",
+                Packet::PubAck(Ack {
+                    packet_id: id(1),
+                    reason_code: ReasonCode::SUCCESS,
+                    properties: Properties::default(),
+                }),
+            ),
             (
                 "pubrec",
                 Packet::PubRec(Ack {
@@ -214,7 +221,14 @@ fn seed_packets() -> Vec<(String, ProtocolVersion, Packet)> {
                     properties: Properties::default(),
                 }),
             ),
-            ("pubrel", Packet::PubRel(Ack { packet_id: id(2), reason_code: ReasonCode::SUCCESS, properties: props(why.clone()) })),
+            (
+                "pubrel",
+                Packet::PubRel(Ack {
+                    packet_id: id(2),
+                    reason_code: ReasonCode::SUCCESS,
+                    properties: props(why.clone()),
+                }),
+            ),
             (
                 "pubcomp",
                 Packet::PubComp(Ack {
@@ -229,7 +243,10 @@ fn seed_packets() -> Vec<(String, ProtocolVersion, Packet)> {
                     packet_id: id(3),
                     properties: props(Properties { subscription_identifiers: vec![7], ..user.clone() }),
                     filters: vec![
-                        ("a/+/c".into(), SubscriptionOptions { qos: QoS::AtLeastOnce, ..SubscriptionOptions::default() }),
+                        (
+                            "a/+/c".into(),
+                            SubscriptionOptions { qos: QoS::AtLeastOnce, ..SubscriptionOptions::default() },
+                        ),
                         (
                             "$share/g/#".into(),
                             SubscriptionOptions {
@@ -247,7 +264,11 @@ fn seed_packets() -> Vec<(String, ProtocolVersion, Packet)> {
                 Packet::SubAck(SubAck {
                     packet_id: id(3),
                     properties: props(why.clone()),
-                    reason_codes: vec![ReasonCode::GRANTED_QOS_1, ReasonCode::GRANTED_QOS_2, ReasonCode::UNSPECIFIED_ERROR],
+                    reason_codes: vec![
+                        ReasonCode::GRANTED_QOS_1,
+                        ReasonCode::GRANTED_QOS_2,
+                        ReasonCode::UNSPECIFIED_ERROR,
+                    ],
                 }),
             ),
             (

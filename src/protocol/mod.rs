@@ -6,6 +6,14 @@
 //! with (3.1.1 connections are simply closed). "Not enough bytes yet" is `Ok(None)` and
 //! consumes nothing. Payloads, topics and strings of a decoded packet are slices of the
 //! receive buffer (`Bytes`/`ByteString`), never copies.
+//!
+//! Layout: `frame` reads the fixed header and cuts whole packets out of the buffer; `wire`
+//! holds the data types of section 1.5; `property_codec` the 5.0 property lists and their
+//! rules; `codec/` one module per packet type with its decoder, encoder and table tests.
+//! `encode` checks a packet completely before it writes a byte, so a refusal leaves `buf`
+//! as it was.
+
+#![forbid(unsafe_code)]
 
 mod codec;
 mod frame;

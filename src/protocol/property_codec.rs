@@ -539,5 +539,4 @@ pub(crate) fn restrict(p: Properties, context: Context) -> Properties {
 }
 
 #[cfg(test)]
-#[path = "property_codec_tests.rs"]
 mod tests;

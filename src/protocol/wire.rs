@@ -274,7 +274,7 @@ mod tests {
         assert_eq!(r.string(), Err(TRUNCATED));
         let mut r = Reader::new(Bytes::from_static(&[0x01]));
         assert_eq!(r.u16(), Err(TRUNCATED));
-        assert_eq!(Reader::new(Bytes::from_static(&[1])).finish().is_err(), true);
+        assert!(Reader::new(Bytes::from_static(&[1])).finish().is_err());
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub(crate) const PUBACK_PUBREC: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x
 /// Tables 3-6 and 3-7 of 5.0.
 pub(crate) const PUBREL_PUBCOMP: &[u8] = &[0x00, 0x92];
 
+// The variants are the specification's packet names, shared prefix and all.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AckKind {
     PubAck,

@@ -168,5 +168,4 @@ pub(crate) fn write_suback(s: &SubAck, version: ProtocolVersion, buf: &mut Bytes
 }
 
 #[cfg(test)]
-#[path = "subscribe_tests.rs"]
 mod tests;
