@@ -5,7 +5,8 @@
 //! Run: `cargo bench --bench codec -- --warm-up-time 1 --measurement-time 3`.
 
 use berth::protocol::{
-    decode, encode, Ack, Connect, LastWill, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
+    decode, encode, Ack, Connect, LastWill, Packet, PacketId, Properties, ProtocolVersion, Publish,
+    QoS, ReasonCode,
 };
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -43,7 +44,10 @@ fn connect() -> Packet {
             payload: Bytes::from_static(b"offline"),
             qos: QoS::AtLeastOnce,
             retain: true,
-            properties: Properties { will_delay_interval: Some(10), ..Properties::default() },
+            properties: Properties {
+                will_delay_interval: Some(10),
+                ..Properties::default()
+            },
         }),
         username: Some("device-0001".into()),
         password: Some(Bytes::from_static(b"a-long-enough-secret-token")),
@@ -90,7 +94,11 @@ fn bench_one(c: &mut Criterion, name: &str, packet: Packet, version: ProtocolVer
     group.bench_function("decode", |b| {
         b.iter_batched(
             || BytesMut::from(&bytes[..]),
-            |mut buf| decode(black_box(&mut buf), version, u32::MAX).expect("valid").expect("whole"),
+            |mut buf| {
+                decode(black_box(&mut buf), version, u32::MAX)
+                    .expect("valid")
+                    .expect("whole")
+            },
             BatchSize::SmallInput,
         )
     });
@@ -105,8 +113,18 @@ fn bench_one(c: &mut Criterion, name: &str, packet: Packet, version: ProtocolVer
 }
 
 fn codec(c: &mut Criterion) {
-    bench_one(c, "publish_qos1_v311", publish(ProtocolVersion::V3_1_1), ProtocolVersion::V3_1_1);
-    bench_one(c, "publish_qos1_v5", publish(ProtocolVersion::V5), ProtocolVersion::V5);
+    bench_one(
+        c,
+        "publish_qos1_v311",
+        publish(ProtocolVersion::V3_1_1),
+        ProtocolVersion::V3_1_1,
+    );
+    bench_one(
+        c,
+        "publish_qos1_v5",
+        publish(ProtocolVersion::V5),
+        ProtocolVersion::V5,
+    );
     bench_one(c, "connect_v5", connect(), ProtocolVersion::V5);
 
     let packets = batch();
@@ -118,7 +136,9 @@ fn codec(c: &mut Criterion) {
             || BytesMut::from(&bytes[..]),
             |mut buf| {
                 let mut n = 0;
-                while let Some(packet) = decode(&mut buf, ProtocolVersion::V5, u32::MAX).expect("valid") {
+                while let Some(packet) =
+                    decode(&mut buf, ProtocolVersion::V5, u32::MAX).expect("valid")
+                {
                     black_box(packet);
                     n += 1;
                 }

@@ -15,17 +15,28 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`{}: {message}", .path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default())]
-    Invalid { key: &'static str, path: Option<PathBuf>, message: String },
+    Invalid {
+        key: &'static str,
+        path: Option<PathBuf>,
+        message: String,
+    },
 }
 
 /// Command-line flags. Each is optional here so that a flag that was not given does not
 /// override the config file.
 #[derive(Debug, Parser, Default)]
-#[command(name = "berth", version, about = "MQTT 3.1.1/5.0 broker built for persistent sessions at scale")]
+#[command(
+    name = "berth",
+    version,
+    about = "MQTT 3.1.1/5.0 broker built for persistent sessions at scale"
+)]
 pub struct Args {
     /// Address to listen on (every core accepts on it). Port 0 picks a free port.
     #[arg(long)]
@@ -99,7 +110,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
-            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             data_dir: PathBuf::from("./berth-data"),
             log: "info".to_string(),
             connect_timeout: Duration::from_secs(10),
@@ -119,10 +132,16 @@ impl Config {
             None => (FileConfig::default(), None),
         };
         let mut config = Config::default();
-        let invalid = |key, message: String| ConfigError::Invalid { key, path: path.clone(), message };
+        let invalid = |key, message: String| ConfigError::Invalid {
+            key,
+            path: path.clone(),
+            message,
+        };
 
         if let Some(listen) = file.listen {
-            config.listen = listen.parse().map_err(|e| invalid("listen", format!("`{listen}`: {e}")))?;
+            config.listen = listen
+                .parse()
+                .map_err(|e| invalid("listen", format!("`{listen}`: {e}")))?;
         }
         if let Some(v) = file.cores {
             config.cores = v;
@@ -164,7 +183,9 @@ impl Config {
         if let Some(v) = args.max_session_expiry {
             config.max_session_expiry = Duration::from_secs(v);
         }
-        config.max_queued_messages = args.max_queued_messages.unwrap_or(config.max_queued_messages);
+        config.max_queued_messages = args
+            .max_queued_messages
+            .unwrap_or(config.max_queued_messages);
 
         // A bad value names the file only when it came from the file.
         let bad = |key: &'static str, from_flag: bool, message: String| ConfigError::Invalid {
@@ -173,25 +194,47 @@ impl Config {
             message,
         };
         if config.cores == 0 || config.cores > 1024 {
-            return Err(bad("cores", args.cores.is_some(), format!("{} is not in 1..=1024", config.cores)));
+            return Err(bad(
+                "cores",
+                args.cores.is_some(),
+                format!("{} is not in 1..=1024", config.cores),
+            ));
         }
         if config.max_packet_size < 64 || config.max_packet_size > 268_435_460 {
             let message = format!("{} is not in 64..=268435460", config.max_packet_size);
-            return Err(bad("max_packet_size", args.max_packet_size.is_some(), message));
+            return Err(bad(
+                "max_packet_size",
+                args.max_packet_size.is_some(),
+                message,
+            ));
         }
         if config.receive_maximum == 0 {
-            return Err(bad("receive_maximum", args.receive_maximum.is_some(), "must be at least 1".into()));
+            return Err(bad(
+                "receive_maximum",
+                args.receive_maximum.is_some(),
+                "must be at least 1".into(),
+            ));
         }
         if config.connect_timeout.is_zero() {
-            return Err(bad("connect_timeout", args.connect_timeout.is_some(), "must be at least 1 second".into()));
+            return Err(bad(
+                "connect_timeout",
+                args.connect_timeout.is_some(),
+                "must be at least 1 second".into(),
+            ));
         }
         Ok(config)
     }
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.message().to_string() })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.into(),
+        message: e.message().to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -202,7 +245,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("berth.toml");
         std::fs::write(&path, text).unwrap();
-        Config::from_args(Args { config: Some(path), ..Args::default() })
+        Config::from_args(Args {
+            config: Some(path),
+            ..Args::default()
+        })
     }
 
     #[test]
@@ -214,7 +260,9 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_file() {
-        let err = with_file("listen = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err().to_string();
+        let err = with_file("listen = \"127.0.0.1:1\"\nlisen = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lisen"), "{err}");
         assert!(err.contains("berth.toml"), "{err}");
     }
@@ -222,9 +270,15 @@ mod tests {
     #[test]
     fn bad_value_names_key_and_file() {
         let err = with_file("listen = \"nowhere\"\n").unwrap_err().to_string();
-        assert!(err.contains("`listen`") && err.contains("berth.toml"), "{err}");
+        assert!(
+            err.contains("`listen`") && err.contains("berth.toml"),
+            "{err}"
+        );
         let err = with_file("cores = 0\n").unwrap_err().to_string();
-        assert!(err.contains("`cores`") && err.contains("berth.toml"), "{err}");
+        assert!(
+            err.contains("`cores`") && err.contains("berth.toml"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -232,7 +286,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.toml");
         std::fs::write(&path, "cores = 3\nmax_packet_size = 1000\n").unwrap();
-        let config = Config::from_args(Args { config: Some(path), cores: Some(1), ..Args::default() }).unwrap();
+        let config = Config::from_args(Args {
+            config: Some(path),
+            cores: Some(1),
+            ..Args::default()
+        })
+        .unwrap();
         assert_eq!(config.cores, 1);
         assert_eq!(config.max_packet_size, 1000);
     }

@@ -15,7 +15,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|e| {
-        eprintln!("berth: warning: bad log filter `{}` ({e}); using `info`", config.log);
+        eprintln!(
+            "berth: warning: bad log filter `{}` ({e}); using `info`",
+            config.log
+        );
         tracing_subscriber::EnvFilter::new("info")
     });
     use std::io::IsTerminal;

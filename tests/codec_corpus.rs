@@ -10,8 +10,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use berth::protocol::{
-    encode, fuzzing, Ack, Auth, ConnAck, Connect, Disconnect, LastWill, Packet, PacketId, Properties, ProtocolVersion,
-    Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
+    encode, fuzzing, Ack, Auth, ConnAck, Connect, Disconnect, LastWill, Packet, PacketId,
+    Properties, ProtocolVersion, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe,
+    SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 use bytes::{Bytes, BytesMut};
 
@@ -24,7 +25,12 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|entry| entry.expect("a directory entry").path())
-        .filter(|path| path.is_file() && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|path| {
+            path.is_file()
+                && !path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     files.sort();
     files
@@ -33,7 +39,11 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn corpus_and_regressions_pass_the_fuzz_checks() {
     let corpus = inputs(&fuzz_dir("corpus/codec"));
-    assert!(corpus.len() >= 30, "the seed corpus is missing: {} files", corpus.len());
+    assert!(
+        corpus.len() >= 30,
+        "the seed corpus is missing: {} files",
+        corpus.len()
+    );
     for path in corpus.iter().chain(&inputs(&fuzz_dir("regressions"))) {
         let data = fs::read(path).expect("readable input");
         let outcome = std::panic::catch_unwind(|| fuzzing::check(&data));
@@ -60,16 +70,32 @@ fn write_seed_corpus() {
     fs::create_dir_all(&dir).expect("corpus directory");
     let seeds = seed_packets();
     for (name, version, packet) in &seeds {
-        fs::write(dir.join(format!("seed-{name}")), encoded(std::slice::from_ref(packet), *version)).expect("write");
+        fs::write(
+            dir.join(format!("seed-{name}")),
+            encoded(std::slice::from_ref(packet), *version),
+        )
+        .expect("write");
     }
     // One whole session per version: a CONNECT, then everything else of that version.
     for version in VERSIONS {
-        let session: Vec<Packet> = seeds.iter().filter(|(_, v, _)| *v == version).map(|(_, _, p)| p.clone()).collect();
-        fs::write(dir.join(format!("seed-session-{}", tag(version))), encoded(&session, version)).expect("write");
+        let session: Vec<Packet> = seeds
+            .iter()
+            .filter(|(_, v, _)| *v == version)
+            .map(|(_, _, p)| p.clone())
+            .collect();
+        fs::write(
+            dir.join(format!("seed-session-{}", tag(version))),
+            encoded(&session, version),
+        )
+        .expect("write");
     }
 }
 
-const VERSIONS: [ProtocolVersion; 3] = [ProtocolVersion::V3_1, ProtocolVersion::V3_1_1, ProtocolVersion::V5];
+const VERSIONS: [ProtocolVersion; 3] = [
+    ProtocolVersion::V3_1,
+    ProtocolVersion::V3_1_1,
+    ProtocolVersion::V5,
+];
 
 fn tag(version: ProtocolVersion) -> &'static str {
     match version {
@@ -98,8 +124,14 @@ fn seed_packets() -> Vec<(String, ProtocolVersion, Packet)> {
         let v5 = version.is_v5();
         let props = |p: Properties| if v5 { p } else { Properties::default() };
         let reason = |code: ReasonCode| if v5 { code } else { ReasonCode::SUCCESS };
-        let user = Properties { user_properties: vec![("k".into(), "v".into())], ..Properties::default() };
-        let why = Properties { reason_string: Some("why".into()), ..user.clone() };
+        let user = Properties {
+            user_properties: vec![("k".into(), "v".into())],
+            ..Properties::default()
+        };
+        let why = Properties {
+            reason_string: Some("why".into()),
+            ..user.clone()
+        };
         let mut list = vec![
             (
                 "connect",
@@ -113,7 +145,10 @@ fn seed_packets() -> Vec<(String, ProtocolVersion, Packet)> {
                         payload: Bytes::from_static(b"gone"),
                         qos: QoS::AtLeastOnce,
                         retain: true,
-                        properties: props(Properties { will_delay_interval: Some(5), ..user.clone() }),
+                        properties: props(Properties {
+                            will_delay_interval: Some(5),
+                            ..user.clone()
+                        }),
                     }),
                     username: Some("user".into()),
                     password: Some(Bytes::from_static(b"secret")),
@@ -241,11 +276,17 @@ fn seed_packets() -> Vec<(String, ProtocolVersion, Packet)> {
                 "subscribe",
                 Packet::Subscribe(Subscribe {
                     packet_id: id(3),
-                    properties: props(Properties { subscription_identifiers: vec![7], ..user.clone() }),
+                    properties: props(Properties {
+                        subscription_identifiers: vec![7],
+                        ..user.clone()
+                    }),
                     filters: vec![
                         (
                             "a/+/c".into(),
-                            SubscriptionOptions { qos: QoS::AtLeastOnce, ..SubscriptionOptions::default() },
+                            SubscriptionOptions {
+                                qos: QoS::AtLeastOnce,
+                                ..SubscriptionOptions::default()
+                            },
                         ),
                         (
                             "$share/g/#".into(),
@@ -253,7 +294,11 @@ fn seed_packets() -> Vec<(String, ProtocolVersion, Packet)> {
                                 qos: QoS::ExactlyOnce,
                                 no_local: false,
                                 retain_as_published: v5,
-                                retain_handling: if v5 { RetainHandling::Never } else { RetainHandling::OnSubscribe },
+                                retain_handling: if v5 {
+                                    RetainHandling::Never
+                                } else {
+                                    RetainHandling::OnSubscribe
+                                },
                             },
                         ),
                     ],
@@ -297,7 +342,10 @@ fn seed_packets() -> Vec<(String, ProtocolVersion, Packet)> {
                 "disconnect",
                 Packet::Disconnect(Disconnect {
                     reason_code: reason(ReasonCode::DISCONNECT_WITH_WILL_MESSAGE),
-                    properties: props(Properties { session_expiry_interval: Some(0), ..why.clone() }),
+                    properties: props(Properties {
+                        session_expiry_interval: Some(0),
+                        ..why.clone()
+                    }),
                 }),
             ),
         ];
@@ -321,12 +369,18 @@ fn seed_packets() -> Vec<(String, ProtocolVersion, Packet)> {
                     retain: false,
                     topic: "".into(),
                     packet_id: None,
-                    properties: Properties { topic_alias: Some(3), ..Properties::default() },
+                    properties: Properties {
+                        topic_alias: Some(3),
+                        ..Properties::default()
+                    },
                     payload: Bytes::from_static(b"aliased"),
                 }),
             ));
         }
-        seeds.extend(list.into_iter().map(|(name, packet)| (format!("{name}-{}", tag(version)), version, packet)));
+        seeds.extend(
+            list.into_iter()
+                .map(|(name, packet)| (format!("{name}-{}", tag(version)), version, packet)),
+        );
     }
     seeds
 }

@@ -12,23 +12,35 @@ const STEP: Duration = Duration::from_secs(10);
 
 mod v311 {
     use super::*;
-    use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet};
+    use rumqttc::{
+        AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet,
+    };
 
-    pub async fn next(eventloop: &mut EventLoop, what: &str) -> Result<Event, rumqttc::ConnectionError> {
-        timeout(STEP, eventloop.poll()).await.unwrap_or_else(|_| panic!("rumqttc 3.1.1: no event within {STEP:?} waiting for {what}"))
+    pub async fn next(
+        eventloop: &mut EventLoop,
+        what: &str,
+    ) -> Result<Event, rumqttc::ConnectionError> {
+        timeout(STEP, eventloop.poll()).await.unwrap_or_else(|_| {
+            panic!("rumqttc 3.1.1: no event within {STEP:?} waiting for {what}")
+        })
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connect_ping_disconnect() {
         let broker = Broker::start(2);
         let mut options = MqttOptions::new("rumqttc-v311", "127.0.0.1", broker.port());
-        options.set_keep_alive(Duration::from_secs(1)).set_clean_session(true);
+        options
+            .set_keep_alive(Duration::from_secs(1))
+            .set_clean_session(true);
         let (client, mut eventloop) = AsyncClient::new(options, 10);
 
         match next(&mut eventloop, "CONNACK").await.expect("connect") {
             Event::Incoming(Packet::ConnAck(ack)) => {
                 assert_eq!(ack.code, ConnectReturnCode::Success);
-                assert!(!ack.session_present, "[MQTT-3.2.2-1] clean session must not be present");
+                assert!(
+                    !ack.session_present,
+                    "[MQTT-3.2.2-1] clean session must not be present"
+                );
             }
             other => panic!("expected CONNACK, got {other:?}"),
         }
@@ -36,7 +48,10 @@ mod v311 {
         // Keep alive 1 s: rumqttc sends PINGREQ after a second idle; wait for two answers.
         let (mut sent, mut answered) = (0, 0);
         while answered < 2 {
-            match next(&mut eventloop, "PINGRESP").await.expect("connection stays up while pinging") {
+            match next(&mut eventloop, "PINGRESP")
+                .await
+                .expect("connection stays up while pinging")
+            {
                 Event::Outgoing(Outgoing::PingReq) => sent += 1,
                 Event::Incoming(Packet::PingResp) => answered += 1,
                 other => panic!("unexpected event while idle: {other:?}"),
@@ -46,7 +61,10 @@ mod v311 {
 
         client.disconnect().await.expect("queue DISCONNECT");
         loop {
-            match next(&mut eventloop, "DISCONNECT to go out").await.expect("send DISCONNECT") {
+            match next(&mut eventloop, "DISCONNECT to go out")
+                .await
+                .expect("send DISCONNECT")
+            {
                 Event::Outgoing(Outgoing::Disconnect) => break,
                 Event::Outgoing(Outgoing::PingReq) | Event::Incoming(Packet::PingResp) => {}
                 other => panic!("unexpected event while disconnecting: {other:?}"),
@@ -62,13 +80,24 @@ mod v5 {
     use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, StateError};
     use rumqttc::Outgoing;
 
-    pub async fn next(eventloop: &mut EventLoop, what: &str) -> Result<Event, rumqttc::v5::ConnectionError> {
-        timeout(STEP, eventloop.poll()).await.unwrap_or_else(|_| panic!("rumqttc 5.0: no event within {STEP:?} waiting for {what}"))
+    pub async fn next(
+        eventloop: &mut EventLoop,
+        what: &str,
+    ) -> Result<Event, rumqttc::v5::ConnectionError> {
+        timeout(STEP, eventloop.poll())
+            .await
+            .unwrap_or_else(|_| panic!("rumqttc 5.0: no event within {STEP:?} waiting for {what}"))
     }
 
-    async fn connect(broker: &Broker, client_id: &str, keep_alive: u64) -> (AsyncClient, EventLoop, ConnAck) {
+    async fn connect(
+        broker: &Broker,
+        client_id: &str,
+        keep_alive: u64,
+    ) -> (AsyncClient, EventLoop, ConnAck) {
         let mut options = MqttOptions::new(client_id, "127.0.0.1", broker.port());
-        options.set_keep_alive(Duration::from_secs(keep_alive)).set_clean_start(true);
+        options
+            .set_keep_alive(Duration::from_secs(keep_alive))
+            .set_clean_start(true);
         let (client, mut eventloop) = AsyncClient::new(options, 10);
         match next(&mut eventloop, "CONNACK").await.expect("connect") {
             Event::Incoming(Packet::ConnAck(ack)) => {
@@ -85,7 +114,10 @@ mod v5 {
     /// valid form, `E0 01 <reason>` (no Property Length; 5.0 section 3.14.2.2.1 allows that):
     /// it then sees only the close that follows. So a plain close is accepted here too, and the
     /// reason code bytes are checked by the raw-socket tests in tests/python.
-    fn expect_server_disconnect(result: Result<Event, ConnectionError>, expected: DisconnectReasonCode) {
+    fn expect_server_disconnect(
+        result: Result<Event, ConnectionError>,
+        expected: DisconnectReasonCode,
+    ) {
         match result {
             Err(ConnectionError::MqttState(StateError::ServerDisconnect { reason_code, .. })) => {
                 assert_eq!(reason_code, expected)
@@ -98,7 +130,11 @@ mod v5 {
 
     fn user_property<'a>(ack: &'a ConnAck, key: &str) -> Option<&'a str> {
         let props = ack.properties.as_ref()?;
-        props.user_properties.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        props
+            .user_properties
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,14 +143,30 @@ mod v5 {
         let id = "rumqttc-v5";
         // rumqttc 5.0 refuses keep alives under 5 s, so this test waits ~5 s for its ping.
         let (client, mut eventloop, ack) = connect(&broker, id, 5).await;
-        assert!(!ack.session_present, "[MQTT-3.2.2-2] clean start must not be present");
+        assert!(
+            !ack.session_present,
+            "[MQTT-3.2.2-2] clean start must not be present"
+        );
         let props = ack.properties.as_ref().expect("CONNACK properties");
-        assert!(props.receive_max.is_some_and(|n| n > 0), "Receive Maximum: {props:?}");
-        assert!(props.topic_alias_max.is_some(), "Topic Alias Maximum: {props:?}");
-        assert_eq!(user_property(&ack, "berth-shard"), Some(owner_core(id, 2).to_string().as_str()), "{props:?}");
+        assert!(
+            props.receive_max.is_some_and(|n| n > 0),
+            "Receive Maximum: {props:?}"
+        );
+        assert!(
+            props.topic_alias_max.is_some(),
+            "Topic Alias Maximum: {props:?}"
+        );
+        assert_eq!(
+            user_property(&ack, "berth-shard"),
+            Some(owner_core(id, 2).to_string().as_str()),
+            "{props:?}"
+        );
 
         loop {
-            match next(&mut eventloop, "PINGRESP").await.expect("connection stays up while pinging") {
+            match next(&mut eventloop, "PINGRESP")
+                .await
+                .expect("connection stays up while pinging")
+            {
                 Event::Incoming(Packet::PingResp(_)) => break,
                 Event::Outgoing(Outgoing::PingReq) => {}
                 other => panic!("unexpected event while idle: {other:?}"),
@@ -123,7 +175,10 @@ mod v5 {
 
         client.disconnect().await.expect("queue DISCONNECT");
         loop {
-            match next(&mut eventloop, "DISCONNECT to go out").await.expect("send DISCONNECT") {
+            match next(&mut eventloop, "DISCONNECT to go out")
+                .await
+                .expect("send DISCONNECT")
+            {
                 Event::Outgoing(Outgoing::Disconnect) => break,
                 Event::Outgoing(Outgoing::PingReq) | Event::Incoming(Packet::PingResp(_)) => {}
                 other => panic!("unexpected event while disconnecting: {other:?}"),
@@ -140,16 +195,26 @@ mod v5 {
             let id = format!("rumqttc-owner-{n}");
             let (client, mut eventloop, ack) = connect(&broker, &id, 30).await;
             let owner = owner_core(&id, 2).to_string();
-            assert_eq!(user_property(&ack, "berth-shard"), Some(owner.as_str()), "{id}: {ack:?}");
+            assert_eq!(
+                user_property(&ack, "berth-shard"),
+                Some(owner.as_str()),
+                "{id}: {ack:?}"
+            );
             match user_property(&ack, "berth-accepted-on") {
                 Some("0") => accepted_on[0] += 1,
                 Some("1") => accepted_on[1] += 1,
                 other => panic!("{id}: berth-accepted-on {other:?}"),
             }
             client.disconnect().await.expect("queue DISCONNECT");
-            while !matches!(next(&mut eventloop, "DISCONNECT").await, Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_)) {}
+            while !matches!(
+                next(&mut eventloop, "DISCONNECT").await,
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_)
+            ) {}
         }
-        assert!(accepted_on.iter().all(|&n| n > 0), "both cores should accept connections: {accepted_on:?}");
+        assert!(
+            accepted_on.iter().all(|&n| n > 0),
+            "both cores should accept connections: {accepted_on:?}"
+        );
         broker.assert_clean_shutdown();
     }
 
@@ -159,10 +224,16 @@ mod v5 {
         let (_first_client, mut first, _) = connect(&broker, "rumqttc-takeover", 30).await;
         let (_second_client, mut second, _) = connect(&broker, "rumqttc-takeover", 5).await;
         // [MQTT-3.1.4-3]; the exact bytes are checked in tests/python/test_takeover.py.
-        expect_server_disconnect(next(&mut first, "DISCONNECT 0x8E").await, DisconnectReasonCode::SessionTakenOver);
+        expect_server_disconnect(
+            next(&mut first, "DISCONNECT 0x8E").await,
+            DisconnectReasonCode::SessionTakenOver,
+        );
         // The new session keeps working: its keep-alive ping is answered.
         loop {
-            match next(&mut second, "PINGRESP on the new session").await.expect("new session stays up") {
+            match next(&mut second, "PINGRESP on the new session")
+                .await
+                .expect("new session stays up")
+            {
                 Event::Incoming(Packet::PingResp(_)) => break,
                 Event::Outgoing(Outgoing::PingReq) => {}
                 other => panic!("new session: unexpected event {other:?}"),
@@ -176,7 +247,10 @@ mod v5 {
         let broker = Broker::start(2);
         let (_client, mut eventloop, _) = connect(&broker, "rumqttc-shutdown", 30).await;
         let stopping = tokio::task::spawn_blocking(move || broker.assert_clean_shutdown());
-        expect_server_disconnect(next(&mut eventloop, "DISCONNECT 0x8B").await, DisconnectReasonCode::ServerShuttingDown);
+        expect_server_disconnect(
+            next(&mut eventloop, "DISCONNECT 0x8B").await,
+            DisconnectReasonCode::ServerShuttingDown,
+        );
         stopping.await.expect("clean shutdown");
     }
 }

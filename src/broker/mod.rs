@@ -33,7 +33,11 @@ pub enum CoreMsg {
     /// Deliver to the matching sessions of the receiving core.
     Publish(Arc<Message>),
     /// The sending core gained (`present`) or lost interest in a filter.
-    Interest { from: ShardId, filter: ByteString, present: bool },
+    Interest {
+        from: ShardId,
+        filter: ByteString,
+        present: bool,
+    },
     /// Set (or clear, with an empty payload) a retained message everywhere.
     Retain(Arc<Message>),
 }
@@ -111,19 +115,29 @@ impl Broker {
     /// A client connected. Returns Session Present and the packets that resume its session.
     /// `expiry` is the requested Session Expiry (3.1.1: 0 for Clean Session 1, the server
     /// maximum otherwise); it is capped by policy and the capped value returned.
-    pub fn connect(&mut self, client_id: &ByteString, clean_start: bool, expiry: Duration, receive_maximum: u16, now: Instant) -> (bool, Duration, Vec<Packet>, Effects) {
+    pub fn connect(
+        &mut self,
+        client_id: &ByteString,
+        clean_start: bool,
+        expiry: Duration,
+        receive_maximum: u16,
+        now: Instant,
+    ) -> (bool, Duration, Vec<Packet>, Effects) {
         let mut effects = Effects::default();
         let expiry = expiry.min(self.policy.max_session_expiry);
         if clean_start {
             self.end_session(client_id, &mut effects);
         }
         let present = self.sessions.contains_key(client_id);
-        let slot = self.sessions.entry(client_id.clone()).or_insert_with(|| Slot {
-            session: Session::new(client_id.clone(), self.policy.max_queued),
-            online: false,
-            expiry,
-            expires_at: None,
-        });
+        let slot = self
+            .sessions
+            .entry(client_id.clone())
+            .or_insert_with(|| Slot {
+                session: Session::new(client_id.clone(), self.policy.max_queued),
+                online: false,
+                expiry,
+                expires_at: None,
+            });
         slot.online = true;
         slot.expiry = expiry;
         slot.expires_at = None;
@@ -133,9 +147,16 @@ impl Broker {
     }
 
     /// The client's connection ended. A session with no expiry ends with it.
-    pub fn disconnect(&mut self, client_id: &ByteString, expiry: Option<Duration>, now: Instant) -> Effects {
+    pub fn disconnect(
+        &mut self,
+        client_id: &ByteString,
+        expiry: Option<Duration>,
+        now: Instant,
+    ) -> Effects {
         let mut effects = Effects::default();
-        let Some(slot) = self.sessions.get_mut(client_id) else { return effects };
+        let Some(slot) = self.sessions.get_mut(client_id) else {
+            return effects;
+        };
         if let Some(expiry) = expiry {
             slot.expiry = expiry.min(self.policy.max_session_expiry);
         }
@@ -164,7 +185,9 @@ impl Broker {
     }
 
     fn end_session(&mut self, client_id: &ByteString, effects: &mut Effects) {
-        let Some(slot) = self.sessions.remove(client_id) else { return };
+        let Some(slot) = self.sessions.remove(client_id) else {
+            return;
+        };
         for filter in slot.session.subscriptions.keys() {
             self.remove_subscription(client_id, filter, effects);
         }
@@ -173,24 +196,41 @@ impl Broker {
     /// Acknowledgements from the client for messages we sent it.
     pub fn on_ack(&mut self, client_id: &ByteString, packet: Packet, now: Instant) -> Effects {
         let mut effects = Effects::default();
-        let Some(slot) = self.sessions.get_mut(client_id) else { return effects };
+        let Some(slot) = self.sessions.get_mut(client_id) else {
+            return effects;
+        };
         let mut out = Vec::new();
         match packet {
-            Packet::PubAck(ack) | Packet::PubComp(ack) => slot.session.on_complete(ack.packet_id, now, &mut out),
-            Packet::PubRec(ack) => slot.session.on_pub_rec(ack.packet_id, ack.reason_code, now, &mut out),
+            Packet::PubAck(ack) | Packet::PubComp(ack) => {
+                slot.session.on_complete(ack.packet_id, now, &mut out)
+            }
+            Packet::PubRec(ack) => {
+                slot.session
+                    .on_pub_rec(ack.packet_id, ack.reason_code, now, &mut out)
+            }
             Packet::PubRel(ack) => out.push(slot.session.on_pub_rel(ack.packet_id)),
             _ => {}
         }
-        effects.to_clients.extend(out.into_iter().map(|p| (client_id.clone(), p)));
+        effects
+            .to_clients
+            .extend(out.into_iter().map(|p| (client_id.clone(), p)));
         effects
     }
 
     /// Whether an inbound QoS 2 PUBLISH is new (route it) or a retransmission.
-    pub fn receive_qos2(&mut self, client_id: &ByteString, packet_id: crate::protocol::PacketId) -> bool {
-        self.sessions.get_mut(client_id).is_none_or(|slot| slot.session.receive_qos2(packet_id))
+    pub fn receive_qos2(
+        &mut self,
+        client_id: &ByteString,
+        packet_id: crate::protocol::PacketId,
+    ) -> bool {
+        self.sessions
+            .get_mut(client_id)
+            .is_none_or(|slot| slot.session.receive_qos2(packet_id))
     }
 
     pub fn awaiting_release(&self, client_id: &ByteString) -> usize {
-        self.sessions.get(client_id).map_or(0, |slot| slot.session.awaiting_release())
+        self.sessions
+            .get(client_id)
+            .map_or(0, |slot| slot.session.awaiting_release())
     }
 }

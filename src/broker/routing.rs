@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use bytestring::ByteString;
 
 use super::{Broker, CoreMsg, Effects};
-use crate::protocol::{Publish, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe};
+use crate::protocol::{
+    Publish, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
 use crate::server::ShardId;
 use crate::session::{Message, Subscription};
 use crate::topic::{ParsedFilter, TopicFilter, TopicName};
@@ -21,11 +23,20 @@ pub struct SubscribeOutcome {
 }
 
 impl Broker {
-    pub fn subscribe(&mut self, client_id: &ByteString, subscribe: Subscribe, now: Instant) -> SubscribeOutcome {
+    pub fn subscribe(
+        &mut self,
+        client_id: &ByteString,
+        subscribe: Subscribe,
+        now: Instant,
+    ) -> SubscribeOutcome {
         let mut effects = Effects::default();
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
         let mut interest_changed = false;
-        let identifier = subscribe.properties.subscription_identifiers.first().copied();
+        let identifier = subscribe
+            .properties
+            .subscription_identifiers
+            .first()
+            .copied();
         for (raw, options) in subscribe.filters {
             let filter = match ParsedFilter::parse(raw.clone()) {
                 Ok(ParsedFilter::Plain(filter)) => filter,
@@ -39,26 +50,42 @@ impl Broker {
                     continue;
                 }
             };
-            let subscription = Subscription { options, identifier };
-            let inserted = self.subscriptions.insert(&filter, client_id.clone(), subscription.clone());
+            let subscription = Subscription {
+                options,
+                identifier,
+            };
+            let inserted =
+                self.subscriptions
+                    .insert(&filter, client_id.clone(), subscription.clone());
             if inserted.filter_added {
                 interest_changed = true;
-                self.broadcast(&mut effects, |from| CoreMsg::Interest { from, filter: raw.clone(), present: true });
+                self.broadcast(&mut effects, |from| CoreMsg::Interest {
+                    from,
+                    filter: raw.clone(),
+                    present: true,
+                });
             }
             let existed = inserted.replaced.is_some();
             if let Some(slot) = self.sessions.get_mut(client_id) {
-                slot.session.subscriptions.insert(raw.clone(), subscription.clone());
+                slot.session
+                    .subscriptions
+                    .insert(raw.clone(), subscription.clone());
                 let send_retained = match options.retain_handling {
                     RetainHandling::OnSubscribe => true,
                     RetainHandling::OnNewSubscribe => !existed,
                     RetainHandling::Never => false,
                 };
                 if send_retained {
-                    let mut matching: Vec<&Arc<Message>> =
-                        self.retained.values().filter(|m| filter_matches(&filter, &m.topic)).collect();
+                    let mut matching: Vec<&Arc<Message>> = self
+                        .retained
+                        .values()
+                        .filter(|m| filter_matches(&filter, &m.topic))
+                        .collect();
                     matching.sort_by(|a, b| a.topic.cmp(&b.topic));
                     for message in matching {
-                        if let Some(packet) = slot.session.deliver_retained(message, &subscription, now) {
+                        if let Some(packet) =
+                            slot.session.deliver_retained(message, &subscription, now)
+                        {
                             effects.to_clients.push((client_id.clone(), packet));
                         }
                     }
@@ -66,11 +93,23 @@ impl Broker {
             }
             reason_codes.push(ReasonCode(options.qos as u8));
         }
-        let sub_ack = SubAck { packet_id: subscribe.packet_id, properties: Default::default(), reason_codes };
-        SubscribeOutcome { sub_ack, effects, interest_changed }
+        let sub_ack = SubAck {
+            packet_id: subscribe.packet_id,
+            properties: Default::default(),
+            reason_codes,
+        };
+        SubscribeOutcome {
+            sub_ack,
+            effects,
+            interest_changed,
+        }
     }
 
-    pub fn unsubscribe(&mut self, client_id: &ByteString, unsubscribe: Unsubscribe) -> (UnsubAck, Effects) {
+    pub fn unsubscribe(
+        &mut self,
+        client_id: &ByteString,
+        unsubscribe: Unsubscribe,
+    ) -> (UnsubAck, Effects) {
         let mut effects = Effects::default();
         let mut reason_codes = Vec::with_capacity(unsubscribe.filters.len());
         for raw in unsubscribe.filters {
@@ -88,13 +127,31 @@ impl Broker {
                 reason_codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
             }
         }
-        (UnsubAck { packet_id: unsubscribe.packet_id, properties: Default::default(), reason_codes }, effects)
+        (
+            UnsubAck {
+                packet_id: unsubscribe.packet_id,
+                properties: Default::default(),
+                reason_codes,
+            },
+            effects,
+        )
     }
 
-    pub(super) fn remove_subscription(&mut self, client_id: &ByteString, raw: &ByteString, effects: &mut Effects) {
-        let Ok(filter) = TopicFilter::new(raw.clone()) else { return };
+    pub(super) fn remove_subscription(
+        &mut self,
+        client_id: &ByteString,
+        raw: &ByteString,
+        effects: &mut Effects,
+    ) {
+        let Ok(filter) = TopicFilter::new(raw.clone()) else {
+            return;
+        };
         if self.subscriptions.remove(&filter, client_id).filter_removed {
-            self.broadcast(effects, |from| CoreMsg::Interest { from, filter: raw.clone(), present: false });
+            self.broadcast(effects, |from| CoreMsg::Interest {
+                from,
+                filter: raw.clone(),
+                present: false,
+            });
         }
     }
 
@@ -111,7 +168,9 @@ impl Broker {
         let mut properties = publish.properties;
         properties.topic_alias = None;
         properties.subscription_identifiers.clear();
-        let expires_at = properties.message_expiry_interval.map(|s| now + Duration::from_secs(u64::from(s)));
+        let expires_at = properties
+            .message_expiry_interval
+            .map(|s| now + Duration::from_secs(u64::from(s)));
         let message = Arc::new(Message {
             topic: publish.topic,
             payload: publish.payload,
@@ -125,17 +184,28 @@ impl Broker {
             self.set_retained(&message);
             self.broadcast(&mut effects, |_| CoreMsg::Retain(message.clone()));
         }
-        let Ok(topic) = TopicName::new(message.topic.clone()) else { return effects };
+        let Ok(topic) = TopicName::new(message.topic.clone()) else {
+            return effects;
+        };
         let mut cores = [false; 64];
         let mut extra_cores = Vec::new();
-        self.interest.matches(&topic, |core, _| match cores.get_mut(core.0) {
-            Some(seen) => *seen = true,
-            None => extra_cores.push(*core),
-        });
+        self.interest
+            .matches(&topic, |core, _| match cores.get_mut(core.0) {
+                Some(seen) => *seen = true,
+                None => extra_cores.push(*core),
+            });
         extra_cores.sort_unstable();
         extra_cores.dedup();
-        for core in cores.iter().enumerate().filter(|(_, &seen)| seen).map(|(i, _)| ShardId(i)).chain(extra_cores) {
-            effects.to_cores.push((core, CoreMsg::Publish(message.clone())));
+        for core in cores
+            .iter()
+            .enumerate()
+            .filter(|(_, &seen)| seen)
+            .map(|(i, _)| ShardId(i))
+            .chain(extra_cores)
+        {
+            effects
+                .to_cores
+                .push((core, CoreMsg::Publish(message.clone())));
         }
         self.deliver_local(&topic, &message, now, &mut effects);
         effects
@@ -150,7 +220,11 @@ impl Broker {
                     self.deliver_local(&topic, &message, now, &mut effects);
                 }
             }
-            CoreMsg::Interest { from, filter, present } => {
+            CoreMsg::Interest {
+                from,
+                filter,
+                present,
+            } => {
                 if let Ok(filter) = TopicFilter::new(filter) {
                     if present {
                         let _ = self.interest.insert(&filter, from, ());
@@ -176,22 +250,35 @@ impl Broker {
     /// Hands a message to every local session with a matching subscription: one copy per
     /// session, at the highest QoS of its matching subscriptions, carrying all of their
     /// Subscription Identifiers (MQTT 5.0 4.8.1 allows either this or one copy each).
-    fn deliver_local(&mut self, topic: &TopicName, message: &Arc<Message>, now: Instant, effects: &mut Effects) {
+    fn deliver_local(
+        &mut self,
+        topic: &TopicName,
+        message: &Arc<Message>,
+        now: Instant,
+        effects: &mut Effects,
+    ) {
         let mut targets: HashMap<ByteString, (Subscription, Vec<u32>)> = HashMap::new();
         self.subscriptions.matches(topic, |client, subscription| {
             if subscription.options.no_local && *client == message.publisher {
                 return; // [MQTT-3.8.3-3] No Local
             }
-            let entry = targets.entry(client.clone()).or_insert_with(|| (subscription.clone(), Vec::new()));
+            let entry = targets
+                .entry(client.clone())
+                .or_insert_with(|| (subscription.clone(), Vec::new()));
             if subscription.options.qos > entry.0.options.qos {
                 entry.0.options = subscription.options;
             }
             entry.1.extend(subscription.identifier);
         });
         for (client, (subscription, ids)) in targets {
-            let Some(slot) = self.sessions.get_mut(&client) else { continue };
+            let Some(slot) = self.sessions.get_mut(&client) else {
+                continue;
+            };
             let before = slot.session.dropped;
-            if let Some(packet) = slot.session.deliver(message, &subscription, ids, slot.online, now) {
+            if let Some(packet) =
+                slot.session
+                    .deliver(message, &subscription, ids, slot.online, now)
+            {
                 self.counters.messages_sent += 1;
                 effects.to_clients.push((client, packet));
             }
@@ -231,7 +318,10 @@ mod tests {
 
     #[test]
     fn single_filter_matching_follows_section_4_7() {
-        assert!(filter_matches("sport/tennis/player1/#", "sport/tennis/player1"));
+        assert!(filter_matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1"
+        ));
         assert!(filter_matches("sport/#", "sport"));
         assert!(!filter_matches("sport/+", "sport/tennis/player1"));
         assert!(filter_matches("+/+", "/finance"));

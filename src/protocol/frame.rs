@@ -44,16 +44,24 @@ pub(crate) struct Frame {
 pub(crate) fn check_first_byte(byte: u8, version: ProtocolVersion) -> Result<(), DecodeError> {
     let flags = byte & 0x0F;
     let expected = match byte >> 4 {
-        0 => return Err(DecodeError::Malformed("[MQTT-2.1.2] packet type 0 is reserved")),
+        0 => {
+            return Err(DecodeError::Malformed(
+                "[MQTT-2.1.2] packet type 0 is reserved",
+            ))
+        }
         AUTH if !version.is_v5() => {
-            return Err(DecodeError::Malformed("[MQTT-2.2.1] packet type 15 is reserved before MQTT 5.0"))
+            return Err(DecodeError::Malformed(
+                "[MQTT-2.2.1] packet type 15 is reserved before MQTT 5.0",
+            ))
         }
         PUBLISH => return check_publish_flags(flags),
         PUBREL | SUBSCRIBE | UNSUBSCRIBE => 0b0010,
         _ => 0,
     };
     if flags != expected {
-        return Err(DecodeError::Malformed("[MQTT-2.1.3-1] reserved fixed header flags have a wrong value"));
+        return Err(DecodeError::Malformed(
+            "[MQTT-2.1.3-1] reserved fixed header flags have a wrong value",
+        ));
     }
     Ok(())
 }
@@ -64,14 +72,19 @@ fn check_publish_flags(flags: u8) -> Result<(), DecodeError> {
         return Err(DecodeError::Malformed("[MQTT-3.3.1-4] PUBLISH with QoS 3"));
     }
     if qos == 0 && flags & 0b1000 != 0 {
-        return Err(DecodeError::Malformed("[MQTT-3.3.1-2] DUP flag set on a QoS 0 PUBLISH"));
+        return Err(DecodeError::Malformed(
+            "[MQTT-3.3.1-2] DUP flag set on a QoS 0 PUBLISH",
+        ));
     }
     Ok(())
 }
 
 /// Splits the next whole packet off `buf`, whose first byte the caller has checked.
 /// `Ok(None)` (nothing consumed) while bytes are missing.
-pub(crate) fn take_frame(buf: &mut BytesMut, max_packet_size: u32) -> Result<Option<Frame>, DecodeError> {
+pub(crate) fn take_frame(
+    buf: &mut BytesMut,
+    max_packet_size: u32,
+) -> Result<Option<Frame>, DecodeError> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
@@ -82,14 +95,22 @@ pub(crate) fn take_frame(buf: &mut BytesMut, max_packet_size: u32) -> Result<Opt
     let header_len = 1 + length.len;
     let size = header_len + length.value as usize;
     if size as u64 > u64::from(max_packet_size) {
-        return Err(DecodeError::PacketTooLarge { size, max: max_packet_size });
+        return Err(DecodeError::PacketTooLarge {
+            size,
+            max: max_packet_size,
+        });
     }
     if buf.len() < size {
         return Ok(None);
     }
     let mut body = buf.split_to(size).freeze();
     body.advance(header_len);
-    Ok(Some(Frame { packet_type: first >> 4, flags: first & 0x0F, minimal_length: length.minimal, body }))
+    Ok(Some(Frame {
+        packet_type: first >> 4,
+        flags: first & 0x0F,
+        minimal_length: length.minimal,
+        body,
+    }))
 }
 
 #[cfg(test)]
@@ -109,7 +130,10 @@ mod tests {
     fn splits_one_packet_and_leaves_the_next() {
         let mut buf = BytesMut::from(&[0xC0, 0x00, 0xD0, 0x00][..]);
         let frame = take_frame(&mut buf, u32::MAX).unwrap().unwrap();
-        assert_eq!((frame.packet_type, frame.flags, frame.body.len()), (PINGREQ, 0, 0));
+        assert_eq!(
+            (frame.packet_type, frame.flags, frame.body.len()),
+            (PINGREQ, 0, 0)
+        );
         assert_eq!(&buf[..], &[0xD0, 0x00]);
     }
 
@@ -117,7 +141,13 @@ mod tests {
     fn too_large_is_reported_before_the_body_arrives() {
         // 2 + 200 bytes announced, only the header present.
         let mut buf = BytesMut::from(&[0x30, 0xC8, 0x01][..]);
-        assert_eq!(take_frame(&mut buf, 100).unwrap_err(), DecodeError::PacketTooLarge { size: 203, max: 100 });
+        assert_eq!(
+            take_frame(&mut buf, 100).unwrap_err(),
+            DecodeError::PacketTooLarge {
+                size: 203,
+                max: 100
+            }
+        );
         // Exactly the maximum is fine.
         let mut buf = BytesMut::from(&[0xC0, 0x00][..]);
         assert!(take_frame(&mut buf, 2).unwrap().is_some());
@@ -126,20 +156,34 @@ mod tests {
     #[test]
     fn remaining_length_of_five_bytes_fails_at_once() {
         let mut buf = BytesMut::from(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF][..]);
-        assert!(matches!(take_frame(&mut buf, u32::MAX), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            take_frame(&mut buf, u32::MAX),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 
     #[test]
     fn first_byte_rules() {
         use ProtocolVersion::*;
-        let ok = [0x10, 0x20, 0x30, 0x3B, 0x35, 0x40, 0x50, 0x62, 0x70, 0x82, 0x90, 0xA2, 0xB0, 0xC0, 0xD0, 0xE0];
+        let ok = [
+            0x10, 0x20, 0x30, 0x3B, 0x35, 0x40, 0x50, 0x62, 0x70, 0x82, 0x90, 0xA2, 0xB0, 0xC0,
+            0xD0, 0xE0,
+        ];
         for byte in ok {
             assert!(check_first_byte(byte, V3_1_1).is_ok(), "{byte:#04x}");
         }
         assert!(check_first_byte(0xF0, V5).is_ok());
-        let bad = [0x00, 0xF0, 0x11, 0x60, 0x61, 0x80, 0xA0, 0x42, 0xE1, 0x36, 0x38, 0x3E, 0x21];
+        let bad = [
+            0x00, 0xF0, 0x11, 0x60, 0x61, 0x80, 0xA0, 0x42, 0xE1, 0x36, 0x38, 0x3E, 0x21,
+        ];
         for byte in bad {
-            assert!(matches!(check_first_byte(byte, V3_1_1), Err(DecodeError::Malformed(_))), "{byte:#04x}");
+            assert!(
+                matches!(
+                    check_first_byte(byte, V3_1_1),
+                    Err(DecodeError::Malformed(_))
+                ),
+                "{byte:#04x}"
+            );
         }
     }
 }

@@ -12,7 +12,11 @@ use bytes::BytesMut;
 
 use super::{decode, decode_connect, encode, encoded_len, Packet, ProtocolVersion};
 
-const VERSIONS: [ProtocolVersion; 3] = [ProtocolVersion::V3_1, ProtocolVersion::V3_1_1, ProtocolVersion::V5];
+const VERSIONS: [ProtocolVersion; 3] = [
+    ProtocolVersion::V3_1,
+    ProtocolVersion::V3_1_1,
+    ProtocolVersion::V5,
+];
 const MAX_SIZES: [u32; 4] = [u32::MAX, 1 << 16, 64, 5];
 /// Enough to walk a corpus file of several packets, few enough to keep each run short.
 const MAX_PACKETS: usize = 16;
@@ -23,7 +27,10 @@ pub fn check(data: &[u8]) {
         let mut buf = BytesMut::from(data);
         match decode_connect(&mut buf, max) {
             Ok(Some(connect)) => {
-                assert!(data.len() - buf.len() <= max as usize, "decoded a CONNECT above the maximum size");
+                assert!(
+                    data.len() - buf.len() <= max as usize,
+                    "decoded a CONNECT above the maximum size"
+                );
                 let version = connect.protocol;
                 round_trip(&Packet::Connect(Box::new(connect)), version);
                 decode_all(buf, version, max);
@@ -44,7 +51,10 @@ fn decode_all(mut buf: BytesMut, version: ProtocolVersion, max: u32) {
         match decode(&mut buf, version, max) {
             Ok(Some(packet)) => {
                 let used = before.len() - buf.len();
-                assert!(used >= 2 && used <= max as usize, "decoded {used} bytes with a maximum of {max}");
+                assert!(
+                    used >= 2 && used <= max as usize,
+                    "decoded {used} bytes with a maximum of {max}"
+                );
                 round_trip(&packet, version);
             }
             Ok(None) => {
@@ -66,11 +76,18 @@ pub fn round_trip(packet: &Packet, version: ProtocolVersion) {
     if let Err(e) = encode(packet, version, &mut encoded) {
         panic!("{packet:?} does not encode for {version:?}: {e}");
     }
-    assert_eq!(encoded.len(), encoded_len(packet, version), "encoded_len disagrees for {packet:?}");
+    assert_eq!(
+        encoded.len(),
+        encoded_len(packet, version),
+        "encoded_len disagrees for {packet:?}"
+    );
     let mut again = encoded.clone();
     match decode(&mut again, version, u32::MAX) {
         Ok(Some(decoded)) => assert_eq!(&decoded, packet, "round trip changed the packet"),
-        other => panic!("the encoding {:02X?} of {packet:?} decodes to {other:?}", &encoded[..]),
+        other => panic!(
+            "the encoding {:02X?} of {packet:?} decodes to {other:?}",
+            &encoded[..]
+        ),
     }
     assert!(again.is_empty(), "bytes left after decoding an encoding");
     // Every prefix would be quadratic on big packets; the ends and the middle catch the bugs.
@@ -78,7 +95,11 @@ pub fn round_trip(packet: &Packet, version: ProtocolVersion) {
     for cut in [0, 1, 2, len / 2, len.saturating_sub(1)] {
         if cut < len {
             let mut prefix = BytesMut::from(&encoded[..cut]);
-            assert_eq!(decode(&mut prefix, version, u32::MAX), Ok(None), "a {cut}-byte prefix of {packet:?}");
+            assert_eq!(
+                decode(&mut prefix, version, u32::MAX),
+                Ok(None),
+                "a {cut}-byte prefix of {packet:?}"
+            );
             assert_eq!(prefix.len(), cut);
         }
     }

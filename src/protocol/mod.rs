@@ -55,7 +55,10 @@ pub enum DecodeError {
     #[error("[MQTT-3.1.2-1] protocol name is neither MQTT nor MQIsdp")]
     BadProtocolName,
     #[error("[MQTT-2.2.2.2] property {property} is not allowed in {packet}")]
-    PropertyNotAllowed { property: &'static str, packet: &'static str },
+    PropertyNotAllowed {
+        property: &'static str,
+        packet: &'static str,
+    },
     #[error("[MQTT-2.2.2.2] property {0} is included more than once")]
     DuplicateProperty(&'static str),
 }
@@ -101,12 +104,17 @@ impl From<DecodeError> for EncodeError {
 
 /// Decodes the first packet of a connection, which must be a CONNECT [MQTT-3.1.0-1]; the
 /// protocol version comes from the CONNECT itself.
-pub fn decode_connect(buf: &mut BytesMut, max_packet_size: u32) -> Result<Option<Connect>, DecodeError> {
+pub fn decode_connect(
+    buf: &mut BytesMut,
+    max_packet_size: u32,
+) -> Result<Option<Connect>, DecodeError> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
     if first >> 4 != frame::CONNECT {
-        return Err(DecodeError::Protocol("[MQTT-3.1.0-1] the first packet is not a CONNECT"));
+        return Err(DecodeError::Protocol(
+            "[MQTT-3.1.0-1] the first packet is not a CONNECT",
+        ));
     }
     // Only CONNECT's own flag rule applies here; the version is not known yet.
     frame::check_first_byte(first, ProtocolVersion::V5)?;
@@ -137,11 +145,18 @@ pub fn decode(
 /// versions before 5.0. A CONNECT is written in the version it names itself (its
 /// `protocol` field), whatever `version` says. Fails, leaving `buf` unchanged, if a value
 /// cannot be encoded or the packet breaks a rule its receiver would reject it for.
-pub fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+pub fn encode(
+    packet: &Packet,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
     codec::check(packet, version)?;
     let body = codec::body_len(packet, version);
     if body > wire::MAX_VARIABLE_INT as usize {
-        return Err(EncodeError::PacketTooLarge { size: 5 + body, max: 5 + wire::MAX_VARIABLE_INT });
+        return Err(EncodeError::PacketTooLarge {
+            size: 5 + body,
+            max: 5 + wire::MAX_VARIABLE_INT,
+        });
     }
     buf.reserve(1 + wire::var_int_len(body) + body);
     let start = buf.len();

@@ -126,8 +126,18 @@ impl Context {
             Context::Ack | Context::SubAck | Context::UnsubAck => REASON_AND_USER,
             Context::Subscribe => set(&[SUBSCRIPTION_IDENTIFIER, USER_PROPERTY]),
             Context::Unsubscribe => set(&[USER_PROPERTY]),
-            Context::Disconnect => set(&[SESSION_EXPIRY_INTERVAL, SERVER_REFERENCE, REASON_STRING, USER_PROPERTY]),
-            Context::Auth => set(&[AUTHENTICATION_METHOD, AUTHENTICATION_DATA, REASON_STRING, USER_PROPERTY]),
+            Context::Disconnect => set(&[
+                SESSION_EXPIRY_INTERVAL,
+                SERVER_REFERENCE,
+                REASON_STRING,
+                USER_PROPERTY,
+            ]),
+            Context::Auth => set(&[
+                AUTHENTICATION_METHOD,
+                AUTHENTICATION_DATA,
+                REASON_STRING,
+                USER_PROPERTY,
+            ]),
         }
     }
 
@@ -196,7 +206,9 @@ fn once<T>(slot: &mut Option<T>, value: T, id: u8) -> Result<(), DecodeError> {
 pub(crate) fn decode(r: &mut Reader, context: Context) -> Result<Properties, DecodeError> {
     let len = r.var_int()? as usize;
     if len > r.remaining() {
-        return Err(DecodeError::Malformed("property length runs past the end of the packet"));
+        return Err(DecodeError::Malformed(
+            "property length runs past the end of the packet",
+        ));
     }
     let mut r = Reader::new(r.take(len)?);
     let mut p = Properties::default();
@@ -208,7 +220,10 @@ pub(crate) fn decode(r: &mut Reader, context: Context) -> Result<Properties, Dec
             return Err(if name(id) == UNKNOWN {
                 DecodeError::Malformed("[MQTT-2.2.2] unknown property identifier")
             } else {
-                DecodeError::PropertyNotAllowed { property: name(id), packet: context.packet() }
+                DecodeError::PropertyNotAllowed {
+                    property: name(id),
+                    packet: context.packet(),
+                }
             });
         }
         match id {
@@ -246,10 +261,20 @@ pub(crate) fn decode(r: &mut Reader, context: Context) -> Result<Properties, Dec
                 p.user_properties.push((key, value));
             }
             MAXIMUM_PACKET_SIZE => once(&mut p.maximum_packet_size, r.u32()?, id)?,
-            WILDCARD_SUBSCRIPTION_AVAILABLE => once(&mut p.wildcard_subscription_available, r.u8()?, id)?,
-            SUBSCRIPTION_IDENTIFIER_AVAILABLE => once(&mut p.subscription_identifier_available, r.u8()?, id)?,
-            SHARED_SUBSCRIPTION_AVAILABLE => once(&mut p.shared_subscription_available, r.u8()?, id)?,
-            _ => return Err(DecodeError::Malformed("[MQTT-2.2.2] unknown property identifier")),
+            WILDCARD_SUBSCRIPTION_AVAILABLE => {
+                once(&mut p.wildcard_subscription_available, r.u8()?, id)?
+            }
+            SUBSCRIPTION_IDENTIFIER_AVAILABLE => {
+                once(&mut p.subscription_identifier_available, r.u8()?, id)?
+            }
+            SHARED_SUBSCRIPTION_AVAILABLE => {
+                once(&mut p.shared_subscription_available, r.u8()?, id)?
+            }
+            _ => {
+                return Err(DecodeError::Malformed(
+                    "[MQTT-2.2.2] unknown property identifier",
+                ))
+            }
         }
     }
     check_values(&p)?;
@@ -264,35 +289,73 @@ fn check_values(p: &Properties) -> Result<(), DecodeError> {
             _ => Ok(()),
         }
     }
-    flag(p.payload_format_indicator, "[MQTT-2.2.2.2] Payload Format Indicator other than 0 or 1")?;
-    flag(p.request_problem_information, "[MQTT-3.1.2.11.7] Request Problem Information other than 0 or 1")?;
-    flag(p.request_response_information, "[MQTT-3.1.2.11.6] Request Response Information other than 0 or 1")?;
-    flag(p.maximum_qos, "[MQTT-3.2.2.3.4] Maximum QoS other than 0 or 1")?;
-    flag(p.retain_available, "[MQTT-3.2.2.3.5] Retain Available other than 0 or 1")?;
-    flag(p.wildcard_subscription_available, "[MQTT-3.2.2.3.11] Wildcard Subscription Available other than 0 or 1")?;
-    flag(p.subscription_identifier_available, "[MQTT-3.2.2.3.12] Subscription Identifier Available other than 0 or 1")?;
-    flag(p.shared_subscription_available, "[MQTT-3.2.2.3.13] Shared Subscription Available other than 0 or 1")?;
+    flag(
+        p.payload_format_indicator,
+        "[MQTT-2.2.2.2] Payload Format Indicator other than 0 or 1",
+    )?;
+    flag(
+        p.request_problem_information,
+        "[MQTT-3.1.2.11.7] Request Problem Information other than 0 or 1",
+    )?;
+    flag(
+        p.request_response_information,
+        "[MQTT-3.1.2.11.6] Request Response Information other than 0 or 1",
+    )?;
+    flag(
+        p.maximum_qos,
+        "[MQTT-3.2.2.3.4] Maximum QoS other than 0 or 1",
+    )?;
+    flag(
+        p.retain_available,
+        "[MQTT-3.2.2.3.5] Retain Available other than 0 or 1",
+    )?;
+    flag(
+        p.wildcard_subscription_available,
+        "[MQTT-3.2.2.3.11] Wildcard Subscription Available other than 0 or 1",
+    )?;
+    flag(
+        p.subscription_identifier_available,
+        "[MQTT-3.2.2.3.12] Subscription Identifier Available other than 0 or 1",
+    )?;
+    flag(
+        p.shared_subscription_available,
+        "[MQTT-3.2.2.3.13] Shared Subscription Available other than 0 or 1",
+    )?;
     if p.receive_maximum == Some(0) {
-        return Err(DecodeError::Protocol("[MQTT-3.1.2.11.3] Receive Maximum of 0"));
+        return Err(DecodeError::Protocol(
+            "[MQTT-3.1.2.11.3] Receive Maximum of 0",
+        ));
     }
     if p.maximum_packet_size == Some(0) {
-        return Err(DecodeError::Protocol("[MQTT-3.1.2.11.4] Maximum Packet Size of 0"));
+        return Err(DecodeError::Protocol(
+            "[MQTT-3.1.2.11.4] Maximum Packet Size of 0",
+        ));
     }
     if p.topic_alias == Some(0) {
-        return Err(DecodeError::TopicAliasInvalid("[MQTT-3.3.2-8] Topic Alias of 0"));
+        return Err(DecodeError::TopicAliasInvalid(
+            "[MQTT-3.3.2-8] Topic Alias of 0",
+        ));
     }
     if p.subscription_identifiers.contains(&0) {
-        return Err(DecodeError::Protocol("[MQTT-3.3.2.3.8] Subscription Identifier of 0"));
+        return Err(DecodeError::Protocol(
+            "[MQTT-3.3.2.3.8] Subscription Identifier of 0",
+        ));
     }
     if p.authentication_data.is_some() && p.authentication_method.is_none() {
-        return Err(DecodeError::Protocol("[MQTT-3.1.2.11.10] Authentication Data without Authentication Method"));
+        return Err(DecodeError::Protocol(
+            "[MQTT-3.1.2.11.10] Authentication Data without Authentication Method",
+        ));
     }
     if let Some(topic) = &p.response_topic {
         if topic.is_empty() {
-            return Err(DecodeError::TopicNameInvalid("[MQTT-4.7.3-1] Response Topic is empty"));
+            return Err(DecodeError::TopicNameInvalid(
+                "[MQTT-4.7.3-1] Response Topic is empty",
+            ));
         }
         if has_wildcard(topic) {
-            return Err(DecodeError::TopicNameInvalid("[MQTT-3.3.2-14] Response Topic contains a wildcard"));
+            return Err(DecodeError::TopicNameInvalid(
+                "[MQTT-3.3.2-14] Response Topic contains a wildcard",
+            ));
         }
     }
     Ok(())
@@ -311,20 +374,35 @@ fn present(p: &Properties) -> u64 {
             mask |= 1 << id;
         }
     };
-    mark(p.payload_format_indicator.is_some(), PAYLOAD_FORMAT_INDICATOR);
+    mark(
+        p.payload_format_indicator.is_some(),
+        PAYLOAD_FORMAT_INDICATOR,
+    );
     mark(p.message_expiry_interval.is_some(), MESSAGE_EXPIRY_INTERVAL);
     mark(p.content_type.is_some(), CONTENT_TYPE);
     mark(p.response_topic.is_some(), RESPONSE_TOPIC);
     mark(p.correlation_data.is_some(), CORRELATION_DATA);
-    mark(!p.subscription_identifiers.is_empty(), SUBSCRIPTION_IDENTIFIER);
+    mark(
+        !p.subscription_identifiers.is_empty(),
+        SUBSCRIPTION_IDENTIFIER,
+    );
     mark(p.session_expiry_interval.is_some(), SESSION_EXPIRY_INTERVAL);
-    mark(p.assigned_client_identifier.is_some(), ASSIGNED_CLIENT_IDENTIFIER);
+    mark(
+        p.assigned_client_identifier.is_some(),
+        ASSIGNED_CLIENT_IDENTIFIER,
+    );
     mark(p.server_keep_alive.is_some(), SERVER_KEEP_ALIVE);
     mark(p.authentication_method.is_some(), AUTHENTICATION_METHOD);
     mark(p.authentication_data.is_some(), AUTHENTICATION_DATA);
-    mark(p.request_problem_information.is_some(), REQUEST_PROBLEM_INFORMATION);
+    mark(
+        p.request_problem_information.is_some(),
+        REQUEST_PROBLEM_INFORMATION,
+    );
     mark(p.will_delay_interval.is_some(), WILL_DELAY_INTERVAL);
-    mark(p.request_response_information.is_some(), REQUEST_RESPONSE_INFORMATION);
+    mark(
+        p.request_response_information.is_some(),
+        REQUEST_RESPONSE_INFORMATION,
+    );
     mark(p.response_information.is_some(), RESPONSE_INFORMATION);
     mark(p.server_reference.is_some(), SERVER_REFERENCE);
     mark(p.reason_string.is_some(), REASON_STRING);
@@ -335,9 +413,18 @@ fn present(p: &Properties) -> u64 {
     mark(p.retain_available.is_some(), RETAIN_AVAILABLE);
     mark(!p.user_properties.is_empty(), USER_PROPERTY);
     mark(p.maximum_packet_size.is_some(), MAXIMUM_PACKET_SIZE);
-    mark(p.wildcard_subscription_available.is_some(), WILDCARD_SUBSCRIPTION_AVAILABLE);
-    mark(p.subscription_identifier_available.is_some(), SUBSCRIPTION_IDENTIFIER_AVAILABLE);
-    mark(p.shared_subscription_available.is_some(), SHARED_SUBSCRIPTION_AVAILABLE);
+    mark(
+        p.wildcard_subscription_available.is_some(),
+        WILDCARD_SUBSCRIPTION_AVAILABLE,
+    );
+    mark(
+        p.subscription_identifier_available.is_some(),
+        SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+    );
+    mark(
+        p.shared_subscription_available.is_some(),
+        SHARED_SUBSCRIPTION_AVAILABLE,
+    );
     mask
 }
 
@@ -353,10 +440,17 @@ pub(crate) fn check(p: &Properties, context: Context) -> Result<(), EncodeError>
         }));
     }
     if context != Context::Publish && p.subscription_identifiers.len() > 1 {
-        return Err(EncodeError::Invalid(DecodeError::DuplicateProperty(name(SUBSCRIPTION_IDENTIFIER))));
+        return Err(EncodeError::Invalid(DecodeError::DuplicateProperty(name(
+            SUBSCRIPTION_IDENTIFIER,
+        ))));
     }
-    if p.subscription_identifiers.iter().any(|&id| id > MAX_VARIABLE_INT) {
-        return Err(EncodeError::OutOfRange("Subscription Identifier above 268,435,455"));
+    if p.subscription_identifiers
+        .iter()
+        .any(|&id| id > MAX_VARIABLE_INT)
+    {
+        return Err(EncodeError::OutOfRange(
+            "Subscription Identifier above 268,435,455",
+        ));
     }
     check_values(p)?;
     for s in [
@@ -373,7 +467,10 @@ pub(crate) fn check(p: &Properties, context: Context) -> Result<(), EncodeError>
     {
         check_str(s)?;
     }
-    for b in [&p.correlation_data, &p.authentication_data].into_iter().flatten() {
+    for b in [&p.correlation_data, &p.authentication_data]
+        .into_iter()
+        .flatten()
+    {
         check_binary(b)?;
     }
     for (key, value) in &p.user_properties {
@@ -397,7 +494,10 @@ pub(crate) fn content_len(p: &Properties) -> usize {
         + opt(&p.content_type, |s| field(s))
         + opt(&p.response_topic, |s| field(s))
         + opt(&p.correlation_data, |b| field(b))
-        + p.subscription_identifiers.iter().map(|&id| 1 + wire::var_int_len(id as usize)).sum::<usize>()
+        + p.subscription_identifiers
+            .iter()
+            .map(|&id| 1 + wire::var_int_len(id as usize))
+            .sum::<usize>()
         + opt(&p.session_expiry_interval, four)
         + opt(&p.assigned_client_identifier, |s| field(s))
         + opt(&p.server_keep_alive, two)
@@ -414,7 +514,10 @@ pub(crate) fn content_len(p: &Properties) -> usize {
         + opt(&p.topic_alias, two)
         + opt(&p.maximum_qos, byte)
         + opt(&p.retain_available, byte)
-        + p.user_properties.iter().map(|(k, v)| 1 + field_len(k.as_bytes()) + field_len(v.as_bytes())).sum::<usize>()
+        + p.user_properties
+            .iter()
+            .map(|(k, v)| 1 + field_len(k.as_bytes()) + field_len(v.as_bytes()))
+            .sum::<usize>()
         + opt(&p.maximum_packet_size, four)
         + opt(&p.wildcard_subscription_available, byte)
         + opt(&p.subscription_identifier_available, byte)
@@ -456,24 +559,66 @@ pub(crate) fn write(p: &Properties, buf: &mut BytesMut) {
     };
     byte(buf, PAYLOAD_FORMAT_INDICATOR, p.payload_format_indicator);
     four(buf, MESSAGE_EXPIRY_INTERVAL, p.message_expiry_interval);
-    field(buf, CONTENT_TYPE, p.content_type.as_ref().map(|s| s.as_bytes().as_ref()));
-    field(buf, RESPONSE_TOPIC, p.response_topic.as_ref().map(|s| s.as_bytes().as_ref()));
+    field(
+        buf,
+        CONTENT_TYPE,
+        p.content_type.as_ref().map(|s| s.as_bytes().as_ref()),
+    );
+    field(
+        buf,
+        RESPONSE_TOPIC,
+        p.response_topic.as_ref().map(|s| s.as_bytes().as_ref()),
+    );
     field(buf, CORRELATION_DATA, p.correlation_data.as_deref());
     for &id in &p.subscription_identifiers {
         buf.put_u8(SUBSCRIPTION_IDENTIFIER);
         wire::put_var_int(buf, id as usize);
     }
     four(buf, SESSION_EXPIRY_INTERVAL, p.session_expiry_interval);
-    field(buf, ASSIGNED_CLIENT_IDENTIFIER, p.assigned_client_identifier.as_ref().map(|s| s.as_bytes().as_ref()));
+    field(
+        buf,
+        ASSIGNED_CLIENT_IDENTIFIER,
+        p.assigned_client_identifier
+            .as_ref()
+            .map(|s| s.as_bytes().as_ref()),
+    );
     two(buf, SERVER_KEEP_ALIVE, p.server_keep_alive);
-    field(buf, AUTHENTICATION_METHOD, p.authentication_method.as_ref().map(|s| s.as_bytes().as_ref()));
+    field(
+        buf,
+        AUTHENTICATION_METHOD,
+        p.authentication_method
+            .as_ref()
+            .map(|s| s.as_bytes().as_ref()),
+    );
     field(buf, AUTHENTICATION_DATA, p.authentication_data.as_deref());
-    byte(buf, REQUEST_PROBLEM_INFORMATION, p.request_problem_information);
+    byte(
+        buf,
+        REQUEST_PROBLEM_INFORMATION,
+        p.request_problem_information,
+    );
     four(buf, WILL_DELAY_INTERVAL, p.will_delay_interval);
-    byte(buf, REQUEST_RESPONSE_INFORMATION, p.request_response_information);
-    field(buf, RESPONSE_INFORMATION, p.response_information.as_ref().map(|s| s.as_bytes().as_ref()));
-    field(buf, SERVER_REFERENCE, p.server_reference.as_ref().map(|s| s.as_bytes().as_ref()));
-    field(buf, REASON_STRING, p.reason_string.as_ref().map(|s| s.as_bytes().as_ref()));
+    byte(
+        buf,
+        REQUEST_RESPONSE_INFORMATION,
+        p.request_response_information,
+    );
+    field(
+        buf,
+        RESPONSE_INFORMATION,
+        p.response_information
+            .as_ref()
+            .map(|s| s.as_bytes().as_ref()),
+    );
+    field(
+        buf,
+        SERVER_REFERENCE,
+        p.server_reference.as_ref().map(|s| s.as_bytes().as_ref()),
+    );
+    field(
+        buf,
+        REASON_STRING,
+        p.reason_string.as_ref().map(|s| s.as_bytes().as_ref()),
+    );
     two(buf, RECEIVE_MAXIMUM, p.receive_maximum);
     two(buf, TOPIC_ALIAS_MAXIMUM, p.topic_alias_maximum);
     two(buf, TOPIC_ALIAS, p.topic_alias);
@@ -485,9 +630,21 @@ pub(crate) fn write(p: &Properties, buf: &mut BytesMut) {
         put_field(buf, value.as_bytes());
     }
     four(buf, MAXIMUM_PACKET_SIZE, p.maximum_packet_size);
-    byte(buf, WILDCARD_SUBSCRIPTION_AVAILABLE, p.wildcard_subscription_available);
-    byte(buf, SUBSCRIPTION_IDENTIFIER_AVAILABLE, p.subscription_identifier_available);
-    byte(buf, SHARED_SUBSCRIPTION_AVAILABLE, p.shared_subscription_available);
+    byte(
+        buf,
+        WILDCARD_SUBSCRIPTION_AVAILABLE,
+        p.wildcard_subscription_available,
+    );
+    byte(
+        buf,
+        SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+        p.subscription_identifier_available,
+    );
+    byte(
+        buf,
+        SHARED_SUBSCRIPTION_AVAILABLE,
+        p.shared_subscription_available,
+    );
 }
 
 /// `p` without the properties `context` does not allow, so that property tests can draw
@@ -497,21 +654,41 @@ pub(crate) fn restrict(p: Properties, context: Context) -> Properties {
     let allowed = context.allowed();
     let keep = |id: u8| allowed & (1 << id) != 0;
     let mut p = Properties {
-        payload_format_indicator: p.payload_format_indicator.filter(|_| keep(PAYLOAD_FORMAT_INDICATOR)),
-        message_expiry_interval: p.message_expiry_interval.filter(|_| keep(MESSAGE_EXPIRY_INTERVAL)),
+        payload_format_indicator: p
+            .payload_format_indicator
+            .filter(|_| keep(PAYLOAD_FORMAT_INDICATOR)),
+        message_expiry_interval: p
+            .message_expiry_interval
+            .filter(|_| keep(MESSAGE_EXPIRY_INTERVAL)),
         content_type: p.content_type.filter(|_| keep(CONTENT_TYPE)),
         response_topic: p.response_topic.filter(|_| keep(RESPONSE_TOPIC)),
         correlation_data: p.correlation_data.filter(|_| keep(CORRELATION_DATA)),
-        subscription_identifiers: if keep(SUBSCRIPTION_IDENTIFIER) { p.subscription_identifiers } else { Vec::new() },
-        session_expiry_interval: p.session_expiry_interval.filter(|_| keep(SESSION_EXPIRY_INTERVAL)),
-        assigned_client_identifier: p.assigned_client_identifier.filter(|_| keep(ASSIGNED_CLIENT_IDENTIFIER)),
+        subscription_identifiers: if keep(SUBSCRIPTION_IDENTIFIER) {
+            p.subscription_identifiers
+        } else {
+            Vec::new()
+        },
+        session_expiry_interval: p
+            .session_expiry_interval
+            .filter(|_| keep(SESSION_EXPIRY_INTERVAL)),
+        assigned_client_identifier: p
+            .assigned_client_identifier
+            .filter(|_| keep(ASSIGNED_CLIENT_IDENTIFIER)),
         server_keep_alive: p.server_keep_alive.filter(|_| keep(SERVER_KEEP_ALIVE)),
-        authentication_method: p.authentication_method.filter(|_| keep(AUTHENTICATION_METHOD)),
+        authentication_method: p
+            .authentication_method
+            .filter(|_| keep(AUTHENTICATION_METHOD)),
         authentication_data: p.authentication_data.filter(|_| keep(AUTHENTICATION_DATA)),
-        request_problem_information: p.request_problem_information.filter(|_| keep(REQUEST_PROBLEM_INFORMATION)),
+        request_problem_information: p
+            .request_problem_information
+            .filter(|_| keep(REQUEST_PROBLEM_INFORMATION)),
         will_delay_interval: p.will_delay_interval.filter(|_| keep(WILL_DELAY_INTERVAL)),
-        request_response_information: p.request_response_information.filter(|_| keep(REQUEST_RESPONSE_INFORMATION)),
-        response_information: p.response_information.filter(|_| keep(RESPONSE_INFORMATION)),
+        request_response_information: p
+            .request_response_information
+            .filter(|_| keep(REQUEST_RESPONSE_INFORMATION)),
+        response_information: p
+            .response_information
+            .filter(|_| keep(RESPONSE_INFORMATION)),
         server_reference: p.server_reference.filter(|_| keep(SERVER_REFERENCE)),
         reason_string: p.reason_string.filter(|_| keep(REASON_STRING)),
         receive_maximum: p.receive_maximum.filter(|_| keep(RECEIVE_MAXIMUM)),
@@ -519,7 +696,11 @@ pub(crate) fn restrict(p: Properties, context: Context) -> Properties {
         topic_alias: p.topic_alias.filter(|_| keep(TOPIC_ALIAS)),
         maximum_qos: p.maximum_qos.filter(|_| keep(MAXIMUM_QOS)),
         retain_available: p.retain_available.filter(|_| keep(RETAIN_AVAILABLE)),
-        user_properties: if keep(USER_PROPERTY) { p.user_properties } else { Vec::new() },
+        user_properties: if keep(USER_PROPERTY) {
+            p.user_properties
+        } else {
+            Vec::new()
+        },
         maximum_packet_size: p.maximum_packet_size.filter(|_| keep(MAXIMUM_PACKET_SIZE)),
         wildcard_subscription_available: p
             .wildcard_subscription_available
@@ -527,7 +708,9 @@ pub(crate) fn restrict(p: Properties, context: Context) -> Properties {
         subscription_identifier_available: p
             .subscription_identifier_available
             .filter(|_| keep(SUBSCRIPTION_IDENTIFIER_AVAILABLE)),
-        shared_subscription_available: p.shared_subscription_available.filter(|_| keep(SHARED_SUBSCRIPTION_AVAILABLE)),
+        shared_subscription_available: p
+            .shared_subscription_available
+            .filter(|_| keep(SHARED_SUBSCRIPTION_AVAILABLE)),
     };
     if context != Context::Publish {
         p.subscription_identifiers.truncate(1);

@@ -14,7 +14,11 @@ use super::codec::{ack, connack, control, subscribe, unsubscribe};
 use super::property_codec::{restrict, Context};
 use super::*;
 
-const VERSIONS: [ProtocolVersion; 3] = [ProtocolVersion::V3_1, ProtocolVersion::V3_1_1, ProtocolVersion::V5];
+const VERSIONS: [ProtocolVersion; 3] = [
+    ProtocolVersion::V3_1,
+    ProtocolVersion::V3_1_1,
+    ProtocolVersion::V5,
+];
 
 /// Any UTF-8 without U+0000, non-ASCII included.
 fn text() -> impl Strategy<Value = ByteString> {
@@ -40,7 +44,11 @@ fn packet_id() -> impl Strategy<Value = PacketId> {
 }
 
 fn qos() -> impl Strategy<Value = QoS> {
-    prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)]
+    prop_oneof![
+        Just(QoS::AtMostOnce),
+        Just(QoS::AtLeastOnce),
+        Just(QoS::ExactlyOnce)
+    ]
 }
 
 /// Every property with a valid value, each present half of the time; `restrict` then keeps
@@ -120,8 +128,20 @@ fn reason(codes: &'static [u8]) -> impl Strategy<Value = ReasonCode> {
 }
 
 fn connect(version: ProtocolVersion) -> BoxedStrategy<Packet> {
-    let will = (topic_name(), binary(), qos(), any::<bool>(), properties(Context::Will))
-        .prop_map(|(topic, payload, qos, retain, properties)| LastWill { topic, payload, qos, retain, properties });
+    let will = (
+        topic_name(),
+        binary(),
+        qos(),
+        any::<bool>(),
+        properties(Context::Will),
+    )
+        .prop_map(|(topic, payload, qos, retain, properties)| LastWill {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+        });
     (
         any::<bool>(),
         any::<u16>(),
@@ -131,31 +151,50 @@ fn connect(version: ProtocolVersion) -> BoxedStrategy<Packet> {
         option::of(binary()),
         properties(Context::Connect),
     )
-        .prop_map(move |(clean_start, keep_alive, client_id, will, username, password, properties)| {
-            let mut c =
-                Connect { protocol: version, clean_start, keep_alive, client_id, will, username, password, properties };
-            if !version.is_v5() {
-                c.properties = Properties::default();
-                if let Some(will) = &mut c.will {
-                    will.properties = Properties::default();
+        .prop_map(
+            move |(clean_start, keep_alive, client_id, will, username, password, properties)| {
+                let mut c = Connect {
+                    protocol: version,
+                    clean_start,
+                    keep_alive,
+                    client_id,
+                    will,
+                    username,
+                    password,
+                    properties,
+                };
+                if !version.is_v5() {
+                    c.properties = Properties::default();
+                    if let Some(will) = &mut c.will {
+                        will.properties = Properties::default();
+                    }
+                    // [MQTT-3.1.2-22]: no Password without a User Name before 5.0.
+                    if c.username.is_none() {
+                        c.password = None;
+                    }
                 }
-                // [MQTT-3.1.2-22]: no Password without a User Name before 5.0.
-                if c.username.is_none() {
-                    c.password = None;
-                }
-            }
-            Packet::Connect(Box::new(c))
-        })
+                Packet::Connect(Box::new(c))
+            },
+        )
         .boxed()
 }
 
 fn connack(version: ProtocolVersion) -> BoxedStrategy<Packet> {
-    (any::<bool>(), reason(connack::REASON_CODES), properties(Context::ConnAck))
+    (
+        any::<bool>(),
+        reason(connack::REASON_CODES),
+        properties(Context::ConnAck),
+    )
         .prop_map(move |(sp, code, properties)| {
-            let mut c = ConnAck { session_present: sp, reason_code: code, properties };
+            let mut c = ConnAck {
+                session_present: sp,
+                reason_code: code,
+                properties,
+            };
             if !version.is_v5() {
                 // Only the codes that have a 3.1.1 return code survive the trip.
-                c.reason_code = ReasonCode::from_v3_connack(code.to_v3_connack()).unwrap_or_default();
+                c.reason_code =
+                    ReasonCode::from_v3_connack(code.to_v3_connack()).unwrap_or_default();
                 c.properties = Properties::default();
             }
             c.session_present &= c.reason_code == ReasonCode::SUCCESS;
@@ -166,34 +205,64 @@ fn connack(version: ProtocolVersion) -> BoxedStrategy<Packet> {
 
 fn publish(version: ProtocolVersion) -> BoxedStrategy<Packet> {
     let topic = prop_oneof![4 => topic_name(), 1 => Just(ByteString::new())];
-    (any::<bool>(), qos(), any::<bool>(), topic, packet_id(), properties(Context::Publish), binary())
-        .prop_map(move |(dup, qos, retain, topic, id, mut properties, payload)| {
-            if !version.is_v5() {
-                properties = Properties::default();
-            }
-            let mut topic = topic;
-            if topic.is_empty() {
-                if version.is_v5() {
-                    properties.topic_alias.get_or_insert(1);
-                } else {
-                    topic = "t".into();
+    (
+        any::<bool>(),
+        qos(),
+        any::<bool>(),
+        topic,
+        packet_id(),
+        properties(Context::Publish),
+        binary(),
+    )
+        .prop_map(
+            move |(dup, qos, retain, topic, id, mut properties, payload)| {
+                if !version.is_v5() {
+                    properties = Properties::default();
                 }
-            }
-            let at_most_once = qos == QoS::AtMostOnce;
-            let packet_id = if at_most_once { None } else { Some(id) };
-            Packet::Publish(Publish { dup: dup && !at_most_once, qos, retain, topic, packet_id, properties, payload })
-        })
+                let mut topic = topic;
+                if topic.is_empty() {
+                    if version.is_v5() {
+                        properties.topic_alias.get_or_insert(1);
+                    } else {
+                        topic = "t".into();
+                    }
+                }
+                let at_most_once = qos == QoS::AtMostOnce;
+                let packet_id = if at_most_once { None } else { Some(id) };
+                Packet::Publish(Publish {
+                    dup: dup && !at_most_once,
+                    qos,
+                    retain,
+                    topic,
+                    packet_id,
+                    properties,
+                    payload,
+                })
+            },
+        )
         .boxed()
 }
 
-fn ack(version: ProtocolVersion, codes: &'static [u8], make: fn(Ack) -> Packet) -> BoxedStrategy<Packet> {
+fn ack(
+    version: ProtocolVersion,
+    codes: &'static [u8],
+    make: fn(Ack) -> Packet,
+) -> BoxedStrategy<Packet> {
     (packet_id(), reason(codes), properties(Context::Ack))
         .prop_map(move |(packet_id, reason_code, properties)| {
-            let a = Ack { packet_id, reason_code, properties };
+            let a = Ack {
+                packet_id,
+                reason_code,
+                properties,
+            };
             make(if version.is_v5() {
                 a
             } else {
-                Ack { reason_code: ReasonCode::SUCCESS, properties: Properties::default(), ..a }
+                Ack {
+                    reason_code: ReasonCode::SUCCESS,
+                    properties: Properties::default(),
+                    ..a
+                }
             })
         })
         .boxed()
@@ -205,23 +274,49 @@ fn subscribe(version: ProtocolVersion) -> BoxedStrategy<Packet> {
         Just(RetainHandling::OnNewSubscribe),
         Just(RetainHandling::Never)
     ];
-    let options = (qos(), any::<bool>(), any::<bool>(), handling).prop_map(move |(qos, no_local, rap, handling)| {
-        if version.is_v5() {
-            SubscriptionOptions { qos, no_local, retain_as_published: rap, retain_handling: handling }
-        } else {
-            SubscriptionOptions { qos, ..SubscriptionOptions::default() }
-        }
-    });
-    (packet_id(), properties(Context::Subscribe), vec((topic_filter(), options), 1..4))
+    let options = (qos(), any::<bool>(), any::<bool>(), handling).prop_map(
+        move |(qos, no_local, rap, handling)| {
+            if version.is_v5() {
+                SubscriptionOptions {
+                    qos,
+                    no_local,
+                    retain_as_published: rap,
+                    retain_handling: handling,
+                }
+            } else {
+                SubscriptionOptions {
+                    qos,
+                    ..SubscriptionOptions::default()
+                }
+            }
+        },
+    );
+    (
+        packet_id(),
+        properties(Context::Subscribe),
+        vec((topic_filter(), options), 1..4),
+    )
         .prop_map(move |(packet_id, properties, filters)| {
-            let properties = if version.is_v5() { properties } else { Properties::default() };
-            Packet::Subscribe(Subscribe { packet_id, properties, filters })
+            let properties = if version.is_v5() {
+                properties
+            } else {
+                Properties::default()
+            };
+            Packet::Subscribe(Subscribe {
+                packet_id,
+                properties,
+                filters,
+            })
         })
         .boxed()
 }
 
 fn suback(version: ProtocolVersion) -> BoxedStrategy<Packet> {
-    (packet_id(), properties(Context::SubAck), vec(reason(subscribe::SUBACK_V5), 1..4))
+    (
+        packet_id(),
+        properties(Context::SubAck),
+        vec(reason(subscribe::SUBACK_V5), 1..4),
+    )
         .prop_map(move |(packet_id, properties, mut reason_codes)| {
             if !version.is_v5() {
                 for code in &mut reason_codes {
@@ -230,28 +325,60 @@ fn suback(version: ProtocolVersion) -> BoxedStrategy<Packet> {
                     }
                 }
             }
-            let properties = if version.is_v5() { properties } else { Properties::default() };
-            Packet::SubAck(SubAck { packet_id, properties, reason_codes })
+            let properties = if version.is_v5() {
+                properties
+            } else {
+                Properties::default()
+            };
+            Packet::SubAck(SubAck {
+                packet_id,
+                properties,
+                reason_codes,
+            })
         })
         .boxed()
 }
 
 fn unsubscribe(version: ProtocolVersion) -> BoxedStrategy<Packet> {
-    (packet_id(), properties(Context::Unsubscribe), vec(topic_filter(), 1..4))
+    (
+        packet_id(),
+        properties(Context::Unsubscribe),
+        vec(topic_filter(), 1..4),
+    )
         .prop_map(move |(packet_id, properties, filters)| {
-            let properties = if version.is_v5() { properties } else { Properties::default() };
-            Packet::Unsubscribe(Unsubscribe { packet_id, properties, filters })
+            let properties = if version.is_v5() {
+                properties
+            } else {
+                Properties::default()
+            };
+            Packet::Unsubscribe(Unsubscribe {
+                packet_id,
+                properties,
+                filters,
+            })
         })
         .boxed()
 }
 
 fn unsuback(version: ProtocolVersion) -> BoxedStrategy<Packet> {
-    (packet_id(), properties(Context::UnsubAck), vec(reason(unsubscribe::UNSUBACK), 1..4))
+    (
+        packet_id(),
+        properties(Context::UnsubAck),
+        vec(reason(unsubscribe::UNSUBACK), 1..4),
+    )
         .prop_map(move |(packet_id, properties, reason_codes)| {
             Packet::UnsubAck(if version.is_v5() {
-                UnsubAck { packet_id, properties, reason_codes }
+                UnsubAck {
+                    packet_id,
+                    properties,
+                    reason_codes,
+                }
             } else {
-                UnsubAck { packet_id, properties: Properties::default(), reason_codes: Vec::new() }
+                UnsubAck {
+                    packet_id,
+                    properties: Properties::default(),
+                    reason_codes: Vec::new(),
+                }
             })
         })
         .boxed()
@@ -261,7 +388,10 @@ fn disconnect(version: ProtocolVersion) -> BoxedStrategy<Packet> {
     (reason(control::DISCONNECT), properties(Context::Disconnect))
         .prop_map(move |(reason_code, properties)| {
             Packet::Disconnect(if version.is_v5() {
-                Disconnect { reason_code, properties }
+                Disconnect {
+                    reason_code,
+                    properties,
+                }
             } else {
                 Disconnect::default()
             })
@@ -271,7 +401,12 @@ fn disconnect(version: ProtocolVersion) -> BoxedStrategy<Packet> {
 
 fn auth() -> BoxedStrategy<Packet> {
     (reason(control::AUTH), properties(Context::Auth))
-        .prop_map(|(reason_code, properties)| Packet::Auth(Auth { reason_code, properties }))
+        .prop_map(|(reason_code, properties)| {
+            Packet::Auth(Auth {
+                reason_code,
+                properties,
+            })
+        })
         .boxed()
 }
 
@@ -381,7 +516,10 @@ fn every_version_has_every_packet_type() {
     for version in VERSIONS {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..2000 {
-            let p = packet(version).new_tree(&mut runner).expect("a tree").current();
+            let p = packet(version)
+                .new_tree(&mut runner)
+                .expect("a tree")
+                .current();
             seen.insert(codec::first_byte(&p) >> 4);
         }
         let expected = if version.is_v5() { 15 } else { 14 };

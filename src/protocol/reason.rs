@@ -65,7 +65,9 @@ impl ReasonCode {
             ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => 1,
             ReasonCode::CLIENT_IDENTIFIER_NOT_VALID => 2,
             ReasonCode::BAD_USER_NAME_OR_PASSWORD => 4,
-            ReasonCode::NOT_AUTHORIZED | ReasonCode::BANNED | ReasonCode::BAD_AUTHENTICATION_METHOD => 5,
+            ReasonCode::NOT_AUTHORIZED
+            | ReasonCode::BANNED
+            | ReasonCode::BAD_AUTHENTICATION_METHOD => 5,
             _ => 3,
         }
     }

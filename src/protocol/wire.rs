@@ -43,11 +43,17 @@ pub(crate) fn parse_var_int(bytes: &[u8]) -> Result<Option<VarInt>, DecodeError>
         value |= u32::from(byte & 0x7F) << (7 * i);
         if byte & 0x80 == 0 {
             let len = i + 1;
-            return Ok(Some(VarInt { value, len, minimal: len == 1 || byte != 0 }));
+            return Ok(Some(VarInt {
+                value,
+                len,
+                minimal: len == 1 || byte != 0,
+            }));
         }
     }
     if bytes.len() >= 4 {
-        return Err(DecodeError::Malformed("[MQTT-1.5.5] variable byte integer longer than 4 bytes"));
+        return Err(DecodeError::Malformed(
+            "[MQTT-1.5.5] variable byte integer longer than 4 bytes",
+        ));
     }
     Ok(None)
 }
@@ -85,7 +91,9 @@ pub(crate) fn put_var_int(buf: &mut BytesMut, value: usize) {
 /// forbidden [MQTT-1.5.4-2] (a `str` is always well-formed UTF-8).
 pub(crate) fn check_str(s: &str) -> Result<(), EncodeError> {
     if s.len() > MAX_FIELD_LEN {
-        return Err(EncodeError::OutOfRange("UTF-8 string longer than 65,535 bytes"));
+        return Err(EncodeError::OutOfRange(
+            "UTF-8 string longer than 65,535 bytes",
+        ));
     }
     if s.as_bytes().contains(&0) {
         return Err(EncodeError::Invalid(NUL_IN_STRING));
@@ -96,7 +104,9 @@ pub(crate) fn check_str(s: &str) -> Result<(), EncodeError> {
 /// Checks binary data before it is written: it must fit a two-byte length.
 pub(crate) fn check_binary(b: &[u8]) -> Result<(), EncodeError> {
     if b.len() > MAX_FIELD_LEN {
-        return Err(EncodeError::OutOfRange("binary data longer than 65,535 bytes"));
+        return Err(EncodeError::OutOfRange(
+            "binary data longer than 65,535 bytes",
+        ));
     }
     Ok(())
 }
@@ -113,7 +123,8 @@ pub(crate) fn field_len(bytes: &[u8]) -> usize {
     2 + bytes.len()
 }
 
-const NUL_IN_STRING: DecodeError = DecodeError::Malformed("[MQTT-1.5.4-2] UTF-8 string contains U+0000");
+const NUL_IN_STRING: DecodeError =
+    DecodeError::Malformed("[MQTT-1.5.4-2] UTF-8 string contains U+0000");
 
 /// A cursor over the body of one complete packet.
 #[derive(Debug)]
@@ -159,9 +170,9 @@ impl Reader {
     /// packets carry them outside the fixed header).
     pub fn var_int(&mut self) -> Result<u32, DecodeError> {
         match parse_var_int(&self.buf)? {
-            Some(v) if !v.minimal => {
-                Err(DecodeError::Malformed("[MQTT-1.5.5-1] variable byte integer not in its shortest form"))
-            }
+            Some(v) if !v.minimal => Err(DecodeError::Malformed(
+                "[MQTT-1.5.5-1] variable byte integer not in its shortest form",
+            )),
             Some(v) => {
                 self.buf.advance(v.len);
                 Ok(v.value)
@@ -191,7 +202,8 @@ impl Reader {
         if bytes.contains(&0) {
             return Err(NUL_IN_STRING);
         }
-        ByteString::try_from(bytes).map_err(|_| DecodeError::Malformed("[MQTT-1.5.4-1] UTF-8 string is ill-formed"))
+        ByteString::try_from(bytes)
+            .map_err(|_| DecodeError::Malformed("[MQTT-1.5.4-1] UTF-8 string is ill-formed"))
     }
 
     /// Everything left (a PUBLISH payload).
@@ -204,7 +216,9 @@ impl Reader {
         if self.buf.is_empty() {
             Ok(())
         } else {
-            Err(DecodeError::Malformed("unexpected bytes after the end of the packet"))
+            Err(DecodeError::Malformed(
+                "unexpected bytes after the end of the packet",
+            ))
         }
     }
 }
@@ -236,7 +250,14 @@ mod tests {
             assert_eq!(var_int(value), bytes, "encoding {value}");
             assert_eq!(var_int_len(value), bytes.len());
             let parsed = parse_var_int(bytes).unwrap().unwrap();
-            assert_eq!(parsed, VarInt { value: value as u32, len: bytes.len(), minimal: true });
+            assert_eq!(
+                parsed,
+                VarInt {
+                    value: value as u32,
+                    len: bytes.len(),
+                    minimal: true
+                }
+            );
         }
     }
 
@@ -245,8 +266,14 @@ mod tests {
         assert_eq!(parse_var_int(&[]), Ok(None));
         assert_eq!(parse_var_int(&[0x80]), Ok(None));
         assert_eq!(parse_var_int(&[0xFF, 0xFF, 0xFF]), Ok(None));
-        assert!(matches!(parse_var_int(&[0xFF, 0xFF, 0xFF, 0xFF]), Err(DecodeError::Malformed(_))));
-        assert!(matches!(parse_var_int(&[0x80, 0x80, 0x80, 0x80, 0x01]), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            parse_var_int(&[0xFF, 0xFF, 0xFF, 0xFF]),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_var_int(&[0x80, 0x80, 0x80, 0x80, 0x01]),
+            Err(DecodeError::Malformed(_))
+        ));
         let v = parse_var_int(&[0x80, 0x00]).unwrap().unwrap();
         assert_eq!((v.value, v.len, v.minimal), (0, 2, false));
         let mut r = Reader::new(Bytes::from_static(&[0x81, 0x00]));
@@ -256,14 +283,21 @@ mod tests {
     #[test]
     fn strings_reject_bad_utf8_and_nul() {
         let mut r = Reader::new(Bytes::from_static(&[0x00, 0x02, 0xC3, 0x28]));
-        assert_eq!(r.string(), Err(DecodeError::Malformed("[MQTT-1.5.4-1] UTF-8 string is ill-formed")));
+        assert_eq!(
+            r.string(),
+            Err(DecodeError::Malformed(
+                "[MQTT-1.5.4-1] UTF-8 string is ill-formed"
+            ))
+        );
         let mut r = Reader::new(Bytes::from_static(&[0x00, 0x02, b'a', 0x00]));
         assert_eq!(r.string(), Err(NUL_IN_STRING));
         // An encoded surrogate (U+D800) is not well-formed UTF-8.
         let mut r = Reader::new(Bytes::from_static(&[0x00, 0x03, 0xED, 0xA0, 0x80]));
         assert!(r.string().is_err());
         // The example of 1.5.4: "A𪛔" is 41 F0 AA 9B 94.
-        let mut r = Reader::new(Bytes::from_static(&[0x00, 0x05, 0x41, 0xF0, 0xAA, 0x9B, 0x94]));
+        let mut r = Reader::new(Bytes::from_static(&[
+            0x00, 0x05, 0x41, 0xF0, 0xAA, 0x9B, 0x94,
+        ]));
         assert_eq!(r.string().unwrap(), "A\u{2A6D4}");
         assert!(r.finish().is_ok());
     }
@@ -280,7 +314,10 @@ mod tests {
     #[test]
     fn checks_before_writing() {
         assert!(check_str(&"a".repeat(65_535)).is_ok());
-        assert!(matches!(check_str(&"a".repeat(65_536)), Err(EncodeError::OutOfRange(_))));
+        assert!(matches!(
+            check_str(&"a".repeat(65_536)),
+            Err(EncodeError::OutOfRange(_))
+        ));
         assert!(matches!(check_str("a\0b"), Err(EncodeError::Invalid(_))));
         assert!(check_binary(&[0; 65_535]).is_ok());
         assert!(check_binary(&vec![0; 65_536]).is_err());

@@ -22,7 +22,10 @@ use super::handoff;
 use super::ownership::{assign_client_id, owner_of, ShardId};
 use super::shard::{Control, Handoff, Shard, ShardMsg};
 use crate::broker::Effects;
-use crate::protocol::{self, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode};
+use crate::protocol::{
+    self, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS,
+    ReasonCode,
+};
 use crate::session::{accept_connect, state, Link, LinkEvent};
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -41,15 +44,21 @@ pub async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
     let mut stream = stream;
     let mut buf = BytesMut::with_capacity(1024);
     let timeout = shard.config.connect_timeout;
-    let first = future::or(read_connect(&mut stream, &mut buf, shard.config.max_packet_size), async {
-        glommio::timer::sleep(timeout).await;
-        Err(ConnectFailure::Timeout)
-    })
+    let first = future::or(
+        read_connect(&mut stream, &mut buf, shard.config.max_packet_size),
+        async {
+            glommio::timer::sleep(timeout).await;
+            Err(ConnectFailure::Timeout)
+        },
+    )
     .await;
     let connect = match first {
         Ok(connect) => connect,
         Err(failure) => {
-            shard.stats.connect_failures.set(shard.stats.connect_failures.get() + 1);
+            shard
+                .stats
+                .connect_failures
+                .set(shard.stats.connect_failures.get() + 1);
             tracing::debug!(shard = %shard.id, %peer, ?failure, "connection closed before CONNECT completed");
             if let ConnectFailure::Decode { error, level } = failure {
                 refuse_malformed_connect(&mut stream, &error, level).await;
@@ -59,7 +68,11 @@ pub async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
     };
     let connect = Box::new(connect);
     // A client without an id gets one that this core owns (see `serve`), so it never moves.
-    let owner = if connect.client_id.is_empty() { shard.id } else { owner_of(&connect.client_id, shard.cores) };
+    let owner = if connect.client_id.is_empty() {
+        shard.id
+    } else {
+        owner_of(&connect.client_id, shard.cores)
+    };
     if owner == shard.id {
         serve(shard.clone(), stream, connect, buf, shard.id, peer).await;
         return;
@@ -71,9 +84,19 @@ pub async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
             return;
         }
     };
-    let handoff = Handoff { fd, connect, rest: buf, accepted_on: shard.id, peer };
+    let handoff = Handoff {
+        fd,
+        connect,
+        rest: buf,
+        accepted_on: shard.id,
+        peer,
+    };
     shard.stats.handed_off.set(shard.stats.handed_off.get() + 1);
-    if shard.send_to(owner, ShardMsg::Handoff(handoff)).await.is_err() {
+    if shard
+        .send_to(owner, ShardMsg::Handoff(handoff))
+        .await
+        .is_err()
+    {
         tracing::warn!(shard = %shard.id, %owner, "owner core is gone; dropping connection");
     }
 }
@@ -85,10 +108,17 @@ enum ConnectFailure {
     Timeout,
     Closed,
     Io(std::io::Error),
-    Decode { error: protocol::DecodeError, level: Option<u8> },
+    Decode {
+        error: protocol::DecodeError,
+        level: Option<u8>,
+    },
 }
 
-async fn read_connect(stream: &mut TcpStream, buf: &mut BytesMut, max_packet_size: u32) -> Result<Connect, ConnectFailure> {
+async fn read_connect(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    max_packet_size: u32,
+) -> Result<Connect, ConnectFailure> {
     loop {
         // Read before decoding: a failed decode may have consumed the packet.
         let level = claimed_level(buf);
@@ -113,17 +143,26 @@ fn claimed_level(buf: &[u8]) -> Option<u8> {
     rest.get(2 + name_len).copied()
 }
 
-async fn refuse_malformed_connect(stream: &mut TcpStream, error: &protocol::DecodeError, level: Option<u8>) {
+async fn refuse_malformed_connect(
+    stream: &mut TcpStream,
+    error: &protocol::DecodeError,
+    level: Option<u8>,
+) {
     let (version, reason_code) = match error {
         // [MQTT-3.1.2-2] answer an unknown level with return code 0x01 in the 3.1.1 format.
-        protocol::DecodeError::UnsupportedProtocolVersion(_) => {
-            (ProtocolVersion::V3_1_1, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION)
-        }
+        protocol::DecodeError::UnsupportedProtocolVersion(_) => (
+            ProtocolVersion::V3_1_1,
+            ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+        ),
         // A v5 client learns why; earlier versions are just closed [MQTT-4.8.0-1].
         _ if level == Some(5) => (ProtocolVersion::V5, error.reason_code()),
         _ => return,
     };
-    let conn_ack = ConnAck { session_present: false, reason_code, properties: Properties::default() };
+    let conn_ack = ConnAck {
+        session_present: false,
+        reason_code,
+        properties: Properties::default(),
+    };
     let mut out = BytesMut::new();
     if protocol::encode(&Packet::ConnAck(conn_ack), version, &mut out).is_ok() {
         let _ = stream.write_all(&out).await;
@@ -131,7 +170,10 @@ async fn refuse_malformed_connect(stream: &mut TcpStream, error: &protocol::Deco
     }
 }
 
-async fn read_more(stream: &mut (impl futures_lite::AsyncRead + Unpin), buf: &mut BytesMut) -> std::io::Result<usize> {
+async fn read_more(
+    stream: &mut (impl futures_lite::AsyncRead + Unpin),
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
     let start = buf.len();
     buf.resize(start + READ_CHUNK, 0);
     let result = stream.read(&mut buf[start..]).await;
@@ -143,8 +185,15 @@ async fn read_more(stream: &mut (impl futures_lite::AsyncRead + Unpin), buf: &mu
 pub fn take_handoff(shard: &Rc<Shard>, handoff: Handoff) {
     shard.stats.taken_in.set(shard.stats.taken_in.get() + 1);
     let stream = handoff::attach(handoff.fd);
-    glommio::spawn_local(serve(shard.clone(), stream, handoff.connect, handoff.rest, handoff.accepted_on, handoff.peer))
-        .detach();
+    glommio::spawn_local(serve(
+        shard.clone(),
+        stream,
+        handoff.connect,
+        handoff.rest,
+        handoff.accepted_on,
+        handoff.peer,
+    ))
+    .detach();
 }
 
 /// Serves a connection on the core that owns its client id.
@@ -157,7 +206,9 @@ pub async fn serve(
     peer: SocketAddr,
 ) {
     let version = connect.protocol;
-    let accepted = accept_connect(&connect, &shard.policy, || assign_client_id(shard.id, shard.cores, rand::random));
+    let accepted = accept_connect(&connect, &shard.policy, || {
+        assign_client_id(shard.id, shard.cores, rand::random)
+    });
     let mut accepted = match accepted {
         Ok(accepted) => accepted,
         Err(conn_ack) => {
@@ -173,7 +224,10 @@ pub async fn serve(
         // Tells operators (and tests) which core owns the client and which accepted it.
         let props = &mut accepted.conn_ack.properties.user_properties;
         props.push(("berth-shard".into(), ByteString::from(shard.id.to_string())));
-        props.push(("berth-accepted-on".into(), ByteString::from(accepted_on.to_string())));
+        props.push((
+            "berth-accepted-on".into(),
+            ByteString::from(accepted_on.to_string()),
+        ));
     }
     let client_id = accepted.client_id.clone();
     let span = tracing::info_span!("conn", client_id = %client_id, shard = %shard.id, %peer);
@@ -200,7 +254,8 @@ pub async fn serve(
             let props = &mut conn_ack.properties;
             if granted < requested {
                 // [MQTT-3.2.2-?] tell the client the expiry actually granted.
-                props.session_expiry_interval = Some(granted.as_secs().min(u64::from(u32::MAX)) as u32);
+                props.session_expiry_interval =
+                    Some(granted.as_secs().min(u64::from(u32::MAX)) as u32);
             }
             props.retain_available = Some(1);
             props.wildcard_subscription_available = Some(1);
@@ -213,7 +268,12 @@ pub async fn serve(
         let (reader, writer) = futures_lite::io::split(stream);
         let (out, out_rx) = local_channel::new_unbounded();
         let out = Rc::new(out);
-        let writer_task = glommio::spawn_local(write_loop(writer, out_rx, version, accepted.client_max_packet_size));
+        let writer_task = glommio::spawn_local(write_loop(
+            writer,
+            out_rx,
+            version,
+            accepted.client_max_packet_size,
+        ));
         let _ = out.try_send(Packet::ConnAck(conn_ack));
         for packet in resume {
             let _ = out.try_send(packet);
@@ -232,7 +292,10 @@ pub async fn serve(
         tracing::debug!(?end, "connection ending");
         if let Some(reason_code) = end.disconnect_reason() {
             if version.is_v5() {
-                let _ = out.try_send(Packet::Disconnect(Disconnect { reason_code, properties: Properties::default() }));
+                let _ = out.try_send(Packet::Disconnect(Disconnect {
+                    reason_code,
+                    properties: Properties::default(),
+                }));
             }
         }
         if end.publishes_will() {
@@ -246,12 +309,20 @@ pub async fn serve(
                     properties: will.properties,
                     payload: will.payload,
                 };
-                let effects = shard.broker.borrow_mut().publish(&client_id, publish, Instant::now());
+                let effects =
+                    shard
+                        .broker
+                        .borrow_mut()
+                        .publish(&client_id, publish, Instant::now());
                 shard.apply(effects).await;
             }
         }
         if shard.is_current(&client_id, serial) {
-            let effects = shard.broker.borrow_mut().disconnect(&client_id, Some(conn.expiry), Instant::now());
+            let effects =
+                shard
+                    .broker
+                    .borrow_mut()
+                    .disconnect(&client_id, Some(conn.expiry), Instant::now());
             shard.apply(effects).await;
         }
         let taken_over = conn.taken_over.take();
@@ -312,7 +383,12 @@ impl End {
     /// Whether the will is published: on every end but a normal DISCONNECT (v5: unless
     /// it asked for the will with 0x04) and a server shutdown [MQTT-3.1.2-8].
     fn publishes_will(&self) -> bool {
-        !matches!(self, End::ClientDisconnected { publish_will: false } | End::Shutdown)
+        !matches!(
+            self,
+            End::ClientDisconnected {
+                publish_will: false
+            } | End::Shutdown
+        )
     }
 
     /// The reason code of the DISCONNECT the server sends, if it sends one.
@@ -355,7 +431,10 @@ async fn read_loop(
                             return end;
                         }
                     }
-                    Ok(LinkEvent::Disconnected { publish_will, session_expiry }) => {
+                    Ok(LinkEvent::Disconnected {
+                        publish_will,
+                        session_expiry,
+                    }) => {
                         conn.shard.apply(pending).await;
                         if let Some(secs) = session_expiry {
                             if conn.zero_expiry_at_connect && secs != 0 {
@@ -364,7 +443,8 @@ async fn read_loop(
                                     "[MQTT-3.14.2-2] Session Expiry set on DISCONNECT after 0 on CONNECT".into(),
                                 );
                             }
-                            conn.expiry = Duration::from_secs(u64::from(secs)).min(conn.shard.config.max_session_expiry);
+                            conn.expiry = Duration::from_secs(u64::from(secs))
+                                .min(conn.shard.config.max_session_expiry);
                         }
                         return End::ClientDisconnected { publish_will };
                     }
@@ -383,12 +463,15 @@ async fn read_loop(
         conn.shard.apply(pending).await;
         let deadline = link.deadline();
         let wake = future::or(
-            future::or(async { Wake::Read(read_more(&mut reader, &mut buf).await) }, async {
-                Wake::Control(control.recv().await)
-            }),
+            future::or(
+                async { Wake::Read(read_more(&mut reader, &mut buf).await) },
+                async { Wake::Control(control.recv().await) },
+            ),
             async {
                 match deadline {
-                    Some(at) => glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await,
+                    Some(at) => {
+                        glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await
+                    }
                     None => future::pending::<()>().await,
                 }
                 Wake::Deadline
@@ -423,24 +506,38 @@ async fn forward(conn: &mut Conn<'_>, packet: Packet, pending: &mut Effects) -> 
         Packet::Publish(publish) => {
             if publish.properties.topic_alias.is_some() {
                 // Topic Alias Maximum is 0 in our CONNACK [MQTT-3.3.2-9].
-                return Err(End::Violation(ReasonCode::TOPIC_ALIAS_INVALID, "[MQTT-3.3.2-9] topic alias not allowed".into()));
+                return Err(End::Violation(
+                    ReasonCode::TOPIC_ALIAS_INVALID,
+                    "[MQTT-3.3.2-9] topic alias not allowed".into(),
+                ));
             }
             if publish.topic.is_empty() {
-                return Err(End::Violation(ReasonCode::PROTOCOL_ERROR, "[MQTT-3.3.2-8] empty topic without alias".into()));
+                return Err(End::Violation(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "[MQTT-3.3.2-8] empty topic without alias".into(),
+                ));
             }
             let (qos, packet_id, retain) = (publish.qos, publish.packet_id, publish.retain);
             let route = match (qos, packet_id) {
                 (QoS::ExactlyOnce, Some(id)) => {
                     let mut broker = shard.broker.borrow_mut();
-                    if broker.awaiting_release(&conn.client_id) >= usize::from(shard.config.receive_maximum) {
-                        return Err(End::Violation(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, "[MQTT-3.3.4-9] receive maximum exceeded".into()));
+                    if broker.awaiting_release(&conn.client_id)
+                        >= usize::from(shard.config.receive_maximum)
+                    {
+                        return Err(End::Violation(
+                            ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                            "[MQTT-3.3.4-9] receive maximum exceeded".into(),
+                        ));
                     }
                     broker.receive_qos2(&conn.client_id, id)
                 }
                 _ => true,
             };
             if route {
-                let effects = shard.broker.borrow_mut().publish(&conn.client_id, publish, now);
+                let effects = shard
+                    .broker
+                    .borrow_mut()
+                    .publish(&conn.client_id, publish, now);
                 pending.to_clients.extend(effects.to_clients);
                 pending.to_cores.extend(effects.to_cores);
             }
@@ -451,27 +548,50 @@ async fn forward(conn: &mut Conn<'_>, packet: Packet, pending: &mut Effects) -> 
                     shard.sync_peers().await;
                 }
                 let ack = state::ack(id, ReasonCode::SUCCESS);
-                let _ = conn.out.try_send(if qos == QoS::ExactlyOnce { Packet::PubRec(ack) } else { Packet::PubAck(ack) });
+                let _ = conn.out.try_send(if qos == QoS::ExactlyOnce {
+                    Packet::PubRec(ack)
+                } else {
+                    Packet::PubAck(ack)
+                });
             }
         }
         Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
-            let effects = shard.broker.borrow_mut().on_ack(&conn.client_id, packet, now);
+            let effects = shard
+                .broker
+                .borrow_mut()
+                .on_ack(&conn.client_id, packet, now);
             pending.to_clients.extend(effects.to_clients);
         }
         Packet::Subscribe(subscribe) => {
             shard.apply(std::mem::take(pending)).await;
-            let outcome = shard.broker.borrow_mut().subscribe(&conn.client_id, subscribe, now);
+            let outcome = shard
+                .broker
+                .borrow_mut()
+                .subscribe(&conn.client_id, subscribe, now);
             let (to_clients, to_cores) = (outcome.effects.to_clients, outcome.effects.to_cores);
-            shard.apply(Effects { to_clients: Vec::new(), to_cores }).await;
+            shard
+                .apply(Effects {
+                    to_clients: Vec::new(),
+                    to_cores,
+                })
+                .await;
             if outcome.interest_changed {
                 shard.sync_peers().await;
             }
             // SUBACK first, then the retained messages it releases.
             let _ = conn.out.try_send(Packet::SubAck(outcome.sub_ack));
-            shard.apply(Effects { to_clients, to_cores: Vec::new() }).await;
+            shard
+                .apply(Effects {
+                    to_clients,
+                    to_cores: Vec::new(),
+                })
+                .await;
         }
         Packet::Unsubscribe(unsubscribe) => {
-            let (unsub_ack, effects) = shard.broker.borrow_mut().unsubscribe(&conn.client_id, unsubscribe);
+            let (unsub_ack, effects) = shard
+                .broker
+                .borrow_mut()
+                .unsubscribe(&conn.client_id, unsubscribe);
             pending.to_cores.extend(effects.to_cores);
             let _ = conn.out.try_send(Packet::UnsubAck(unsub_ack));
         }
@@ -492,7 +612,9 @@ async fn write_loop(
         // Gather everything already queued into the same write.
         while buf.len() < WRITE_BATCH {
             match future::poll_once(packets.recv()).await {
-                Some(Some(packet)) => encode_for_client(&packet, version, client_max_packet_size, &mut buf),
+                Some(Some(packet)) => {
+                    encode_for_client(&packet, version, client_max_packet_size, &mut buf)
+                }
                 _ => break,
             }
         }
@@ -505,7 +627,12 @@ async fn write_loop(
     let _ = writer.close().await;
 }
 
-fn encode_for_client(packet: &Packet, version: ProtocolVersion, max: Option<u32>, buf: &mut BytesMut) {
+fn encode_for_client(
+    packet: &Packet,
+    version: ProtocolVersion,
+    max: Option<u32>,
+    buf: &mut BytesMut,
+) {
     if let Some(max) = max {
         if protocol::encoded_len(packet, version) > max as usize {
             // [MQTT-3.1.2-25] never send a packet above the client's Maximum Packet Size.

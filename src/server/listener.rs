@@ -15,7 +15,11 @@ pub fn bind_all(addr: SocketAddr, cores: usize) -> std::io::Result<(Vec<OwnedFd>
     let mut bound = addr;
     let mut sockets = Vec::with_capacity(cores);
     for _ in 0..cores {
-        let socket = Socket::new(Domain::for_address(bound), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+        let socket = Socket::new(
+            Domain::for_address(bound),
+            Type::STREAM.cloexec(),
+            Some(Protocol::TCP),
+        )?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         socket.set_nonblocking(true)?;

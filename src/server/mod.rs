@@ -41,17 +41,20 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
     let cores = config.cores;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let (listeners, bound) =
-        listener::bind_all(config.listen, cores).with_context(|| format!("cannot listen on {}", config.listen))?;
+    let (listeners, bound) = listener::bind_all(config.listen, cores)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
 
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, shutdown.clone()).context("cannot install signal handlers")?;
+        signal_hook::flag::register(signal, shutdown.clone())
+            .context("cannot install signal handlers")?;
     }
 
     // senders[from][to] / receivers[to][from]: a channel for every ordered pair of cores.
-    let mut senders: Vec<Vec<Option<SharedSender<ShardMsg>>>> = (0..cores).map(|_| Vec::new()).collect();
-    let mut receivers: Vec<Vec<SharedReceiver<ShardMsg>>> = (0..cores).map(|_| Vec::new()).collect();
+    let mut senders: Vec<Vec<Option<SharedSender<ShardMsg>>>> =
+        (0..cores).map(|_| Vec::new()).collect();
+    let mut receivers: Vec<Vec<SharedReceiver<ShardMsg>>> =
+        (0..cores).map(|_| Vec::new()).collect();
     for (from, row) in senders.iter_mut().enumerate() {
         for (to, inbox) in receivers.iter_mut().enumerate() {
             if from == to {
@@ -64,11 +67,22 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
         }
     }
 
-    let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let online = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
     let mut executors = Vec::with_capacity(cores);
-    for (index, ((listener_fd, outboxes), inboxes)) in listeners.into_iter().zip(senders).zip(receivers).enumerate() {
-        let placement = if cores <= online { Placement::Fixed(index) } else { Placement::Unbound };
+    for (index, ((listener_fd, outboxes), inboxes)) in listeners
+        .into_iter()
+        .zip(senders)
+        .zip(receivers)
+        .enumerate()
+    {
+        let placement = if cores <= online {
+            Placement::Fixed(index)
+        } else {
+            Placement::Unbound
+        };
         let config = config.clone();
         let shutdown = shutdown.clone();
         let ready_tx = ready_tx.clone();
@@ -120,7 +134,9 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
     }
     ready(bound);
     for handle in executors {
-        handle.join().map_err(|e| anyhow::anyhow!("executor failed: {e:?}"))?;
+        handle
+            .join()
+            .map_err(|e| anyhow::anyhow!("executor failed: {e:?}"))?;
     }
     Ok(())
 }

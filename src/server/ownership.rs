@@ -20,7 +20,9 @@ const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(FNV_OFFSET_BASIS, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(FNV_PRIME))
+    bytes.iter().fold(FNV_OFFSET_BASIS, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(FNV_PRIME)
+    })
 }
 
 /// The core that owns `client_id` when the broker runs `cores` cores.
@@ -31,7 +33,11 @@ pub fn owner_of(client_id: &str, cores: usize) -> ShardId {
 /// A fresh client id that `owner_of` maps to `shard`, so that a client without an id stays
 /// on the core that accepted it (no hand-off). `random` supplies entropy; about `cores`
 /// draws are needed on average.
-pub fn assign_client_id(shard: ShardId, cores: usize, mut random: impl FnMut() -> u64) -> ByteString {
+pub fn assign_client_id(
+    shard: ShardId,
+    cores: usize,
+    mut random: impl FnMut() -> u64,
+) -> ByteString {
     loop {
         let id = format!("berth-{:016x}", random());
         if owner_of(&id, cores) == shard {
@@ -68,7 +74,9 @@ mod tests {
     fn assigned_ids_hash_to_the_requested_shard() {
         let mut seed = 7u64;
         let mut random = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             seed
         };
         for shard in 0..4 {

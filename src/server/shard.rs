@@ -30,8 +30,13 @@ pub enum ShardMsg {
     /// Routing work for the receiving core's engine, batched.
     Core(Vec<CoreMsg>),
     /// Asks for a [`ShardMsg::Synced`] once everything sent before it is processed.
-    Sync { from: ShardId, token: u64 },
-    Synced { token: u64 },
+    Sync {
+        from: ShardId,
+        token: u64,
+    },
+    Synced {
+        token: u64,
+    },
 }
 
 pub struct Handoff {
@@ -85,7 +90,11 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(id: ShardId, config: Config, peers: Vec<Option<ConnectedSender<ShardMsg>>>) -> Shard {
+    pub fn new(
+        id: ShardId,
+        config: Config,
+        peers: Vec<Option<ConnectedSender<ShardMsg>>>,
+    ) -> Shard {
         let policy = ConnectPolicy {
             max_packet_size: config.max_packet_size,
             server_keep_alive: config.server_keep_alive,
@@ -125,12 +134,22 @@ impl Shard {
     pub fn register(
         &self,
         client_id: &ByteString,
-    ) -> (u64, local_channel::LocalReceiver<Control>, Option<local_channel::LocalReceiver<()>>) {
+    ) -> (
+        u64,
+        local_channel::LocalReceiver<Control>,
+        Option<local_channel::LocalReceiver<()>>,
+    ) {
         let serial = self.next_serial.get();
         self.next_serial.set(serial + 1);
         let (control, control_rx) = local_channel::new_bounded(4);
-        let previous =
-            self.connections.borrow_mut().insert(client_id.clone(), Registered { serial, control, outbox: None });
+        let previous = self.connections.borrow_mut().insert(
+            client_id.clone(),
+            Registered {
+                serial,
+                control,
+                outbox: None,
+            },
+        );
         let stopped = previous.map(|old| {
             let (done, done_rx) = local_channel::new_bounded(1);
             // The old connection may have ended already: then its receiver is gone and
@@ -144,17 +163,28 @@ impl Shard {
     /// Forgets a connection, unless a newer one has taken its client id since.
     pub fn unregister(&self, client_id: &ByteString, serial: u64) {
         let mut connections = self.connections.borrow_mut();
-        if connections.get(client_id).is_some_and(|r| r.serial == serial) {
+        if connections
+            .get(client_id)
+            .is_some_and(|r| r.serial == serial)
+        {
             connections.remove(client_id);
         }
     }
 
     /// Whether `serial` is still the connection that holds `client_id`.
     pub fn is_current(&self, client_id: &ByteString, serial: u64) -> bool {
-        self.connections.borrow().get(client_id).is_some_and(|r| r.serial == serial)
+        self.connections
+            .borrow()
+            .get(client_id)
+            .is_some_and(|r| r.serial == serial)
     }
 
-    pub fn attach_outbox(&self, client_id: &ByteString, serial: u64, outbox: Rc<LocalSender<Packet>>) {
+    pub fn attach_outbox(
+        &self,
+        client_id: &ByteString,
+        serial: u64,
+        outbox: Rc<LocalSender<Packet>>,
+    ) {
         if let Some(registered) = self.connections.borrow_mut().get_mut(client_id) {
             if registered.serial == serial {
                 registered.outbox = Some(outbox);
@@ -207,9 +237,21 @@ impl Shard {
         let token = self.next_serial.get();
         self.next_serial.set(token + 1);
         let (done, done_rx) = local_channel::new_bounded(1);
-        self.syncs.borrow_mut().insert(token, (self.cores - 1, done));
+        self.syncs
+            .borrow_mut()
+            .insert(token, (self.cores - 1, done));
         for core in (0..self.cores).map(ShardId).filter(|&c| c != self.id) {
-            if self.send_to(core, ShardMsg::Sync { from: self.id, token }).await.is_err() {
+            if self
+                .send_to(
+                    core,
+                    ShardMsg::Sync {
+                        from: self.id,
+                        token,
+                    },
+                )
+                .await
+                .is_err()
+            {
                 self.synced(token);
             }
         }
@@ -253,7 +295,13 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             }
             Err(e) => {
                 let e = std::io::Error::from(e);
-                if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)) {
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE)
+                        | Some(libc::ENFILE)
+                        | Some(libc::ENOBUFS)
+                        | Some(libc::ENOMEM)
+                ) {
                     tracing::warn!(shard = %shard.id, error = %e, backoff_ms = backoff.as_millis() as u64, "accept: out of resources, backing off");
                     glommio::timer::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));

@@ -41,7 +41,11 @@ pub fn accept_connect(
     assigned_id: impl FnOnce() -> ByteString,
 ) -> Result<Accepted, ConnAck> {
     let v5 = connect.protocol.is_v5();
-    let refuse = |reason_code| ConnAck { session_present: false, reason_code, properties: Properties::default() };
+    let refuse = |reason_code| ConnAck {
+        session_present: false,
+        reason_code,
+        properties: Properties::default(),
+    };
 
     if v5 && connect.properties.authentication_method.is_some() {
         // Enhanced authentication is not offered [MQTT-4.12.0-1].
@@ -86,7 +90,11 @@ pub fn accept_connect(
         client_receive_maximum: client.receive_maximum.unwrap_or(u16::MAX),
         client_topic_alias_maximum: client.topic_alias_maximum.unwrap_or(0),
         request_problem_information: client.request_problem_information.unwrap_or(1) == 1,
-        conn_ack: ConnAck { session_present: false, reason_code: ReasonCode::SUCCESS, properties },
+        conn_ack: ConnAck {
+            session_present: false,
+            reason_code: ReasonCode::SUCCESS,
+            properties,
+        },
     })
 }
 
@@ -95,7 +103,12 @@ mod tests {
     use super::*;
 
     fn policy() -> ConnectPolicy {
-        ConnectPolicy { max_packet_size: 1 << 20, server_keep_alive: None, receive_maximum: 100, topic_alias_maximum: 0 }
+        ConnectPolicy {
+            max_packet_size: 1 << 20,
+            server_keep_alive: None,
+            receive_maximum: 100,
+            topic_alias_maximum: 0,
+        }
     }
 
     fn connect(protocol: ProtocolVersion, id: &str, clean: bool) -> Connect {
@@ -113,27 +126,60 @@ mod tests {
 
     #[test]
     fn mqtt_3_1_3_8_empty_id_needs_clean_session_in_v311() {
-        let refused = accept_connect(&connect(ProtocolVersion::V3_1_1, "", false), &policy(), || "x".into());
-        assert_eq!(refused.unwrap_err().reason_code, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
-        let accepted = accept_connect(&connect(ProtocolVersion::V3_1_1, "", true), &policy(), || "x".into()).unwrap();
+        let refused = accept_connect(
+            &connect(ProtocolVersion::V3_1_1, "", false),
+            &policy(),
+            || "x".into(),
+        );
+        assert_eq!(
+            refused.unwrap_err().reason_code,
+            ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
+        );
+        let accepted = accept_connect(
+            &connect(ProtocolVersion::V3_1_1, "", true),
+            &policy(),
+            || "x".into(),
+        )
+        .unwrap();
         assert_eq!(accepted.client_id, "x");
         assert_eq!(accepted.conn_ack.properties, Properties::default());
     }
 
     #[test]
     fn mqtt_3_2_2_16_v5_empty_id_is_assigned_and_returned() {
-        let accepted = accept_connect(&connect(ProtocolVersion::V5, "", false), &policy(), || "given".into()).unwrap();
+        let accepted = accept_connect(&connect(ProtocolVersion::V5, "", false), &policy(), || {
+            "given".into()
+        })
+        .unwrap();
         assert_eq!(accepted.client_id, "given");
-        assert_eq!(accepted.conn_ack.properties.assigned_client_identifier.as_deref(), Some("given"));
+        assert_eq!(
+            accepted
+                .conn_ack
+                .properties
+                .assigned_client_identifier
+                .as_deref(),
+            Some("given")
+        );
     }
 
     #[test]
     fn server_keep_alive_overrides_v5_only() {
-        let policy = ConnectPolicy { server_keep_alive: Some(5), ..policy() };
-        let v5 = accept_connect(&connect(ProtocolVersion::V5, "a", true), &policy, || "x".into()).unwrap();
+        let policy = ConnectPolicy {
+            server_keep_alive: Some(5),
+            ..policy()
+        };
+        let v5 = accept_connect(&connect(ProtocolVersion::V5, "a", true), &policy, || {
+            "x".into()
+        })
+        .unwrap();
         assert_eq!(v5.keep_alive, Duration::from_secs(5));
         assert_eq!(v5.conn_ack.properties.server_keep_alive, Some(5));
-        let v3 = accept_connect(&connect(ProtocolVersion::V3_1_1, "a", true), &policy, || "x".into()).unwrap();
+        let v3 = accept_connect(
+            &connect(ProtocolVersion::V3_1_1, "a", true),
+            &policy,
+            || "x".into(),
+        )
+        .unwrap();
         assert_eq!(v3.keep_alive, Duration::from_secs(30));
     }
 

@@ -15,7 +15,10 @@ pub enum LinkEvent {
     Forward(Packet),
     /// The client disconnected normally; `publish_will` is true for v5 reason 0x04;
     /// `session_expiry` is a new Session Expiry Interval from a v5 DISCONNECT.
-    Disconnected { publish_will: bool, session_expiry: Option<u32> },
+    Disconnected {
+        publish_will: bool,
+        session_expiry: Option<u32>,
+    },
 }
 
 /// A protocol violation: close the connection, with a DISCONNECT carrying `reason_code`
@@ -36,7 +39,11 @@ pub struct Link {
 
 impl Link {
     pub fn new(version: ProtocolVersion, keep_alive: Duration, now: Instant) -> Link {
-        Link { version, keep_alive, last_packet: now }
+        Link {
+            version,
+            keep_alive,
+            last_packet: now,
+        }
     }
 
     /// When the connection must be closed if no packet arrives before: one and a half
@@ -51,7 +58,12 @@ impl Link {
 
     pub fn on_packet(&mut self, packet: Packet, now: Instant) -> Result<LinkEvent, Violation> {
         self.last_packet = now;
-        let protocol_error = |rule| Err(Violation { reason_code: ReasonCode::PROTOCOL_ERROR, rule });
+        let protocol_error = |rule| {
+            Err(Violation {
+                reason_code: ReasonCode::PROTOCOL_ERROR,
+                rule,
+            })
+        };
         match packet {
             Packet::PingReq => Ok(LinkEvent::Reply(Packet::PingResp)),
             Packet::Disconnect(disconnect) => Ok(LinkEvent::Disconnected {
@@ -59,8 +71,12 @@ impl Link {
                     && disconnect.reason_code == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
                 session_expiry: disconnect.properties.session_expiry_interval,
             }),
-            Packet::Connect(_) => protocol_error("[MQTT-3.1.0-2] a second CONNECT on one connection"),
-            Packet::Auth(_) => protocol_error("[MQTT-4.12.0-1] AUTH without an authentication method in CONNECT"),
+            Packet::Connect(_) => {
+                protocol_error("[MQTT-3.1.0-2] a second CONNECT on one connection")
+            }
+            Packet::Auth(_) => {
+                protocol_error("[MQTT-4.12.0-1] AUTH without an authentication method in CONNECT")
+            }
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 protocol_error("a server-to-client packet sent by the client")
             }
@@ -86,9 +102,15 @@ mod tests {
         let mut link = Link::new(ProtocolVersion::V3_1_1, Duration::from_secs(10), start);
         assert_eq!(link.deadline(), Some(start + Duration::from_secs(15)));
         let later = start + Duration::from_secs(4);
-        assert_eq!(link.on_packet(Packet::PingReq, later), Ok(LinkEvent::Reply(Packet::PingResp)));
+        assert_eq!(
+            link.on_packet(Packet::PingReq, later),
+            Ok(LinkEvent::Reply(Packet::PingResp))
+        );
         assert_eq!(link.deadline(), Some(later + Duration::from_secs(15)));
-        assert_eq!(Link::new(ProtocolVersion::V5, Duration::ZERO, start).deadline(), None);
+        assert_eq!(
+            Link::new(ProtocolVersion::V5, Duration::ZERO, start).deadline(),
+            None
+        );
     }
 
     #[test]
@@ -104,22 +126,33 @@ mod tests {
             password: None,
             properties: Properties::default(),
         };
-        let err = link.on_packet(Packet::Connect(Box::new(connect)), Instant::now()).unwrap_err();
+        let err = link
+            .on_packet(Packet::Connect(Box::new(connect)), Instant::now())
+            .unwrap_err();
         assert_eq!(err.reason_code, ReasonCode::PROTOCOL_ERROR);
     }
 
     #[test]
     fn disconnect_with_will_only_in_v5() {
-        let with_will = Disconnect { reason_code: ReasonCode::DISCONNECT_WITH_WILL_MESSAGE, properties: Properties::default() };
+        let with_will = Disconnect {
+            reason_code: ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
+            properties: Properties::default(),
+        };
         let mut v5 = Link::new(ProtocolVersion::V5, Duration::ZERO, Instant::now());
         assert_eq!(
             v5.on_packet(Packet::Disconnect(with_will.clone()), Instant::now()),
-            Ok(LinkEvent::Disconnected { publish_will: true, session_expiry: None })
+            Ok(LinkEvent::Disconnected {
+                publish_will: true,
+                session_expiry: None
+            })
         );
         let mut v3 = Link::new(ProtocolVersion::V3_1_1, Duration::ZERO, Instant::now());
         assert_eq!(
             v3.on_packet(Packet::Disconnect(with_will), Instant::now()),
-            Ok(LinkEvent::Disconnected { publish_will: false, session_expiry: None })
+            Ok(LinkEvent::Disconnected {
+                publish_will: false,
+                session_expiry: None
+            })
         );
     }
 }

@@ -19,7 +19,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use crate::protocol::{Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode, SubscriptionOptions};
+use crate::protocol::{
+    Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode, SubscriptionOptions,
+};
 
 /// A message as routed between sessions and cores: shared, never copied per subscriber.
 #[derive(Debug, Clone)]
@@ -101,16 +103,27 @@ impl Session {
 
     /// A message matched one of this session's subscriptions. `online` says whether a
     /// connection is attached: offline sessions queue QoS 1/2 and drop QoS 0.
-    pub fn deliver(&mut self, message: &Arc<Message>, subscription: &Subscription, ids: Vec<u32>, online: bool, now: Instant) -> Option<Packet> {
+    pub fn deliver(
+        &mut self,
+        message: &Arc<Message>,
+        subscription: &Subscription,
+        ids: Vec<u32>,
+        online: bool,
+        now: Instant,
+    ) -> Option<Packet> {
         if message.expires_at.is_some_and(|at| at <= now) {
             return None;
         }
         let qos = message.qos.min(subscription.options.qos);
         let retain = subscription.options.retain_as_published && message.retain;
         if qos == QoS::AtMostOnce {
-            return online.then(|| Packet::Publish(publish_of(message, qos, retain, None, ids, now)));
+            return online
+                .then(|| Packet::Publish(publish_of(message, qos, retain, None, ids, now)));
         }
-        if online && self.in_flight.len() < usize::from(self.receive_maximum) && self.queue.is_empty() {
+        if online
+            && self.in_flight.len() < usize::from(self.receive_maximum)
+            && self.queue.is_empty()
+        {
             return Some(self.send(message, qos, retain, ids, now));
         }
         if self.queue.len() >= self.max_queued {
@@ -123,14 +136,21 @@ impl Session {
 
     /// Sends a retained message on subscribe: retain flag set [MQTT-3.3.1-8], QoS capped
     /// by the subscription.
-    pub fn deliver_retained(&mut self, message: &Arc<Message>, subscription: &Subscription, now: Instant) -> Option<Packet> {
+    pub fn deliver_retained(
+        &mut self,
+        message: &Arc<Message>,
+        subscription: &Subscription,
+        now: Instant,
+    ) -> Option<Packet> {
         let ids = subscription.identifier.into_iter().collect();
         let qos = message.qos.min(subscription.options.qos);
         if message.expires_at.is_some_and(|at| at <= now) {
             return None;
         }
         if qos == QoS::AtMostOnce {
-            return Some(Packet::Publish(publish_of(message, qos, true, None, ids, now)));
+            return Some(Packet::Publish(publish_of(
+                message, qos, true, None, ids, now,
+            )));
         }
         if self.in_flight.len() < usize::from(self.receive_maximum) && self.queue.is_empty() {
             return Some(self.send(message, qos, true, ids, now));
@@ -139,10 +159,21 @@ impl Session {
         None
     }
 
-    fn send(&mut self, message: &Message, qos: QoS, retain: bool, ids: Vec<u32>, now: Instant) -> Packet {
+    fn send(
+        &mut self,
+        message: &Message,
+        qos: QoS,
+        retain: bool,
+        ids: Vec<u32>,
+        now: Instant,
+    ) -> Packet {
         let packet_id = self.allocate_packet_id();
         let publish = publish_of(message, qos, retain, Some(packet_id), ids, now);
-        self.in_flight.push_back(InFlight { packet_id, publish: publish.clone(), state: Outbound::Published });
+        self.in_flight.push_back(InFlight {
+            packet_id,
+            publish: publish.clone(),
+            state: Outbound::Published,
+        });
         Packet::Publish(publish)
     }
 
@@ -162,7 +193,9 @@ impl Session {
     /// Moves queued messages into the window as far as it allows.
     pub fn drain(&mut self, now: Instant, out: &mut Vec<Packet>) {
         while self.in_flight.len() < usize::from(self.receive_maximum) {
-            let Some((message, qos, retain, ids)) = self.queue.pop_front() else { break };
+            let Some((message, qos, retain, ids)) = self.queue.pop_front() else {
+                break;
+            };
             if message.expires_at.is_some_and(|at| at <= now) {
                 continue;
             }
@@ -196,9 +229,18 @@ impl Session {
     }
 
     /// PUBREC: the message is delivered; answer PUBREL [MQTT-4.3.3-4].
-    pub fn on_pub_rec(&mut self, packet_id: PacketId, reason_code: ReasonCode, now: Instant, out: &mut Vec<Packet>) {
+    pub fn on_pub_rec(
+        &mut self,
+        packet_id: PacketId,
+        reason_code: ReasonCode,
+        now: Instant,
+        out: &mut Vec<Packet>,
+    ) {
         let Some(pos) = self.in_flight.iter().position(|f| f.packet_id == packet_id) else {
-            out.push(Packet::PubRel(ack(packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)));
+            out.push(Packet::PubRel(ack(
+                packet_id,
+                ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+            )));
             return;
         };
         if reason_code.is_error() {
@@ -233,17 +275,37 @@ impl Session {
 }
 
 pub fn ack(packet_id: PacketId, reason_code: ReasonCode) -> Ack {
-    Ack { packet_id, reason_code, properties: Properties::default() }
+    Ack {
+        packet_id,
+        reason_code,
+        properties: Properties::default(),
+    }
 }
 
-fn publish_of(message: &Message, qos: QoS, retain: bool, packet_id: Option<PacketId>, ids: Vec<u32>, now: Instant) -> Publish {
+fn publish_of(
+    message: &Message,
+    qos: QoS,
+    retain: bool,
+    packet_id: Option<PacketId>,
+    ids: Vec<u32>,
+    now: Instant,
+) -> Publish {
     let mut properties = message.properties.clone();
     properties.subscription_identifiers = ids;
     if let Some(at) = message.expires_at {
         // [MQTT-3.3.2-6] pass on the time that is left, not the original interval.
-        properties.message_expiry_interval = Some(at.saturating_duration_since(now).as_secs().max(1) as u32);
+        properties.message_expiry_interval =
+            Some(at.saturating_duration_since(now).as_secs().max(1) as u32);
     }
-    Publish { dup: false, qos, retain, topic: message.topic.clone(), packet_id, properties, payload: message.payload.clone() }
+    Publish {
+        dup: false,
+        qos,
+        retain,
+        topic: message.topic.clone(),
+        packet_id,
+        properties,
+        payload: message.payload.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -263,7 +325,13 @@ mod tests {
     }
 
     fn sub(qos: QoS) -> Subscription {
-        Subscription { options: SubscriptionOptions { qos, ..Default::default() }, identifier: None }
+        Subscription {
+            options: SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
+            identifier: None,
+        }
     }
 
     fn pid(p: &Packet) -> PacketId {
@@ -277,11 +345,23 @@ mod tests {
     fn delivery_qos_is_the_minimum_of_publish_and_subscription() {
         let mut s = Session::new("c".into(), 10);
         let now = Instant::now();
-        match s.deliver(&message(QoS::ExactlyOnce), &sub(QoS::AtLeastOnce), vec![], true, now) {
+        match s.deliver(
+            &message(QoS::ExactlyOnce),
+            &sub(QoS::AtLeastOnce),
+            vec![],
+            true,
+            now,
+        ) {
             Some(Packet::Publish(p)) => assert_eq!(p.qos, QoS::AtLeastOnce),
             other => panic!("{other:?}"),
         }
-        match s.deliver(&message(QoS::AtMostOnce), &sub(QoS::ExactlyOnce), vec![], true, now) {
+        match s.deliver(
+            &message(QoS::AtMostOnce),
+            &sub(QoS::ExactlyOnce),
+            vec![],
+            true,
+            now,
+        ) {
             Some(Packet::Publish(p)) => assert_eq!((p.qos, p.packet_id), (QoS::AtMostOnce, None)),
             other => panic!("{other:?}"),
         }
@@ -293,9 +373,33 @@ mod tests {
         let now = Instant::now();
         let mut out = Vec::new();
         s.resume(2, now, &mut out);
-        let a = s.deliver(&message(QoS::AtLeastOnce), &sub(QoS::AtLeastOnce), vec![], true, now).unwrap();
-        let _b = s.deliver(&message(QoS::AtLeastOnce), &sub(QoS::AtLeastOnce), vec![], true, now).unwrap();
-        assert!(s.deliver(&message(QoS::AtLeastOnce), &sub(QoS::AtLeastOnce), vec![], true, now).is_none());
+        let a = s
+            .deliver(
+                &message(QoS::AtLeastOnce),
+                &sub(QoS::AtLeastOnce),
+                vec![],
+                true,
+                now,
+            )
+            .unwrap();
+        let _b = s
+            .deliver(
+                &message(QoS::AtLeastOnce),
+                &sub(QoS::AtLeastOnce),
+                vec![],
+                true,
+                now,
+            )
+            .unwrap();
+        assert!(s
+            .deliver(
+                &message(QoS::AtLeastOnce),
+                &sub(QoS::AtLeastOnce),
+                vec![],
+                true,
+                now
+            )
+            .is_none());
         assert_eq!((s.in_flight(), s.queued()), (2, 1));
         s.on_complete(pid(&a), now, &mut out);
         assert_eq!(out.len(), 1);
@@ -306,14 +410,46 @@ mod tests {
     fn mqtt_4_4_0_1_resume_resends_unacknowledged_with_dup_in_order() {
         let mut s = Session::new("c".into(), 10);
         let now = Instant::now();
-        let first = s.deliver(&message(QoS::AtLeastOnce), &sub(QoS::AtLeastOnce), vec![], true, now).unwrap();
-        let second = s.deliver(&message(QoS::ExactlyOnce), &sub(QoS::ExactlyOnce), vec![], true, now).unwrap();
+        let first = s
+            .deliver(
+                &message(QoS::AtLeastOnce),
+                &sub(QoS::AtLeastOnce),
+                vec![],
+                true,
+                now,
+            )
+            .unwrap();
+        let second = s
+            .deliver(
+                &message(QoS::ExactlyOnce),
+                &sub(QoS::ExactlyOnce),
+                vec![],
+                true,
+                now,
+            )
+            .unwrap();
         let mut out = Vec::new();
         s.on_pub_rec(pid(&second), ReasonCode::SUCCESS, now, &mut out);
         assert!(matches!(out.pop(), Some(Packet::PubRel(_))));
         // Offline: QoS 1 queues, QoS 0 is dropped.
-        assert!(s.deliver(&message(QoS::AtLeastOnce), &sub(QoS::AtLeastOnce), vec![], false, now).is_none());
-        assert!(s.deliver(&message(QoS::AtMostOnce), &sub(QoS::AtLeastOnce), vec![], false, now).is_none());
+        assert!(s
+            .deliver(
+                &message(QoS::AtLeastOnce),
+                &sub(QoS::AtLeastOnce),
+                vec![],
+                false,
+                now
+            )
+            .is_none());
+        assert!(s
+            .deliver(
+                &message(QoS::AtMostOnce),
+                &sub(QoS::AtLeastOnce),
+                vec![],
+                false,
+                now
+            )
+            .is_none());
         s.resume(10, now, &mut out);
         assert_eq!(out.len(), 3);
         match &out[0] {
@@ -330,9 +466,13 @@ mod tests {
         let id = PacketId::new(7).unwrap();
         assert!(s.receive_qos2(id));
         assert!(!s.receive_qos2(id));
-        assert!(matches!(s.on_pub_rel(id), Packet::PubComp(a) if a.reason_code == ReasonCode::SUCCESS));
+        assert!(
+            matches!(s.on_pub_rel(id), Packet::PubComp(a) if a.reason_code == ReasonCode::SUCCESS)
+        );
         assert!(s.receive_qos2(id));
-        assert!(matches!(s.on_pub_rel(PacketId::new(8).unwrap()), Packet::PubComp(a) if a.reason_code == ReasonCode::PACKET_IDENTIFIER_NOT_FOUND));
+        assert!(
+            matches!(s.on_pub_rel(PacketId::new(8).unwrap()), Packet::PubComp(a) if a.reason_code == ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
+        );
     }
 
     #[test]
@@ -340,7 +480,13 @@ mod tests {
         let mut s = Session::new("c".into(), 2);
         let now = Instant::now();
         for _ in 0..5 {
-            s.deliver(&message(QoS::AtLeastOnce), &sub(QoS::AtLeastOnce), vec![], false, now);
+            s.deliver(
+                &message(QoS::AtLeastOnce),
+                &sub(QoS::AtLeastOnce),
+                vec![],
+                false,
+                now,
+            );
         }
         assert_eq!((s.queued(), s.dropped), (2, 3));
     }

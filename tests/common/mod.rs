@@ -34,7 +34,14 @@ impl Broker {
     pub fn start_with(cores: usize, extra_args: &[&str]) -> Broker {
         let data_dir = tempfile::tempdir().expect("temporary data dir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["--listen", "127.0.0.1:0", "--cores", &cores.to_string(), "--log", "info"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--cores",
+                &cores.to_string(),
+                "--log",
+                "info",
+            ])
             .arg("--data-dir")
             .arg(data_dir.path())
             .args(extra_args)
@@ -53,7 +60,9 @@ impl Broker {
                 if n == 0 {
                     break;
                 }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
 
@@ -73,15 +82,29 @@ impl Broker {
             }
         });
 
-        let mut broker = Broker { child: Some(child), addr: ([127, 0, 0, 1], 0).into(), cores, stderr, _data_dir: data_dir };
+        let mut broker = Broker {
+            child: Some(child),
+            addr: ([127, 0, 0, 1], 0).into(),
+            cores,
+            stderr,
+            _data_dir: data_dir,
+        };
         match ready_rx.recv_timeout(READY_TIMEOUT) {
             Ok(addr) => {
-                broker.addr = addr.parse().unwrap_or_else(|e| panic!("bad address {addr:?} in ready line: {e}"));
+                broker.addr = addr
+                    .parse()
+                    .unwrap_or_else(|e| panic!("bad address {addr:?} in ready line: {e}"));
                 broker
             }
             Err(_) => {
-                let status = broker.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-                panic!("berth printed no ready line (exit status: {status:?})\n{}", broker.stderr_text());
+                let status = broker
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                panic!(
+                    "berth printed no ready line (exit status: {status:?})\n{}",
+                    broker.stderr_text()
+                );
             }
         }
     }
@@ -98,7 +121,10 @@ impl Broker {
     pub fn shutdown(mut self) -> ExitStatus {
         let mut child = self.child.take().expect("broker already stopped");
         let pid = child.id().to_string();
-        let kill = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        let kill = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
         assert!(kill.success(), "kill -TERM {pid} failed");
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
@@ -109,7 +135,10 @@ impl Broker {
             Err(_) => {
                 // The waiting thread owns the child; kill it by pid.
                 let _ = Command::new("kill").args(["-KILL", &pid]).status();
-                panic!("berth still running {STOP_TIMEOUT:?} after SIGTERM\n{}", self.stderr_text());
+                panic!(
+                    "berth still running {STOP_TIMEOUT:?} after SIGTERM\n{}",
+                    self.stderr_text()
+                );
             }
         }
     }
@@ -118,7 +147,11 @@ impl Broker {
     pub fn assert_clean_shutdown(self) {
         let stderr = Arc::clone(&self.stderr);
         let status = self.shutdown();
-        assert!(status.success(), "berth exited with {status} on SIGTERM\n{}", stderr.lock().unwrap());
+        assert!(
+            status.success(),
+            "berth exited with {status} on SIGTERM\n{}",
+            stderr.lock().unwrap()
+        );
     }
 }
 
@@ -143,13 +176,25 @@ pub fn owner_core(client_id: &str, cores: usize) -> usize {
 
 /// The first id `prefix-N` owned by `core`.
 pub fn id_owned_by(core: usize, cores: usize, prefix: &str) -> String {
-    (0..).map(|n| format!("{prefix}-{n}")).find(|id| owner_core(id, cores) == core).expect("some id hashes there")
+    (0..)
+        .map(|n| format!("{prefix}-{n}"))
+        .find(|id| owner_core(id, cores) == core)
+        .expect("some id hashes there")
 }
 
 #[test]
 fn fnv_matches_reference_vectors() {
     // Published FNV-1a 64 test vectors: "" -> offset basis, "a" -> 0xaf63dc4c8601ec8c.
-    assert_eq!(owner_core("", usize::MAX), (0xcbf2_9ce4_8422_2325u64 % usize::MAX as u64) as usize);
-    assert_eq!(owner_core("a", usize::MAX), (0xaf63_dc4c_8601_ec8cu64 % usize::MAX as u64) as usize);
-    assert_eq!(owner_core("foobar", usize::MAX), (0x8594_4171_f739_67e8u64 % usize::MAX as u64) as usize);
+    assert_eq!(
+        owner_core("", usize::MAX),
+        (0xcbf2_9ce4_8422_2325u64 % usize::MAX as u64) as usize
+    );
+    assert_eq!(
+        owner_core("a", usize::MAX),
+        (0xaf63_dc4c_8601_ec8cu64 % usize::MAX as u64) as usize
+    );
+    assert_eq!(
+        owner_core("foobar", usize::MAX),
+        (0x8594_4171_f739_67e8u64 % usize::MAX as u64) as usize
+    );
 }

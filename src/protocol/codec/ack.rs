@@ -31,18 +31,38 @@ impl AckKind {
     /// Tables 3-4 to 3-7 of 5.0, and the rule to cite when a code is not in them.
     fn reason_codes(self) -> (&'static [u8], &'static str) {
         match self {
-            AckKind::PubAck => (PUBACK_PUBREC, "[MQTT-3.4.2.1] PUBACK reason code not in table 3-4"),
-            AckKind::PubRec => (PUBACK_PUBREC, "[MQTT-3.5.2.1] PUBREC reason code not in table 3-5"),
-            AckKind::PubRel => (PUBREL_PUBCOMP, "[MQTT-3.6.2.1] PUBREL reason code not in table 3-6"),
-            AckKind::PubComp => (PUBREL_PUBCOMP, "[MQTT-3.7.2.1] PUBCOMP reason code not in table 3-7"),
+            AckKind::PubAck => (
+                PUBACK_PUBREC,
+                "[MQTT-3.4.2.1] PUBACK reason code not in table 3-4",
+            ),
+            AckKind::PubRec => (
+                PUBACK_PUBREC,
+                "[MQTT-3.5.2.1] PUBREC reason code not in table 3-5",
+            ),
+            AckKind::PubRel => (
+                PUBREL_PUBCOMP,
+                "[MQTT-3.6.2.1] PUBREL reason code not in table 3-6",
+            ),
+            AckKind::PubComp => (
+                PUBREL_PUBCOMP,
+                "[MQTT-3.7.2.1] PUBCOMP reason code not in table 3-7",
+            ),
         }
     }
 }
 
-pub(crate) fn decode(body: Bytes, version: ProtocolVersion, kind: AckKind) -> Result<Ack, DecodeError> {
+pub(crate) fn decode(
+    body: Bytes,
+    version: ProtocolVersion,
+    kind: AckKind,
+) -> Result<Ack, DecodeError> {
     let mut r = Reader::new(body);
     let packet_id = packet_id(r.u16()?)?;
-    let mut ack = Ack { packet_id, reason_code: ReasonCode::SUCCESS, properties: Properties::default() };
+    let mut ack = Ack {
+        packet_id,
+        reason_code: ReasonCode::SUCCESS,
+        properties: Properties::default(),
+    };
     if version.is_v5() && !r.is_empty() {
         let (allowed, rule) = kind.reason_codes();
         ack.reason_code = reason_code(r.u8()?, allowed, rule)?;
@@ -103,18 +123,42 @@ mod tests {
 
     #[test]
     fn short_and_long_forms() {
-        both_ways(&[0x40, 0x02, 0x12, 0x34], Packet::PubAck(ack(0x1234, 0)), V3_1_1);
+        both_ways(
+            &[0x40, 0x02, 0x12, 0x34],
+            Packet::PubAck(ack(0x1234, 0)),
+            V3_1_1,
+        );
         both_ways(&[0x50, 0x02, 0x00, 0x01], Packet::PubRec(ack(1, 0)), V5);
         both_ways(&[0x62, 0x02, 0x00, 0x01], Packet::PubRel(ack(1, 0)), V3_1);
-        both_ways(&[0x70, 0x03, 0x00, 0x01, 0x92], Packet::PubComp(ack(1, 0x92)), V5);
-        both_ways(&[0x40, 0x03, 0x00, 0x01, 0x10], Packet::PubAck(ack(1, 0x10)), V5);
+        both_ways(
+            &[0x70, 0x03, 0x00, 0x01, 0x92],
+            Packet::PubComp(ack(1, 0x92)),
+            V5,
+        );
+        both_ways(
+            &[0x40, 0x03, 0x00, 0x01, 0x10],
+            Packet::PubAck(ack(1, 0x10)),
+            V5,
+        );
         let mut a = ack(7, 0x87);
         a.properties.reason_string = Some("no".into());
-        both_ways(&[0x50, 0x09, 0x00, 0x07, 0x87, 0x05, 0x1F, 0x00, 0x02, b'n', b'o'], Packet::PubRec(a.clone()), V5);
+        both_ways(
+            &[
+                0x50, 0x09, 0x00, 0x07, 0x87, 0x05, 0x1F, 0x00, 0x02, b'n', b'o',
+            ],
+            Packet::PubRec(a.clone()),
+            V5,
+        );
         // Reason and properties are dropped before 5.0.
-        assert_eq!(encode_one(&Packet::PubRec(a), V3_1_1), [0x50, 0x02, 0x00, 0x07]);
+        assert_eq!(
+            encode_one(&Packet::PubRec(a), V3_1_1),
+            [0x50, 0x02, 0x00, 0x07]
+        );
         // A Success code given in full, with an empty property list, decodes the same.
-        assert_eq!(decode_one(&[0x40, 0x04, 0x00, 0x01, 0x00, 0x00], V5), Ok(Packet::PubAck(ack(1, 0))));
+        assert_eq!(
+            decode_one(&[0x40, 0x04, 0x00, 0x01, 0x00, 0x00], V5),
+            Ok(Packet::PubAck(ack(1, 0)))
+        );
     }
 
     #[test]
@@ -137,8 +181,14 @@ mod tests {
 
     #[test]
     fn refused_on_encode() {
-        assert!(matches!(refuses(&Packet::PubRel(ack(1, 0x10)), V5), EncodeError::Invalid(_)));
+        assert!(matches!(
+            refuses(&Packet::PubRel(ack(1, 0x10)), V5),
+            EncodeError::Invalid(_)
+        ));
         // Before 5.0 the reason is not sent, so it cannot be wrong.
-        assert_eq!(encode_one(&Packet::PubRel(ack(1, 0x10)), V3_1_1), [0x62, 0x02, 0x00, 0x01]);
+        assert_eq!(
+            encode_one(&Packet::PubRel(ack(1, 0x10)), V3_1_1),
+            [0x62, 0x02, 0x00, 0x01]
+        );
     }
 }

@@ -10,7 +10,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::protocol::property_codec::{self as props, has_wildcard, Context};
 use crate::protocol::wire::{check_binary, check_str, field_len, put_field, Reader};
-use crate::protocol::{Connect, DecodeError, EncodeError, LastWill, Properties, ProtocolVersion, QoS};
+use crate::protocol::{
+    Connect, DecodeError, EncodeError, LastWill, Properties, ProtocolVersion, QoS,
+};
 
 const RESERVED: u8 = 0b0000_0001;
 const CLEAN_START: u8 = 0b0000_0010;
@@ -41,27 +43,51 @@ pub(crate) fn decode(body: Bytes, minimal_length: bool) -> Result<Connect, Decod
         _ => return Err(DecodeError::BadProtocolName),
     };
     if protocol.is_v5() && !minimal_length {
-        return Err(DecodeError::Malformed("[MQTT-1.5.5-1] Remaining Length not in its shortest form"));
+        return Err(DecodeError::Malformed(
+            "[MQTT-1.5.5-1] Remaining Length not in its shortest form",
+        ));
     }
     let flags = r.u8()?;
     check_flags(flags, protocol)?;
     let keep_alive = r.u16()?;
-    let properties = if protocol.is_v5() { props::decode(&mut r, Context::Connect)? } else { Properties::default() };
+    let properties = if protocol.is_v5() {
+        props::decode(&mut r, Context::Connect)?
+    } else {
+        Properties::default()
+    };
     let client_id = r.string()?;
     let will = if flags & WILL != 0 {
-        let properties = if protocol.is_v5() { props::decode(&mut r, Context::Will)? } else { Properties::default() };
+        let properties = if protocol.is_v5() {
+            props::decode(&mut r, Context::Will)?
+        } else {
+            Properties::default()
+        };
         let topic = r.string()?;
         check_will_topic(&topic)?;
         let payload = r.binary()?;
         // check_flags has refused QoS 3.
         let qos = QoS::from_u8((flags >> WILL_QOS_SHIFT) & 0b11)
             .ok_or(DecodeError::Malformed("[MQTT-3.1.2-12] Will QoS 3"))?;
-        Some(LastWill { topic, payload, qos, retain: flags & WILL_RETAIN != 0, properties })
+        Some(LastWill {
+            topic,
+            payload,
+            qos,
+            retain: flags & WILL_RETAIN != 0,
+            properties,
+        })
     } else {
         None
     };
-    let username = if flags & USER_NAME != 0 { Some(r.string()?) } else { None };
-    let password = if flags & PASSWORD != 0 { Some(r.binary()?) } else { None };
+    let username = if flags & USER_NAME != 0 {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    let password = if flags & PASSWORD != 0 {
+        Some(r.binary()?)
+    } else {
+        None
+    };
     r.finish()?;
     Ok(Connect {
         protocol,
@@ -77,20 +103,28 @@ pub(crate) fn decode(body: Bytes, minimal_length: bool) -> Result<Connect, Decod
 
 fn check_flags(flags: u8, protocol: ProtocolVersion) -> Result<(), DecodeError> {
     if flags & RESERVED != 0 {
-        return Err(DecodeError::Malformed("[MQTT-3.1.2-3] reserved Connect Flag is set"));
+        return Err(DecodeError::Malformed(
+            "[MQTT-3.1.2-3] reserved Connect Flag is set",
+        ));
     }
     let will_qos = (flags >> WILL_QOS_SHIFT) & 0b11;
     if will_qos == 3 {
         return Err(DecodeError::Malformed("[MQTT-3.1.2-12] Will QoS 3"));
     }
     if flags & WILL == 0 && will_qos != 0 {
-        return Err(DecodeError::Malformed("[MQTT-3.1.2-11] Will QoS set without the Will Flag"));
+        return Err(DecodeError::Malformed(
+            "[MQTT-3.1.2-11] Will QoS set without the Will Flag",
+        ));
     }
     if flags & WILL == 0 && flags & WILL_RETAIN != 0 {
-        return Err(DecodeError::Malformed("[MQTT-3.1.2-13] Will Retain set without the Will Flag"));
+        return Err(DecodeError::Malformed(
+            "[MQTT-3.1.2-13] Will Retain set without the Will Flag",
+        ));
     }
     if !protocol.is_v5() && flags & PASSWORD != 0 && flags & USER_NAME == 0 {
-        return Err(DecodeError::Malformed("[MQTT-3.1.2-22] Password Flag set without the User Name Flag"));
+        return Err(DecodeError::Malformed(
+            "[MQTT-3.1.2-22] Password Flag set without the User Name Flag",
+        ));
     }
     Ok(())
 }
@@ -98,10 +132,14 @@ fn check_flags(flags: u8, protocol: ProtocolVersion) -> Result<(), DecodeError> 
 /// The Will Topic is a topic name: not empty, no wildcards.
 fn check_will_topic(topic: &str) -> Result<(), DecodeError> {
     if topic.is_empty() {
-        return Err(DecodeError::TopicNameInvalid("[MQTT-4.7.3-1] Will Topic is empty"));
+        return Err(DecodeError::TopicNameInvalid(
+            "[MQTT-4.7.3-1] Will Topic is empty",
+        ));
     }
     if has_wildcard(topic) {
-        return Err(DecodeError::TopicNameInvalid("[MQTT-3.3.2-2] Will Topic contains a wildcard"));
+        return Err(DecodeError::TopicNameInvalid(
+            "[MQTT-3.3.2-2] Will Topic contains a wildcard",
+        ));
     }
     Ok(())
 }
@@ -126,7 +164,9 @@ pub(crate) fn check(c: &Connect) -> Result<(), EncodeError> {
     if let Some(password) = &c.password {
         check_binary(password)?;
         if !v5 && c.username.is_none() {
-            return Err(DecodeError::Malformed("[MQTT-3.1.2-22] Password without User Name").into());
+            return Err(
+                DecodeError::Malformed("[MQTT-3.1.2-22] Password without User Name").into(),
+            );
         }
     }
     Ok(())
@@ -134,7 +174,8 @@ pub(crate) fn check(c: &Connect) -> Result<(), EncodeError> {
 
 pub(crate) fn body_len(c: &Connect) -> usize {
     let v5 = c.protocol.is_v5();
-    let mut len = field_len(protocol_name(c.protocol)) + 1 + 1 + 2 + field_len(c.client_id.as_bytes());
+    let mut len =
+        field_len(protocol_name(c.protocol)) + 1 + 1 + 2 + field_len(c.client_id.as_bytes());
     if v5 {
         len += props::encoded_len(&c.properties);
     }
@@ -144,7 +185,8 @@ pub(crate) fn body_len(c: &Connect) -> usize {
             len += props::encoded_len(&will.properties);
         }
     }
-    len + c.username.as_ref().map_or(0, |u| field_len(u.as_bytes())) + c.password.as_ref().map_or(0, |p| field_len(p))
+    len + c.username.as_ref().map_or(0, |u| field_len(u.as_bytes()))
+        + c.password.as_ref().map_or(0, |p| field_len(p))
 }
 
 pub(crate) fn write(c: &Connect, buf: &mut BytesMut) {

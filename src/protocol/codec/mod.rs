@@ -24,7 +24,9 @@ use ack::AckKind;
 pub(crate) fn decode(frame: Frame, version: ProtocolVersion) -> Result<Packet, DecodeError> {
     // A CONNECT carries its own version and checks its length against that instead.
     if version.is_v5() && !frame.minimal_length && frame.packet_type != frame::CONNECT {
-        return Err(DecodeError::Malformed("[MQTT-1.5.5-1] Remaining Length not in its shortest form"));
+        return Err(DecodeError::Malformed(
+            "[MQTT-1.5.5-1] Remaining Length not in its shortest form",
+        ));
     }
     let body = frame.body;
     Ok(match frame.packet_type {
@@ -93,14 +95,20 @@ pub(crate) fn body_len(packet: &Packet, version: ProtocolVersion) -> usize {
         Packet::Connect(c) => connect::body_len(c),
         Packet::ConnAck(c) => connack::body_len(c, version),
         Packet::Publish(p) => publish::body_len(p, version),
-        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => ack::body_len(a, version),
+        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+            ack::body_len(a, version)
+        }
         Packet::Subscribe(s) => subscribe::subscribe_len(s, version),
         Packet::SubAck(s) => subscribe::suback_len(s, version),
         Packet::Unsubscribe(u) => unsubscribe::unsubscribe_len(u, version),
         Packet::UnsubAck(u) => unsubscribe::unsuback_len(u, version),
         Packet::PingReq | Packet::PingResp => 0,
-        Packet::Disconnect(d) => control::reason_and_properties_len(d.reason_code, &d.properties, version),
-        Packet::Auth(a) => control::reason_and_properties_len(a.reason_code, &a.properties, version),
+        Packet::Disconnect(d) => {
+            control::reason_and_properties_len(d.reason_code, &d.properties, version)
+        }
+        Packet::Auth(a) => {
+            control::reason_and_properties_len(a.reason_code, &a.properties, version)
+        }
     }
 }
 
@@ -110,24 +118,36 @@ pub(crate) fn write_body(packet: &Packet, version: ProtocolVersion, buf: &mut By
         Packet::Connect(c) => connect::write(c, buf),
         Packet::ConnAck(c) => connack::write(c, version, buf),
         Packet::Publish(p) => publish::write(p, version, buf),
-        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => ack::write(a, version, buf),
+        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+            ack::write(a, version, buf)
+        }
         Packet::Subscribe(s) => subscribe::write_subscribe(s, version, buf),
         Packet::SubAck(s) => subscribe::write_suback(s, version, buf),
         Packet::Unsubscribe(u) => unsubscribe::write_unsubscribe(u, version, buf),
         Packet::UnsubAck(u) => unsubscribe::write_unsuback(u, version, buf),
         Packet::PingReq | Packet::PingResp => {}
-        Packet::Disconnect(d) => control::write_reason_and_properties(d.reason_code, &d.properties, version, buf),
-        Packet::Auth(a) => control::write_reason_and_properties(a.reason_code, &a.properties, version, buf),
+        Packet::Disconnect(d) => {
+            control::write_reason_and_properties(d.reason_code, &d.properties, version, buf)
+        }
+        Packet::Auth(a) => {
+            control::write_reason_and_properties(a.reason_code, &a.properties, version, buf)
+        }
     }
 }
 
 /// A Packet Identifier read from the wire: zero is not one [MQTT-2.2.1-3].
 pub(crate) fn packet_id(raw: u16) -> Result<PacketId, DecodeError> {
-    PacketId::new(raw).ok_or(DecodeError::Protocol("[MQTT-2.2.1-3] Packet Identifier of 0"))
+    PacketId::new(raw).ok_or(DecodeError::Protocol(
+        "[MQTT-2.2.1-3] Packet Identifier of 0",
+    ))
 }
 
 /// A reason code that must be one of those the specification lists for its packet.
-pub(crate) fn reason_code(byte: u8, allowed: &[u8], rule: &'static str) -> Result<ReasonCode, DecodeError> {
+pub(crate) fn reason_code(
+    byte: u8,
+    allowed: &[u8],
+    rule: &'static str,
+) -> Result<ReasonCode, DecodeError> {
     if allowed.contains(&byte) {
         Ok(ReasonCode(byte))
     } else {
@@ -136,8 +156,14 @@ pub(crate) fn reason_code(byte: u8, allowed: &[u8], rule: &'static str) -> Resul
 }
 
 /// Checks a reason code before it is written (see [`reason_code`]).
-pub(crate) fn check_reason_code(code: ReasonCode, allowed: &[u8], rule: &'static str) -> Result<(), EncodeError> {
-    reason_code(code.0, allowed, rule).map(|_| ()).map_err(EncodeError::from)
+pub(crate) fn check_reason_code(
+    code: ReasonCode,
+    allowed: &[u8],
+    rule: &'static str,
+) -> Result<(), EncodeError> {
+    reason_code(code.0, allowed, rule)
+        .map(|_| ())
+        .map_err(EncodeError::from)
 }
 
 /// Test helpers shared by the table tests of every packet module.
@@ -174,14 +200,22 @@ pub(crate) mod testing {
 
     /// `bytes` decodes to `packet` and `packet` encodes to `bytes`.
     pub fn both_ways(bytes: &[u8], packet: Packet, version: ProtocolVersion) {
-        assert_eq!(decode_one(bytes, version).as_ref(), Ok(&packet), "decoding {bytes:02X?}");
+        assert_eq!(
+            decode_one(bytes, version).as_ref(),
+            Ok(&packet),
+            "decoding {bytes:02X?}"
+        );
         assert_eq!(encode_one(&packet, version), bytes, "encoding {packet:?}");
     }
 
     /// Decoding `bytes` fails with `error`.
     pub fn rejects(bytes: &[u8], version: ProtocolVersion, error: DecodeError) {
         let mut buf = BytesMut::from(bytes);
-        assert_eq!(decode(&mut buf, version, u32::MAX), Err(error), "decoding {bytes:02X?}");
+        assert_eq!(
+            decode(&mut buf, version, u32::MAX),
+            Err(error),
+            "decoding {bytes:02X?}"
+        );
     }
 
     /// Decoding `bytes` fails with an error answered by `reason` (a reason code byte).

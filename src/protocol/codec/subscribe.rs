@@ -12,8 +12,8 @@ use super::{check_reason_code, packet_id, reason_code};
 use crate::protocol::property_codec::{self as props, Context};
 use crate::protocol::wire::{check_str, field_len, put_field, Reader};
 use crate::protocol::{
-    DecodeError, EncodeError, Properties, ProtocolVersion, QoS, ReasonCode, RetainHandling, SubAck, Subscribe,
-    SubscriptionOptions,
+    DecodeError, EncodeError, Properties, ProtocolVersion, QoS, ReasonCode, RetainHandling, SubAck,
+    Subscribe, SubscriptionOptions,
 };
 
 const NO_LOCAL: u8 = 0b0000_0100;
@@ -21,42 +21,68 @@ const RETAIN_AS_PUBLISHED: u8 = 0b0000_1000;
 const RETAIN_HANDLING_SHIFT: u8 = 4;
 
 /// Table 3-8 of 5.0.
-pub(crate) const SUBACK_V5: &[u8] = &[0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2];
+pub(crate) const SUBACK_V5: &[u8] = &[
+    0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
+];
 const SUBACK_V3: &[u8] = &[0x00, 0x01, 0x02, 0x80];
 const BAD_SUBACK_V5: &str = "[MQTT-3.9.3] SUBACK reason code not in table 3-8";
 const BAD_SUBACK_V3: &str = "[MQTT-3.9.3-2] SUBACK return code other than 0x00, 0x01, 0x02 or 0x80";
 
-pub(crate) fn decode_subscribe(body: Bytes, version: ProtocolVersion) -> Result<Subscribe, DecodeError> {
+pub(crate) fn decode_subscribe(
+    body: Bytes,
+    version: ProtocolVersion,
+) -> Result<Subscribe, DecodeError> {
     let mut r = Reader::new(body);
     let packet_id = packet_id(r.u16()?)?;
-    let properties = if version.is_v5() { props::decode(&mut r, Context::Subscribe)? } else { Properties::default() };
+    let properties = if version.is_v5() {
+        props::decode(&mut r, Context::Subscribe)?
+    } else {
+        Properties::default()
+    };
     let mut filters = Vec::new();
     while !r.is_empty() {
         let filter = r.string()?;
         if filter.is_empty() {
-            return Err(DecodeError::TopicFilterInvalid("[MQTT-4.7.3-1] empty Topic Filter"));
+            return Err(DecodeError::TopicFilterInvalid(
+                "[MQTT-4.7.3-1] empty Topic Filter",
+            ));
         }
         let options = decode_options(r.u8()?, version)?;
         filters.push((filter, options));
     }
     if filters.is_empty() {
-        return Err(DecodeError::Protocol("[MQTT-3.8.3-3] SUBSCRIBE without a Topic Filter"));
+        return Err(DecodeError::Protocol(
+            "[MQTT-3.8.3-3] SUBSCRIBE without a Topic Filter",
+        ));
     }
-    Ok(Subscribe { packet_id, properties, filters })
+    Ok(Subscribe {
+        packet_id,
+        properties,
+        filters,
+    })
 }
 
 fn decode_options(byte: u8, version: ProtocolVersion) -> Result<SubscriptionOptions, DecodeError> {
     if !version.is_v5() {
         if byte & 0b1111_1100 != 0 {
-            return Err(DecodeError::Malformed("[MQTT-3.8.3-4] reserved bits of the requested QoS byte are set"));
+            return Err(DecodeError::Malformed(
+                "[MQTT-3.8.3-4] reserved bits of the requested QoS byte are set",
+            ));
         }
-        let qos = QoS::from_u8(byte).ok_or(DecodeError::Malformed("[MQTT-3.8.3-4] requested QoS 3"))?;
-        return Ok(SubscriptionOptions { qos, ..SubscriptionOptions::default() });
+        let qos =
+            QoS::from_u8(byte).ok_or(DecodeError::Malformed("[MQTT-3.8.3-4] requested QoS 3"))?;
+        return Ok(SubscriptionOptions {
+            qos,
+            ..SubscriptionOptions::default()
+        });
     }
     if byte & 0b1100_0000 != 0 {
-        return Err(DecodeError::Malformed("[MQTT-3.8.3-5] reserved bits of the Subscription Options are set"));
+        return Err(DecodeError::Malformed(
+            "[MQTT-3.8.3-5] reserved bits of the Subscription Options are set",
+        ));
     }
-    let qos = QoS::from_u8(byte & 0b11).ok_or(DecodeError::Protocol("[MQTT-3.8.3.1] Maximum QoS 3"))?;
+    let qos =
+        QoS::from_u8(byte & 0b11).ok_or(DecodeError::Protocol("[MQTT-3.8.3.1] Maximum QoS 3"))?;
     let retain_handling = match (byte >> RETAIN_HANDLING_SHIFT) & 0b11 {
         0 => RetainHandling::OnSubscribe,
         1 => RetainHandling::OnNewSubscribe,
@@ -90,20 +116,32 @@ pub(crate) fn check_subscribe(s: &Subscribe, version: ProtocolVersion) -> Result
         props::check(&s.properties, Context::Subscribe)?;
     }
     if s.filters.is_empty() {
-        return Err(DecodeError::Protocol("[MQTT-3.8.3-3] SUBSCRIBE without a Topic Filter").into());
+        return Err(
+            DecodeError::Protocol("[MQTT-3.8.3-3] SUBSCRIBE without a Topic Filter").into(),
+        );
     }
     for (filter, _) in &s.filters {
         check_str(filter)?;
         if filter.is_empty() {
-            return Err(DecodeError::TopicFilterInvalid("[MQTT-4.7.3-1] empty Topic Filter").into());
+            return Err(
+                DecodeError::TopicFilterInvalid("[MQTT-4.7.3-1] empty Topic Filter").into(),
+            );
         }
     }
     Ok(())
 }
 
 pub(crate) fn subscribe_len(s: &Subscribe, version: ProtocolVersion) -> usize {
-    let properties = if version.is_v5() { props::encoded_len(&s.properties) } else { 0 };
-    2 + properties + s.filters.iter().map(|(f, _)| field_len(f.as_bytes()) + 1).sum::<usize>()
+    let properties = if version.is_v5() {
+        props::encoded_len(&s.properties)
+    } else {
+        0
+    };
+    2 + properties
+        + s.filters
+            .iter()
+            .map(|(f, _)| field_len(f.as_bytes()) + 1)
+            .sum::<usize>()
 }
 
 pub(crate) fn write_subscribe(s: &Subscribe, version: ProtocolVersion, buf: &mut BytesMut) {
@@ -120,13 +158,31 @@ pub(crate) fn write_subscribe(s: &Subscribe, version: ProtocolVersion, buf: &mut
 pub(crate) fn decode_suback(body: Bytes, version: ProtocolVersion) -> Result<SubAck, DecodeError> {
     let mut r = Reader::new(body);
     let packet_id = packet_id(r.u16()?)?;
-    let properties = if version.is_v5() { props::decode(&mut r, Context::SubAck)? } else { Properties::default() };
-    let (allowed, rule) = if version.is_v5() { (SUBACK_V5, BAD_SUBACK_V5) } else { (SUBACK_V3, BAD_SUBACK_V3) };
-    let reason_codes = r.rest().iter().map(|&code| reason_code(code, allowed, rule)).collect::<Result<Vec<_>, _>>()?;
+    let properties = if version.is_v5() {
+        props::decode(&mut r, Context::SubAck)?
+    } else {
+        Properties::default()
+    };
+    let (allowed, rule) = if version.is_v5() {
+        (SUBACK_V5, BAD_SUBACK_V5)
+    } else {
+        (SUBACK_V3, BAD_SUBACK_V3)
+    };
+    let reason_codes = r
+        .rest()
+        .iter()
+        .map(|&code| reason_code(code, allowed, rule))
+        .collect::<Result<Vec<_>, _>>()?;
     if reason_codes.is_empty() {
-        return Err(DecodeError::Protocol("[MQTT-3.9.3-1] SUBACK without a reason code"));
+        return Err(DecodeError::Protocol(
+            "[MQTT-3.9.3-1] SUBACK without a reason code",
+        ));
     }
-    Ok(SubAck { packet_id, properties, reason_codes })
+    Ok(SubAck {
+        packet_id,
+        properties,
+        reason_codes,
+    })
 }
 
 /// The byte sent for `code`: 3.1.1 knows a single failure code.
@@ -142,7 +198,11 @@ pub(crate) fn check_suback(s: &SubAck, version: ProtocolVersion) -> Result<(), E
     if s.reason_codes.is_empty() {
         return Err(DecodeError::Protocol("[MQTT-3.9.3-1] SUBACK without a reason code").into());
     }
-    let (allowed, rule) = if version.is_v5() { (SUBACK_V5, BAD_SUBACK_V5) } else { (SUBACK_V3, BAD_SUBACK_V3) };
+    let (allowed, rule) = if version.is_v5() {
+        (SUBACK_V5, BAD_SUBACK_V5)
+    } else {
+        (SUBACK_V3, BAD_SUBACK_V3)
+    };
     for &code in &s.reason_codes {
         check_reason_code(ReasonCode(suback_byte(code, version)), allowed, rule)?;
     }
@@ -153,7 +213,11 @@ pub(crate) fn check_suback(s: &SubAck, version: ProtocolVersion) -> Result<(), E
 }
 
 pub(crate) fn suback_len(s: &SubAck, version: ProtocolVersion) -> usize {
-    let properties = if version.is_v5() { props::encoded_len(&s.properties) } else { 0 };
+    let properties = if version.is_v5() {
+        props::encoded_len(&s.properties)
+    } else {
+        0
+    };
     2 + properties + s.reason_codes.len()
 }
 

@@ -94,12 +94,18 @@ fn every_publish_and_will_property() {
     assert_eq!(&encode_list(&p, Context::Publish)[1..], list);
     let will: &[u8] = &[0x18, 0, 0, 0, 9, 0x03, 0, 1, b't'];
     let w = decode_list(Context::Will, will).unwrap();
-    assert_eq!((w.will_delay_interval, w.content_type.as_deref()), (Some(9), Some("t")));
+    assert_eq!(
+        (w.will_delay_interval, w.content_type.as_deref()),
+        (Some(9), Some("t"))
+    );
 }
 
 #[test]
 fn long_lists_have_multi_byte_lengths() {
-    let p = Properties { reason_string: Some("x".repeat(200).into()), ..Properties::default() };
+    let p = Properties {
+        reason_string: Some("x".repeat(200).into()),
+        ..Properties::default()
+    };
     let bytes = encode_list(&p, Context::Ack);
     assert_eq!(&bytes[..3], &[0xCB, 0x01, 0x1F]);
     assert_eq!(decode_list(Context::Ack, &bytes[2..]).unwrap(), p);
@@ -122,11 +128,20 @@ fn allowed_sets() {
     ];
     for (context, list) in cases {
         let err = decode_list(*context, list).unwrap_err();
-        assert!(matches!(err, DecodeError::PropertyNotAllowed { .. }), "{context:?}: {err}");
+        assert!(
+            matches!(err, DecodeError::PropertyNotAllowed { .. }),
+            "{context:?}: {err}"
+        );
         assert_eq!(err.reason_code().0, 0x81);
     }
     for unknown in [0x00, 0x04, 0x2B, 0x3F, 0x40, 0x80, 0xFF] {
-        assert!(matches!(decode_list(Context::Publish, &[unknown, 0]), Err(DecodeError::Malformed(_))), "{unknown:#x}");
+        assert!(
+            matches!(
+                decode_list(Context::Publish, &[unknown, 0]),
+                Err(DecodeError::Malformed(_))
+            ),
+            "{unknown:#x}"
+        );
     }
 }
 
@@ -141,8 +156,20 @@ fn duplicates() {
     assert!(decode_list(Context::Subscribe, &twice(0x0B, &[1])).is_err());
     assert!(decode_list(Context::Publish, &twice(0x0B, &[1])).is_ok());
     assert!(decode_list(Context::Auth, &twice(0x26, &[0, 0, 0, 0])).is_ok());
-    assert_eq!(decode_list(Context::Auth, &twice(0x15, &[0, 0])).unwrap_err().reason_code().0, 0x82);
-    assert_eq!(decode_list(Context::ConnAck, &twice(0x27, &[0, 0, 0, 1])).unwrap_err().reason_code().0, 0x82);
+    assert_eq!(
+        decode_list(Context::Auth, &twice(0x15, &[0, 0]))
+            .unwrap_err()
+            .reason_code()
+            .0,
+        0x82
+    );
+    assert_eq!(
+        decode_list(Context::ConnAck, &twice(0x27, &[0, 0, 0, 1]))
+            .unwrap_err()
+            .reason_code()
+            .0,
+        0x82
+    );
 }
 
 #[test]
@@ -162,28 +189,69 @@ fn value_ranges() {
         (Context::ConnAck, &[0x16, 0, 0]),
     ];
     for (context, list) in protocol_errors {
-        assert_eq!(decode_list(*context, list).unwrap_err().reason_code().0, 0x82, "{list:02X?}");
+        assert_eq!(
+            decode_list(*context, list).unwrap_err().reason_code().0,
+            0x82,
+            "{list:02X?}"
+        );
     }
-    assert_eq!(decode_list(Context::Publish, &[0x23, 0, 0]).unwrap_err().reason_code().0, 0x94);
-    assert_eq!(decode_list(Context::Will, &[0x08, 0, 1, b'+']).unwrap_err().reason_code().0, 0x90);
-    assert_eq!(decode_list(Context::Will, &[0x08, 0, 0]).unwrap_err().reason_code().0, 0x90);
+    assert_eq!(
+        decode_list(Context::Publish, &[0x23, 0, 0])
+            .unwrap_err()
+            .reason_code()
+            .0,
+        0x94
+    );
+    assert_eq!(
+        decode_list(Context::Will, &[0x08, 0, 1, b'+'])
+            .unwrap_err()
+            .reason_code()
+            .0,
+        0x90
+    );
+    assert_eq!(
+        decode_list(Context::Will, &[0x08, 0, 0])
+            .unwrap_err()
+            .reason_code()
+            .0,
+        0x90
+    );
     // The largest values are fine.
-    assert!(decode_list(Context::ConnAck, &[0x21, 0xFF, 0xFF, 0x27, 0xFF, 0xFF, 0xFF, 0xFF]).is_ok());
+    assert!(decode_list(
+        Context::ConnAck,
+        &[0x21, 0xFF, 0xFF, 0x27, 0xFF, 0xFF, 0xFF, 0xFF]
+    )
+    .is_ok());
 }
 
 #[test]
 fn truncated_lists() {
     // A length longer than what follows; a value cut by the end of the list.
     let mut r = Reader::new(Bytes::from_static(&[0x05, 0x01, 0x01]));
-    assert!(matches!(decode(&mut r, Context::Publish), Err(DecodeError::Malformed(_))));
-    assert!(matches!(decode_list(Context::Publish, &[0x02, 0, 0]), Err(DecodeError::Malformed(_))));
-    assert!(matches!(decode_list(Context::Publish, &[0x26, 0, 1, b'k']), Err(DecodeError::Malformed(_))));
-    assert!(matches!(decode_list(Context::Publish, &[0x0B, 0x80]), Err(DecodeError::Malformed(_))));
+    assert!(matches!(
+        decode(&mut r, Context::Publish),
+        Err(DecodeError::Malformed(_))
+    ));
+    assert!(matches!(
+        decode_list(Context::Publish, &[0x02, 0, 0]),
+        Err(DecodeError::Malformed(_))
+    ));
+    assert!(matches!(
+        decode_list(Context::Publish, &[0x26, 0, 1, b'k']),
+        Err(DecodeError::Malformed(_))
+    ));
+    assert!(matches!(
+        decode_list(Context::Publish, &[0x0B, 0x80]),
+        Err(DecodeError::Malformed(_))
+    ));
 }
 
 #[test]
 fn encode_checks() {
-    let p = Properties { topic_alias: Some(1), ..Properties::default() };
+    let p = Properties {
+        topic_alias: Some(1),
+        ..Properties::default()
+    };
     assert_eq!(
         check(&p, Context::Ack),
         Err(EncodeError::Invalid(DecodeError::PropertyNotAllowed {
@@ -191,11 +259,29 @@ fn encode_checks() {
             packet: "PUBACK, PUBREC, PUBREL or PUBCOMP"
         }))
     );
-    let p = Properties { receive_maximum: Some(0), ..Properties::default() };
-    assert!(matches!(check(&p, Context::Connect), Err(EncodeError::Invalid(DecodeError::Protocol(_)))));
-    let p = Properties { user_properties: vec![("k".into(), "a\0".into())], ..Properties::default() };
-    assert!(matches!(check(&p, Context::Auth), Err(EncodeError::Invalid(DecodeError::Malformed(_)))));
-    let p = Properties { correlation_data: Some(Bytes::from(vec![0; 65_536])), ..Properties::default() };
-    assert!(matches!(check(&p, Context::Publish), Err(EncodeError::OutOfRange(_))));
+    let p = Properties {
+        receive_maximum: Some(0),
+        ..Properties::default()
+    };
+    assert!(matches!(
+        check(&p, Context::Connect),
+        Err(EncodeError::Invalid(DecodeError::Protocol(_)))
+    ));
+    let p = Properties {
+        user_properties: vec![("k".into(), "a\0".into())],
+        ..Properties::default()
+    };
+    assert!(matches!(
+        check(&p, Context::Auth),
+        Err(EncodeError::Invalid(DecodeError::Malformed(_)))
+    ));
+    let p = Properties {
+        correlation_data: Some(Bytes::from(vec![0; 65_536])),
+        ..Properties::default()
+    };
+    assert!(matches!(
+        check(&p, Context::Publish),
+        Err(EncodeError::OutOfRange(_))
+    ));
     assert_eq!(encode_list(&Properties::default(), Context::Auth), [0x00]);
 }

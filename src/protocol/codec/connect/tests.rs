@@ -5,7 +5,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::protocol::codec::testing::*;
 use crate::protocol::{
-    decode_connect, Connect, DecodeError, EncodeError, LastWill, Packet, Properties, ProtocolVersion, QoS,
+    decode_connect, Connect, DecodeError, EncodeError, LastWill, Packet, Properties,
+    ProtocolVersion, QoS,
 };
 use ProtocolVersion::*;
 
@@ -36,7 +37,9 @@ fn connect(protocol: ProtocolVersion) -> Connect {
 }
 
 /// Client id "c", Will Topic "w", Will Payload "bye", User Name "u", Password "p".
-const PAYLOAD: &[u8] = &[0, 1, b'c', 0, 1, b'w', 0, 3, b'b', b'y', b'e', 0, 1, b'u', 0, 1, b'p'];
+const PAYLOAD: &[u8] = &[
+    0, 1, b'c', 0, 1, b'w', 0, 3, b'b', b'y', b'e', 0, 1, b'u', 0, 1, b'p',
+];
 
 fn decode_first(bytes: &[u8], max: u32) -> Result<Option<Connect>, DecodeError> {
     decode_connect(&mut BytesMut::from(bytes), max)
@@ -64,7 +67,10 @@ fn spec_example_v5() {
 
 #[test]
 fn mqtt_3_1_and_minimal_connects() {
-    let bytes = packet(0x10, &body(b"\x00\x06MQIsdp", 3, 0x02, &[0x00, 0x02, b'i', b'd']));
+    let bytes = packet(
+        0x10,
+        &body(b"\x00\x06MQIsdp", 3, 0x02, &[0x00, 0x02, b'i', b'd']),
+    );
     let expected = Connect {
         protocol: V3_1,
         clean_start: true,
@@ -109,10 +115,16 @@ fn incomplete_too_large_and_not_a_connect() {
         assert_eq!(buf.len(), cut);
     }
     // Too large is known from the first two bytes.
-    assert_eq!(decode_first(&bytes[..2], 20), Err(DecodeError::PacketTooLarge { size: 29, max: 20 }));
+    assert_eq!(
+        decode_first(&bytes[..2], 20),
+        Err(DecodeError::PacketTooLarge { size: 29, max: 20 })
+    );
     let err = decode_first(&[0x30, 0x00], 1024).unwrap_err();
     assert_eq!(err.reason_code().0, 0x82);
-    assert!(matches!(decode_first(&[0x11], 1024), Err(DecodeError::Malformed(_))));
+    assert!(matches!(
+        decode_first(&[0x11], 1024),
+        Err(DecodeError::Malformed(_))
+    ));
 }
 
 fn rejects_connect(body: &[u8], reason: u8) {
@@ -148,7 +160,11 @@ fn connect_flags() {
     rejects_connect(&body(MQTT, 4, 0x1E, &[0, 0, 0, 1, b'w', 0, 0]), 0x81);
     // Password without User Name: malformed before 5.0 [MQTT-3.1.2-22], fine in 5.0.
     rejects_connect(&body(MQTT, 4, 0x42, &[0, 0, 0, 1, b'p']), 0x81);
-    assert!(decode_first(&packet(0x10, &body(MQTT, 5, 0x42, &[0, 0, 0, 0, 1, b'p'])), 1024).is_ok());
+    assert!(decode_first(
+        &packet(0x10, &body(MQTT, 5, 0x42, &[0, 0, 0, 0, 1, b'p'])),
+        1024
+    )
+    .is_ok());
     // A flag whose field is missing, and a field with no flag (trailing bytes).
     rejects_connect(&body(MQTT, 4, 0x82, &[0, 0]), 0x81);
     rejects_connect(&body(MQTT, 4, 0x02, &[0, 0, 0, 1, b'u']), 0x81);
@@ -157,7 +173,10 @@ fn connect_flags() {
 #[test]
 fn will_topic_and_strings() {
     // Wildcards or nothing in the Will Topic.
-    rejects_connect(&body(MQTT, 4, 0x06, &[0, 0, 0, 3, b'a', b'/', b'#', 0, 0]), 0x90);
+    rejects_connect(
+        &body(MQTT, 4, 0x06, &[0, 0, 0, 3, b'a', b'/', b'#', 0, 0]),
+        0x90,
+    );
     rejects_connect(&body(MQTT, 4, 0x06, &[0, 0, 0, 1, b'+', 0, 0]), 0x90);
     rejects_connect(&body(MQTT, 4, 0x06, &[0, 0, 0, 0, 0, 0]), 0x90);
     // Ill-formed UTF-8 and U+0000 in the client id.
@@ -184,7 +203,9 @@ fn v5_properties() {
     rejects_connect(&body(MQTT, 5, 0x02, &[0x09, 0x11, 0x00]), 0x81);
     rejects_connect(&with(&[0x02, 0x21, 0x00]), 0x81);
     // Will properties: Topic Alias is not one of them.
-    let will = [0x00, 0x00, 0x00, 0x03, 0x23, 0x00, 0x01, 0x00, 0x01, b'w', 0x00, 0x00];
+    let will = [
+        0x00, 0x00, 0x00, 0x03, 0x23, 0x00, 0x01, 0x00, 0x01, b'w', 0x00, 0x00,
+    ];
     rejects_connect(&body(MQTT, 5, 0x06, &will), 0x81);
 }
 
@@ -193,7 +214,10 @@ fn v5_remaining_length_must_be_minimal() {
     let connect_body = body(MQTT, 5, 0x02, &[0x00, 0x00, 0x00]);
     let mut long = vec![0x10, 0x80 | connect_body.len() as u8, 0x00];
     long.extend_from_slice(&connect_body);
-    assert!(matches!(decode_first(&long, 1024), Err(DecodeError::Malformed(_))));
+    assert!(matches!(
+        decode_first(&long, 1024),
+        Err(DecodeError::Malformed(_))
+    ));
     let connect_body = body(MQTT, 4, 0x02, &[0x00, 0x00]);
     let mut long = vec![0x10, 0x80 | connect_body.len() as u8, 0x00];
     long.extend_from_slice(&connect_body);
@@ -204,7 +228,10 @@ fn v5_remaining_length_must_be_minimal() {
 fn refused_on_encode() {
     let mut c = connect(V3_1_1);
     c.username = None;
-    assert!(matches!(refuses(&Packet::Connect(Box::new(c)), V3_1_1), EncodeError::Invalid(_)));
+    assert!(matches!(
+        refuses(&Packet::Connect(Box::new(c)), V3_1_1),
+        EncodeError::Invalid(_)
+    ));
     let mut c = connect(V5);
     c.will.as_mut().unwrap().topic = "a/+".into();
     assert!(matches!(
@@ -213,8 +240,14 @@ fn refused_on_encode() {
     ));
     let mut c = connect(V5);
     c.will.as_mut().unwrap().properties.session_expiry_interval = Some(1);
-    assert!(matches!(refuses(&Packet::Connect(Box::new(c)), V5), EncodeError::Invalid(_)));
+    assert!(matches!(
+        refuses(&Packet::Connect(Box::new(c)), V5),
+        EncodeError::Invalid(_)
+    ));
     let mut c = connect(V5);
     c.password = Some(Bytes::from(vec![0; 65_536]));
-    assert!(matches!(refuses(&Packet::Connect(Box::new(c)), V5), EncodeError::OutOfRange(_)));
+    assert!(matches!(
+        refuses(&Packet::Connect(Box::new(c)), V5),
+        EncodeError::OutOfRange(_)
+    ));
 }
