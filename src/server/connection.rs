@@ -253,7 +253,7 @@ pub async fn serve(
         if version.is_v5() {
             let props = &mut conn_ack.properties;
             if granted < requested {
-                // [MQTT-3.2.2-?] tell the client the expiry actually granted.
+                // MQTT 5.0 3.2.2.3.2: tell the client the expiry actually granted.
                 props.session_expiry_interval =
                     Some(granted.as_secs().min(u64::from(u32::MAX)) as u32);
             }
