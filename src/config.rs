@@ -12,6 +12,8 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+pub use crate::session::state::Overflow;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -70,9 +72,41 @@ pub struct Args {
     /// session outlives its connection.
     #[arg(long)]
     pub max_session_expiry: Option<u64>,
-    /// Messages queued per session beyond its inflight window; the oldest is dropped past it.
+    /// Messages queued per session beyond its inflight window (see `queue_overflow`).
     #[arg(long)]
     pub max_queued_messages: Option<usize>,
+    /// Payload bytes queued per session; 0 means no limit beyond `max_queued_messages`.
+    #[arg(long)]
+    pub max_queued_bytes: Option<usize>,
+    /// What a full queue does with a new message: drop the oldest, or refuse the newest.
+    #[arg(long, value_enum)]
+    pub queue_overflow: Option<Overflow>,
+    /// Whether QoS 0 messages are queued for offline sessions (`true`/`false`).
+    #[arg(long)]
+    pub queue_qos0: Option<bool>,
+    /// Most sessions the broker holds; 0 means no limit. Each core holds its share.
+    #[arg(long)]
+    pub max_sessions: Option<usize>,
+    /// How far the log is made durable before acknowledging: `never` (page cache: survives
+    /// a process crash), `interval` (also msync every `fsync_interval_ms`), `always` (msync
+    /// before every acknowledgement, in group commits: survives an OS crash).
+    #[arg(long, value_enum)]
+    pub fsync: Option<FsyncMode>,
+    /// Milliseconds between background msyncs under `fsync = "interval"`.
+    #[arg(long)]
+    pub fsync_interval_ms: Option<u64>,
+    /// Size of each log segment file, in bytes.
+    #[arg(long)]
+    pub segment_size: Option<u64>,
+}
+
+/// How far the log reaches beyond the page cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum FsyncMode {
+    Never,
+    Interval,
+    Always,
 }
 
 /// The keys a config file may hold. `deny_unknown_fields` turns a typo into an error.
@@ -89,6 +123,13 @@ struct FileConfig {
     receive_maximum: Option<u16>,
     max_session_expiry: Option<u64>,
     max_queued_messages: Option<usize>,
+    max_queued_bytes: Option<usize>,
+    queue_overflow: Option<Overflow>,
+    queue_qos0: Option<bool>,
+    max_sessions: Option<usize>,
+    fsync: Option<FsyncMode>,
+    fsync_interval_ms: Option<u64>,
+    segment_size: Option<u64>,
 }
 
 /// The configuration in force, after flags, file and defaults are merged and checked.
@@ -104,6 +145,13 @@ pub struct Config {
     pub receive_maximum: u16,
     pub max_session_expiry: Duration,
     pub max_queued_messages: usize,
+    pub max_queued_bytes: usize,
+    pub queue_overflow: Overflow,
+    pub queue_qos0: bool,
+    pub max_sessions: usize,
+    pub fsync: FsyncMode,
+    pub fsync_interval: Duration,
+    pub segment_size: u64,
 }
 
 impl Default for Config {
@@ -121,6 +169,13 @@ impl Default for Config {
             receive_maximum: 1024,
             max_session_expiry: Duration::from_secs(2 * 60 * 60),
             max_queued_messages: 1000,
+            max_queued_bytes: 0,
+            queue_overflow: Overflow::DropOldest,
+            queue_qos0: false,
+            max_sessions: 0,
+            fsync: FsyncMode::Interval,
+            fsync_interval: Duration::from_millis(1000),
+            segment_size: 64 << 20,
         }
     }
 }
@@ -168,6 +223,15 @@ impl Config {
         if let Some(v) = file.max_queued_messages {
             config.max_queued_messages = v;
         }
+        config.max_queued_bytes = file.max_queued_bytes.unwrap_or(config.max_queued_bytes);
+        config.queue_overflow = file.queue_overflow.unwrap_or(config.queue_overflow);
+        config.queue_qos0 = file.queue_qos0.unwrap_or(config.queue_qos0);
+        config.max_sessions = file.max_sessions.unwrap_or(config.max_sessions);
+        config.fsync = file.fsync.unwrap_or(config.fsync);
+        if let Some(v) = file.fsync_interval_ms {
+            config.fsync_interval = Duration::from_millis(v);
+        }
+        config.segment_size = file.segment_size.unwrap_or(config.segment_size);
 
         // Flags win over the file.
         config.listen = args.listen.unwrap_or(config.listen);
@@ -186,6 +250,15 @@ impl Config {
         config.max_queued_messages = args
             .max_queued_messages
             .unwrap_or(config.max_queued_messages);
+        config.max_queued_bytes = args.max_queued_bytes.unwrap_or(config.max_queued_bytes);
+        config.queue_overflow = args.queue_overflow.unwrap_or(config.queue_overflow);
+        config.queue_qos0 = args.queue_qos0.unwrap_or(config.queue_qos0);
+        config.max_sessions = args.max_sessions.unwrap_or(config.max_sessions);
+        config.fsync = args.fsync.unwrap_or(config.fsync);
+        if let Some(v) = args.fsync_interval_ms {
+            config.fsync_interval = Duration::from_millis(v);
+        }
+        config.segment_size = args.segment_size.unwrap_or(config.segment_size);
 
         // A bad value names the file only when it came from the file.
         let bad = |key: &'static str, from_flag: bool, message: String| ConfigError::Invalid {
@@ -215,6 +288,24 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        if !(64 << 10..=1 << 30).contains(&config.segment_size) {
+            let message = format!("{} is not in 65536..=1073741824", config.segment_size);
+            return Err(bad("segment_size", args.segment_size.is_some(), message));
+        }
+        if config.fsync == FsyncMode::Interval && config.fsync_interval.is_zero() {
+            return Err(bad(
+                "fsync_interval_ms",
+                args.fsync_interval_ms.is_some(),
+                "must be at least 1 under fsync = \"interval\"".into(),
+            ));
+        }
+        if config.max_queued_messages == 0 {
+            return Err(bad(
+                "max_queued_messages",
+                args.max_queued_messages.is_some(),
+                "must be at least 1".into(),
+            ));
+        }
         if config.connect_timeout.is_zero() {
             return Err(bad(
                 "connect_timeout",
@@ -231,9 +322,18 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.into(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.into(),
-        message: e.message().to_string(),
+    toml::from_str(&text).map_err(|e| {
+        // Name the offending line (and so its key) as well as the file.
+        let line = e.span().map(|span| {
+            let start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+            let number = text[..span.start].matches('\n').count() + 1;
+            let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+            format!("line {number} `{}`: ", text[start..end].trim())
+        });
+        ConfigError::Parse {
+            path: path.into(),
+            message: format!("{}{}", line.unwrap_or_default(), e.message()),
+        }
     })
 }
 
@@ -279,6 +379,23 @@ mod tests {
             err.contains("`cores`") && err.contains("berth.toml"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn public_broker_policy_can_be_configured() {
+        let config = with_file(
+            "max_session_expiry = 300\nmax_queued_messages = 1000\nqueue_qos0 = false\nqueue_overflow = \"refuse-newest\"\nfsync = \"always\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.max_session_expiry, Duration::from_secs(300));
+        assert_eq!(config.max_queued_messages, 1000);
+        assert!(!config.queue_qos0);
+        assert_eq!(config.queue_overflow, Overflow::RefuseNewest);
+        assert_eq!(config.fsync, FsyncMode::Always);
+        let err = with_file("fsync = \"sometimes\"\n").unwrap_err().to_string();
+        assert!(err.contains("fsync") && err.contains("berth.toml"), "{err}");
+        let err = with_file("segment_size = 10\n").unwrap_err().to_string();
+        assert!(err.contains("`segment_size`"), "{err}");
     }
 
     #[test]

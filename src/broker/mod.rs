@@ -12,19 +12,31 @@
 //! was read; the interest table and the retained store converge because every change is
 //! broadcast to every core.
 
+pub mod journal;
+pub(crate) mod messages;
+mod persist;
+mod recovery;
 mod routing;
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use bytestring::ByteString;
 
-use crate::protocol::Packet;
+use crate::protocol::{Packet, PacketId};
 use crate::server::ShardId;
+use crate::session::state::{Change, QueueLimits};
 use crate::session::{Message, Session};
 use crate::topic::SubscriptionTree;
 
+use journal::{Journal, Record};
+use messages::{Lookup, MessageTable};
+pub use messages::WallClock;
+pub use persist::CheckpointReport;
+pub use recovery::{Rebuild, Recovered};
 pub use routing::SubscribeOutcome;
 
 /// A message from one core's engine to another's.
@@ -53,7 +65,19 @@ pub struct Effects {
 pub struct SessionPolicy {
     /// Cap on Session Expiry; also the expiry of 3.1.1 Clean Session 0 sessions.
     pub max_session_expiry: Duration,
-    pub max_queued: usize,
+    pub limits: QueueLimits,
+    /// Sessions this core may hold (its share of the server's maximum).
+    pub max_sessions: usize,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> SessionPolicy {
+        SessionPolicy {
+            max_session_expiry: Duration::from_secs(7200),
+            limits: QueueLimits::default(),
+            max_sessions: usize::MAX,
+        }
+    }
 }
 
 pub(crate) struct Slot {
@@ -63,6 +87,9 @@ pub(crate) struct Slot {
     pub expiry: Duration,
     /// Set while offline: when the session ends.
     pub expires_at: Option<Instant>,
+    /// The session's number in this core's log; `None` for a session that is never
+    /// journaled (no expiry).
+    pub sid: Option<u64>,
 }
 
 /// Per-core counters, summed across cores for $SYS.
@@ -71,6 +98,9 @@ pub struct Counters {
     pub messages_received: u64,
     pub messages_sent: u64,
     pub dropped: u64,
+    /// Records that could not be written to the log (disk full, I/O error).
+    pub journal_errors: u64,
+    pub checkpoints: u64,
 }
 
 pub struct Broker {
@@ -84,10 +114,39 @@ pub struct Broker {
     interest: SubscriptionTree<ShardId, ()>,
     retained: HashMap<ByteString, Arc<Message>>,
     pub counters: Counters,
+    messages: MessageTable,
+    journal: Box<dyn Journal>,
+    clock: WallClock,
+    next_sid: u64,
+    /// Offline sessions by expiry time; entries whose session came back or changed are
+    /// skipped when they come up.
+    expiries: BinaryHeap<Reverse<(Instant, ByteString)>>,
+    /// Log segments written by the last checkpoint (its size, for the next trigger).
+    checkpoint_segments: usize,
+    next_checkpoint_id: u64,
+    /// Reused encoding buffer for records.
+    scratch: BytesMut,
 }
 
 impl Broker {
+    /// An engine with an empty journal in memory (tests, benches).
     pub fn new(id: ShardId, cores: usize, policy: SessionPolicy) -> Broker {
+        Broker::with_journal(
+            id,
+            cores,
+            policy,
+            Box::new(journal::MemJournal::new(1 << 16)),
+            WallClock::now_from_system(),
+        )
+    }
+
+    pub fn with_journal(
+        id: ShardId,
+        cores: usize,
+        policy: SessionPolicy,
+        journal: Box<dyn Journal>,
+        clock: WallClock,
+    ) -> Broker {
         Broker {
             id,
             cores,
@@ -97,6 +156,17 @@ impl Broker {
             interest: SubscriptionTree::new(),
             retained: HashMap::new(),
             counters: Counters::default(),
+            messages: MessageTable {
+                entries: HashMap::new(),
+                next_seq: 1,
+            },
+            journal,
+            clock,
+            next_sid: 1,
+            expiries: BinaryHeap::new(),
+            checkpoint_segments: 1,
+            next_checkpoint_id: 1,
+            scratch: BytesMut::new(),
         }
     }
 
@@ -112,7 +182,61 @@ impl Broker {
         self.subscriptions.len()
     }
 
-    /// A client connected. Returns Session Present and the packets that resume its session.
+    /// Messages held for sessions of this core (each counted once).
+    pub fn stored_messages(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn disk_bytes(&self) -> u64 {
+        self.journal.disk_bytes()
+    }
+
+    /// See [`Journal::durable`].
+    pub fn durable(&self) -> Option<journal::Durable> {
+        self.journal.durable()
+    }
+
+    /// Writes a record; a failure is counted and logged, never fatal: the state in memory
+    /// stays right, only its durability is lost.
+    fn journal(&mut self, record: &Record) -> Option<crate::store::Position> {
+        self.scratch.clear();
+        record.encode(&mut self.scratch);
+        match self.journal.append(record.kind(), &self.scratch) {
+            Ok(pos) => Some(pos),
+            Err(error) => {
+                self.counters.journal_errors += 1;
+                tracing::error!(shard = %self.id, %error, kind = record.kind(), "cannot write to the log");
+                None
+            }
+        }
+    }
+
+    /// Logs a session's changes and settles the references they end.
+    fn settle(&mut self, sid: Option<u64>, changes: &mut Vec<Change>) {
+        for change in changes.drain(..) {
+            let record = match change {
+                Change::Sent { seq, packet_id } => sid.map(|sid| Record::Sent {
+                    sid,
+                    seq,
+                    packet_id: packet_id.map_or(0, PacketId::get),
+                }),
+                Change::Received { seq } => sid.map(|sid| Record::Received { sid, seq }),
+                Change::Done { seq } | Change::Dropped { seq } => {
+                    if matches!(change, Change::Dropped { .. }) {
+                        self.counters.dropped += 1;
+                    }
+                    self.messages.release(seq);
+                    sid.map(|sid| Record::Done { sid, seq })
+                }
+            };
+            if let Some(record) = record {
+                self.journal(&record);
+            }
+        }
+    }
+
+    /// A client connected. Returns Session Present and the packets that resume its session,
+    /// or `None` when the core already holds its maximum of sessions.
     /// `expiry` is the requested Session Expiry (3.1.1: 0 for Clean Session 1, the server
     /// maximum otherwise); it is capped by policy and the capped value returned.
     pub fn connect(
@@ -122,28 +246,79 @@ impl Broker {
         expiry: Duration,
         receive_maximum: u16,
         now: Instant,
-    ) -> (bool, Duration, Vec<Packet>, Effects) {
+    ) -> Option<(bool, Duration, Vec<Packet>, Effects)> {
         let mut effects = Effects::default();
         let expiry = expiry.min(self.policy.max_session_expiry);
         if clean_start {
             self.end_session(client_id, &mut effects);
         }
         let present = self.sessions.contains_key(client_id);
-        let slot = self
-            .sessions
-            .entry(client_id.clone())
-            .or_insert_with(|| Slot {
-                session: Session::new(client_id.clone(), self.policy.max_queued),
-                online: false,
-                expiry,
-                expires_at: None,
+        if !present && self.sessions.len() >= self.policy.max_sessions {
+            return None;
+        }
+        if !present {
+            let sid = (!expiry.is_zero()).then(|| {
+                let sid = self.next_sid;
+                self.next_sid += 1;
+                sid
             });
-        slot.online = true;
-        slot.expiry = expiry;
-        slot.expires_at = None;
+            self.sessions.insert(
+                client_id.clone(),
+                Slot {
+                    session: Session::new(client_id.clone()),
+                    online: true,
+                    expiry,
+                    expires_at: None,
+                    sid,
+                },
+            );
+            if let Some(sid) = sid {
+                self.journal(&Record::SessionOpen {
+                    sid,
+                    client_id: client_id.clone(),
+                    expiry_secs: expiry.as_secs(),
+                });
+            }
+        } else {
+            let slot = self.sessions.get_mut(client_id)?;
+            let (sid, old_expiry) = (slot.sid, slot.expiry);
+            slot.online = true;
+            slot.expiry = expiry;
+            slot.expires_at = None;
+            match sid {
+                Some(sid) => {
+                    self.journal(&Record::SessionOnline { sid });
+                    if old_expiry != expiry {
+                        self.journal(&Record::SessionExpiry {
+                            sid,
+                            expiry_secs: expiry.as_secs(),
+                        });
+                    }
+                }
+                None if !expiry.is_zero() => self.promote(client_id),
+                None => {}
+            }
+        }
         let mut resume = Vec::new();
-        slot.session.resume(receive_maximum, now, &mut resume);
-        (present, expiry, resume, effects)
+        let mut changes = Vec::new();
+        let Broker {
+            sessions,
+            messages,
+            journal,
+            clock,
+            ..
+        } = self;
+        let slot = sessions.get_mut(client_id)?;
+        let sid = slot.sid;
+        let lookup = Lookup {
+            table: messages,
+            journal: journal.as_ref(),
+            clock: *clock,
+        };
+        slot.session
+            .resume(receive_maximum, &lookup, now, &mut resume, &mut changes);
+        self.settle(sid, &mut changes);
+        Some((present, expiry, resume, effects))
     }
 
     /// The client's connection ended. A session with no expiry ends with it.
@@ -162,9 +337,20 @@ impl Broker {
         }
         if slot.expiry.is_zero() {
             self.end_session(client_id, &mut effects);
-        } else {
-            slot.online = false;
-            slot.expires_at = Some(now + slot.expiry);
+            return effects;
+        }
+        slot.online = false;
+        let at = now + slot.expiry;
+        slot.expires_at = Some(at);
+        let (sid, expiry) = (slot.sid, slot.expiry);
+        self.expiries.push(Reverse((at, client_id.clone())));
+        if let Some(sid) = sid {
+            let at_ms = self.clock.unix_ms(now);
+            self.journal(&Record::SessionOffline {
+                sid,
+                at_ms,
+                expiry_secs: expiry.as_secs(),
+            });
         }
         effects
     }
@@ -172,14 +358,20 @@ impl Broker {
     /// Ends sessions whose expiry has passed while offline.
     pub fn expire(&mut self, now: Instant) -> Effects {
         let mut effects = Effects::default();
-        let expired: Vec<ByteString> = self
-            .sessions
-            .iter()
-            .filter(|(_, slot)| !slot.online && slot.expires_at.is_some_and(|at| at <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in expired {
-            self.end_session(&id, &mut effects);
+        while let Some(Reverse((at, _))) = self.expiries.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, client_id))) = self.expiries.pop() else {
+                break;
+            };
+            let due = self
+                .sessions
+                .get(&client_id)
+                .is_some_and(|slot| !slot.online && slot.expires_at == Some(at));
+            if due {
+                self.end_session(&client_id, &mut effects);
+            }
         }
         effects
     }
@@ -191,26 +383,69 @@ impl Broker {
         for filter in slot.session.subscriptions.keys() {
             self.remove_subscription(client_id, filter, effects);
         }
+        for seq in slot.session.references() {
+            self.messages.release(seq);
+        }
+        if let Some(sid) = slot.sid {
+            self.journal(&Record::SessionEnd { sid });
+        }
     }
 
     /// Acknowledgements from the client for messages we sent it.
     pub fn on_ack(&mut self, client_id: &ByteString, packet: Packet, now: Instant) -> Effects {
         let mut effects = Effects::default();
-        let Some(slot) = self.sessions.get_mut(client_id) else {
+        let mut out = Vec::new();
+        let mut changes = Vec::new();
+        let Broker {
+            sessions,
+            messages,
+            journal,
+            clock,
+            ..
+        } = self;
+        let Some(slot) = sessions.get_mut(client_id) else {
             return effects;
         };
-        let mut out = Vec::new();
+        let sid = slot.sid;
+        let lookup = Lookup {
+            table: messages,
+            journal: journal.as_ref(),
+            clock: *clock,
+        };
+        let mut released = None;
         match packet {
             Packet::PubAck(ack) | Packet::PubComp(ack) => {
-                slot.session.on_complete(ack.packet_id, now, &mut out)
-            }
-            Packet::PubRec(ack) => {
                 slot.session
-                    .on_pub_rec(ack.packet_id, ack.reason_code, now, &mut out)
+                    .on_complete(ack.packet_id, &lookup, now, &mut out, &mut changes)
             }
-            Packet::PubRel(ack) => out.push(slot.session.on_pub_rel(ack.packet_id)),
+            Packet::PubRec(ack) => slot.session.on_pub_rec(
+                ack.packet_id,
+                ack.reason_code,
+                &lookup,
+                now,
+                &mut out,
+                &mut changes,
+            ),
+            Packet::PubRel(ack) => {
+                let (reply, known) = slot.session.on_pub_rel(ack.packet_id);
+                out.push(reply);
+                if known {
+                    released = sid.map(|sid| Record::Qos2Released {
+                        sid,
+                        packet_id: ack.packet_id.get(),
+                    });
+                }
+            }
             _ => {}
         }
+        self.settle(sid, &mut changes);
+        if let Some(record) = released {
+            self.journal(&record);
+        }
+        self.counters.messages_sent += out
+            .iter()
+            .filter(|p| matches!(p, Packet::Publish(_)))
+            .count() as u64;
         effects
             .to_clients
             .extend(out.into_iter().map(|p| (client_id.clone(), p)));
@@ -218,14 +453,18 @@ impl Broker {
     }
 
     /// Whether an inbound QoS 2 PUBLISH is new (route it) or a retransmission.
-    pub fn receive_qos2(
-        &mut self,
-        client_id: &ByteString,
-        packet_id: crate::protocol::PacketId,
-    ) -> bool {
-        self.sessions
-            .get_mut(client_id)
-            .is_none_or(|slot| slot.session.receive_qos2(packet_id))
+    pub fn receive_qos2(&mut self, client_id: &ByteString, packet_id: PacketId) -> bool {
+        let Some(slot) = self.sessions.get_mut(client_id) else {
+            return true;
+        };
+        let new = slot.session.receive_qos2(packet_id);
+        if let (true, Some(sid)) = (new, slot.sid) {
+            self.journal(&Record::Qos2In {
+                sid,
+                packet_id: packet_id.get(),
+            });
+        }
+        new
     }
 
     pub fn awaiting_release(&self, client_id: &ByteString) -> usize {
@@ -233,4 +472,15 @@ impl Broker {
             .get(client_id)
             .map_or(0, |slot| slot.session.awaiting_release())
     }
+
+    /// Every filter this core subscribes to, to announce after recovery.
+    pub fn local_filters(&self) -> Vec<ByteString> {
+        let mut filters = Vec::new();
+        self.subscriptions
+            .for_each_filter(|filter, _| filters.push(ByteString::from(filter)));
+        filters
+    }
 }
+
+#[cfg(test)]
+mod persist_tests;

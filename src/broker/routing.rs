@@ -6,11 +6,14 @@ use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 
+use super::journal::{self, MessageRecord, Record, Target};
+use super::messages::{Entry, Lookup};
 use super::{Broker, CoreMsg, Effects};
 use crate::protocol::{
-    Publish, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::server::ShardId;
+use crate::session::state::{Delivery, Queued};
 use crate::session::{Message, Subscription};
 use crate::topic::{ParsedFilter, TopicFilter, TopicName};
 
@@ -66,29 +69,43 @@ impl Broker {
                 });
             }
             let existed = inserted.replaced.is_some();
-            if let Some(slot) = self.sessions.get_mut(client_id) {
-                slot.session
-                    .subscriptions
-                    .insert(raw.clone(), subscription.clone());
-                let send_retained = match options.retain_handling {
-                    RetainHandling::OnSubscribe => true,
-                    RetainHandling::OnNewSubscribe => !existed,
-                    RetainHandling::Never => false,
-                };
-                if send_retained {
-                    let mut matching: Vec<&Arc<Message>> = self
-                        .retained
-                        .values()
-                        .filter(|m| filter_matches(&filter, &m.topic))
-                        .collect();
-                    matching.sort_by(|a, b| a.topic.cmp(&b.topic));
-                    for message in matching {
-                        if let Some(packet) =
-                            slot.session.deliver_retained(message, &subscription, now)
-                        {
-                            effects.to_clients.push((client_id.clone(), packet));
-                        }
-                    }
+            let Some(slot) = self.sessions.get_mut(client_id) else {
+                reason_codes.push(ReasonCode(options.qos as u8));
+                continue;
+            };
+            slot.session
+                .subscriptions
+                .insert(raw.clone(), subscription.clone());
+            if let Some(sid) = slot.sid {
+                self.journal(&Record::Subscribe {
+                    sid,
+                    filter: raw.clone(),
+                    options,
+                    identifier: identifier.unwrap_or(0),
+                });
+            }
+            let send_retained = match options.retain_handling {
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscribe => !existed,
+                RetainHandling::Never => false,
+            };
+            if send_retained {
+                let mut matching: Vec<Arc<Message>> = self
+                    .retained
+                    .values()
+                    .filter(|m| filter_matches(&filter, &m.topic))
+                    .cloned()
+                    .collect();
+                matching.sort_by(|a, b| a.topic.cmp(&b.topic));
+                for message in matching {
+                    // [MQTT-3.3.1-8] retain set on messages sent for a new subscription.
+                    let target = (
+                        client_id.clone(),
+                        message.qos.min(options.qos),
+                        true,
+                        subscription.identifier.into_iter().collect(),
+                    );
+                    self.deliver_to(&message, vec![target], now, &mut effects);
                 }
             }
             reason_codes.push(ReasonCode(options.qos as u8));
@@ -120,6 +137,12 @@ impl Broker {
                 .is_some();
             if removed {
                 self.remove_subscription(client_id, &raw, &mut effects);
+                if let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) {
+                    self.journal(&Record::Unsubscribe {
+                        sid,
+                        filter: raw.clone(),
+                    });
+                }
                 reason_codes.push(ReasonCode::SUCCESS);
             } else if TopicFilter::new(raw.clone()).is_err() && !raw.starts_with("$share/") {
                 reason_codes.push(ReasonCode::TOPIC_FILTER_INVALID);
@@ -241,9 +264,19 @@ impl Broker {
     fn set_retained(&mut self, message: &Arc<Message>) {
         if message.payload.is_empty() {
             // [MQTT-3.3.1-10] an empty retained message clears the topic.
-            self.retained.remove(&message.topic);
+            if self.retained.remove(&message.topic).is_some() {
+                self.journal(&Record::RetainedClear {
+                    topic: message.topic.clone(),
+                });
+            }
         } else {
             self.retained.insert(message.topic.clone(), message.clone());
+            let record = Record::Retained {
+                expires_ms: message.expires_at.map_or(0, |at| self.clock.unix_ms(at)),
+                publisher: message.publisher.clone(),
+                publish: journal::encode_publish(&publish_for_log(message)),
+            };
+            self.journal(&record);
         }
     }
 
@@ -270,20 +303,137 @@ impl Broker {
             }
             entry.1.extend(subscription.identifier);
         });
-        for (client, (subscription, ids)) in targets {
-            let Some(slot) = self.sessions.get_mut(&client) else {
+        let targets = targets
+            .into_iter()
+            .map(|(client, (subscription, ids))| {
+                let qos = message.qos.min(subscription.options.qos);
+                let retain = subscription.options.retain_as_published && message.retain;
+                (client, qos, retain, ids)
+            })
+            .collect();
+        self.deliver_to(message, targets, now, effects);
+    }
+
+    /// Gives `message` to each target session (client, delivery QoS, retain flag,
+    /// Subscription Identifiers). The message is stored once however many sessions take
+    /// it; if any of them is persistent it is journaled once, naming every persistent
+    /// session that took a reference, before anything is sent.
+    pub(super) fn deliver_to(
+        &mut self,
+        message: &Arc<Message>,
+        targets: Vec<(ByteString, QoS, bool, Vec<u32>)>,
+        now: Instant,
+        effects: &mut Effects,
+    ) {
+        if targets.is_empty() {
+            return;
+        }
+        let seq = self.messages.allocate();
+        let mut persistent = Vec::new();
+        let (mut refs, mut memory_refs) = (0u32, 0u32);
+        let mut settled = Vec::new();
+        let Broker {
+            sessions,
+            messages,
+            journal,
+            clock,
+            policy,
+            counters,
+            ..
+        } = self;
+        let lookup = Lookup {
+            table: messages,
+            journal: journal.as_ref(),
+            clock: *clock,
+        };
+        for (client, qos, retain, ids) in targets {
+            let Some(slot) = sessions.get_mut(&client) else {
                 continue;
             };
-            let before = slot.session.dropped;
-            if let Some(packet) =
-                slot.session
-                    .deliver(message, &subscription, ids, slot.online, now)
-            {
-                self.counters.messages_sent += 1;
-                effects.to_clients.push((client, packet));
+            let mut changes = Vec::new();
+            let delivery = slot.session.deliver(
+                Queued::new(seq, qos, retain),
+                message,
+                ids.clone(),
+                slot.online,
+                &policy.limits,
+                &lookup,
+                now,
+                &mut changes,
+            );
+            let took = match delivery {
+                Delivery::Sent(packet) => {
+                    counters.messages_sent += 1;
+                    effects.to_clients.push((client, packet));
+                    false
+                }
+                Delivery::InFlight(packet) => {
+                    counters.messages_sent += 1;
+                    effects.to_clients.push((client, packet));
+                    true
+                }
+                Delivery::Queued => true,
+                Delivery::Skipped { refused } => {
+                    counters.dropped += u64::from(refused);
+                    false
+                }
+            };
+            if took {
+                refs += 1;
+                match slot.sid {
+                    Some(sid) => persistent.push(Target {
+                        sid,
+                        qos,
+                        retain,
+                        ids,
+                    }),
+                    None => memory_refs += 1,
+                }
             }
-            self.counters.dropped += slot.session.dropped - before;
+            if !changes.is_empty() {
+                settled.push((slot.sid, changes));
+            }
         }
+        if refs > 0 {
+            let pos = if persistent.is_empty() {
+                None
+            } else {
+                let record = Record::Message(MessageRecord {
+                    seq,
+                    expires_ms: message.expires_at.map_or(0, |at| self.clock.unix_ms(at)),
+                    publisher: message.publisher.clone(),
+                    payload_len: message.payload.len() as u32,
+                    targets: persistent,
+                    publish: journal::encode_publish(&publish_for_log(message)),
+                });
+                self.journal(&record)
+            };
+            self.messages.entries.insert(
+                seq,
+                Entry {
+                    pos,
+                    refs,
+                    size: message.payload.len() as u32,
+                    message: (memory_refs > 0 || pos.is_none()).then(|| message.clone()),
+                },
+            );
+        }
+        for (sid, mut changes) in settled {
+            self.settle(sid, &mut changes);
+        }
+    }
+}
+
+/// The PUBLISH a message is journaled as.
+pub(super) fn publish_for_log(message: &Message) -> Publish {
+    Publish {
+        dup: false,
+        qos: message.qos,
+        retain: message.retain,
+        topic: message.topic.clone(),
+        packet_id: None,
+        properties: message.properties.clone(),
+        payload: message.payload.clone(),
     }
 }
 

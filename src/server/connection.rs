@@ -21,7 +21,7 @@ use tracing::Instrument;
 use super::handoff;
 use super::ownership::{assign_client_id, owner_of, ShardId};
 use super::shard::{Control, Handoff, Shard, ShardMsg};
-use crate::broker::Effects;
+use crate::broker::{CoreMsg, Effects};
 use crate::protocol::{
     self, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS,
     ReasonCode,
@@ -240,13 +240,27 @@ pub async fn serve(
         tracing::debug!(accepted_on = %accepted_on, keep_alive = ?accepted.keep_alive, "connected");
         let requested = requested_expiry(&connect, shard.config.max_session_expiry);
         let now = Instant::now();
-        let (present, granted, resume, effects) = shard.broker.borrow_mut().connect(
+        let connected = shard.broker.borrow_mut().connect(
             &client_id,
             connect.clean_start,
             requested,
             accepted.client_receive_maximum,
             now,
         );
+        let Some((present, granted, resume, effects)) = connected else {
+            // The core holds its share of `max_sessions` already.
+            tracing::warn!("CONNECT refused: session limit reached");
+            let mut conn_ack = accepted.conn_ack.clone();
+            // 3.1.1 has no quota code: the encoder sends 0x03 Server unavailable.
+            conn_ack.reason_code = ReasonCode::QUOTA_EXCEEDED;
+            conn_ack.properties = Properties::default();
+            let mut out = BytesMut::new();
+            if protocol::encode(&Packet::ConnAck(conn_ack), version, &mut out).is_ok() {
+                let _ = stream.write_all(&out).await;
+            }
+            shard.unregister(&client_id, serial);
+            return;
+        };
         shard.apply(effects).await;
         let mut conn_ack = accepted.conn_ack.clone();
         conn_ack.session_present = present;
@@ -417,6 +431,7 @@ async fn read_loop(
     control: LocalReceiver<Control>,
 ) -> End {
     let max = conn.shard.config.max_packet_size;
+    let mut acks = Vec::new();
     loop {
         let mut pending = Effects::default();
         loop {
@@ -426,8 +441,8 @@ async fn read_loop(
                         let _ = conn.out.try_send(reply);
                     }
                     Ok(LinkEvent::Forward(packet)) => {
-                        if let Err(end) = forward(conn, packet, &mut pending).await {
-                            conn.shard.apply(pending).await;
+                        if let Err(end) = forward(conn, packet, &mut pending, &mut acks).await {
+                            flush(conn, pending, &mut acks).await;
                             return end;
                         }
                     }
@@ -435,7 +450,7 @@ async fn read_loop(
                         publish_will,
                         session_expiry,
                     }) => {
-                        conn.shard.apply(pending).await;
+                        flush(conn, pending, &mut acks).await;
                         if let Some(secs) = session_expiry {
                             if conn.zero_expiry_at_connect && secs != 0 {
                                 return End::Violation(
@@ -449,18 +464,18 @@ async fn read_loop(
                         return End::ClientDisconnected { publish_will };
                     }
                     Err(violation) => {
-                        conn.shard.apply(pending).await;
+                        flush(conn, pending, &mut acks).await;
                         return End::Violation(violation.reason_code, violation.rule.to_string());
                     }
                 },
                 Ok(None) => break,
                 Err(error) => {
-                    conn.shard.apply(pending).await;
+                    flush(conn, pending, &mut acks).await;
                     return End::Violation(error.reason_code(), error.to_string());
                 }
             }
         }
-        conn.shard.apply(pending).await;
+        flush(conn, pending, &mut acks).await;
         let deadline = link.deadline();
         let wake = future::or(
             future::or(
@@ -499,7 +514,44 @@ async fn read_loop(
 
 /// A packet for the publish/subscribe engine. Effects for other cores gather in `pending`
 /// so that one read's worth of publishes crosses to each core as one batch.
-async fn forward(conn: &mut Conn<'_>, packet: Packet, pending: &mut Effects) -> Result<(), End> {
+/// Carries out a read's worth of effects, then releases the acknowledgements they hold
+/// back: a PUBACK/PUBREC leaves only once the message is in the log of this core and of
+/// every core it was routed to (durable as far as `fsync` says), so a crash never loses
+/// a message its publisher was told is stored.
+async fn flush(conn: &Conn<'_>, pending: Effects, acks: &mut Vec<Packet>) {
+    let routed_on = !acks.is_empty()
+        && pending.to_cores.iter().any(|(_, msg)| match msg {
+            CoreMsg::Publish(m) => m.qos != QoS::AtMostOnce,
+            CoreMsg::Retain(_) => true,
+            _ => false,
+        });
+    conn.shard.apply(pending).await;
+    if acks.is_empty() {
+        return;
+    }
+    if routed_on {
+        conn.shard.sync_peers().await;
+    }
+    let durable = conn.shard.broker.borrow().durable();
+    if let Some(durable) = durable {
+        if let Err(error) = durable.await {
+            tracing::error!(%error, "the log could not be made durable");
+        }
+    }
+    for ack in acks.drain(..) {
+        let _ = conn.out.try_send(ack);
+    }
+}
+
+/// A packet for the publish/subscribe engine. Effects for other cores gather in `pending`
+/// so that one read's worth of publishes crosses to each core as one batch; the
+/// acknowledgements of those publishes gather in `acks` (see [`flush`]).
+async fn forward(
+    conn: &mut Conn<'_>,
+    packet: Packet,
+    pending: &mut Effects,
+    acks: &mut Vec<Packet>,
+) -> Result<(), End> {
     let shard = conn.shard;
     let now = Instant::now();
     match packet {
@@ -517,7 +569,7 @@ async fn forward(conn: &mut Conn<'_>, packet: Packet, pending: &mut Effects) -> 
                     "[MQTT-3.3.2-8] empty topic without alias".into(),
                 ));
             }
-            let (qos, packet_id, retain) = (publish.qos, publish.packet_id, publish.retain);
+            let (qos, packet_id) = (publish.qos, publish.packet_id);
             let route = match (qos, packet_id) {
                 (QoS::ExactlyOnce, Some(id)) => {
                     let mut broker = shard.broker.borrow_mut();
@@ -542,13 +594,8 @@ async fn forward(conn: &mut Conn<'_>, packet: Packet, pending: &mut Effects) -> 
                 pending.to_cores.extend(effects.to_cores);
             }
             if let Some(id) = packet_id {
-                if retain {
-                    // The retained message is everywhere before the client hears it is stored.
-                    shard.apply(std::mem::take(pending)).await;
-                    shard.sync_peers().await;
-                }
                 let ack = state::ack(id, ReasonCode::SUCCESS);
-                let _ = conn.out.try_send(if qos == QoS::ExactlyOnce {
+                acks.push(if qos == QoS::ExactlyOnce {
                     Packet::PubRec(ack)
                 } else {
                     Packet::PubAck(ack)

@@ -13,6 +13,7 @@ mod handoff;
 mod listener;
 pub mod ownership;
 mod shard;
+mod storage;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +42,7 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
     let cores = config.cores;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    storage::check_layout(&config.data_dir, cores)?;
     let (listeners, bound) = listener::bind_all(config.listen, cores)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
 
@@ -103,10 +105,20 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
                         None => None,
                     });
                 }
-                let shard = Rc::new(Shard::new(id, config, peers));
+                let broker = match storage::open_core(&config, id, cores) {
+                    Ok(broker) => broker,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let shard = Rc::new(Shard::new(id, config, peers, broker));
                 for task in inbox_tasks {
                     glommio::spawn_local(inbox_loop(shard.clone(), task.await)).detach();
                 }
+                // Every core learns which filters the recovered sessions of this one hold
+                // before any client can publish.
+                shard.announce_interest().await;
                 let expiry = glommio::spawn_local(expiry_loop(shard.clone()));
                 let accept = glommio::spawn_local(shard::accept_loop(shard.clone(), listener::into_listener(listener_fd)));
                 let _ = ready_tx.send(Ok(()));
@@ -155,8 +167,16 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardMsg>) {
             ShardMsg::Sync { from, token } => {
                 // Answered from its own task: this loop must never wait on a full channel
                 // to a core that may be waiting on us.
+                // The answer also says that what was routed here is as durable as the
+                // `fsync` setting promises.
+                let durable = shard.broker.borrow().durable();
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
+                    if let Some(durable) = durable {
+                        if let Err(error) = durable.await {
+                            tracing::error!(%error, "the log could not be made durable");
+                        }
+                    }
                     let _ = shard.send_to(from, ShardMsg::Synced { token }).await;
                 })
                 .detach();
@@ -166,11 +186,29 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardMsg>) {
     }
 }
 
-/// Ends offline sessions whose expiry has passed.
+/// Once a second: ends offline sessions whose expiry has passed, and rewrites the log in
+/// a checkpoint once it has grown enough.
 async fn expiry_loop(shard: Rc<Shard>) {
     loop {
         glommio::timer::sleep(Duration::from_secs(1)).await;
-        let effects = shard.broker.borrow_mut().expire(std::time::Instant::now());
+        let now = std::time::Instant::now();
+        let effects = shard.broker.borrow_mut().expire(now);
         shard.apply(effects).await;
+        let mut broker = shard.broker.borrow_mut();
+        if broker.checkpoint_due() {
+            let started = std::time::Instant::now();
+            match broker.checkpoint(now) {
+                Ok(report) => tracing::info!(
+                    shard = %shard.id,
+                    sessions = report.sessions,
+                    messages = report.messages,
+                    retained = report.retained,
+                    freed_bytes = report.bytes_freed,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "log checkpoint"
+                ),
+                Err(error) => tracing::error!(shard = %shard.id, %error, "log checkpoint failed"),
+            }
+        }
     }
 }

@@ -19,6 +19,7 @@ use glommio::net::TcpListener;
 
 use super::ownership::ShardId;
 use crate::broker::{Broker, CoreMsg, Effects, SessionPolicy};
+use crate::session::state::QueueLimits;
 use crate::config::Config;
 use crate::protocol::{Connect, Packet};
 use crate::session::ConnectPolicy;
@@ -94,6 +95,7 @@ impl Shard {
         id: ShardId,
         config: Config,
         peers: Vec<Option<ConnectedSender<ShardMsg>>>,
+        broker: Broker,
     ) -> Shard {
         let policy = ConnectPolicy {
             max_packet_size: config.max_packet_size,
@@ -101,14 +103,10 @@ impl Shard {
             receive_maximum: config.receive_maximum,
             topic_alias_maximum: 0,
         };
-        let session_policy = SessionPolicy {
-            max_session_expiry: config.max_session_expiry,
-            max_queued: config.max_queued_messages,
-        };
         Shard {
             id,
             cores: peers.len(),
-            broker: RefCell::new(Broker::new(id, peers.len(), session_policy)),
+            broker: RefCell::new(broker),
             config,
             policy,
             peers,
@@ -259,6 +257,36 @@ impl Shard {
         let _ = done_rx.recv().await;
     }
 
+    /// Tells every other core about this core's filters (after recovery) and waits until
+    /// they have taken them in.
+    pub async fn announce_interest(&self) {
+        let filters = self.broker.borrow().local_filters();
+        if filters.is_empty() || self.cores < 2 {
+            return;
+        }
+        let effects = Effects {
+            to_clients: Vec::new(),
+            to_cores: (0..self.cores)
+                .map(ShardId)
+                .filter(|&c| c != self.id)
+                .flat_map(|core| {
+                    filters.iter().map(move |filter| {
+                        (
+                            core,
+                            CoreMsg::Interest {
+                                from: self.id,
+                                filter: filter.clone(),
+                                present: true,
+                            },
+                        )
+                    })
+                })
+                .collect(),
+        };
+        self.apply(effects).await;
+        self.sync_peers().await;
+    }
+
     /// A core answered a sync.
     pub fn synced(&self, token: u64) {
         let mut syncs = self.syncs.borrow_mut();
@@ -279,6 +307,27 @@ impl Shard {
         for registered in self.connections.borrow().values() {
             let _ = registered.control.try_send(Control::Shutdown);
         }
+    }
+}
+
+/// The broker's session policy for one of `cores` cores.
+pub fn session_policy(config: &Config, cores: usize) -> SessionPolicy {
+    SessionPolicy {
+        max_session_expiry: config.max_session_expiry,
+        limits: QueueLimits {
+            max_messages: config.max_queued_messages,
+            max_bytes: match config.max_queued_bytes {
+                0 => usize::MAX,
+                n => n,
+            },
+            overflow: config.queue_overflow,
+            queue_qos0: config.queue_qos0,
+        },
+        // Each core holds its share; client ids spread evenly over cores by hash.
+        max_sessions: match config.max_sessions {
+            0 => usize::MAX,
+            n => n.div_ceil(cores.max(1)),
+        },
     }
 }
 

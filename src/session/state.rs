@@ -23,6 +23,10 @@ use crate::protocol::{
     Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode, SubscriptionOptions,
 };
 
+/// A message's number on its core: the key of the core's message table. Monotonic per
+/// core, also across restarts.
+pub type Seq = u64;
+
 /// A message as routed between sessions and cores: shared, never copied per subscriber.
 #[derive(Debug, Clone)]
 pub struct Message {
@@ -46,19 +50,124 @@ pub struct Subscription {
     pub identifier: Option<u32>,
 }
 
+/// One message waiting for (or in) delivery to one session, packed into 8 bytes: the
+/// message's [`Seq`] in the low 61 bits, the delivery QoS and the retain flag above. This
+/// is all a queue holds per message; the message itself lives once in the core's table
+/// (and log), however many sessions it waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Queued(u64);
+
+impl Queued {
+    const SEQ_BITS: u32 = 61;
+
+    pub fn new(seq: Seq, qos: QoS, retain: bool) -> Queued {
+        debug_assert!(seq < 1 << Self::SEQ_BITS);
+        Queued(seq | (qos as u64) << Self::SEQ_BITS | u64::from(retain) << 63)
+    }
+
+    pub fn seq(self) -> Seq {
+        self.0 & ((1 << Self::SEQ_BITS) - 1)
+    }
+
+    pub fn qos(self) -> QoS {
+        match (self.0 >> Self::SEQ_BITS) & 3 {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        }
+    }
+
+    pub fn retain(self) -> bool {
+        self.0 >> 63 == 1
+    }
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{} q{} r{}", self.seq(), self.qos() as u8, self.retain())
+    }
+}
+
+/// Where the session's messages live: the core's message table.
+pub trait Messages {
+    /// The message, if it still exists (read back from the log when not in memory).
+    fn get(&self, seq: Seq) -> Option<Arc<Message>>;
+    /// Its payload size, for the queued-bytes limit.
+    fn size(&self, seq: Seq) -> usize;
+}
+
+/// What happens when a queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overflow {
+    /// Drop the oldest queued message to make room (counted).
+    #[default]
+    DropOldest,
+    /// Refuse the new message (counted).
+    RefuseNewest,
+}
+
+/// Bounds on one session's queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+    pub overflow: Overflow,
+    /// Whether QoS 0 messages wait for an offline session.
+    pub queue_qos0: bool,
+}
+
+impl Default for QueueLimits {
+    fn default() -> QueueLimits {
+        QueueLimits {
+            max_messages: 1000,
+            max_bytes: usize::MAX,
+            overflow: Overflow::DropOldest,
+            queue_qos0: false,
+        }
+    }
+}
+
+/// A change to what the session holds, reported so the broker can log it and count
+/// references: every reference a session takes ends in exactly one `Done` or `Dropped`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outbound {
+pub enum Change {
+    /// A queued message was sent with this packet id (and is in flight unless QoS 0).
+    Sent { seq: Seq, packet_id: Option<PacketId> },
+    /// QoS 2: PUBREC received, PUBREL sent.
+    Received { seq: Seq },
+    /// The delivery ended: acknowledged, sent at QoS 0, or expired unsent.
+    Done { seq: Seq },
+    /// The message was dropped by the overflow policy.
+    Dropped { seq: Seq },
+}
+
+/// What [`Session::deliver`] did with a message.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Sent at QoS 0: nothing kept.
+    Sent(Packet),
+    /// Sent at QoS 1/2 and kept in flight until acknowledged: the session holds a reference.
+    InFlight(Packet),
+    /// Queued: the session holds a reference.
+    Queued,
+    /// Not taken: expired, QoS 0 for an offline session, or refused by a full queue.
+    Skipped { refused: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbound {
     /// QoS 1 sent, PUBACK outstanding; QoS 2 sent, PUBREC outstanding.
     Published,
     /// QoS 2: PUBREC received, PUBREL sent, PUBCOMP outstanding.
     Released,
 }
 
-#[derive(Debug, Clone)]
-struct InFlight {
-    packet_id: PacketId,
-    publish: Publish,
-    state: Outbound,
+#[derive(Debug, Clone, Copy)]
+pub struct InFlight {
+    pub packet_id: PacketId,
+    pub entry: Queued,
+    pub state: Outbound,
 }
 
 #[derive(Debug)]
@@ -70,16 +179,18 @@ pub struct Session {
     next_packet_id: u16,
     in_flight: VecDeque<InFlight>,
     /// Messages waiting for room in the window (or for the client to come back).
-    queue: VecDeque<(Arc<Message>, QoS, bool, Vec<u32>)>,
-    /// Queue bound; the oldest message is dropped beyond it.
-    max_queued: usize,
+    queue: VecDeque<Queued>,
+    queued_bytes: usize,
+    /// Subscription Identifiers of queued and in-flight messages that carry any (v5 only;
+    /// kept aside so that a queue entry stays 8 bytes).
+    ids: HashMap<Seq, Box<[u32]>>,
     pub dropped: u64,
     /// Inbound QoS 2 packet ids received and not yet released by PUBREL.
     awaiting_rel: HashSet<u16>,
 }
 
 impl Session {
-    pub fn new(client_id: ByteString, max_queued: usize) -> Session {
+    pub fn new(client_id: ByteString) -> Session {
         Session {
             client_id,
             subscriptions: HashMap::new(),
@@ -87,7 +198,8 @@ impl Session {
             next_packet_id: 1,
             in_flight: VecDeque::new(),
             queue: VecDeque::new(),
-            max_queued,
+            queued_bytes: 0,
+            ids: HashMap::new(),
             dropped: 0,
             awaiting_rel: HashSet::new(),
         }
@@ -101,80 +213,103 @@ impl Session {
         self.in_flight.len()
     }
 
-    /// A message matched one of this session's subscriptions. `online` says whether a
-    /// connection is attached: offline sessions queue QoS 1/2 and drop QoS 0.
+    pub fn in_flight_entries(&self) -> impl Iterator<Item = &InFlight> {
+        self.in_flight.iter()
+    }
+
+    pub fn queued_entries(&self) -> impl Iterator<Item = Queued> + '_ {
+        self.queue.iter().copied()
+    }
+
+    pub fn ids_of(&self, seq: Seq) -> &[u32] {
+        self.ids.get(&seq).map_or(&[], |ids| ids)
+    }
+
+    pub fn awaiting_release_ids(&self) -> impl Iterator<Item = u16> + '_ {
+        self.awaiting_rel.iter().copied()
+    }
+
+    /// Every message this session holds a reference to.
+    pub fn references(&self) -> impl Iterator<Item = Seq> + '_ {
+        self.in_flight
+            .iter()
+            .map(|f| f.entry.seq())
+            .chain(self.queue.iter().map(|q| q.seq()))
+    }
+
+    /// A message matched this session. `entry` carries the delivery QoS (already the
+    /// minimum of publish and subscription) and retain flag; `online` says whether a
+    /// connection is attached.
+    #[allow(clippy::too_many_arguments)]
     pub fn deliver(
         &mut self,
-        message: &Arc<Message>,
-        subscription: &Subscription,
+        entry: Queued,
+        message: &Message,
         ids: Vec<u32>,
         online: bool,
+        limits: &QueueLimits,
+        messages: &dyn Messages,
         now: Instant,
-    ) -> Option<Packet> {
+        changes: &mut Vec<Change>,
+    ) -> Delivery {
         if message.expires_at.is_some_and(|at| at <= now) {
-            return None;
+            return Delivery::Skipped { refused: false };
         }
-        let qos = message.qos.min(subscription.options.qos);
-        let retain = subscription.options.retain_as_published && message.retain;
-        if qos == QoS::AtMostOnce {
-            return online
-                .then(|| Packet::Publish(publish_of(message, qos, retain, None, ids, now)));
+        if entry.qos() == QoS::AtMostOnce && online {
+            let packet = publish_of(message, entry, None, ids, now);
+            return Delivery::Sent(Packet::Publish(packet));
+        }
+        if entry.qos() == QoS::AtMostOnce && !limits.queue_qos0 {
+            return Delivery::Skipped { refused: false };
         }
         if online
             && self.in_flight.len() < usize::from(self.receive_maximum)
             && self.queue.is_empty()
         {
-            return Some(self.send(message, qos, retain, ids, now));
+            let packet_id = self.allocate_packet_id();
+            if !ids.is_empty() {
+                self.ids.insert(entry.seq(), ids.clone().into_boxed_slice());
+            }
+            self.in_flight.push_back(InFlight {
+                packet_id,
+                entry,
+                state: Outbound::Published,
+            });
+            changes.push(Change::Sent {
+                seq: entry.seq(),
+                packet_id: Some(packet_id),
+            });
+            let publish = publish_of(message, entry, Some(packet_id), ids, now);
+            return Delivery::InFlight(Packet::Publish(publish));
         }
-        if self.queue.len() >= self.max_queued {
-            self.queue.pop_front();
+        let size = message.payload.len();
+        while self.queue.len() >= limits.max_messages
+            || (!self.queue.is_empty() && self.queued_bytes + size > limits.max_bytes)
+        {
+            if limits.overflow == Overflow::RefuseNewest {
+                self.dropped += 1;
+                return Delivery::Skipped { refused: true };
+            }
+            let Some(oldest) = self.queue.pop_front() else {
+                break;
+            };
+            self.forget(oldest, messages);
             self.dropped += 1;
+            changes.push(Change::Dropped { seq: oldest.seq() });
         }
-        self.queue.push_back((message.clone(), qos, retain, ids));
-        None
+        if !ids.is_empty() {
+            self.ids.insert(entry.seq(), ids.into_boxed_slice());
+        }
+        self.queue.push_back(entry);
+        self.queued_bytes += size;
+        Delivery::Queued
     }
 
-    /// Sends a retained message on subscribe: retain flag set [MQTT-3.3.1-8], QoS capped
-    /// by the subscription.
-    pub fn deliver_retained(
-        &mut self,
-        message: &Arc<Message>,
-        subscription: &Subscription,
-        now: Instant,
-    ) -> Option<Packet> {
-        let ids = subscription.identifier.into_iter().collect();
-        let qos = message.qos.min(subscription.options.qos);
-        if message.expires_at.is_some_and(|at| at <= now) {
-            return None;
-        }
-        if qos == QoS::AtMostOnce {
-            return Some(Packet::Publish(publish_of(
-                message, qos, true, None, ids, now,
-            )));
-        }
-        if self.in_flight.len() < usize::from(self.receive_maximum) && self.queue.is_empty() {
-            return Some(self.send(message, qos, true, ids, now));
-        }
-        self.queue.push_back((message.clone(), qos, true, ids));
-        None
-    }
-
-    fn send(
-        &mut self,
-        message: &Message,
-        qos: QoS,
-        retain: bool,
-        ids: Vec<u32>,
-        now: Instant,
-    ) -> Packet {
-        let packet_id = self.allocate_packet_id();
-        let publish = publish_of(message, qos, retain, Some(packet_id), ids, now);
-        self.in_flight.push_back(InFlight {
-            packet_id,
-            publish: publish.clone(),
-            state: Outbound::Published,
-        });
-        Packet::Publish(publish)
+    fn forget(&mut self, entry: Queued, messages: &dyn Messages) {
+        self.queued_bytes = self
+            .queued_bytes
+            .saturating_sub(messages.size(entry.seq()));
+        self.ids.remove(&entry.seq());
     }
 
     fn allocate_packet_id(&mut self) -> PacketId {
@@ -191,50 +326,136 @@ impl Session {
     }
 
     /// Moves queued messages into the window as far as it allows.
-    pub fn drain(&mut self, now: Instant, out: &mut Vec<Packet>) {
+    pub fn drain(
+        &mut self,
+        messages: &dyn Messages,
+        now: Instant,
+        out: &mut Vec<Packet>,
+        changes: &mut Vec<Change>,
+    ) {
         while self.in_flight.len() < usize::from(self.receive_maximum) {
-            let Some((message, qos, retain, ids)) = self.queue.pop_front() else {
+            let Some(entry) = self.queue.pop_front() else {
                 break;
             };
-            if message.expires_at.is_some_and(|at| at <= now) {
+            let message = messages.get(entry.seq());
+            self.queued_bytes = self
+                .queued_bytes
+                .saturating_sub(message.as_ref().map_or(0, |m| m.payload.len()));
+            let message = match message {
+                Some(m) if !m.expires_at.is_some_and(|at| at <= now) => m,
+                _ => {
+                    self.ids.remove(&entry.seq());
+                    changes.push(Change::Done { seq: entry.seq() });
+                    continue;
+                }
+            };
+            let ids = self.ids.get(&entry.seq()).map_or_else(Vec::new, |i| i.to_vec());
+            if entry.qos() == QoS::AtMostOnce {
+                self.ids.remove(&entry.seq());
+                out.push(Packet::Publish(publish_of(&message, entry, None, ids, now)));
+                changes.push(Change::Sent {
+                    seq: entry.seq(),
+                    packet_id: None,
+                });
+                changes.push(Change::Done { seq: entry.seq() });
                 continue;
             }
-            out.push(self.send(&message, qos, retain, ids, now));
+            let packet_id = self.allocate_packet_id();
+            self.in_flight.push_back(InFlight {
+                packet_id,
+                entry,
+                state: Outbound::Published,
+            });
+            changes.push(Change::Sent {
+                seq: entry.seq(),
+                packet_id: Some(packet_id),
+            });
+            out.push(Packet::Publish(publish_of(
+                &message,
+                entry,
+                Some(packet_id),
+                ids,
+                now,
+            )));
         }
     }
 
     /// The client (re)connected: resend what is unacknowledged, with DUP, in order
     /// [MQTT-4.4.0-1], then fill the window from the queue.
-    pub fn resume(&mut self, receive_maximum: u16, now: Instant, out: &mut Vec<Packet>) {
+    pub fn resume(
+        &mut self,
+        receive_maximum: u16,
+        messages: &dyn Messages,
+        now: Instant,
+        out: &mut Vec<Packet>,
+        changes: &mut Vec<Change>,
+    ) {
         self.receive_maximum = receive_maximum.max(1);
+        let mut gone = Vec::new();
         for in_flight in &self.in_flight {
-            out.push(match in_flight.state {
+            match in_flight.state {
                 Outbound::Published => {
-                    let mut publish = in_flight.publish.clone();
+                    let seq = in_flight.entry.seq();
+                    // A message already sent is resent even if it has expired since: the
+                    // client may hold it half-acknowledged. Only a vanished record ends it.
+                    let Some(message) = messages.get(seq) else {
+                        gone.push(in_flight.packet_id);
+                        continue;
+                    };
+                    let ids = self.ids_of(seq).to_vec();
+                    let mut publish =
+                        publish_of(&message, in_flight.entry, Some(in_flight.packet_id), ids, now);
                     publish.dup = true;
-                    Packet::Publish(publish)
+                    out.push(Packet::Publish(publish));
                 }
-                Outbound::Released => Packet::PubRel(ack(in_flight.packet_id, ReasonCode::SUCCESS)),
+                Outbound::Released => {
+                    out.push(Packet::PubRel(ack(in_flight.packet_id, ReasonCode::SUCCESS)))
+                }
+            }
+        }
+        for packet_id in gone {
+            self.complete(packet_id, changes);
+        }
+        self.drain(messages, now, out, changes);
+    }
+
+    fn complete(&mut self, packet_id: PacketId, changes: &mut Vec<Change>) -> bool {
+        let Some(pos) = self.in_flight.iter().position(|f| f.packet_id == packet_id) else {
+            return false;
+        };
+        if let Some(done) = self.in_flight.remove(pos) {
+            self.ids.remove(&done.entry.seq());
+            changes.push(Change::Done {
+                seq: done.entry.seq(),
             });
         }
-        self.drain(now, out);
+        true
     }
 
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2) ends a delivery.
-    pub fn on_complete(&mut self, packet_id: PacketId, now: Instant, out: &mut Vec<Packet>) {
-        if let Some(pos) = self.in_flight.iter().position(|f| f.packet_id == packet_id) {
-            self.in_flight.remove(pos);
-            self.drain(now, out);
+    pub fn on_complete(
+        &mut self,
+        packet_id: PacketId,
+        messages: &dyn Messages,
+        now: Instant,
+        out: &mut Vec<Packet>,
+        changes: &mut Vec<Change>,
+    ) {
+        if self.complete(packet_id, changes) {
+            self.drain(messages, now, out, changes);
         }
     }
 
     /// PUBREC: the message is delivered; answer PUBREL [MQTT-4.3.3-4].
+    #[allow(clippy::too_many_arguments)]
     pub fn on_pub_rec(
         &mut self,
         packet_id: PacketId,
         reason_code: ReasonCode,
+        messages: &dyn Messages,
         now: Instant,
         out: &mut Vec<Packet>,
+        changes: &mut Vec<Change>,
     ) {
         let Some(pos) = self.in_flight.iter().position(|f| f.packet_id == packet_id) else {
             out.push(Packet::PubRel(ack(
@@ -244,12 +465,17 @@ impl Session {
             return;
         };
         if reason_code.is_error() {
-            // The receiver refused it: the delivery ends here [MQTT-4.3.3-4 note].
-            self.in_flight.remove(pos);
-            self.drain(now, out);
+            // The receiver refused it: the delivery ends here (MQTT 5.0 4.3.3).
+            self.complete(packet_id, changes);
+            self.drain(messages, now, out, changes);
             return;
         }
-        self.in_flight[pos].state = Outbound::Released;
+        if self.in_flight[pos].state == Outbound::Published {
+            self.in_flight[pos].state = Outbound::Released;
+            changes.push(Change::Received {
+                seq: self.in_flight[pos].entry.seq(),
+            });
+        }
         out.push(Packet::PubRel(ack(packet_id, ReasonCode::SUCCESS)));
     }
 
@@ -263,14 +489,82 @@ impl Session {
         self.awaiting_rel.len()
     }
 
-    /// PUBREL for an inbound QoS 2 message: answer PUBCOMP.
-    pub fn on_pub_rel(&mut self, packet_id: PacketId) -> Packet {
-        let reason = if self.awaiting_rel.remove(&packet_id.get()) {
+    /// PUBREL for an inbound QoS 2 message: answer PUBCOMP. Returns whether it was known.
+    pub fn on_pub_rel(&mut self, packet_id: PacketId) -> (Packet, bool) {
+        let known = self.awaiting_rel.remove(&packet_id.get());
+        let reason = if known {
             ReasonCode::SUCCESS
         } else {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
-        Packet::PubComp(ack(packet_id, reason))
+        (Packet::PubComp(ack(packet_id, reason)), known)
+    }
+
+    // Recovery: rebuilding the state from the log, in log order.
+
+    /// A queued reference, as the log recorded it.
+    pub fn restore_queued(&mut self, entry: Queued, ids: Vec<u32>, size: usize) {
+        if !ids.is_empty() {
+            self.ids.insert(entry.seq(), ids.into_boxed_slice());
+        }
+        self.queue.push_back(entry);
+        self.queued_bytes += size;
+    }
+
+    /// A queued message was sent with `packet_id` (QoS 1/2) or at QoS 0 (None).
+    pub fn restore_sent(&mut self, seq: Seq, packet_id: Option<PacketId>, size: usize) {
+        let Some(pos) = self.queue.iter().position(|q| q.seq() == seq) else {
+            return;
+        };
+        let Some(entry) = self.queue.remove(pos) else {
+            return;
+        };
+        self.queued_bytes = self.queued_bytes.saturating_sub(size);
+        if let Some(packet_id) = packet_id {
+            self.in_flight.push_back(InFlight {
+                packet_id,
+                entry,
+                state: Outbound::Published,
+            });
+            self.next_packet_id = packet_id.get().checked_add(1).unwrap_or(1);
+        }
+    }
+
+    pub fn restore_in_flight(&mut self, in_flight: InFlight, ids: Vec<u32>) {
+        if !ids.is_empty() {
+            self.ids.insert(in_flight.entry.seq(), ids.into_boxed_slice());
+        }
+        self.next_packet_id = in_flight.packet_id.get().checked_add(1).unwrap_or(1);
+        self.in_flight.push_back(in_flight);
+    }
+
+    pub fn restore_received(&mut self, seq: Seq) {
+        if let Some(f) = self.in_flight.iter_mut().find(|f| f.entry.seq() == seq) {
+            f.state = Outbound::Released;
+        }
+    }
+
+    /// The reference ended (acknowledged or dropped). Returns whether it was held.
+    pub fn restore_done(&mut self, seq: Seq, size: usize) -> bool {
+        self.ids.remove(&seq);
+        if let Some(pos) = self.in_flight.iter().position(|f| f.entry.seq() == seq) {
+            self.in_flight.remove(pos);
+            return true;
+        }
+        if let Some(pos) = self.queue.iter().position(|q| q.seq() == seq) {
+            self.queue.remove(pos);
+            self.queued_bytes = self.queued_bytes.saturating_sub(size);
+            return true;
+        }
+        false
+    }
+
+    pub fn restore_awaiting_release(&mut self, packet_id: u16, awaiting: bool) {
+        if awaiting {
+            self.awaiting_rel.insert(packet_id);
+        } else {
+            self.awaiting_rel.remove(&packet_id);
+        }
     }
 }
 
@@ -282,10 +576,10 @@ pub fn ack(packet_id: PacketId, reason_code: ReasonCode) -> Ack {
     }
 }
 
-fn publish_of(
+/// The PUBLISH a subscriber receives for `message` delivered as `entry`.
+pub fn publish_of(
     message: &Message,
-    qos: QoS,
-    retain: bool,
+    entry: Queued,
     packet_id: Option<PacketId>,
     ids: Vec<u32>,
     now: Instant,
@@ -299,8 +593,8 @@ fn publish_of(
     }
     Publish {
         dup: false,
-        qos,
-        retain,
+        qos: entry.qos(),
+        retain: entry.retain(),
         topic: message.topic.clone(),
         packet_id,
         properties,
@@ -311,183 +605,237 @@ fn publish_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
 
-    fn message(qos: QoS) -> Arc<Message> {
-        Arc::new(Message {
-            topic: "t".into(),
-            payload: Bytes::from_static(b"x"),
-            qos,
-            retain: false,
-            properties: Properties::default(),
-            publisher: "p".into(),
-            expires_at: None,
-        })
-    }
+    /// The message table, as a map.
+    #[derive(Default)]
+    struct Table(RefCell<HashMap<Seq, Arc<Message>>>);
 
-    fn sub(qos: QoS) -> Subscription {
-        Subscription {
-            options: SubscriptionOptions {
-                qos,
-                ..Default::default()
-            },
-            identifier: None,
+    impl Messages for Table {
+        fn get(&self, seq: Seq) -> Option<Arc<Message>> {
+            self.0.borrow().get(&seq).cloned()
+        }
+        fn size(&self, seq: Seq) -> usize {
+            self.get(seq).map_or(0, |m| m.payload.len())
         }
     }
 
-    fn pid(p: &Packet) -> PacketId {
-        match p {
-            Packet::Publish(p) => p.packet_id.unwrap(),
-            other => panic!("not a publish: {other:?}"),
+    struct Fixture {
+        session: Session,
+        table: Table,
+        next: Seq,
+        limits: QueueLimits,
+        changes: Vec<Change>,
+        now: Instant,
+    }
+
+    impl Fixture {
+        fn new(max_messages: usize) -> Fixture {
+            Fixture {
+                session: Session::new("c".into()),
+                table: Table::default(),
+                next: 1,
+                limits: QueueLimits {
+                    max_messages,
+                    ..QueueLimits::default()
+                },
+                changes: Vec::new(),
+                now: Instant::now(),
+            }
         }
+
+        fn deliver(&mut self, publish_qos: QoS, sub_qos: QoS, online: bool) -> Delivery {
+            let seq = self.next;
+            self.next += 1;
+            let message = Arc::new(Message {
+                topic: "t".into(),
+                payload: Bytes::from(format!("m{seq}")),
+                qos: publish_qos,
+                retain: false,
+                properties: Properties::default(),
+                publisher: "p".into(),
+                expires_at: None,
+            });
+            self.table.0.borrow_mut().insert(seq, message.clone());
+            let entry = Queued::new(seq, publish_qos.min(sub_qos), false);
+            self.session.deliver(
+                entry,
+                &message,
+                vec![],
+                online,
+                &self.limits,
+                &self.table,
+                self.now,
+                &mut self.changes,
+            )
+        }
+
+        fn resume(&mut self, receive_maximum: u16) -> Vec<Packet> {
+            let mut out = Vec::new();
+            self.session.resume(
+                receive_maximum,
+                &self.table,
+                self.now,
+                &mut out,
+                &mut self.changes,
+            );
+            out
+        }
+
+        fn complete(&mut self, packet_id: PacketId) -> Vec<Packet> {
+            let mut out = Vec::new();
+            self.session
+                .on_complete(packet_id, &self.table, self.now, &mut out, &mut self.changes);
+            out
+        }
+    }
+
+    fn sent(d: Delivery) -> Publish {
+        match d {
+            Delivery::Sent(Packet::Publish(p)) | Delivery::InFlight(Packet::Publish(p)) => p,
+            other => panic!("not sent: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn queued_entry_packs_seq_qos_and_retain_into_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Queued>(), 8);
+        let q = Queued::new((1 << 61) - 1, QoS::ExactlyOnce, true);
+        assert_eq!((q.seq(), q.qos(), q.retain()), ((1 << 61) - 1, QoS::ExactlyOnce, true));
+        let q = Queued::new(5, QoS::AtMostOnce, false);
+        assert_eq!((q.seq(), q.qos(), q.retain()), (5, QoS::AtMostOnce, false));
     }
 
     #[test]
     fn delivery_qos_is_the_minimum_of_publish_and_subscription() {
-        let mut s = Session::new("c".into(), 10);
-        let now = Instant::now();
-        match s.deliver(
-            &message(QoS::ExactlyOnce),
-            &sub(QoS::AtLeastOnce),
-            vec![],
-            true,
-            now,
-        ) {
-            Some(Packet::Publish(p)) => assert_eq!(p.qos, QoS::AtLeastOnce),
-            other => panic!("{other:?}"),
-        }
-        match s.deliver(
-            &message(QoS::AtMostOnce),
-            &sub(QoS::ExactlyOnce),
-            vec![],
-            true,
-            now,
-        ) {
-            Some(Packet::Publish(p)) => assert_eq!((p.qos, p.packet_id), (QoS::AtMostOnce, None)),
-            other => panic!("{other:?}"),
-        }
+        let mut f = Fixture::new(10);
+        let p = sent(f.deliver(QoS::ExactlyOnce, QoS::AtLeastOnce, true));
+        assert_eq!(p.qos, QoS::AtLeastOnce);
+        let p = sent(f.deliver(QoS::AtMostOnce, QoS::ExactlyOnce, true));
+        assert_eq!((p.qos, p.packet_id), (QoS::AtMostOnce, None));
     }
 
     #[test]
     fn mqtt_4_9_0_2_window_holds_receive_maximum_then_queues() {
-        let mut s = Session::new("c".into(), 10);
-        let now = Instant::now();
-        let mut out = Vec::new();
-        s.resume(2, now, &mut out);
-        let a = s
-            .deliver(
-                &message(QoS::AtLeastOnce),
-                &sub(QoS::AtLeastOnce),
-                vec![],
-                true,
-                now,
-            )
-            .unwrap();
-        let _b = s
-            .deliver(
-                &message(QoS::AtLeastOnce),
-                &sub(QoS::AtLeastOnce),
-                vec![],
-                true,
-                now,
-            )
-            .unwrap();
-        assert!(s
-            .deliver(
-                &message(QoS::AtLeastOnce),
-                &sub(QoS::AtLeastOnce),
-                vec![],
-                true,
-                now
-            )
-            .is_none());
-        assert_eq!((s.in_flight(), s.queued()), (2, 1));
-        s.on_complete(pid(&a), now, &mut out);
+        let mut f = Fixture::new(10);
+        f.resume(2);
+        let a = sent(f.deliver(QoS::AtLeastOnce, QoS::AtLeastOnce, true));
+        let _b = sent(f.deliver(QoS::AtLeastOnce, QoS::AtLeastOnce, true));
+        assert!(matches!(
+            f.deliver(QoS::AtLeastOnce, QoS::AtLeastOnce, true),
+            Delivery::Queued
+        ));
+        assert_eq!((f.session.in_flight(), f.session.queued()), (2, 1));
+        let out = f.complete(a.packet_id.unwrap());
         assert_eq!(out.len(), 1);
-        assert_eq!((s.in_flight(), s.queued()), (2, 0));
+        assert_eq!((f.session.in_flight(), f.session.queued()), (2, 0));
+        assert!(f.changes.contains(&Change::Done { seq: 1 }));
+        assert!(f.changes.contains(&Change::Sent {
+            seq: 3,
+            packet_id: PacketId::new(3)
+        }));
     }
 
     #[test]
     fn mqtt_4_4_0_1_resume_resends_unacknowledged_with_dup_in_order() {
-        let mut s = Session::new("c".into(), 10);
-        let now = Instant::now();
-        let first = s
-            .deliver(
-                &message(QoS::AtLeastOnce),
-                &sub(QoS::AtLeastOnce),
-                vec![],
-                true,
-                now,
-            )
-            .unwrap();
-        let second = s
-            .deliver(
-                &message(QoS::ExactlyOnce),
-                &sub(QoS::ExactlyOnce),
-                vec![],
-                true,
-                now,
-            )
-            .unwrap();
+        let mut f = Fixture::new(10);
+        let first = sent(f.deliver(QoS::AtLeastOnce, QoS::AtLeastOnce, true));
+        let second = sent(f.deliver(QoS::ExactlyOnce, QoS::ExactlyOnce, true));
         let mut out = Vec::new();
-        s.on_pub_rec(pid(&second), ReasonCode::SUCCESS, now, &mut out);
+        f.session.on_pub_rec(
+            second.packet_id.unwrap(),
+            ReasonCode::SUCCESS,
+            &f.table,
+            f.now,
+            &mut out,
+            &mut f.changes,
+        );
         assert!(matches!(out.pop(), Some(Packet::PubRel(_))));
-        // Offline: QoS 1 queues, QoS 0 is dropped.
-        assert!(s
-            .deliver(
-                &message(QoS::AtLeastOnce),
-                &sub(QoS::AtLeastOnce),
-                vec![],
-                false,
-                now
-            )
-            .is_none());
-        assert!(s
-            .deliver(
-                &message(QoS::AtMostOnce),
-                &sub(QoS::AtLeastOnce),
-                vec![],
-                false,
-                now
-            )
-            .is_none());
-        s.resume(10, now, &mut out);
+        // Offline: QoS 1 queues, QoS 0 is not kept.
+        assert!(matches!(
+            f.deliver(QoS::AtLeastOnce, QoS::AtLeastOnce, false),
+            Delivery::Queued
+        ));
+        assert!(matches!(
+            f.deliver(QoS::AtMostOnce, QoS::AtLeastOnce, false),
+            Delivery::Skipped { refused: false }
+        ));
+        let out = f.resume(10);
         assert_eq!(out.len(), 3);
         match &out[0] {
-            Packet::Publish(p) => assert!(p.dup && p.packet_id == Some(pid(&first))),
+            Packet::Publish(p) => assert!(p.dup && p.packet_id == first.packet_id),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(&out[1], Packet::PubRel(a) if a.packet_id == pid(&second)));
-        assert!(matches!(&out[2], Packet::Publish(p) if !p.dup));
+        assert!(matches!(&out[1], Packet::PubRel(a) if Some(a.packet_id) == second.packet_id));
+        assert!(matches!(&out[2], Packet::Publish(p) if !p.dup && p.payload == "m3"));
+    }
+
+    #[test]
+    fn offline_qos0_is_queued_only_when_configured() {
+        let mut f = Fixture::new(10);
+        f.limits.queue_qos0 = true;
+        assert!(matches!(
+            f.deliver(QoS::AtMostOnce, QoS::AtLeastOnce, false),
+            Delivery::Queued
+        ));
+        let out = f.resume(10);
+        assert!(matches!(&out[..], [Packet::Publish(p)] if p.qos == QoS::AtMostOnce && p.packet_id.is_none()));
+        assert!(f.changes.contains(&Change::Done { seq: 1 }));
+        assert_eq!(f.session.queued() + f.session.in_flight(), 0);
     }
 
     #[test]
     fn mqtt_4_3_3_10_inbound_qos2_routes_once_until_released() {
-        let mut s = Session::new("c".into(), 10);
+        let mut s = Session::new("c".into());
         let id = PacketId::new(7).unwrap();
         assert!(s.receive_qos2(id));
         assert!(!s.receive_qos2(id));
-        assert!(
-            matches!(s.on_pub_rel(id), Packet::PubComp(a) if a.reason_code == ReasonCode::SUCCESS)
-        );
+        assert!(matches!(s.on_pub_rel(id), (Packet::PubComp(a), true) if a.reason_code == ReasonCode::SUCCESS));
         assert!(s.receive_qos2(id));
-        assert!(
-            matches!(s.on_pub_rel(PacketId::new(8).unwrap()), Packet::PubComp(a) if a.reason_code == ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
-        );
+        assert!(matches!(
+            s.on_pub_rel(PacketId::new(8).unwrap()),
+            (Packet::PubComp(a), false) if a.reason_code == ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        ));
     }
 
     #[test]
     fn queue_overflow_drops_oldest_and_counts() {
-        let mut s = Session::new("c".into(), 2);
-        let now = Instant::now();
+        let mut f = Fixture::new(2);
         for _ in 0..5 {
-            s.deliver(
-                &message(QoS::AtLeastOnce),
-                &sub(QoS::AtLeastOnce),
-                vec![],
-                false,
-                now,
-            );
+            f.deliver(QoS::AtLeastOnce, QoS::AtLeastOnce, false);
         }
-        assert_eq!((s.queued(), s.dropped), (2, 3));
+        assert_eq!((f.session.queued(), f.session.dropped), (2, 3));
+        let kept: Vec<Seq> = f.session.queued_entries().map(Queued::seq).collect();
+        assert_eq!(kept, vec![4, 5]);
+        assert_eq!(
+            f.changes,
+            vec![
+                Change::Dropped { seq: 1 },
+                Change::Dropped { seq: 2 },
+                Change::Dropped { seq: 3 }
+            ]
+        );
+    }
+
+    #[test]
+    fn queue_overflow_can_refuse_the_newest_instead() {
+        let mut f = Fixture::new(2);
+        f.limits.overflow = Overflow::RefuseNewest;
+        for _ in 0..5 {
+            f.deliver(QoS::AtLeastOnce, QoS::AtLeastOnce, false);
+        }
+        let kept: Vec<Seq> = f.session.queued_entries().map(Queued::seq).collect();
+        assert_eq!((kept, f.session.dropped), (vec![1, 2], 3));
+    }
+
+    #[test]
+    fn queued_bytes_limit_drops_oldest() {
+        let mut f = Fixture::new(100);
+        f.limits.max_bytes = 5; // payloads are "m1".."m9": 2 bytes each
+        for _ in 0..5 {
+            f.deliver(QoS::AtLeastOnce, QoS::AtLeastOnce, false);
+        }
+        let kept: Vec<Seq> = f.session.queued_entries().map(Queued::seq).collect();
+        assert_eq!(kept, vec![4, 5]);
     }
 }

@@ -1,0 +1,400 @@
+//! The broker against its journal: whatever state it reached, a broker rebuilt from the
+//! records it wrote holds the same sessions, subscriptions, windows, queues, inbound QoS 2
+//! state and retained messages; checkpoints keep that true while shrinking the log.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use super::journal::{kind, Journal, MemJournal};
+use super::{Broker, Rebuild, SessionPolicy, WallClock};
+use crate::protocol::{
+    Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
+};
+use crate::server::ShardId;
+
+struct Harness {
+    journal: MemJournal,
+    broker: Broker,
+    clock: WallClock,
+    now: Instant,
+}
+
+fn policy() -> SessionPolicy {
+    SessionPolicy::default()
+}
+
+impl Harness {
+    fn new(segment_len: u32) -> Harness {
+        let journal = MemJournal::new(segment_len);
+        let clock = WallClock::now_from_system();
+        let broker = Broker::with_journal(
+            ShardId(0),
+            1,
+            policy(),
+            Box::new(journal.clone()),
+            clock,
+        );
+        Harness {
+            journal,
+            broker,
+            clock,
+            now: clock.base,
+        }
+    }
+
+    /// Stops the broker without warning and starts a new one from the journal alone.
+    fn crash_and_restart(&mut self) -> super::Recovered {
+        self.restart_from(self.journal.clone())
+    }
+
+    fn restart_from(&mut self, journal: MemJournal) -> super::Recovered {
+        let mut rebuild = Rebuild::new(self.clock);
+        journal.replay(|pos, kind, body| rebuild.visit(pos, kind, body));
+        let (broker, report) = Broker::recover(
+            ShardId(0),
+            1,
+            policy(),
+            Box::new(journal.clone()),
+            rebuild,
+            self.now,
+        );
+        self.broker = broker;
+        self.journal = journal;
+        report
+    }
+
+    fn connect(&mut self, id: &str, expiry_secs: u64) -> (bool, Vec<Packet>) {
+        let (present, _, resume, _) = self
+            .broker
+            .connect(
+                &ByteString::from(id),
+                false,
+                Duration::from_secs(expiry_secs),
+                10,
+                self.now,
+            )
+            .unwrap();
+        (present, resume)
+    }
+
+    fn disconnect(&mut self, id: &str) {
+        self.broker
+            .disconnect(&ByteString::from(id), None, self.now);
+    }
+
+    fn subscribe(&mut self, id: &str, filter: &str, qos: QoS) {
+        let subscribe = Subscribe {
+            packet_id: PacketId::new(1).unwrap(),
+            properties: Properties::default(),
+            filters: vec![(
+                filter.into(),
+                SubscriptionOptions {
+                    qos,
+                    ..Default::default()
+                },
+            )],
+        };
+        self.broker
+            .subscribe(&ByteString::from(id), subscribe, self.now);
+    }
+
+    fn publish(&mut self, topic: &str, payload: &str, qos: QoS, retain: bool) -> Vec<Packet> {
+        let publish = Publish {
+            dup: false,
+            qos,
+            retain,
+            topic: topic.into(),
+            packet_id: (qos != QoS::AtMostOnce).then(|| PacketId::new(1).unwrap()),
+            properties: Properties::default(),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+        };
+        let effects = self
+            .broker
+            .publish(&ByteString::from("publisher"), publish, self.now);
+        effects.to_clients.into_iter().map(|(_, p)| p).collect()
+    }
+
+    fn ack(&mut self, id: &str, packet: Packet) -> Vec<Packet> {
+        let effects = self
+            .broker
+            .on_ack(&ByteString::from(id), packet, self.now);
+        effects.to_clients.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Everything persistent about the broker, in a comparable form.
+    fn describe(&self) -> String {
+        let b = &self.broker;
+        let mut lines = Vec::new();
+        let mut ids: Vec<_> = b.sessions.keys().cloned().collect();
+        ids.sort();
+        for id in ids {
+            let slot = &b.sessions[&id];
+            if slot.sid.is_none() {
+                continue;
+            }
+            let mut subs: Vec<_> = slot
+                .session
+                .subscriptions
+                .iter()
+                .map(|(f, s)| format!("{f}:{}", s.options.qos as u8))
+                .collect();
+            subs.sort();
+            let window: Vec<_> = slot
+                .session
+                .in_flight_entries()
+                .map(|f| format!("{}@{}{:?}", f.entry.seq(), f.packet_id.get(), f.state))
+                .collect();
+            let queue: Vec<_> = slot.session.queued_entries().map(|q| q.seq()).collect();
+            let mut awaiting: Vec<_> = slot.session.awaiting_release_ids().collect();
+            awaiting.sort();
+            lines.push(format!(
+                "{id} expiry={:?} subs={subs:?} window={window:?} queue={queue:?} rel={awaiting:?}",
+                slot.expiry
+            ));
+        }
+        let mut retained: Vec<_> = b
+            .retained
+            .values()
+            .map(|m| format!("{}={:?}", m.topic, m.payload))
+            .collect();
+        retained.sort();
+        lines.push(format!("retained={retained:?}"));
+        lines.join("\n")
+    }
+}
+
+fn payloads(packets: &[Packet]) -> Vec<(String, bool, Option<u16>)> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((
+                String::from_utf8_lossy(&p.payload).into_owned(),
+                p.dup,
+                p.packet_id.map(PacketId::get),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ack(id: u16) -> Ack {
+    Ack {
+        packet_id: PacketId::new(id).unwrap(),
+        reason_code: ReasonCode::SUCCESS,
+        properties: Properties::default(),
+    }
+}
+
+#[test]
+fn offline_queue_survives_a_crash_in_order() {
+    let mut h = Harness::new(1000);
+    h.connect("dev", 300);
+    h.subscribe("dev", "t/#", QoS::ExactlyOnce);
+    h.disconnect("dev");
+    for i in 0..5 {
+        let qos = if i % 2 == 0 { QoS::AtLeastOnce } else { QoS::ExactlyOnce };
+        h.publish("t/a", &format!("m{i}"), qos, false);
+    }
+    let before = h.describe();
+    let report = h.crash_and_restart();
+    assert_eq!(h.describe(), before);
+    assert_eq!((report.sessions, report.queued, report.messages), (1, 5, 5));
+    let (present, resume) = h.connect("dev", 300);
+    assert!(present);
+    let got: Vec<_> = payloads(&resume).into_iter().map(|p| p.0).collect();
+    assert_eq!(got, ["m0", "m1", "m2", "m3", "m4"]);
+}
+
+#[test]
+fn mqtt_4_4_0_1_unacknowledged_are_resent_with_the_same_packet_ids_after_a_crash() {
+    let mut h = Harness::new(1000);
+    h.connect("dev", 300);
+    h.subscribe("dev", "t", QoS::ExactlyOnce);
+    let sent: Vec<_> = (0..4)
+        .flat_map(|i| payloads(&h.publish("t", &format!("m{i}"), QoS::ExactlyOnce, false)))
+        .collect();
+    assert_eq!(sent.len(), 4);
+    // m0 completes; m1 gets PUBREC (so PUBREL is owed); m2, m3 are unacknowledged.
+    let rec = h.ack("dev", Packet::PubRec(ack(sent[0].2.unwrap())));
+    assert!(matches!(&rec[..], [Packet::PubRel(_)]));
+    h.ack("dev", Packet::PubComp(ack(sent[0].2.unwrap())));
+    h.ack("dev", Packet::PubRec(ack(sent[1].2.unwrap())));
+    let before = h.describe();
+    h.crash_and_restart();
+    assert_eq!(h.describe(), before);
+    let (present, resume) = h.connect("dev", 300);
+    assert!(present);
+    assert!(matches!(&resume[0], Packet::PubRel(a) if Some(a.packet_id.get()) == sent[1].2));
+    let resent = payloads(&resume[1..]);
+    assert_eq!(
+        resent,
+        vec![
+            ("m2".to_string(), true, sent[2].2),
+            ("m3".to_string(), true, sent[3].2)
+        ]
+    );
+}
+
+#[test]
+fn inbound_qos2_awaiting_release_survives_a_crash() {
+    let mut h = Harness::new(1000);
+    h.connect("pub", 300);
+    let id = PacketId::new(7).unwrap();
+    assert!(h.broker.receive_qos2(&"pub".into(), id));
+    h.crash_and_restart();
+    h.connect("pub", 300);
+    // A retransmission of the same PUBLISH is not routed again [MQTT-4.3.3-10].
+    assert!(!h.broker.receive_qos2(&"pub".into(), id));
+    let comp = h.ack("pub", Packet::PubRel(ack(7)));
+    assert!(matches!(&comp[..], [Packet::PubComp(a)] if a.reason_code == ReasonCode::SUCCESS));
+    h.crash_and_restart();
+    assert_eq!(h.broker.awaiting_release(&"pub".into()), 0);
+}
+
+#[test]
+fn retained_messages_and_their_clearing_survive() {
+    let mut h = Harness::new(1000);
+    h.publish("a", "one", QoS::AtLeastOnce, true);
+    h.publish("b", "two", QoS::AtMostOnce, true);
+    h.publish("a", "", QoS::AtMostOnce, true);
+    h.crash_and_restart();
+    assert_eq!(h.describe(), "retained=[\"b=b\\\"two\\\"\"]");
+}
+
+#[test]
+fn sessions_without_expiry_write_nothing_and_ended_sessions_stay_ended() {
+    let mut h = Harness::new(1000);
+    h.connect("clean", 0);
+    h.subscribe("clean", "t", QoS::AtLeastOnce);
+    h.publish("t", "x", QoS::AtLeastOnce, false);
+    h.disconnect("clean");
+    assert!(h.journal.records.borrow().is_empty());
+    h.connect("gone", 300);
+    h.subscribe("gone", "t", QoS::AtLeastOnce);
+    h.disconnect("gone");
+    h.publish("t", "y", QoS::AtLeastOnce, false);
+    h.connect("gone", 0);
+    h.disconnect("gone");
+    let report = h.crash_and_restart();
+    assert_eq!((report.sessions, report.messages), (0, 0));
+}
+
+#[test]
+fn offline_time_counts_across_a_restart() {
+    let mut h = Harness::new(1000);
+    h.connect("dev", 60);
+    h.disconnect("dev");
+    h.now += Duration::from_secs(50);
+    h.crash_and_restart();
+    assert_eq!(h.broker.session_count(), 1);
+    h.broker.expire(h.now + Duration::from_secs(9));
+    assert_eq!(h.broker.session_count(), 1);
+    h.broker.expire(h.now + Duration::from_secs(11));
+    assert_eq!(h.broker.session_count(), 0);
+}
+
+#[test]
+fn checkpoint_shrinks_the_log_and_keeps_the_state() {
+    let mut h = Harness::new(16);
+    for d in 0..3 {
+        let id = format!("dev{d}");
+        h.connect(&id, 300);
+        h.subscribe(&id, "t/#", QoS::AtLeastOnce);
+    }
+    h.disconnect("dev2");
+    h.publish("t/r", "kept", QoS::AtLeastOnce, true);
+    for i in 0..200 {
+        let out = h.publish("t/x", &format!("m{i}"), QoS::AtLeastOnce, false);
+        // dev0 acknowledges everything; dev1 nothing (its window fills, then it queues).
+        for (_, _, pid) in payloads(&out) {
+            h.ack("dev0", Packet::PubAck(ack(pid.unwrap())));
+        }
+    }
+    let before = h.describe();
+    let segments_before = h.journal.segment_count();
+    assert!(h.broker.checkpoint_due());
+    let report = h.broker.checkpoint(h.now).unwrap();
+    assert_eq!(report.sessions, 3);
+    assert!(h.journal.segment_count() < segments_before / 2, "{report:?}");
+    assert_eq!(h.describe(), before);
+    h.publish("t/x", "after", QoS::AtLeastOnce, false);
+    let after = h.describe();
+    h.crash_and_restart();
+    assert_eq!(h.describe(), after);
+    // Queued messages read back from their checkpoint copies.
+    let (_, resume) = h.connect("dev2", 300);
+    let got = payloads(&resume);
+    let first: Vec<_> = got.iter().take(2).map(|p| p.0.as_str()).collect();
+    assert_eq!(first, ["kept", "m0"]);
+    assert_eq!(got.len(), 10); // the receive maximum of the harness
+}
+
+#[test]
+fn a_checkpoint_cut_short_by_a_crash_is_ignored() {
+    let mut h = Harness::new(16);
+    h.connect("dev", 300);
+    h.subscribe("dev", "t", QoS::AtLeastOnce);
+    h.disconnect("dev");
+    for i in 0..50 {
+        h.publish("t", &format!("m{i}"), QoS::AtLeastOnce, false);
+    }
+    let before = h.describe();
+    let mut records = h.journal.records.borrow().clone();
+    h.broker.checkpoint(h.now).unwrap();
+    // A crash in the middle of the checkpoint: the old segments are all still there (they
+    // go only after END), followed by the first part of the checkpoint.
+    records.extend(h.journal.records.borrow().clone());
+    let begin = records
+        .iter()
+        .find(|(_, (k, _))| *k == kind::CHECKPOINT_BEGIN)
+        .map(|(p, _)| *p)
+        .unwrap();
+    let cut = MemJournal::new(16);
+    let mut writer = cut.clone();
+    for (pos, (k, body)) in records.iter() {
+        if *pos > begin && *k == kind::SNAPSHOT {
+            break;
+        }
+        writer.append(*k, body).unwrap();
+    }
+    h.restart_from(cut.clone());
+    assert_eq!(h.describe(), before);
+    // The restart wrote ABORT, and the next restart is still right.
+    assert!(cut
+        .records
+        .borrow()
+        .values()
+        .any(|(k, _)| *k == kind::CHECKPOINT_ABORT));
+    h.publish("t", "later", QoS::AtLeastOnce, false);
+    let after = h.describe();
+    h.crash_and_restart();
+    assert_eq!(h.describe(), after);
+}
+
+#[test]
+fn queue_references_take_eight_bytes_per_message_per_session() {
+    // 100 offline sessions share 50 messages: the table holds 50 entries, each queue 50
+    // eight-byte references.
+    let mut h = Harness::new(1 << 16);
+    for d in 0..100 {
+        let id = format!("dev{d}");
+        h.connect(&id, 300);
+        h.subscribe(&id, "fleet/all", QoS::AtLeastOnce);
+        h.disconnect(&id);
+    }
+    for i in 0..50 {
+        h.publish("fleet/all", &format!("m{i}"), QoS::AtLeastOnce, false);
+    }
+    assert_eq!(h.broker.stored_messages(), 50);
+    let message_records = h
+        .journal
+        .records
+        .borrow()
+        .values()
+        .filter(|(k, _)| *k == kind::MESSAGE)
+        .count();
+    assert_eq!(message_records, 50, "each message is written once");
+    assert_eq!(std::mem::size_of::<crate::session::state::Queued>(), 8);
+}

@@ -1,0 +1,421 @@
+//! Rebuilding a core's engine from its log: sessions, subscriptions, queues, the window
+//! of each session, inbound QoS 2 state and retained messages.
+//!
+//! Records are applied in log order. A checkpoint's records (BEGIN .. END) are held aside
+//! until its END is read and then replace everything before them; a BEGIN without END (a
+//! crash during the checkpoint) is dropped, and ABORT is written after it so that the
+//! records that follow are read normally next time.
+//!
+//! Time offline counts across restarts: a session that was offline keeps its wall-clock
+//! offline time; one that was online when the broker stopped counts as offline from the
+//! restart. A record that does not decode is counted and skipped; it never stops start-up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use super::journal::{kind, Journal, Record};
+use super::messages::{message_of, Entry, MessageTable, WallClock};
+use super::{Broker, SessionPolicy, Slot};
+use crate::server::ShardId;
+use crate::session::state::{InFlight, Queued, Seq};
+use crate::session::{Message, Session, Subscription};
+use crate::store::Position;
+use crate::topic::{ParsedFilter, SubscriptionTree};
+
+struct Rebuilt {
+    session: Session,
+    expiry: Duration,
+    offline_ms: Option<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<u64, Rebuilt>,
+    by_client: HashMap<ByteString, u64>,
+    retained: HashMap<ByteString, Arc<Message>>,
+    messages: HashMap<Seq, Entry>,
+}
+
+/// Collects the log's records as they are read back; [`Broker::recover`] turns the result
+/// into an engine.
+pub struct Rebuild {
+    clock: WallClock,
+    state: State,
+    /// The checkpoint being read: its id and records, applied when its END arrives.
+    stash: Option<(u64, Vec<(Position, u8, Bytes)>)>,
+    next_seq: Seq,
+    next_sid: u64,
+    next_checkpoint_id: u64,
+    pub records: u64,
+    pub undecodable: u64,
+}
+
+/// What recovery found, for the start-up log line.
+#[derive(Debug, Clone, Default)]
+pub struct Recovered {
+    pub records: u64,
+    pub undecodable: u64,
+    pub sessions: usize,
+    pub queued: usize,
+    pub messages: usize,
+    pub retained: usize,
+}
+
+impl Rebuild {
+    pub fn new(clock: WallClock) -> Rebuild {
+        Rebuild {
+            clock,
+            state: State::default(),
+            stash: None,
+            next_seq: 1,
+            next_sid: 1,
+            next_checkpoint_id: 1,
+            records: 0,
+            undecodable: 0,
+        }
+    }
+
+    /// One record, in log order.
+    pub fn visit(&mut self, pos: Position, kind: u8, body: &[u8]) {
+        self.records += 1;
+        match kind {
+            kind::CHECKPOINT_BEGIN => {
+                if let Ok(Record::CheckpointBegin {
+                    id,
+                    next_seq,
+                    next_sid,
+                }) = Record::decode(kind, &Bytes::copy_from_slice(body))
+                {
+                    self.next_seq = self.next_seq.max(next_seq);
+                    self.next_sid = self.next_sid.max(next_sid);
+                    self.next_checkpoint_id = self.next_checkpoint_id.max(id + 1);
+                    self.stash = Some((id, Vec::new()));
+                } else {
+                    self.undecodable += 1;
+                }
+                return;
+            }
+            kind::CHECKPOINT_END | kind::CHECKPOINT_ABORT => {
+                let ended = Record::decode(kind, &Bytes::copy_from_slice(body));
+                let Some((id, records)) = self.stash.take() else {
+                    return;
+                };
+                let matches = matches!(ended, Ok(Record::CheckpointEnd { id: e }) if e == id);
+                if kind == kind::CHECKPOINT_END && matches {
+                    self.state = State::default();
+                    for (pos, kind, body) in records {
+                        self.apply(pos, kind, body);
+                    }
+                }
+                return;
+            }
+            _ => {}
+        }
+        let body = Bytes::copy_from_slice(body);
+        match &mut self.stash {
+            Some((_, records)) => records.push((pos, kind, body)),
+            None => self.apply(pos, kind, body),
+        }
+    }
+
+    fn apply(&mut self, pos: Position, kind: u8, body: Bytes) {
+        let record = match Record::decode(kind, &body) {
+            Ok(record) => record,
+            Err(error) => {
+                self.undecodable += 1;
+                tracing::warn!(?pos, %error, "skipping a log record");
+                return;
+            }
+        };
+        let state = &mut self.state;
+        match record {
+            Record::SessionOpen {
+                sid,
+                client_id,
+                expiry_secs,
+            } => {
+                self.next_sid = self.next_sid.max(sid + 1);
+                if let Some(old) = state.by_client.insert(client_id.clone(), sid) {
+                    state.end(old);
+                }
+                state.sessions.insert(
+                    sid,
+                    Rebuilt {
+                        session: Session::new(client_id),
+                        expiry: Duration::from_secs(expiry_secs),
+                        offline_ms: None,
+                    },
+                );
+            }
+            Record::SessionExpiry { sid, expiry_secs } => {
+                if let Some(s) = state.sessions.get_mut(&sid) {
+                    s.expiry = Duration::from_secs(expiry_secs);
+                }
+            }
+            Record::SessionOnline { sid } => {
+                if let Some(s) = state.sessions.get_mut(&sid) {
+                    s.offline_ms = None;
+                }
+            }
+            Record::SessionOffline {
+                sid,
+                at_ms,
+                expiry_secs,
+            } => {
+                if let Some(s) = state.sessions.get_mut(&sid) {
+                    s.offline_ms = Some(at_ms);
+                    s.expiry = Duration::from_secs(expiry_secs);
+                }
+            }
+            Record::SessionEnd { sid } => state.end(sid),
+            Record::Subscribe {
+                sid,
+                filter,
+                options,
+                identifier,
+            } => {
+                if let Some(s) = state.sessions.get_mut(&sid) {
+                    let subscription = Subscription {
+                        options,
+                        identifier: (identifier != 0).then_some(identifier),
+                    };
+                    s.session.subscriptions.insert(filter, subscription);
+                }
+            }
+            Record::Unsubscribe { sid, filter } => {
+                if let Some(s) = state.sessions.get_mut(&sid) {
+                    s.session.subscriptions.remove(&filter);
+                }
+            }
+            Record::Message(m) => {
+                self.next_seq = self.next_seq.max(m.seq + 1);
+                let mut refs = 0;
+                for t in m.targets {
+                    if let Some(s) = state.sessions.get_mut(&t.sid) {
+                        let entry = Queued::new(m.seq, t.qos, t.retain);
+                        s.session
+                            .restore_queued(entry, t.ids, m.payload_len as usize);
+                        refs += 1;
+                    }
+                }
+                state.messages.insert(
+                    m.seq,
+                    Entry {
+                        pos: Some(pos),
+                        refs,
+                        size: m.payload_len,
+                        message: None,
+                    },
+                );
+            }
+            Record::Sent {
+                sid,
+                seq,
+                packet_id,
+            } => {
+                let size = state.size(seq);
+                if let Some(s) = state.sessions.get_mut(&sid) {
+                    let packet_id = crate::protocol::PacketId::new(packet_id);
+                    s.session.restore_sent(seq, packet_id, size);
+                }
+            }
+            Record::Received { sid, seq } => {
+                if let Some(s) = state.sessions.get_mut(&sid) {
+                    s.session.restore_received(seq);
+                }
+            }
+            Record::Done { sid, seq } => {
+                let size = state.size(seq);
+                if let Some(s) = state.sessions.get_mut(&sid) {
+                    if s.session.restore_done(seq, size) {
+                        state.release(seq);
+                    }
+                }
+            }
+            Record::Qos2In { sid, packet_id } | Record::Qos2Released { sid, packet_id } => {
+                if let Some(s) = state.sessions.get_mut(&sid) {
+                    s.session
+                        .restore_awaiting_release(packet_id, kind == kind::QOS2_IN);
+                }
+            }
+            Record::Retained {
+                expires_ms,
+                publisher,
+                publish,
+            } => match message_of(kind, &publish, publisher, expires_ms, self.clock) {
+                Ok(message) => {
+                    state
+                        .retained
+                        .insert(message.topic.clone(), Arc::new(message));
+                }
+                Err(_) => self.undecodable += 1,
+            },
+            Record::RetainedClear { topic } => {
+                state.retained.remove(&topic);
+            }
+            Record::Snapshot(s) => {
+                self.next_sid = self.next_sid.max(s.sid + 1);
+                if let Some(old) = state.by_client.insert(s.client_id.clone(), s.sid) {
+                    state.end(old);
+                }
+                let mut session = Session::new(s.client_id);
+                for (filter, options, identifier) in s.subscriptions {
+                    let identifier = (identifier != 0).then_some(identifier);
+                    session.subscriptions.insert(
+                        filter,
+                        Subscription {
+                            options,
+                            identifier,
+                        },
+                    );
+                }
+                for e in s.entries {
+                    let Some(message) = state.messages.get_mut(&e.seq) else {
+                        continue; // its copy was unreadable: counted there
+                    };
+                    message.refs += 1;
+                    let entry = Queued::new(e.seq, e.qos, e.retain);
+                    match e.in_flight {
+                        Some((packet_id, state)) => session.restore_in_flight(
+                            InFlight {
+                                packet_id,
+                                entry,
+                                state,
+                            },
+                            e.ids,
+                        ),
+                        None => session.restore_queued(entry, e.ids, message.size as usize),
+                    }
+                }
+                for packet_id in s.awaiting_release {
+                    session.restore_awaiting_release(packet_id, true);
+                }
+                state.sessions.insert(
+                    s.sid,
+                    Rebuilt {
+                        session,
+                        expiry: Duration::from_secs(s.expiry_secs),
+                        offline_ms: (s.offline_ms != 0).then_some(s.offline_ms),
+                    },
+                );
+            }
+            Record::CheckpointBegin { .. }
+            | Record::CheckpointEnd { .. }
+            | Record::CheckpointAbort { .. } => {}
+        }
+    }
+}
+
+impl State {
+    fn size(&self, seq: Seq) -> usize {
+        self.messages.get(&seq).map_or(0, |e| e.size as usize)
+    }
+
+    fn release(&mut self, seq: Seq) {
+        if let Some(entry) = self.messages.get_mut(&seq) {
+            entry.refs = entry.refs.saturating_sub(1);
+            if entry.refs == 0 {
+                self.messages.remove(&seq);
+            }
+        }
+    }
+
+    fn end(&mut self, sid: u64) {
+        if let Some(s) = self.sessions.remove(&sid) {
+            if self.by_client.get(&s.session.client_id) == Some(&sid) {
+                self.by_client.remove(&s.session.client_id);
+            }
+            for seq in s.session.references().collect::<Vec<_>>() {
+                self.release(seq);
+            }
+        }
+    }
+}
+
+impl Broker {
+    /// The engine as the log left it. Sessions come back offline; their expiry counts from
+    /// when they went offline (or from now, if they were online when the broker stopped).
+    pub fn recover(
+        id: ShardId,
+        cores: usize,
+        policy: SessionPolicy,
+        journal: Box<dyn Journal>,
+        rebuild: Rebuild,
+        now: Instant,
+    ) -> (Broker, Recovered) {
+        let clock = rebuild.clock;
+        let mut report = Recovered {
+            records: rebuild.records,
+            undecodable: rebuild.undecodable,
+            ..Recovered::default()
+        };
+        let aborted = rebuild.stash.as_ref().map(|(id, _)| *id);
+        let mut broker = Broker::with_journal(id, cores, policy, journal, clock);
+        broker.next_sid = rebuild.next_sid;
+        broker.next_checkpoint_id = rebuild.next_checkpoint_id;
+        let State {
+            sessions,
+            retained,
+            mut messages,
+            ..
+        } = rebuild.state;
+        messages.retain(|_, e| e.refs > 0);
+        report.messages = messages.len();
+        broker.messages = MessageTable {
+            entries: messages,
+            next_seq: rebuild.next_seq,
+        };
+        report.retained = retained.len();
+        broker.retained = retained;
+        let mut tree = SubscriptionTree::new();
+        for (sid, rebuilt) in sessions {
+            let Rebuilt {
+                session,
+                expiry,
+                offline_ms,
+            } = rebuilt;
+            let expiry = expiry.min(broker.policy.max_session_expiry);
+            let offline_at = offline_ms.map_or(now, |ms| clock.instant(ms).min(now));
+            let expires_at = offline_at + expiry;
+            for (raw, subscription) in &session.subscriptions {
+                if let Ok(ParsedFilter::Plain(filter)) = ParsedFilter::parse(raw.clone()) {
+                    let _ = tree.insert(&filter, session.client_id.clone(), subscription.clone());
+                }
+            }
+            report.queued += session.queued() + session.in_flight();
+            let client_id = session.client_id.clone();
+            if offline_ms.is_none() {
+                // Online when the broker stopped: offline from now, and said so, so that a
+                // second restart does not start its clock again.
+                broker.journal(&Record::SessionOffline {
+                    sid,
+                    at_ms: clock.unix_ms(now),
+                    expiry_secs: expiry.as_secs(),
+                });
+            }
+            broker
+                .expiries
+                .push(std::cmp::Reverse((expires_at, client_id.clone())));
+            broker.sessions.insert(
+                client_id,
+                Slot {
+                    session,
+                    online: false,
+                    expiry,
+                    expires_at: Some(expires_at),
+                    sid: Some(sid),
+                },
+            );
+        }
+        report.sessions = broker.sessions.len();
+        broker.subscriptions = tree;
+        if let Some(id) = aborted {
+            broker.journal(&Record::CheckpointAbort { id });
+        }
+        (broker, report)
+    }
+}
