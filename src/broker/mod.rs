@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use bytestring::ByteString;
 
-use crate::protocol::{Packet, PacketId};
+use crate::protocol::{Packet, PacketId, Publish};
 use crate::server::ShardId;
 use crate::session::state::{Change, QueueLimits};
 use crate::session::{Message, Session};
@@ -126,6 +126,10 @@ pub struct Broker {
     next_checkpoint_id: u64,
     /// Reused encoding buffer for records.
     scratch: BytesMut,
+    /// v5 wills waiting for their Will Delay Interval (or the end of their session):
+    /// client id -> (due, the will as published).
+    wills: HashMap<ByteString, (Instant, Publish)>,
+    wills_due: BinaryHeap<Reverse<(Instant, ByteString)>>,
 }
 
 impl Broker {
@@ -167,6 +171,8 @@ impl Broker {
             checkpoint_segments: 1,
             next_checkpoint_id: 1,
             scratch: BytesMut::new(),
+            wills: HashMap::new(),
+            wills_due: BinaryHeap::new(),
         }
     }
 
@@ -249,8 +255,11 @@ impl Broker {
     ) -> Option<(bool, Duration, Vec<Packet>, Effects)> {
         let mut effects = Effects::default();
         let expiry = expiry.min(self.policy.max_session_expiry);
+        // [MQTT-3.1.3-9] a new connection before the Will Delay Interval has passed
+        // cancels the will.
+        self.wills.remove(client_id);
         if clean_start {
-            self.end_session(client_id, &mut effects);
+            self.end_session(client_id, now, &mut effects);
         }
         let present = self.sessions.contains_key(client_id);
         if !present && self.sessions.len() >= self.policy.max_sessions {
@@ -295,7 +304,7 @@ impl Broker {
                         });
                     }
                 }
-                None if !expiry.is_zero() => self.promote(client_id),
+                None if !expiry.is_zero() => self.promote(client_id, now),
                 None => {}
             }
         }
@@ -336,7 +345,7 @@ impl Broker {
             slot.expiry = expiry.min(self.policy.max_session_expiry);
         }
         if slot.expiry.is_zero() {
-            self.end_session(client_id, &mut effects);
+            self.end_session(client_id, now, &mut effects);
             return effects;
         }
         slot.online = false;
@@ -355,9 +364,36 @@ impl Broker {
         effects
     }
 
-    /// Ends sessions whose expiry has passed while offline.
+    /// A will to publish at `at` unless the client reconnects first (v5 Will Delay
+    /// Interval); it is published at the latest when its session ends [MQTT-3.1.3-9].
+    pub fn schedule_will(&mut self, client_id: &ByteString, will: Publish, at: Instant) {
+        self.wills.insert(client_id.clone(), (at, will));
+        self.wills_due.push(Reverse((at, client_id.clone())));
+    }
+
+    pub fn pending_wills(&self) -> usize {
+        self.wills.len()
+    }
+
+    /// Ends sessions whose expiry has passed while offline, and publishes the wills whose
+    /// delay has passed.
     pub fn expire(&mut self, now: Instant) -> Effects {
         let mut effects = Effects::default();
+        while let Some(Reverse((at, _))) = self.wills_due.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, client_id))) = self.wills_due.pop() else {
+                break;
+            };
+            if self.wills.get(&client_id).is_some_and(|(due, _)| *due == at) {
+                if let Some((_, will)) = self.wills.remove(&client_id) {
+                    let published = self.publish(&client_id, will, now);
+                    effects.to_clients.extend(published.to_clients);
+                    effects.to_cores.extend(published.to_cores);
+                }
+            }
+        }
         while let Some(Reverse((at, _))) = self.expiries.peek() {
             if *at > now {
                 break;
@@ -370,13 +406,18 @@ impl Broker {
                 .get(&client_id)
                 .is_some_and(|slot| !slot.online && slot.expires_at == Some(at));
             if due {
-                self.end_session(&client_id, &mut effects);
+                self.end_session(&client_id, now, &mut effects);
             }
         }
         effects
     }
 
-    fn end_session(&mut self, client_id: &ByteString, effects: &mut Effects) {
+    fn end_session(&mut self, client_id: &ByteString, now: Instant, effects: &mut Effects) {
+        if let Some((_, will)) = self.wills.remove(client_id) {
+            let published = self.publish(client_id, will, now);
+            effects.to_clients.extend(published.to_clients);
+            effects.to_cores.extend(published.to_cores);
+        }
         let Some(slot) = self.sessions.remove(client_id) else {
             return;
         };

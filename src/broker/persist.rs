@@ -29,7 +29,7 @@ pub struct CheckpointReport {
 impl Broker {
     /// A session that had no expiry gets one (a takeover or reconnect with a Session
     /// Expiry): journal it whole, with the messages it holds.
-    pub(super) fn promote(&mut self, client_id: &bytestring::ByteString) {
+    pub(super) fn promote(&mut self, client_id: &bytestring::ByteString, now: Instant) {
         let sid = self.next_sid;
         self.next_sid += 1;
         let Some(slot) = self.sessions.get_mut(client_id) else {
@@ -40,7 +40,6 @@ impl Broker {
         for seq in seqs {
             self.ensure_logged(seq);
         }
-        let now = Instant::now();
         if let Some(snapshot) = self.sessions.get(client_id).map(|s| self.snapshot_of(s, now)) {
             self.journal(&Record::Snapshot(snapshot));
         }

@@ -314,21 +314,33 @@ pub async fn serve(
         }
         if end.publishes_will() {
             if let Some(will) = connect.will.clone() {
+                let mut properties = will.properties;
+                let delay = properties.will_delay_interval.take().unwrap_or(0);
                 let publish = Publish {
                     dup: false,
                     qos: will.qos,
                     retain: will.retain,
                     topic: will.topic,
                     packet_id: None,
-                    properties: will.properties,
+                    properties,
                     payload: will.payload,
                 };
-                let effects =
-                    shard
-                        .broker
-                        .borrow_mut()
-                        .publish(&client_id, publish, Instant::now());
-                shard.apply(effects).await;
+                let now = Instant::now();
+                let mut broker = shard.broker.borrow_mut();
+                let current = shard.is_current(&client_id, serial);
+                if delay > 0 && !current {
+                    // Taken over: the new connection came before the delay passed, which
+                    // cancels the will [MQTT-3.1.3-9].
+                } else if delay > 0 && !conn.expiry.is_zero() {
+                    // MQTT 5.0 3.1.3.2.2: the will waits for its delay or the end of the
+                    // session, whichever comes first, and a reconnect cancels it.
+                    let wait = Duration::from_secs(u64::from(delay)).min(conn.expiry);
+                    broker.schedule_will(&client_id, publish, now + wait);
+                } else {
+                    let effects = broker.publish(&client_id, publish, now);
+                    drop(broker);
+                    shard.apply(effects).await;
+                }
             }
         }
         if shard.is_current(&client_id, serial) {
