@@ -392,7 +392,9 @@ mod tests {
         assert!(!config.queue_qos0);
         assert_eq!(config.queue_overflow, Overflow::RefuseNewest);
         assert_eq!(config.fsync, FsyncMode::Always);
-        let err = with_file("fsync = \"sometimes\"\n").unwrap_err().to_string();
+        let err = with_file("fsync = \"sometimes\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("fsync") && err.contains("berth.toml"), "{err}");
         let err = with_file("segment_size = 10\n").unwrap_err().to_string();
         assert!(err.contains("`segment_size`"), "{err}");

@@ -133,25 +133,78 @@ pub struct Snapshot {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    SessionOpen { sid: u64, client_id: ByteString, expiry_secs: u64 },
-    SessionExpiry { sid: u64, expiry_secs: u64 },
-    SessionOnline { sid: u64 },
-    SessionOffline { sid: u64, at_ms: u64, expiry_secs: u64 },
-    SessionEnd { sid: u64 },
-    Subscribe { sid: u64, filter: ByteString, options: SubscriptionOptions, identifier: u32 },
-    Unsubscribe { sid: u64, filter: ByteString },
+    SessionOpen {
+        sid: u64,
+        client_id: ByteString,
+        expiry_secs: u64,
+    },
+    SessionExpiry {
+        sid: u64,
+        expiry_secs: u64,
+    },
+    SessionOnline {
+        sid: u64,
+    },
+    SessionOffline {
+        sid: u64,
+        at_ms: u64,
+        expiry_secs: u64,
+    },
+    SessionEnd {
+        sid: u64,
+    },
+    Subscribe {
+        sid: u64,
+        filter: ByteString,
+        options: SubscriptionOptions,
+        identifier: u32,
+    },
+    Unsubscribe {
+        sid: u64,
+        filter: ByteString,
+    },
     Message(MessageRecord),
-    Sent { sid: u64, seq: Seq, packet_id: u16 },
-    Received { sid: u64, seq: Seq },
-    Done { sid: u64, seq: Seq },
-    Qos2In { sid: u64, packet_id: u16 },
-    Qos2Released { sid: u64, packet_id: u16 },
-    Retained { expires_ms: u64, publisher: ByteString, publish: Bytes },
-    RetainedClear { topic: ByteString },
+    Sent {
+        sid: u64,
+        seq: Seq,
+        packet_id: u16,
+    },
+    Received {
+        sid: u64,
+        seq: Seq,
+    },
+    Done {
+        sid: u64,
+        seq: Seq,
+    },
+    Qos2In {
+        sid: u64,
+        packet_id: u16,
+    },
+    Qos2Released {
+        sid: u64,
+        packet_id: u16,
+    },
+    Retained {
+        expires_ms: u64,
+        publisher: ByteString,
+        publish: Bytes,
+    },
+    RetainedClear {
+        topic: ByteString,
+    },
     Snapshot(Snapshot),
-    CheckpointBegin { id: u64, next_seq: Seq, next_sid: u64 },
-    CheckpointEnd { id: u64 },
-    CheckpointAbort { id: u64 },
+    CheckpointBegin {
+        id: u64,
+        next_seq: Seq,
+        next_sid: u64,
+    },
+    CheckpointEnd {
+        id: u64,
+    },
+    CheckpointAbort {
+        id: u64,
+    },
 }
 
 impl Record {
@@ -181,7 +234,11 @@ impl Record {
 
     pub fn encode(&self, buf: &mut BytesMut) {
         match self {
-            Record::SessionOpen { sid, client_id, expiry_secs } => {
+            Record::SessionOpen {
+                sid,
+                client_id,
+                expiry_secs,
+            } => {
                 buf.put_u64_le(*sid);
                 put_str(buf, client_id);
                 buf.put_u64_le(*expiry_secs);
@@ -191,12 +248,21 @@ impl Record {
                 buf.put_u64_le(*expiry_secs);
             }
             Record::SessionOnline { sid } | Record::SessionEnd { sid } => buf.put_u64_le(*sid),
-            Record::SessionOffline { sid, at_ms, expiry_secs } => {
+            Record::SessionOffline {
+                sid,
+                at_ms,
+                expiry_secs,
+            } => {
                 buf.put_u64_le(*sid);
                 buf.put_u64_le(*at_ms);
                 buf.put_u64_le(*expiry_secs);
             }
-            Record::Subscribe { sid, filter, options, identifier } => {
+            Record::Subscribe {
+                sid,
+                filter,
+                options,
+                identifier,
+            } => {
                 buf.put_u64_le(*sid);
                 put_str(buf, filter);
                 buf.put_u8(options_byte(options));
@@ -219,7 +285,11 @@ impl Record {
                 }
                 buf.put_slice(&m.publish);
             }
-            Record::Sent { sid, seq, packet_id } => {
+            Record::Sent {
+                sid,
+                seq,
+                packet_id,
+            } => {
                 buf.put_u64_le(*sid);
                 buf.put_u64_le(*seq);
                 buf.put_u16_le(*packet_id);
@@ -232,7 +302,11 @@ impl Record {
                 buf.put_u64_le(*sid);
                 buf.put_u16_le(*packet_id);
             }
-            Record::Retained { expires_ms, publisher, publish } => {
+            Record::Retained {
+                expires_ms,
+                publisher,
+                publish,
+            } => {
                 buf.put_u64_le(*expires_ms);
                 put_str(buf, publisher);
                 buf.put_slice(publish);
@@ -266,7 +340,11 @@ impl Record {
                     buf.put_u16_le(*id);
                 }
             }
-            Record::CheckpointBegin { id, next_seq, next_sid } => {
+            Record::CheckpointBegin {
+                id,
+                next_seq,
+                next_sid,
+            } => {
                 buf.put_u64_le(*id);
                 buf.put_u64_le(*next_seq);
                 buf.put_u64_le(*next_sid);
@@ -276,14 +354,20 @@ impl Record {
     }
 
     pub fn decode(kind: u8, body: &Bytes) -> Result<Record, JournalError> {
-        let mut r = Reader { buf: body.clone(), kind };
+        let mut r = Reader {
+            buf: body.clone(),
+            kind,
+        };
         let record = match kind {
             kind::SESSION_OPEN => Record::SessionOpen {
                 sid: r.u64()?,
                 client_id: r.str()?,
                 expiry_secs: r.u64()?,
             },
-            kind::SESSION_EXPIRY => Record::SessionExpiry { sid: r.u64()?, expiry_secs: r.u64()? },
+            kind::SESSION_EXPIRY => Record::SessionExpiry {
+                sid: r.u64()?,
+                expiry_secs: r.u64()?,
+            },
             kind::SESSION_ONLINE => Record::SessionOnline { sid: r.u64()? },
             kind::SESSION_OFFLINE => Record::SessionOffline {
                 sid: r.u64()?,
@@ -297,7 +381,10 @@ impl Record {
                 options: r.options()?,
                 identifier: r.u32()?,
             },
-            kind::UNSUBSCRIBE => Record::Unsubscribe { sid: r.u64()?, filter: r.str()? },
+            kind::UNSUBSCRIBE => Record::Unsubscribe {
+                sid: r.u64()?,
+                filter: r.str()?,
+            },
             kind::MESSAGE => {
                 let seq = r.u64()?;
                 let expires_ms = r.u64()?;
@@ -324,11 +411,27 @@ impl Record {
                     publish: r.rest(),
                 })
             }
-            kind::SENT => Record::Sent { sid: r.u64()?, seq: r.u64()?, packet_id: r.u16()? },
-            kind::RECEIVED => Record::Received { sid: r.u64()?, seq: r.u64()? },
-            kind::DONE => Record::Done { sid: r.u64()?, seq: r.u64()? },
-            kind::QOS2_IN => Record::Qos2In { sid: r.u64()?, packet_id: r.u16()? },
-            kind::QOS2_RELEASED => Record::Qos2Released { sid: r.u64()?, packet_id: r.u16()? },
+            kind::SENT => Record::Sent {
+                sid: r.u64()?,
+                seq: r.u64()?,
+                packet_id: r.u16()?,
+            },
+            kind::RECEIVED => Record::Received {
+                sid: r.u64()?,
+                seq: r.u64()?,
+            },
+            kind::DONE => Record::Done {
+                sid: r.u64()?,
+                seq: r.u64()?,
+            },
+            kind::QOS2_IN => Record::Qos2In {
+                sid: r.u64()?,
+                packet_id: r.u16()?,
+            },
+            kind::QOS2_RELEASED => Record::Qos2Released {
+                sid: r.u64()?,
+                packet_id: r.u16()?,
+            },
             kind::RETAINED => Record::Retained {
                 expires_ms: r.u64()?,
                 publisher: r.str()?,
@@ -401,10 +504,17 @@ pub fn encode_publish(publish: &Publish) -> Bytes {
     let mut buf = BytesMut::with_capacity(publish.payload.len() + publish.topic.len() + 16);
     let mut publish = publish.clone();
     publish.dup = false;
-    publish.packet_id = (publish.qos != QoS::AtMostOnce).then(|| PacketId::new(1)).flatten();
+    publish.packet_id = (publish.qos != QoS::AtMostOnce)
+        .then(|| PacketId::new(1))
+        .flatten();
     // Encoding a message that came through the decoder cannot fail; an error would only
     // mean an oversized property set, which then is dropped rather than the message.
-    if protocol::encode(&Packet::Publish(publish.clone()), ProtocolVersion::V5, &mut buf).is_err()
+    if protocol::encode(
+        &Packet::Publish(publish.clone()),
+        ProtocolVersion::V5,
+        &mut buf,
+    )
+    .is_err()
     {
         buf.clear();
         publish.properties = Default::default();
@@ -520,7 +630,10 @@ impl MemJournal {
         MemJournal {
             records: Default::default(),
             segment_len: segment_len.max(1),
-            head: Rc::new(Cell::new(Position { segment: 0, offset: 0 })),
+            head: Rc::new(Cell::new(Position {
+                segment: 0,
+                offset: 0,
+            })),
         }
     }
 
@@ -538,9 +651,15 @@ impl Journal for MemJournal {
         self.records
             .borrow_mut()
             .insert(pos, (kind, Bytes::copy_from_slice(body)));
-        let mut next = Position { segment: pos.segment, offset: pos.offset + 1 };
+        let mut next = Position {
+            segment: pos.segment,
+            offset: pos.offset + 1,
+        };
         if next.offset >= self.segment_len {
-            next = Position { segment: pos.segment + 1, offset: 0 };
+            next = Position {
+                segment: pos.segment + 1,
+                offset: 0,
+            };
         }
         self.head.set(next);
         Ok(pos)
@@ -613,33 +732,81 @@ mod tests {
             properties: Default::default(),
             payload: Bytes::from_static(b"hello"),
         });
-        assert_eq!(decode_publish(kind::MESSAGE, &publish).unwrap().payload, "hello");
+        assert_eq!(
+            decode_publish(kind::MESSAGE, &publish).unwrap().payload,
+            "hello"
+        );
         for record in [
-            Record::SessionOpen { sid: 7, client_id: "dev-1".into(), expiry_secs: 300 },
-            Record::SessionExpiry { sid: 7, expiry_secs: 0 },
+            Record::SessionOpen {
+                sid: 7,
+                client_id: "dev-1".into(),
+                expiry_secs: 300,
+            },
+            Record::SessionExpiry {
+                sid: 7,
+                expiry_secs: 0,
+            },
             Record::SessionOnline { sid: 7 },
-            Record::SessionOffline { sid: 7, at_ms: 1_700_000_000_000, expiry_secs: 60 },
+            Record::SessionOffline {
+                sid: 7,
+                at_ms: 1_700_000_000_000,
+                expiry_secs: 60,
+            },
             Record::SessionEnd { sid: 7 },
-            Record::Subscribe { sid: 7, filter: "a/+".into(), options, identifier: 42 },
-            Record::Unsubscribe { sid: 7, filter: "a/+".into() },
+            Record::Subscribe {
+                sid: 7,
+                filter: "a/+".into(),
+                options,
+                identifier: 42,
+            },
+            Record::Unsubscribe {
+                sid: 7,
+                filter: "a/+".into(),
+            },
             Record::Message(MessageRecord {
                 seq: 99,
                 expires_ms: 5,
                 publisher: "p".into(),
                 payload_len: 5,
                 targets: vec![
-                    Target { sid: 7, qos: QoS::AtLeastOnce, retain: true, ids: vec![1, 2] },
-                    Target { sid: 8, qos: QoS::ExactlyOnce, retain: false, ids: vec![] },
+                    Target {
+                        sid: 7,
+                        qos: QoS::AtLeastOnce,
+                        retain: true,
+                        ids: vec![1, 2],
+                    },
+                    Target {
+                        sid: 8,
+                        qos: QoS::ExactlyOnce,
+                        retain: false,
+                        ids: vec![],
+                    },
                 ],
                 publish: publish.clone(),
             }),
-            Record::Sent { sid: 7, seq: 99, packet_id: 3 },
+            Record::Sent {
+                sid: 7,
+                seq: 99,
+                packet_id: 3,
+            },
             Record::Received { sid: 7, seq: 99 },
             Record::Done { sid: 7, seq: 99 },
-            Record::Qos2In { sid: 7, packet_id: 4 },
-            Record::Qos2Released { sid: 7, packet_id: 4 },
-            Record::Retained { expires_ms: 0, publisher: "p".into(), publish },
-            Record::RetainedClear { topic: "a/b".into() },
+            Record::Qos2In {
+                sid: 7,
+                packet_id: 4,
+            },
+            Record::Qos2Released {
+                sid: 7,
+                packet_id: 4,
+            },
+            Record::Retained {
+                expires_ms: 0,
+                publisher: "p".into(),
+                publish,
+            },
+            Record::RetainedClear {
+                topic: "a/b".into(),
+            },
             Record::Snapshot(Snapshot {
                 sid: 7,
                 client_id: "dev-1".into(),
@@ -654,11 +821,21 @@ mod tests {
                         in_flight: Some((PacketId::new(3).unwrap(), Outbound::Released)),
                         ids: vec![],
                     },
-                    SnapshotEntry { seq: 6, qos: QoS::AtLeastOnce, retain: true, in_flight: None, ids: vec![9] },
+                    SnapshotEntry {
+                        seq: 6,
+                        qos: QoS::AtLeastOnce,
+                        retain: true,
+                        in_flight: None,
+                        ids: vec![9],
+                    },
                 ],
                 awaiting_release: vec![4, 5],
             }),
-            Record::CheckpointBegin { id: 1, next_seq: 100, next_sid: 8 },
+            Record::CheckpointBegin {
+                id: 1,
+                next_seq: 100,
+                next_sid: 8,
+            },
             Record::CheckpointEnd { id: 1 },
             Record::CheckpointAbort { id: 1 },
         ] {
@@ -668,7 +845,10 @@ mod tests {
 
     #[test]
     fn unknown_kinds_and_trailing_bytes_are_errors() {
-        assert!(matches!(Record::decode(200, &Bytes::new()), Err(JournalError::UnknownKind(200))));
+        assert!(matches!(
+            Record::decode(200, &Bytes::new()),
+            Err(JournalError::UnknownKind(200))
+        ));
         let body = Bytes::from_static(&[1, 0, 0, 0, 0, 0, 0, 0, 9]);
         assert!(Record::decode(kind::SESSION_END, &body).is_err());
     }

@@ -130,7 +130,10 @@ pub(crate) fn read_message(
     let (kind, body) = journal.read(pos).map_err(|e| e.to_string())?;
     match Record::decode(kind, &body).map_err(|e| e.to_string())? {
         Record::Message(m) => message_of(kind, &m.publish, m.publisher, m.expires_ms, clock),
-        other => Err(format!("expected a message record, found kind {}", other.kind())),
+        other => Err(format!(
+            "expected a message record, found kind {}",
+            other.kind()
+        )),
     }
 }
 

@@ -33,8 +33,8 @@ use crate::session::{Message, Session};
 use crate::topic::SubscriptionTree;
 
 use journal::{Journal, Record};
-use messages::{Lookup, MessageTable};
 pub use messages::WallClock;
+use messages::{Lookup, MessageTable};
 pub use persist::CheckpointReport;
 pub use recovery::{Rebuild, Recovered};
 pub use routing::SubscribeOutcome;
@@ -107,7 +107,8 @@ pub struct Broker {
     pub id: ShardId,
     pub cores: usize,
     policy: SessionPolicy,
-    sessions: HashMap<ByteString, Slot>,
+    /// Boxed: an idle session should cost its size, not its size over the map's load factor.
+    sessions: HashMap<ByteString, Box<Slot>>,
     /// Local subscriptions: (client id) -> subscription.
     subscriptions: SubscriptionTree<ByteString, crate::session::Subscription>,
     /// Which other cores subscribe to which filters.
@@ -273,13 +274,13 @@ impl Broker {
             });
             self.sessions.insert(
                 client_id.clone(),
-                Slot {
+                Box::new(Slot {
                     session: Session::new(client_id.clone()),
                     online: true,
                     expiry,
                     expires_at: None,
                     sid,
-                },
+                }),
             );
             if let Some(sid) = sid {
                 self.journal(&Record::SessionOpen {
@@ -386,7 +387,11 @@ impl Broker {
             let Some(Reverse((at, client_id))) = self.wills_due.pop() else {
                 break;
             };
-            if self.wills.get(&client_id).is_some_and(|(due, _)| *due == at) {
+            if self
+                .wills
+                .get(&client_id)
+                .is_some_and(|(due, _)| *due == at)
+            {
                 if let Some((_, will)) = self.wills.remove(&client_id) {
                     let published = self.publish(&client_id, will, now);
                     effects.to_clients.extend(published.to_clients);

@@ -40,7 +40,11 @@ impl Broker {
         for seq in seqs {
             self.ensure_logged(seq);
         }
-        if let Some(snapshot) = self.sessions.get(client_id).map(|s| self.snapshot_of(s, now)) {
+        if let Some(snapshot) = self
+            .sessions
+            .get(client_id)
+            .map(|s| self.snapshot_of(s, now))
+        {
             self.journal(&Record::Snapshot(snapshot));
         }
     }

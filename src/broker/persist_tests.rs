@@ -29,13 +29,8 @@ impl Harness {
     fn new(segment_len: u32) -> Harness {
         let journal = MemJournal::new(segment_len);
         let clock = WallClock::now_from_system();
-        let broker = Broker::with_journal(
-            ShardId(0),
-            1,
-            policy(),
-            Box::new(journal.clone()),
-            clock,
-        );
+        let broker =
+            Broker::with_journal(ShardId(0), 1, policy(), Box::new(journal.clone()), clock);
         Harness {
             journal,
             broker,
@@ -117,9 +112,7 @@ impl Harness {
     }
 
     fn ack(&mut self, id: &str, packet: Packet) -> Vec<Packet> {
-        let effects = self
-            .broker
-            .on_ack(&ByteString::from(id), packet, self.now);
+        let effects = self.broker.on_ack(&ByteString::from(id), packet, self.now);
         effects.to_clients.into_iter().map(|(_, p)| p).collect()
     }
 
@@ -194,7 +187,11 @@ fn offline_queue_survives_a_crash_in_order() {
     h.subscribe("dev", "t/#", QoS::ExactlyOnce);
     h.disconnect("dev");
     for i in 0..5 {
-        let qos = if i % 2 == 0 { QoS::AtLeastOnce } else { QoS::ExactlyOnce };
+        let qos = if i % 2 == 0 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::ExactlyOnce
+        };
         h.publish("t/a", &format!("m{i}"), qos, false);
     }
     let before = h.describe();
@@ -317,7 +314,10 @@ fn checkpoint_shrinks_the_log_and_keeps_the_state() {
     assert!(h.broker.checkpoint_due());
     let report = h.broker.checkpoint(h.now).unwrap();
     assert_eq!(report.sessions, 3);
-    assert!(h.journal.segment_count() < segments_before / 2, "{report:?}");
+    assert!(
+        h.journal.segment_count() < segments_before / 2,
+        "{report:?}"
+    );
     assert_eq!(h.describe(), before);
     h.publish("t/x", "after", QoS::AtLeastOnce, false);
     let after = h.describe();

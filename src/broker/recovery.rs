@@ -402,13 +402,13 @@ impl Broker {
                 .push(std::cmp::Reverse((expires_at, client_id.clone())));
             broker.sessions.insert(
                 client_id,
-                Slot {
+                Box::new(Slot {
                     session,
                     online: false,
                     expiry,
                     expires_at: Some(expires_at),
                     sid: Some(sid),
-                },
+                }),
             );
         }
         report.sessions = broker.sessions.len();

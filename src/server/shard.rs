@@ -19,9 +19,9 @@ use glommio::net::TcpListener;
 
 use super::ownership::ShardId;
 use crate::broker::{Broker, CoreMsg, Effects, SessionPolicy};
-use crate::session::state::QueueLimits;
 use crate::config::Config;
 use crate::protocol::{Connect, Packet};
+use crate::session::state::QueueLimits;
 use crate::session::ConnectPolicy;
 
 /// A message from one core to another.

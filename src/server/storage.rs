@@ -38,9 +38,13 @@ pub fn check_layout(data_dir: &Path, cores: usize) -> anyhow::Result<()> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let tmp = data_dir.join(format!("{LAYOUT_FILE}.tmp"));
-            std::fs::write(&tmp, format!("# written by berth; do not edit\nformat = 1\ncores = {cores}\n"))
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(
+                &tmp,
+                format!("# written by berth; do not edit\nformat = 1\ncores = {cores}\n"),
+            )
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             Ok(())
         }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),

@@ -12,7 +12,7 @@
 //! [MQTT-4.3.3-10]; unacknowledged messages are resent first, with DUP, in their original
 //! order [MQTT-4.4.0-1].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -84,7 +84,13 @@ impl Queued {
 
 impl std::fmt::Debug for Queued {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "#{} q{} r{}", self.seq(), self.qos() as u8, self.retain())
+        write!(
+            f,
+            "#{} q{} r{}",
+            self.seq(),
+            self.qos() as u8,
+            self.retain()
+        )
     }
 }
 
@@ -133,7 +139,10 @@ impl Default for QueueLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     /// A queued message was sent with this packet id (and is in flight unless QoS 0).
-    Sent { seq: Seq, packet_id: Option<PacketId> },
+    Sent {
+        seq: Seq,
+        packet_id: Option<PacketId>,
+    },
     /// QoS 2: PUBREC received, PUBREL sent.
     Received { seq: Seq },
     /// The delivery ended: acknowledged, sent at QoS 0, or expired unsent.
@@ -170,10 +179,65 @@ pub struct InFlight {
     pub state: Outbound,
 }
 
+/// A session's subscriptions: a short list, since a session rarely holds more than a
+/// few (a map would cost ~200 bytes per idle session; the tree does the matching).
+#[derive(Debug, Default)]
+pub struct Subscriptions(Vec<(ByteString, Subscription)>);
+
+impl Subscriptions {
+    pub fn insert(
+        &mut self,
+        filter: ByteString,
+        subscription: Subscription,
+    ) -> Option<Subscription> {
+        match self.0.iter_mut().find(|(f, _)| *f == filter) {
+            Some((_, old)) => Some(std::mem::replace(old, subscription)),
+            None => {
+                self.0.push((filter, subscription));
+                self.0.shrink_to_fit();
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, filter: &ByteString) -> Option<Subscription> {
+        let pos = self.0.iter().position(|(f, _)| f == filter)?;
+        Some(self.0.swap_remove(pos).1)
+    }
+
+    pub fn get(&self, filter: &str) -> Option<&Subscription> {
+        self.0.iter().find(|(f, _)| f == filter).map(|(_, s)| s)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &ByteString> {
+        self.0.iter().map(|(f, _)| f)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&ByteString, &Subscription)> {
+        self.0.iter().map(|(f, s)| (f, s))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Subscriptions {
+    type Item = (&'a ByteString, &'a Subscription);
+    type IntoIter = Box<dyn Iterator<Item = Self::Item> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
 #[derive(Debug)]
 pub struct Session {
     pub client_id: ByteString,
-    pub subscriptions: HashMap<ByteString, Subscription>,
+    pub subscriptions: Subscriptions,
     /// The client's Receive Maximum for the current (or last) connection.
     receive_maximum: u16,
     next_packet_id: u16,
@@ -183,25 +247,26 @@ pub struct Session {
     queued_bytes: usize,
     /// Subscription Identifiers of queued and in-flight messages that carry any (v5 only;
     /// kept aside so that a queue entry stays 8 bytes).
-    ids: HashMap<Seq, Box<[u32]>>,
+    ids: Option<Box<HashMap<Seq, Box<[u32]>>>>,
     pub dropped: u64,
-    /// Inbound QoS 2 packet ids received and not yet released by PUBREL.
-    awaiting_rel: HashSet<u16>,
+    /// Inbound QoS 2 packet ids received and not yet released by PUBREL (a few at most:
+    /// a list is smaller than a set).
+    awaiting_rel: Vec<u16>,
 }
 
 impl Session {
     pub fn new(client_id: ByteString) -> Session {
         Session {
             client_id,
-            subscriptions: HashMap::new(),
+            subscriptions: Subscriptions::default(),
             receive_maximum: u16::MAX,
             next_packet_id: 1,
             in_flight: VecDeque::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
-            ids: HashMap::new(),
+            ids: None,
             dropped: 0,
-            awaiting_rel: HashSet::new(),
+            awaiting_rel: Vec::new(),
         }
     }
 
@@ -222,11 +287,33 @@ impl Session {
     }
 
     pub fn ids_of(&self, seq: Seq) -> &[u32] {
-        self.ids.get(&seq).map_or(&[], |ids| ids)
+        self.ids
+            .as_ref()
+            .and_then(|m| m.get(&seq))
+            .map_or(&[], |ids| ids)
     }
 
     pub fn awaiting_release_ids(&self) -> impl Iterator<Item = u16> + '_ {
         self.awaiting_rel.iter().copied()
+    }
+
+    fn forget_ids(&mut self, seq: &Seq) {
+        if let Some(ids) = &mut self.ids {
+            ids.remove(seq);
+            if ids.is_empty() {
+                self.ids = None;
+            }
+        }
+    }
+
+    fn forget_awaiting(&mut self, packet_id: u16) -> bool {
+        match self.awaiting_rel.iter().position(|id| *id == packet_id) {
+            Some(pos) => {
+                self.awaiting_rel.swap_remove(pos);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Every message this session holds a reference to.
@@ -268,7 +355,9 @@ impl Session {
         {
             let packet_id = self.allocate_packet_id();
             if !ids.is_empty() {
-                self.ids.insert(entry.seq(), ids.clone().into_boxed_slice());
+                self.ids
+                    .get_or_insert_with(Default::default)
+                    .insert(entry.seq(), ids.clone().into_boxed_slice());
             }
             self.in_flight.push_back(InFlight {
                 packet_id,
@@ -298,7 +387,9 @@ impl Session {
             changes.push(Change::Dropped { seq: oldest.seq() });
         }
         if !ids.is_empty() {
-            self.ids.insert(entry.seq(), ids.into_boxed_slice());
+            self.ids
+                .get_or_insert_with(Default::default)
+                .insert(entry.seq(), ids.into_boxed_slice());
         }
         self.queue.push_back(entry);
         self.queued_bytes += size;
@@ -306,10 +397,8 @@ impl Session {
     }
 
     fn forget(&mut self, entry: Queued, messages: &dyn Messages) {
-        self.queued_bytes = self
-            .queued_bytes
-            .saturating_sub(messages.size(entry.seq()));
-        self.ids.remove(&entry.seq());
+        self.queued_bytes = self.queued_bytes.saturating_sub(messages.size(entry.seq()));
+        self.forget_ids(&entry.seq());
     }
 
     fn allocate_packet_id(&mut self) -> PacketId {
@@ -344,14 +433,14 @@ impl Session {
             let message = match message {
                 Some(m) if !m.expires_at.is_some_and(|at| at <= now) => m,
                 _ => {
-                    self.ids.remove(&entry.seq());
+                    self.forget_ids(&entry.seq());
                     changes.push(Change::Done { seq: entry.seq() });
                     continue;
                 }
             };
-            let ids = self.ids.get(&entry.seq()).map_or_else(Vec::new, |i| i.to_vec());
+            let ids = self.ids_of(entry.seq()).to_vec();
             if entry.qos() == QoS::AtMostOnce {
-                self.ids.remove(&entry.seq());
+                self.forget_ids(&entry.seq());
                 out.push(Packet::Publish(publish_of(&message, entry, None, ids, now)));
                 changes.push(Change::Sent {
                     seq: entry.seq(),
@@ -403,14 +492,20 @@ impl Session {
                         continue;
                     };
                     let ids = self.ids_of(seq).to_vec();
-                    let mut publish =
-                        publish_of(&message, in_flight.entry, Some(in_flight.packet_id), ids, now);
+                    let mut publish = publish_of(
+                        &message,
+                        in_flight.entry,
+                        Some(in_flight.packet_id),
+                        ids,
+                        now,
+                    );
                     publish.dup = true;
                     out.push(Packet::Publish(publish));
                 }
-                Outbound::Released => {
-                    out.push(Packet::PubRel(ack(in_flight.packet_id, ReasonCode::SUCCESS)))
-                }
+                Outbound::Released => out.push(Packet::PubRel(ack(
+                    in_flight.packet_id,
+                    ReasonCode::SUCCESS,
+                ))),
             }
         }
         for packet_id in gone {
@@ -424,7 +519,7 @@ impl Session {
             return false;
         };
         if let Some(done) = self.in_flight.remove(pos) {
-            self.ids.remove(&done.entry.seq());
+            self.forget_ids(&done.entry.seq());
             changes.push(Change::Done {
                 seq: done.entry.seq(),
             });
@@ -482,7 +577,11 @@ impl Session {
     /// An inbound QoS 2 PUBLISH: returns whether to route it (false for a retransmission
     /// of one not yet released) [MQTT-4.3.3-10].
     pub fn receive_qos2(&mut self, packet_id: PacketId) -> bool {
-        self.awaiting_rel.insert(packet_id.get())
+        if self.awaiting_rel.contains(&packet_id.get()) {
+            return false;
+        }
+        self.awaiting_rel.push(packet_id.get());
+        true
     }
 
     pub fn awaiting_release(&self) -> usize {
@@ -491,7 +590,7 @@ impl Session {
 
     /// PUBREL for an inbound QoS 2 message: answer PUBCOMP. Returns whether it was known.
     pub fn on_pub_rel(&mut self, packet_id: PacketId) -> (Packet, bool) {
-        let known = self.awaiting_rel.remove(&packet_id.get());
+        let known = self.forget_awaiting(packet_id.get());
         let reason = if known {
             ReasonCode::SUCCESS
         } else {
@@ -505,7 +604,9 @@ impl Session {
     /// A queued reference, as the log recorded it.
     pub fn restore_queued(&mut self, entry: Queued, ids: Vec<u32>, size: usize) {
         if !ids.is_empty() {
-            self.ids.insert(entry.seq(), ids.into_boxed_slice());
+            self.ids
+                .get_or_insert_with(Default::default)
+                .insert(entry.seq(), ids.into_boxed_slice());
         }
         self.queue.push_back(entry);
         self.queued_bytes += size;
@@ -532,7 +633,9 @@ impl Session {
 
     pub fn restore_in_flight(&mut self, in_flight: InFlight, ids: Vec<u32>) {
         if !ids.is_empty() {
-            self.ids.insert(in_flight.entry.seq(), ids.into_boxed_slice());
+            self.ids
+                .get_or_insert_with(Default::default)
+                .insert(in_flight.entry.seq(), ids.into_boxed_slice());
         }
         self.next_packet_id = in_flight.packet_id.get().checked_add(1).unwrap_or(1);
         self.in_flight.push_back(in_flight);
@@ -546,7 +649,7 @@ impl Session {
 
     /// The reference ended (acknowledged or dropped). Returns whether it was held.
     pub fn restore_done(&mut self, seq: Seq, size: usize) -> bool {
-        self.ids.remove(&seq);
+        self.forget_ids(&seq);
         if let Some(pos) = self.in_flight.iter().position(|f| f.entry.seq() == seq) {
             self.in_flight.remove(pos);
             return true;
@@ -561,9 +664,11 @@ impl Session {
 
     pub fn restore_awaiting_release(&mut self, packet_id: u16, awaiting: bool) {
         if awaiting {
-            self.awaiting_rel.insert(packet_id);
+            if !self.awaiting_rel.contains(&packet_id) {
+                self.awaiting_rel.push(packet_id);
+            }
         } else {
-            self.awaiting_rel.remove(&packet_id);
+            self.forget_awaiting(packet_id);
         }
     }
 }
@@ -684,8 +789,13 @@ mod tests {
 
         fn complete(&mut self, packet_id: PacketId) -> Vec<Packet> {
             let mut out = Vec::new();
-            self.session
-                .on_complete(packet_id, &self.table, self.now, &mut out, &mut self.changes);
+            self.session.on_complete(
+                packet_id,
+                &self.table,
+                self.now,
+                &mut out,
+                &mut self.changes,
+            );
             out
         }
     }
@@ -701,7 +811,10 @@ mod tests {
     fn queued_entry_packs_seq_qos_and_retain_into_eight_bytes() {
         assert_eq!(std::mem::size_of::<Queued>(), 8);
         let q = Queued::new((1 << 61) - 1, QoS::ExactlyOnce, true);
-        assert_eq!((q.seq(), q.qos(), q.retain()), ((1 << 61) - 1, QoS::ExactlyOnce, true));
+        assert_eq!(
+            (q.seq(), q.qos(), q.retain()),
+            ((1 << 61) - 1, QoS::ExactlyOnce, true)
+        );
         let q = Queued::new(5, QoS::AtMostOnce, false);
         assert_eq!((q.seq(), q.qos(), q.retain()), (5, QoS::AtMostOnce, false));
     }
@@ -779,7 +892,9 @@ mod tests {
             Delivery::Queued
         ));
         let out = f.resume(10);
-        assert!(matches!(&out[..], [Packet::Publish(p)] if p.qos == QoS::AtMostOnce && p.packet_id.is_none()));
+        assert!(
+            matches!(&out[..], [Packet::Publish(p)] if p.qos == QoS::AtMostOnce && p.packet_id.is_none())
+        );
         assert!(f.changes.contains(&Change::Done { seq: 1 }));
         assert_eq!(f.session.queued() + f.session.in_flight(), 0);
     }
@@ -790,7 +905,9 @@ mod tests {
         let id = PacketId::new(7).unwrap();
         assert!(s.receive_qos2(id));
         assert!(!s.receive_qos2(id));
-        assert!(matches!(s.on_pub_rel(id), (Packet::PubComp(a), true) if a.reason_code == ReasonCode::SUCCESS));
+        assert!(
+            matches!(s.on_pub_rel(id), (Packet::PubComp(a), true) if a.reason_code == ReasonCode::SUCCESS)
+        );
         assert!(s.receive_qos2(id));
         assert!(matches!(
             s.on_pub_rel(PacketId::new(8).unwrap()),

@@ -1,0 +1,174 @@
+//! Persistent-session scale: memory per session and per queued reference, the rate of
+//! publishing into offline queues, and how fast a core's log replays (records/s and queued
+//! references/s) into a ready engine, checkpoint included.
+//!
+//! Not a criterion bench: each step runs once at full size (1,000,000 sessions and
+//! 10,000,000 queued references by default), as a restart would.
+//!
+//! ```sh
+//! cargo bench --bench recovery                     # full size
+//! BERTH_BENCH_SESSIONS=100000 cargo bench --bench recovery
+//! ```
+//! The log is the broker's own journal; `BERTH_BENCH_DIR` set puts it on disk (the
+//! memory-mapped log), otherwise it is kept in memory so the numbers show the engine alone.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use berth::broker::journal::{Journal, MemJournal};
+use berth::broker::{Broker, Rebuild, SessionPolicy, WallClock};
+use berth::protocol::{PacketId, Properties, Publish, QoS, Subscribe, SubscriptionOptions};
+use berth::server::ShardId;
+use berth::session::state::QueueLimits;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Anonymous resident memory: the engine's heap (a mapped log would be file-backed).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn policy() -> SessionPolicy {
+    SessionPolicy {
+        max_session_expiry: Duration::from_secs(7200),
+        limits: QueueLimits {
+            max_messages: 1000,
+            ..QueueLimits::default()
+        },
+        max_sessions: usize::MAX,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is taken from the command line.
+    let sessions = env("BERTH_BENCH_SESSIONS", 1_000_000);
+    let per_session = env("BERTH_BENCH_QUEUED", 10);
+    let group = env("BERTH_BENCH_GROUP", 1000).min(sessions);
+    let groups = sessions / group;
+    let journal = MemJournal::new(4096);
+    let clock = WallClock::now_from_system();
+    let now = clock.base;
+    let mut broker =
+        Broker::with_journal(ShardId(0), 1, policy(), Box::new(journal.clone()), clock);
+
+    let rss0 = rss_bytes();
+    let started = Instant::now();
+    for g in 0..groups {
+        let filter = ByteString::from(format!("fleet/{g}/cmd"));
+        for i in 0..group {
+            let id = ByteString::from(format!("device-{g:05}-{i:05}"));
+            broker
+                .connect(&id, false, Duration::from_secs(3600), 100, now)
+                .expect("session limit");
+            let subscribe = Subscribe {
+                packet_id: PacketId::new(1).unwrap(),
+                properties: Properties::default(),
+                filters: vec![(
+                    filter.clone(),
+                    SubscriptionOptions {
+                        qos: QoS::AtLeastOnce,
+                        ..Default::default()
+                    },
+                )],
+            };
+            broker.subscribe(&id, subscribe, now);
+            broker.disconnect(&id, None, now);
+        }
+    }
+    let sessions_time = started.elapsed();
+    // The in-memory journal's own bytes are not the engine's: leave them out.
+    let log1 = journal.disk_bytes();
+    let rss1 = rss_bytes() - log1;
+    println!(
+        "{sessions} persistent sessions (each subscribed, offline): {:.2} s, {:.0} sessions/s, {} B of memory per session",
+        sessions_time.as_secs_f64(),
+        sessions as f64 / sessions_time.as_secs_f64(),
+        rss1.saturating_sub(rss0) / sessions as u64
+    );
+
+    let payload = Bytes::from(vec![b'x'; 64]);
+    let started = Instant::now();
+    let mut published = 0u64;
+    for m in 0..per_session {
+        for g in 0..groups {
+            let publish = Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: ByteString::from(format!("fleet/{g}/cmd")),
+                packet_id: PacketId::new(1),
+                properties: Properties::default(),
+                payload: payload.clone(),
+            };
+            let _ = m;
+            broker.publish(&ByteString::from_static("backend"), publish, now);
+            published += 1;
+        }
+    }
+    let publish_time = started.elapsed();
+    let refs = published * group as u64;
+    let rss2 = rss_bytes() - journal.disk_bytes();
+    println!(
+        "{published} messages of 64 B into {refs} offline queue slots: {:.2} s, {:.0} queued references/s, {:.1} B of memory per queued reference (message table included)",
+        publish_time.as_secs_f64(),
+        refs as f64 / publish_time.as_secs_f64(),
+        rss2.saturating_sub(rss1) as f64 / refs as f64
+    );
+    println!(
+        "log: {} records, {:.1} MiB",
+        journal.records.borrow().len(),
+        journal.disk_bytes() as f64 / (1 << 20) as f64
+    );
+
+    replay("replay of the log as written", &journal, clock);
+
+    let started = Instant::now();
+    let report = broker.checkpoint(now).expect("checkpoint");
+    println!(
+        "checkpoint: {} sessions, {} messages in {:.2} s; log now {} records, {:.1} MiB",
+        report.sessions,
+        report.messages,
+        started.elapsed().as_secs_f64(),
+        journal.records.borrow().len(),
+        journal.disk_bytes() as f64 / (1 << 20) as f64
+    );
+    drop(broker);
+    replay("replay after a checkpoint", &journal, clock);
+}
+
+fn replay(what: &str, journal: &MemJournal, clock: WallClock) {
+    let started = Instant::now();
+    let mut rebuild = Rebuild::new(clock);
+    journal.replay(|pos, kind, body| rebuild.visit(pos, kind, body));
+    let records = rebuild.records;
+    let (broker, report) = Broker::recover(
+        ShardId(0),
+        1,
+        policy(),
+        Box::new(journal.clone()),
+        rebuild,
+        Instant::now(),
+    );
+    let elapsed = started.elapsed();
+    println!(
+        "{what}: {records} records -> {} sessions, {} queued references in {:.2} s ({:.0} records/s, {:.0} references/s)",
+        report.sessions,
+        report.queued,
+        elapsed.as_secs_f64(),
+        records as f64 / elapsed.as_secs_f64(),
+        report.queued as f64 / elapsed.as_secs_f64()
+    );
+    drop(broker);
+}
