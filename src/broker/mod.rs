@@ -503,14 +503,20 @@ impl Broker {
         let Some(slot) = self.sessions.get_mut(client_id) else {
             return true;
         };
-        let new = slot.session.receive_qos2(packet_id);
-        if let (true, Some(sid)) = (new, slot.sid) {
+        slot.session.receive_qos2(packet_id)
+    }
+
+    /// Journals an inbound QoS 2 packet id as received, just before its PUBREC leaves:
+    /// only once the message is in the log of every core it was routed to, so that a
+    /// crash before this point makes the client resend (at worst a duplicate), never
+    /// makes the broker drop the resent PUBLISH as already routed (a loss).
+    pub fn journal_qos2_received(&mut self, client_id: &ByteString, packet_id: PacketId) {
+        if let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) {
             self.journal(&Record::Qos2In {
                 sid,
                 packet_id: packet_id.get(),
             });
         }
-        new
     }
 
     pub fn awaiting_release(&self, client_id: &ByteString) -> usize {

@@ -240,6 +240,7 @@ fn inbound_qos2_awaiting_release_survives_a_crash() {
     h.connect("pub", 300);
     let id = PacketId::new(7).unwrap();
     assert!(h.broker.receive_qos2(&"pub".into(), id));
+    h.broker.journal_qos2_received(&"pub".into(), id);
     h.crash_and_restart();
     h.connect("pub", 300);
     // A retransmission of the same PUBLISH is not routed again [MQTT-4.3.3-10].

@@ -551,6 +551,12 @@ async fn flush(conn: &Conn<'_>, pending: Effects, acks: &mut Vec<Packet>) {
         }
     }
     for ack in acks.drain(..) {
+        if let Packet::PubRec(rec) = &ack {
+            conn.shard
+                .broker
+                .borrow_mut()
+                .journal_qos2_received(&conn.client_id, rec.packet_id);
+        }
         let _ = conn.out.try_send(ack);
     }
 }
