@@ -73,6 +73,9 @@ pub struct Args {
     /// Messages queued per session beyond its inflight window; the oldest is dropped past it.
     #[arg(long)]
     pub max_queued_messages: Option<usize>,
+    /// Seconds between `$SYS/broker/...` updates; 0 turns `$SYS` off.
+    #[arg(long)]
+    pub sys_interval: Option<u64>,
 }
 
 /// The keys a config file may hold. `deny_unknown_fields` turns a typo into an error.
@@ -89,6 +92,7 @@ struct FileConfig {
     receive_maximum: Option<u16>,
     max_session_expiry: Option<u64>,
     max_queued_messages: Option<usize>,
+    sys_interval: Option<u64>,
 }
 
 /// The configuration in force, after flags, file and defaults are merged and checked.
@@ -104,6 +108,8 @@ pub struct Config {
     pub receive_maximum: u16,
     pub max_session_expiry: Duration,
     pub max_queued_messages: usize,
+    /// How often core 0 publishes `$SYS`; zero: never.
+    pub sys_interval: Duration,
 }
 
 impl Default for Config {
@@ -121,6 +127,7 @@ impl Default for Config {
             receive_maximum: 1024,
             max_session_expiry: Duration::from_secs(2 * 60 * 60),
             max_queued_messages: 1000,
+            sys_interval: Duration::from_secs(10),
         }
     }
 }
@@ -168,6 +175,9 @@ impl Config {
         if let Some(v) = file.max_queued_messages {
             config.max_queued_messages = v;
         }
+        if let Some(v) = file.sys_interval {
+            config.sys_interval = Duration::from_secs(v);
+        }
 
         // Flags win over the file.
         config.listen = args.listen.unwrap_or(config.listen);
@@ -186,6 +196,9 @@ impl Config {
         config.max_queued_messages = args
             .max_queued_messages
             .unwrap_or(config.max_queued_messages);
+        if let Some(v) = args.sys_interval {
+            config.sys_interval = Duration::from_secs(v);
+        }
 
         // A bad value names the file only when it came from the file.
         let bad = |key: &'static str, from_flag: bool, message: String| ConfigError::Invalid {
@@ -294,5 +307,21 @@ mod tests {
         .unwrap();
         assert_eq!(config.cores, 1);
         assert_eq!(config.max_packet_size, 1000);
+    }
+
+    #[test]
+    fn sys_interval_defaults_to_ten_seconds_and_zero_turns_it_off() {
+        let config = Config::from_args(Args::default()).unwrap();
+        assert_eq!(config.sys_interval, Duration::from_secs(10));
+        assert!(with_file("sys_interval = 0\n")
+            .unwrap()
+            .sys_interval
+            .is_zero());
+        let config = Config::from_args(Args {
+            sys_interval: Some(1),
+            ..Args::default()
+        })
+        .unwrap();
+        assert_eq!(config.sys_interval, Duration::from_secs(1));
     }
 }

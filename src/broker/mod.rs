@@ -13,6 +13,8 @@
 //! broadcast to every core.
 
 mod routing;
+mod share;
+mod sys;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,9 +25,10 @@ use bytestring::ByteString;
 use crate::protocol::Packet;
 use crate::server::ShardId;
 use crate::session::{Message, Session};
-use crate::topic::SubscriptionTree;
+use crate::topic::{SharedFilter, SubscriptionTree};
 
-pub use routing::SubscribeOutcome;
+pub use routing::{Added, SubscribeOutcome};
+pub use sys::{is_sys_topic, CoreStats, Stat};
 
 /// A message from one core's engine to another's.
 #[derive(Debug, Clone)]
@@ -40,6 +43,23 @@ pub enum CoreMsg {
     },
     /// Set (or clear, with an empty payload) a retained message everywhere.
     Retain(Arc<Message>),
+    /// Deliver to one member on the receiving core of each of these share groups.
+    /// `redirected`: a core that had no member to take it passed it on (it is not again).
+    Shared {
+        message: Arc<Message>,
+        groups: Vec<SharedFilter>,
+        redirected: bool,
+    },
+    /// The sending core now holds `members` members of a share group, `online` of them
+    /// with a connected client.
+    ShareCount {
+        from: ShardId,
+        group: SharedFilter,
+        members: u32,
+        online: u32,
+    },
+    /// A core's figures for `$SYS`, sent to core 0 every `sys_interval`.
+    Stats { from: ShardId, stats: CoreStats },
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +104,10 @@ pub struct Broker {
     interest: SubscriptionTree<ShardId, ()>,
     retained: HashMap<ByteString, Arc<Message>>,
     pub counters: Counters,
+    /// Shared subscriptions: this core's members and where every group's members are.
+    shares: share::Shares,
+    /// Core 0: the latest figures of every core, for `$SYS`.
+    sys: sys::SysBoard,
 }
 
 impl Broker {
@@ -97,6 +121,8 @@ impl Broker {
             interest: SubscriptionTree::new(),
             retained: HashMap::new(),
             counters: Counters::default(),
+            shares: share::Shares::new(cores),
+            sys: sys::SysBoard::new(cores),
         }
     }
 
@@ -143,6 +169,7 @@ impl Broker {
         slot.expires_at = None;
         let mut resume = Vec::new();
         slot.session.resume(receive_maximum, now, &mut resume);
+        self.share_presence(client_id, true, &mut effects);
         (present, expiry, resume, effects)
     }
 
@@ -165,6 +192,7 @@ impl Broker {
         } else {
             slot.online = false;
             slot.expires_at = Some(now + slot.expiry);
+            self.share_presence(client_id, false, &mut effects);
         }
         effects
     }

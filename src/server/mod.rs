@@ -13,6 +13,7 @@ mod handoff;
 mod listener;
 pub mod ownership;
 mod shard;
+mod sys;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +40,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// every core accepts connections.
 pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::Result<()> {
     let cores = config.cores;
+    let started = std::time::Instant::now();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let (listeners, bound) = listener::bind_all(config.listen, cores)
@@ -108,6 +110,8 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
                     glommio::spawn_local(inbox_loop(shard.clone(), task.await)).detach();
                 }
                 let expiry = glommio::spawn_local(expiry_loop(shard.clone()));
+                let sys_interval = shard.config.sys_interval;
+                let sys = (!sys_interval.is_zero()).then(|| glommio::spawn_local(sys::sys_loop(shard.clone(), sys_interval, started)));
                 let accept = glommio::spawn_local(shard::accept_loop(shard.clone(), listener::into_listener(listener_fd)));
                 let _ = ready_tx.send(Ok(()));
                 while !shutdown.load(Ordering::Relaxed) {
@@ -115,6 +119,7 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
                 }
                 drop(accept);
                 drop(expiry);
+                drop(sys);
                 shard.shut_down_connections();
                 let started = std::time::Instant::now();
                 while shard.connected() > 0 && started.elapsed() < SHUTDOWN_GRACE {
