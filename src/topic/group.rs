@@ -316,9 +316,10 @@ impl GroupPlacement {
             let weight = i64::from(weights[core]);
             total += weight;
             self.credit[core] += weight;
-            if best.is_none_or(|b| self.credit[core] > self.credit[b]) {
-                best = Some(core);
-            }
+            best = match best {
+                Some(b) if self.credit[b] >= self.credit[core] => Some(b),
+                _ => Some(core),
+            };
         }
         let chosen = best?;
         self.credit[chosen] -= total;
