@@ -75,6 +75,9 @@ pub struct Args {
     /// Messages queued per session beyond its inflight window (see `queue_overflow`).
     #[arg(long)]
     pub max_queued_messages: Option<usize>,
+    /// Seconds between `$SYS/broker/...` updates; 0 turns `$SYS` off.
+    #[arg(long)]
+    pub sys_interval: Option<u64>,
     /// Payload bytes queued per session; 0 means no limit beyond `max_queued_messages`.
     #[arg(long)]
     pub max_queued_bytes: Option<usize>,
@@ -130,6 +133,7 @@ struct FileConfig {
     fsync: Option<FsyncMode>,
     fsync_interval_ms: Option<u64>,
     segment_size: Option<u64>,
+    sys_interval: Option<u64>,
 }
 
 /// The configuration in force, after flags, file and defaults are merged and checked.
@@ -152,6 +156,8 @@ pub struct Config {
     pub fsync: FsyncMode,
     pub fsync_interval: Duration,
     pub segment_size: u64,
+    /// How often core 0 publishes `$SYS`; zero: never.
+    pub sys_interval: Duration,
 }
 
 impl Default for Config {
@@ -176,6 +182,7 @@ impl Default for Config {
             fsync: FsyncMode::Interval,
             fsync_interval: Duration::from_millis(1000),
             segment_size: 64 << 20,
+            sys_interval: Duration::from_secs(10),
         }
     }
 }
@@ -232,6 +239,9 @@ impl Config {
             config.fsync_interval = Duration::from_millis(v);
         }
         config.segment_size = file.segment_size.unwrap_or(config.segment_size);
+        if let Some(v) = file.sys_interval {
+            config.sys_interval = Duration::from_secs(v);
+        }
 
         // Flags win over the file.
         config.listen = args.listen.unwrap_or(config.listen);
@@ -259,6 +269,9 @@ impl Config {
             config.fsync_interval = Duration::from_millis(v);
         }
         config.segment_size = args.segment_size.unwrap_or(config.segment_size);
+        if let Some(v) = args.sys_interval {
+            config.sys_interval = Duration::from_secs(v);
+        }
 
         // A bad value names the file only when it came from the file.
         let bad = |key: &'static str, from_flag: bool, message: String| ConfigError::Invalid {
@@ -413,5 +426,21 @@ mod tests {
         .unwrap();
         assert_eq!(config.cores, 1);
         assert_eq!(config.max_packet_size, 1000);
+    }
+
+    #[test]
+    fn sys_interval_defaults_to_ten_seconds_and_zero_turns_it_off() {
+        let config = Config::from_args(Args::default()).unwrap();
+        assert_eq!(config.sys_interval, Duration::from_secs(10));
+        assert!(with_file("sys_interval = 0\n")
+            .unwrap()
+            .sys_interval
+            .is_zero());
+        let config = Config::from_args(Args {
+            sys_interval: Some(1),
+            ..Args::default()
+        })
+        .unwrap();
+        assert_eq!(config.sys_interval, Duration::from_secs(1));
     }
 }

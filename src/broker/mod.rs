@@ -17,6 +17,8 @@ pub(crate) mod messages;
 mod persist;
 mod recovery;
 mod routing;
+mod share;
+mod sys;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -30,14 +32,16 @@ use crate::protocol::{Packet, PacketId, Publish};
 use crate::server::ShardId;
 use crate::session::state::{Change, QueueLimits};
 use crate::session::{Message, Session};
-use crate::topic::SubscriptionTree;
+use crate::topic::{SharedFilter, SubscriptionTree};
 
 use journal::{Journal, Record};
 pub use messages::WallClock;
 use messages::{Lookup, MessageTable};
 pub use persist::CheckpointReport;
 pub use recovery::{Rebuild, Recovered};
+pub use routing::Added;
 pub use routing::SubscribeOutcome;
+pub use sys::{is_sys_topic, CoreStats, Stat};
 
 /// A message from one core's engine to another's.
 #[derive(Debug, Clone)]
@@ -52,6 +56,23 @@ pub enum CoreMsg {
     },
     /// Set (or clear, with an empty payload) a retained message everywhere.
     Retain(Arc<Message>),
+    /// Deliver to one member on the receiving core of each of these share groups.
+    /// `redirected`: a core that had no member to take it passed it on (it is not again).
+    Shared {
+        message: Arc<Message>,
+        groups: Vec<SharedFilter>,
+        redirected: bool,
+    },
+    /// The sending core now holds `members` members of a share group, `online` of them
+    /// with a connected client.
+    ShareCount {
+        from: ShardId,
+        group: SharedFilter,
+        members: u32,
+        online: u32,
+    },
+    /// A core's figures for `$SYS`, sent to core 0 every `sys_interval`.
+    Stats { from: ShardId, stats: CoreStats },
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +152,12 @@ pub struct Broker {
     /// client id -> (due, the will as published).
     wills: HashMap<ByteString, (Instant, Publish)>,
     wills_due: BinaryHeap<Reverse<(Instant, ByteString)>>,
+    /// Set while recovery re-applies what the log already holds: nothing is journaled.
+    replaying: bool,
+    /// Shared subscriptions: this core's members and where every group's members are.
+    shares: share::Shares,
+    /// Core 0: the latest figures of every core, for `$SYS`.
+    sys: sys::SysBoard,
 }
 
 impl Broker {
@@ -174,6 +201,9 @@ impl Broker {
             scratch: BytesMut::new(),
             wills: HashMap::new(),
             wills_due: BinaryHeap::new(),
+            replaying: false,
+            shares: share::Shares::new(cores),
+            sys: sys::SysBoard::new(cores),
         }
     }
 
@@ -206,6 +236,9 @@ impl Broker {
     /// Writes a record; a failure is counted and logged, never fatal: the state in memory
     /// stays right, only its durability is lost.
     fn journal(&mut self, record: &Record) -> Option<crate::store::Position> {
+        if self.replaying {
+            return None;
+        }
         self.scratch.clear();
         record.encode(&mut self.scratch);
         match self.journal.append(record.kind(), &self.scratch) {
@@ -328,6 +361,7 @@ impl Broker {
         slot.session
             .resume(receive_maximum, &lookup, now, &mut resume, &mut changes);
         self.settle(sid, &mut changes);
+        self.share_presence(client_id, true, &mut effects);
         Some((present, expiry, resume, effects))
     }
 
@@ -354,6 +388,7 @@ impl Broker {
         slot.expires_at = Some(at);
         let (sid, expiry) = (slot.sid, slot.expiry);
         self.expiries.push(Reverse((at, client_id.clone())));
+        self.share_presence(client_id, false, &mut effects);
         if let Some(sid) = sid {
             let at_ms = self.clock.unix_ms(now);
             self.journal(&Record::SessionOffline {
@@ -523,14 +558,6 @@ impl Broker {
         self.sessions
             .get(client_id)
             .map_or(0, |slot| slot.session.awaiting_release())
-    }
-
-    /// Every filter this core subscribes to, to announce after recovery.
-    pub fn local_filters(&self) -> Vec<ByteString> {
-        let mut filters = Vec::new();
-        self.subscriptions
-            .for_each_filter(|filter, _| filters.push(ByteString::from(filter)));
-        filters
     }
 }
 

@@ -24,7 +24,7 @@ use crate::server::ShardId;
 use crate::session::state::{InFlight, Queued, Seq};
 use crate::session::{Message, Session, Subscription};
 use crate::store::Position;
-use crate::topic::{ParsedFilter, SubscriptionTree};
+use crate::topic::ParsedFilter;
 
 struct Rebuilt {
     session: Session,
@@ -55,8 +55,11 @@ pub struct Rebuild {
 }
 
 /// What recovery found, for the start-up log line.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Recovered {
+    /// What the other cores must hear about this core's recovered subscriptions (interest
+    /// and shared-group placement) before clients may publish.
+    pub announce: super::Effects,
     pub records: u64,
     pub undecodable: u64,
     pub sessions: usize,
@@ -371,23 +374,24 @@ impl Broker {
         };
         report.retained = retained.len();
         broker.retained = retained;
-        let mut tree = SubscriptionTree::new();
+        let mut subscriptions = Vec::new();
         for (sid, rebuilt) in sessions {
             let Rebuilt {
-                session,
+                mut session,
                 expiry,
                 offline_ms,
             } = rebuilt;
             let expiry = expiry.min(broker.policy.max_session_expiry);
             let offline_at = offline_ms.map_or(now, |ms| clock.instant(ms).min(now));
             let expires_at = offline_at + expiry;
-            for (raw, subscription) in &session.subscriptions {
-                if let Ok(ParsedFilter::Plain(filter)) = ParsedFilter::parse(raw.clone()) {
-                    let _ = tree.insert(&filter, session.client_id.clone(), subscription.clone());
-                }
-            }
-            report.queued += session.queued() + session.in_flight();
             let client_id = session.client_id.clone();
+            // Subscriptions go back in below, through the same path as a SUBSCRIBE, once
+            // every session is in place (shared-group membership reads the session).
+            for (raw, subscription) in session.subscriptions.iter() {
+                subscriptions.push((client_id.clone(), raw.clone(), subscription.clone()));
+            }
+            session.subscriptions = Default::default();
+            report.queued += session.queued() + session.in_flight();
             if offline_ms.is_none() {
                 // Online when the broker stopped: offline from now, and said so, so that a
                 // second restart does not start its clock again.
@@ -411,8 +415,20 @@ impl Broker {
                 }),
             );
         }
+        broker.replaying = true;
+        for (client_id, raw, subscription) in subscriptions {
+            if let Ok(parsed) = ParsedFilter::parse(raw.clone()) {
+                broker.add_subscription(
+                    &client_id,
+                    &raw,
+                    &parsed,
+                    subscription,
+                    &mut report.announce,
+                );
+            }
+        }
+        broker.replaying = false;
         report.sessions = broker.sessions.len();
-        broker.subscriptions = tree;
         if let Some(id) = aborted {
             broker.journal(&Record::CheckpointAbort { id });
         }

@@ -8,6 +8,7 @@ use bytestring::ByteString;
 
 use super::journal::{self, MessageRecord, Record, Target};
 use super::messages::{Entry, Lookup};
+use super::sys::is_sys_topic;
 use super::{Broker, CoreMsg, Effects};
 use crate::protocol::{
     Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
@@ -16,6 +17,15 @@ use crate::server::ShardId;
 use crate::session::state::{Delivery, Queued};
 use crate::session::{Message, Subscription};
 use crate::topic::{ParsedFilter, TopicFilter, TopicName};
+
+/// What [`Broker::add_subscription`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Added {
+    /// The session already had this subscription (it was replaced [MQTT-3.8.4-3]).
+    pub existed: bool,
+    /// The other cores' view changed: a SUBACK should wait until they have seen it.
+    pub interest_changed: bool,
+}
 
 pub struct SubscribeOutcome {
     pub sub_ack: SubAck,
@@ -41,72 +51,26 @@ impl Broker {
             .first()
             .copied();
         for (raw, options) in subscribe.filters {
-            let filter = match ParsedFilter::parse(raw.clone()) {
-                Ok(ParsedFilter::Plain(filter)) => filter,
-                // Shared subscriptions are not offered yet; CONNACK says so.
-                Ok(ParsedFilter::Shared(_)) => {
-                    reason_codes.push(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
-                    continue;
-                }
-                Err(_) => {
-                    reason_codes.push(ReasonCode::TOPIC_FILTER_INVALID);
-                    continue;
-                }
+            let Ok(parsed) = ParsedFilter::parse(raw.clone()) else {
+                reason_codes.push(ReasonCode::TOPIC_FILTER_INVALID);
+                continue;
             };
             let subscription = Subscription {
                 options,
                 identifier,
             };
-            let inserted =
-                self.subscriptions
-                    .insert(&filter, client_id.clone(), subscription.clone());
-            if inserted.filter_added {
-                interest_changed = true;
-                self.broadcast(&mut effects, |from| CoreMsg::Interest {
-                    from,
-                    filter: raw.clone(),
-                    present: true,
-                });
-            }
-            let existed = inserted.replaced.is_some();
-            let Some(slot) = self.sessions.get_mut(client_id) else {
-                reason_codes.push(ReasonCode(options.qos as u8));
-                continue;
-            };
-            slot.session
-                .subscriptions
-                .insert(raw.clone(), subscription.clone());
-            if let Some(sid) = slot.sid {
-                self.journal(&Record::Subscribe {
-                    sid,
-                    filter: raw.clone(),
-                    options,
-                    identifier: identifier.unwrap_or(0),
-                });
-            }
-            let send_retained = match options.retain_handling {
-                RetainHandling::OnSubscribe => true,
-                RetainHandling::OnNewSubscribe => !existed,
-                RetainHandling::Never => false,
-            };
-            if send_retained {
-                let mut matching: Vec<Arc<Message>> = self
-                    .retained
-                    .values()
-                    .filter(|m| filter_matches(&filter, &m.topic))
-                    .cloned()
-                    .collect();
-                matching.sort_by(|a, b| a.topic.cmp(&b.topic));
-                for message in matching {
-                    // [MQTT-3.3.1-8] retain set on messages sent for a new subscription.
-                    let target = (
-                        client_id.clone(),
-                        message.qos.min(options.qos),
-                        true,
-                        subscription.identifier.into_iter().collect(),
-                    );
-                    self.deliver_to(&message, vec![target], now, &mut effects);
-                }
+            let added =
+                self.add_subscription(client_id, &raw, &parsed, subscription.clone(), &mut effects);
+            interest_changed |= added.interest_changed;
+            if let ParsedFilter::Plain(filter) = &parsed {
+                self.send_retained(
+                    client_id,
+                    filter,
+                    &subscription,
+                    added.existed,
+                    now,
+                    &mut effects,
+                );
             }
             reason_codes.push(ReasonCode(options.qos as u8));
         }
@@ -119,6 +83,99 @@ impl Broker {
             sub_ack,
             effects,
             interest_changed,
+        }
+    }
+
+    /// Adds a subscription of `client_id` (plain or shared) to this core's tables and to
+    /// its session, announcing to the other cores what they must know. Also the way back
+    /// in for a subscription restored from storage.
+    pub fn add_subscription(
+        &mut self,
+        client_id: &ByteString,
+        raw: &ByteString,
+        parsed: &ParsedFilter,
+        subscription: Subscription,
+        effects: &mut Effects,
+    ) -> Added {
+        let added = match parsed {
+            ParsedFilter::Plain(filter) => {
+                let inserted =
+                    self.subscriptions
+                        .insert(filter, client_id.clone(), subscription.clone());
+                if inserted.filter_added {
+                    self.broadcast(effects, |from| CoreMsg::Interest {
+                        from,
+                        filter: raw.clone(),
+                        present: true,
+                    });
+                }
+                Added {
+                    existed: inserted.replaced.is_some(),
+                    interest_changed: inserted.filter_added,
+                }
+            }
+            ParsedFilter::Shared(group) => {
+                let new = self.add_shared(client_id, group, subscription.clone(), effects);
+                // Every new member changes the weights the other cores pick by.
+                Added {
+                    existed: !new,
+                    interest_changed: new,
+                }
+            }
+        };
+        if let Some(slot) = self.sessions.get_mut(client_id) {
+            let (options, identifier) = (subscription.options, subscription.identifier);
+            slot.session.subscriptions.insert(raw.clone(), subscription);
+            if let Some(sid) = slot.sid {
+                self.journal(&Record::Subscribe {
+                    sid,
+                    filter: raw.clone(),
+                    options,
+                    identifier: identifier.unwrap_or(0),
+                });
+            }
+        }
+        added
+    }
+
+    /// The retained messages a new plain subscription releases, as its Retain Handling
+    /// asks [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11].
+    fn send_retained(
+        &mut self,
+        client_id: &ByteString,
+        filter: &TopicFilter,
+        subscription: &Subscription,
+        existed: bool,
+        now: Instant,
+        effects: &mut Effects,
+    ) {
+        if !self.sessions.contains_key(client_id) {
+            return;
+        }
+        let send = match subscription.options.retain_handling {
+            RetainHandling::OnSubscribe => true,
+            RetainHandling::OnNewSubscribe => !existed,
+            RetainHandling::Never => false,
+        };
+        if !send {
+            return;
+        }
+        let mut matching: Vec<Arc<Message>> = self
+            .retained
+            .values()
+            .filter(|m| filter_matches(filter, &m.topic))
+            .cloned()
+            .collect();
+        matching.sort_by(|a, b| a.topic.cmp(&b.topic));
+        for message in matching {
+            // [MQTT-3.3.1-8] retain set on messages sent for a new subscription.
+            let target = (
+                client_id.clone(),
+                message.qos.min(subscription.options.qos),
+                true,
+                subscription.identifier.into_iter().collect(),
+            );
+            self.deliver_to(&message, vec![target], now, effects);
         }
     }
 
@@ -144,7 +201,7 @@ impl Broker {
                     });
                 }
                 reason_codes.push(ReasonCode::SUCCESS);
-            } else if TopicFilter::new(raw.clone()).is_err() && !raw.starts_with("$share/") {
+            } else if ParsedFilter::parse(raw.clone()).is_err() {
                 reason_codes.push(ReasonCode::TOPIC_FILTER_INVALID);
             } else {
                 reason_codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
@@ -166,8 +223,12 @@ impl Broker {
         raw: &ByteString,
         effects: &mut Effects,
     ) {
-        let Ok(filter) = TopicFilter::new(raw.clone()) else {
-            return;
+        let filter = match ParsedFilter::parse(raw.clone()) {
+            Ok(ParsedFilter::Plain(filter)) => filter,
+            Ok(ParsedFilter::Shared(group)) => {
+                return self.remove_shared(client_id, &group, effects)
+            }
+            Err(_) => return,
         };
         if self.subscriptions.remove(&filter, client_id).filter_removed {
             self.broadcast(effects, |from| CoreMsg::Interest {
@@ -178,7 +239,7 @@ impl Broker {
         }
     }
 
-    fn broadcast(&self, effects: &mut Effects, msg: impl Fn(ShardId) -> CoreMsg) {
+    pub(super) fn broadcast(&self, effects: &mut Effects, msg: impl Fn(ShardId) -> CoreMsg) {
         for core in (0..self.cores).map(ShardId).filter(|&c| c != self.id) {
             effects.to_cores.push((core, msg(self.id)));
         }
@@ -187,6 +248,10 @@ impl Broker {
     /// A PUBLISH from a client of this core (or its will). The topic is already valid.
     pub fn publish(&mut self, publisher: &ByteString, publish: Publish, now: Instant) -> Effects {
         let mut effects = Effects::default();
+        if !publisher.is_empty() && is_sys_topic(&publish.topic) {
+            // Only the broker writes `$SYS`; a client's PUBLISH was refused (0x87) in its Link.
+            return effects;
+        }
         self.counters.messages_received += 1;
         let mut properties = publish.properties;
         properties.topic_alias = None;
@@ -231,6 +296,7 @@ impl Broker {
                 .push((core, CoreMsg::Publish(message.clone())));
         }
         self.deliver_local(&topic, &message, now, &mut effects);
+        self.route_shared(&topic, &message, now, &mut effects);
         effects
     }
 
@@ -257,6 +323,22 @@ impl Broker {
                 }
             }
             CoreMsg::Retain(message) => self.set_retained(&message),
+            CoreMsg::Shared {
+                message,
+                groups,
+                redirected,
+            } => {
+                for group in &groups {
+                    self.deliver_shared(&message, group, redirected, now, &mut effects);
+                }
+            }
+            CoreMsg::ShareCount {
+                from,
+                group,
+                members,
+                online,
+            } => self.shares.set_count(from, &group, members, online),
+            CoreMsg::Stats { from, stats } => self.record_stats(from, stats),
         }
         effects
     }

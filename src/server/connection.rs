@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use super::handoff;
 use super::ownership::{assign_client_id, owner_of, ShardId};
-use super::shard::{Control, Handoff, Shard, ShardMsg};
+use super::shard::{Control, Handoff, Shard, ShardMsg, ShardStats};
 use crate::broker::{CoreMsg, Effects};
 use crate::protocol::{
     self, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS,
@@ -45,7 +45,12 @@ pub async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
     let mut buf = BytesMut::with_capacity(1024);
     let timeout = shard.config.connect_timeout;
     let first = future::or(
-        read_connect(&mut stream, &mut buf, shard.config.max_packet_size),
+        read_connect(
+            &mut stream,
+            &mut buf,
+            shard.config.max_packet_size,
+            &shard.stats,
+        ),
         async {
             glommio::timer::sleep(timeout).await;
             Err(ConnectFailure::Timeout)
@@ -118,16 +123,24 @@ async fn read_connect(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     max_packet_size: u32,
+    stats: &ShardStats,
 ) -> Result<Connect, ConnectFailure> {
     loop {
         // Read before decoding: a failed decode may have consumed the packet.
         let level = claimed_level(buf);
         match protocol::decode_connect(buf, max_packet_size) {
-            Ok(Some(connect)) => return Ok(connect),
+            Ok(Some(connect)) => {
+                stats.received_connect();
+                return Ok(connect);
+            }
             Ok(None) => {}
             Err(error) => return Err(ConnectFailure::Decode { level, error }),
         }
-        if read_more(stream, buf).await.map_err(ConnectFailure::Io)? == 0 {
+        if read_more(stream, buf, stats)
+            .await
+            .map_err(ConnectFailure::Io)?
+            == 0
+        {
             return Err(ConnectFailure::Closed);
         }
     }
@@ -173,11 +186,14 @@ async fn refuse_malformed_connect(
 async fn read_more(
     stream: &mut (impl futures_lite::AsyncRead + Unpin),
     buf: &mut BytesMut,
+    stats: &ShardStats,
 ) -> std::io::Result<usize> {
     let start = buf.len();
     buf.resize(start + READ_CHUNK, 0);
     let result = stream.read(&mut buf[start..]).await;
-    buf.truncate(start + *result.as_ref().unwrap_or(&0));
+    let read = *result.as_ref().unwrap_or(&0);
+    buf.truncate(start + read);
+    stats.read(read);
     result
 }
 
@@ -274,7 +290,7 @@ pub async fn serve(
             props.retain_available = Some(1);
             props.wildcard_subscription_available = Some(1);
             props.subscription_identifier_available = Some(1);
-            props.shared_subscription_available = Some(0);
+            props.shared_subscription_available = Some(1);
         }
 
         let _ = stream.set_nodelay(true);
@@ -283,6 +299,7 @@ pub async fn serve(
         let (out, out_rx) = local_channel::new_unbounded();
         let out = Rc::new(out);
         let writer_task = glommio::spawn_local(write_loop(
+            shard.clone(),
             writer,
             out_rx,
             version,
@@ -448,10 +465,13 @@ async fn read_loop(
         let mut pending = Effects::default();
         loop {
             match protocol::decode(&mut buf, link.version, max) {
-                Ok(Some(packet)) => match link.on_packet(packet, Instant::now()) {
+                Ok(Some(packet)) => match link
+                    .on_packet(conn.shard.stats.received(packet), Instant::now())
+                {
                     Ok(LinkEvent::Reply(reply)) => {
                         let _ = conn.out.try_send(reply);
                     }
+                    Ok(LinkEvent::Discard) => {}
                     Ok(LinkEvent::Forward(packet)) => {
                         if let Err(end) = forward(conn, packet, &mut pending, &mut acks).await {
                             flush(conn, pending, &mut acks).await;
@@ -491,7 +511,7 @@ async fn read_loop(
         let deadline = link.deadline();
         let wake = future::or(
             future::or(
-                async { Wake::Read(read_more(&mut reader, &mut buf).await) },
+                async { Wake::Read(read_more(&mut reader, &mut buf, &conn.shard.stats).await) },
                 async { Wake::Control(control.recv().await) },
             ),
             async {
@@ -666,6 +686,7 @@ async fn forward(
 }
 
 async fn write_loop(
+    shard: Rc<Shard>,
     mut writer: WriteHalf<TcpStream>,
     packets: LocalReceiver<Packet>,
     version: ProtocolVersion,
@@ -673,19 +694,30 @@ async fn write_loop(
 ) {
     let mut buf = BytesMut::with_capacity(4096);
     while let Some(packet) = packets.recv().await {
-        encode_for_client(&packet, version, client_max_packet_size, &mut buf);
+        encode_for_client(
+            &packet,
+            version,
+            client_max_packet_size,
+            &mut buf,
+            &shard.stats,
+        );
         // Gather everything already queued into the same write.
         while buf.len() < WRITE_BATCH {
             match future::poll_once(packets.recv()).await {
-                Some(Some(packet)) => {
-                    encode_for_client(&packet, version, client_max_packet_size, &mut buf)
-                }
+                Some(Some(packet)) => encode_for_client(
+                    &packet,
+                    version,
+                    client_max_packet_size,
+                    &mut buf,
+                    &shard.stats,
+                ),
                 _ => break,
             }
         }
         if writer.write_all(&buf).await.is_err() {
             return;
         }
+        shard.stats.wrote(buf.len());
         buf.clear();
     }
     let _ = writer.flush().await;
@@ -697,6 +729,7 @@ fn encode_for_client(
     version: ProtocolVersion,
     max: Option<u32>,
     buf: &mut BytesMut,
+    stats: &ShardStats,
 ) {
     if let Some(max) = max {
         if protocol::encoded_len(packet, version) > max as usize {
@@ -705,7 +738,8 @@ fn encode_for_client(
             return;
         }
     }
-    if let Err(e) = protocol::encode(packet, version, buf) {
-        tracing::warn!(error = %e, "cannot encode an outgoing packet");
+    match protocol::encode(packet, version, buf) {
+        Ok(_) => stats.sent(packet),
+        Err(e) => tracing::warn!(error = %e, "cannot encode an outgoing packet"),
     }
 }

@@ -14,6 +14,7 @@ mod listener;
 pub mod ownership;
 mod shard;
 mod storage;
+mod sys;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +41,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// every core accepts connections.
 pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::Result<()> {
     let cores = config.cores;
+    let started = std::time::Instant::now();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     storage::check_layout(&config.data_dir, cores)?;
@@ -105,8 +107,8 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
                         None => None,
                     });
                 }
-                let broker = match storage::open_core(&config, id, cores) {
-                    Ok(broker) => broker,
+                let (broker, announce) = match storage::open_core(&config, id, cores) {
+                    Ok(opened) => opened,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
@@ -116,10 +118,13 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
                 for task in inbox_tasks {
                     glommio::spawn_local(inbox_loop(shard.clone(), task.await)).detach();
                 }
-                // Every core learns which filters the recovered sessions of this one hold
-                // before any client can publish.
-                shard.announce_interest().await;
+                // Every core learns which filters (and shared groups) the recovered
+                // sessions of this one hold before any client can publish.
+                shard.apply(announce).await;
+                shard.sync_peers().await;
                 let expiry = glommio::spawn_local(expiry_loop(shard.clone()));
+                let sys_interval = shard.config.sys_interval;
+                let sys = (!sys_interval.is_zero()).then(|| glommio::spawn_local(sys::sys_loop(shard.clone(), sys_interval, started)));
                 let accept = glommio::spawn_local(shard::accept_loop(shard.clone(), listener::into_listener(listener_fd)));
                 let _ = ready_tx.send(Ok(()));
                 while !shutdown.load(Ordering::Relaxed) {
@@ -127,6 +132,7 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
                 }
                 drop(accept);
                 drop(expiry);
+                drop(sys);
                 shard.shut_down_connections();
                 let started = std::time::Instant::now();
                 while shard.connected() > 0 && started.elapsed() < SHUTDOWN_GRACE {

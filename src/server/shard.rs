@@ -18,7 +18,7 @@ use glommio::channels::shared_channel::ConnectedSender;
 use glommio::net::TcpListener;
 
 use super::ownership::ShardId;
-use crate::broker::{Broker, CoreMsg, Effects, SessionPolicy};
+use crate::broker::{Broker, CoreMsg, CoreStats, Effects, SessionPolicy, Stat};
 use crate::config::Config;
 use crate::protocol::{Connect, Packet};
 use crate::session::state::QueueLimits;
@@ -72,6 +72,59 @@ pub struct ShardStats {
     pub handed_off: Cell<u64>,
     pub taken_in: Cell<u64>,
     pub connect_failures: Cell<u64>,
+    /// What this core's connections read and wrote (`$SYS/broker/bytes/...`,
+    /// `messages/...`, `publish/messages/...`).
+    pub bytes_received: Cell<u64>,
+    pub bytes_sent: Cell<u64>,
+    pub packets_received: Cell<u64>,
+    pub packets_sent: Cell<u64>,
+    pub publish_received: Cell<u64>,
+    pub publish_sent: Cell<u64>,
+}
+
+impl ShardStats {
+    pub fn read(&self, bytes: usize) {
+        add(&self.bytes_received, bytes as u64);
+    }
+
+    pub fn wrote(&self, bytes: usize) {
+        add(&self.bytes_sent, bytes as u64);
+    }
+
+    /// Counts a packet from a client and hands it back.
+    pub fn received(&self, packet: Packet) -> Packet {
+        add(&self.packets_received, 1);
+        if matches!(packet, Packet::Publish(_)) {
+            add(&self.publish_received, 1);
+        }
+        packet
+    }
+
+    /// A CONNECT decoded (it goes to `received` as a packet of no other kind).
+    pub fn received_connect(&self) {
+        add(&self.packets_received, 1);
+    }
+
+    pub fn sent(&self, packet: &Packet) {
+        add(&self.packets_sent, 1);
+        if matches!(packet, Packet::Publish(_)) {
+            add(&self.publish_sent, 1);
+        }
+    }
+
+    /// Fills in the connection figures of a `$SYS` snapshot.
+    pub fn fill(&self, stats: &mut CoreStats) {
+        stats.set(Stat::BytesReceived, self.bytes_received.get());
+        stats.set(Stat::BytesSent, self.bytes_sent.get());
+        stats.set(Stat::MessagesReceived, self.packets_received.get());
+        stats.set(Stat::MessagesSent, self.packets_sent.get());
+        stats.set(Stat::PublishReceived, self.publish_received.get());
+        stats.set(Stat::PublishSent, self.publish_sent.get());
+    }
+}
+
+fn add(counter: &Cell<u64>, n: u64) {
+    counter.set(counter.get().wrapping_add(n));
 }
 
 pub struct Shard {
@@ -255,36 +308,6 @@ impl Shard {
         }
         // `None` once the last reply dropped the sender.
         let _ = done_rx.recv().await;
-    }
-
-    /// Tells every other core about this core's filters (after recovery) and waits until
-    /// they have taken them in.
-    pub async fn announce_interest(&self) {
-        let filters = self.broker.borrow().local_filters();
-        if filters.is_empty() || self.cores < 2 {
-            return;
-        }
-        let effects = Effects {
-            to_clients: Vec::new(),
-            to_cores: (0..self.cores)
-                .map(ShardId)
-                .filter(|&c| c != self.id)
-                .flat_map(|core| {
-                    filters.iter().map(move |filter| {
-                        (
-                            core,
-                            CoreMsg::Interest {
-                                from: self.id,
-                                filter: filter.clone(),
-                                present: true,
-                            },
-                        )
-                    })
-                })
-                .collect(),
-        };
-        self.apply(effects).await;
-        self.sync_peers().await;
     }
 
     /// A core answered a sync.

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::broker::{Broker, Rebuild, WallClock};
+use crate::broker::{Broker, Effects, Rebuild, WallClock};
 use crate::config::Config;
 use crate::server::shard::session_policy;
 use crate::server::ShardId;
@@ -52,13 +52,13 @@ pub fn check_layout(data_dir: &Path, cores: usize) -> anyhow::Result<()> {
 }
 
 /// Opens core `id`'s log, replays it, and returns the engine it describes.
-pub fn open_core(config: &Config, id: ShardId, cores: usize) -> anyhow::Result<Broker> {
+pub fn open_core(config: &Config, id: ShardId, cores: usize) -> anyhow::Result<(Broker, Effects)> {
     let started = Instant::now();
     let clock = WallClock::now_from_system();
     let mut rebuild = Rebuild::new(clock);
     let dir = config.data_dir.join(format!("core-{}", id.0));
     let journal = open_log(config, &dir, &mut rebuild)?;
-    let (broker, report) = Broker::recover(
+    let (broker, mut report) = Broker::recover(
         id,
         cores,
         session_policy(config, cores),
@@ -78,7 +78,7 @@ pub fn open_core(config: &Config, id: ShardId, cores: usize) -> anyhow::Result<B
         dir = %dir.display(),
         "log replayed"
     );
-    Ok(broker)
+    Ok((broker, std::mem::take(&mut report.announce)))
 }
 
 fn open_log(

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::protocol::{Packet, ProtocolVersion, ReasonCode};
+use crate::protocol::{Packet, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe};
+use crate::session::state::ack;
+use crate::topic::{is_sys_topic, SHARE_PREFIX};
 
 /// What the server does after a packet from the client.
 #[derive(Debug, PartialEq, Eq)]
@@ -13,6 +15,8 @@ pub enum LinkEvent {
     Reply(Packet),
     /// A packet for the session/routing layer (PUBLISH, SUBSCRIBE, acks...).
     Forward(Packet),
+    /// Nothing to answer or pass on: a QoS 0 PUBLISH the server refuses.
+    Discard,
     /// The client disconnected normally; `publish_will` is true for v5 reason 0x04;
     /// `session_expiry` is a new Session Expiry Interval from a v5 DISCONNECT.
     Disconnected {
@@ -80,6 +84,12 @@ impl Link {
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 protocol_error("a server-to-client packet sent by the client")
             }
+            Packet::Publish(publish) if is_sys_topic(&publish.topic) => {
+                Ok(refuse_sys_publish(&publish))
+            }
+            Packet::Subscribe(subscribe) if shared_with_no_local(&subscribe) => {
+                protocol_error("[MQTT-3.8.3-4] No Local set on a Shared Subscription")
+            }
             Packet::Publish(_)
             | Packet::PubAck(_)
             | Packet::PubRec(_)
@@ -89,6 +99,25 @@ impl Link {
             | Packet::Unsubscribe(_) => Ok(LinkEvent::Forward(packet)),
         }
     }
+}
+
+/// Only the broker publishes under `$SYS`. As Mosquitto does: a QoS 1 or 2 PUBLISH is
+/// answered with 0x87 Not authorized (a 3.1.1 client cannot be told, and just gets its
+/// acknowledgement), a QoS 0 one is dropped; the message goes nowhere.
+fn refuse_sys_publish(publish: &Publish) -> LinkEvent {
+    let refused = |id| ack(id, ReasonCode::NOT_AUTHORIZED);
+    match (publish.qos, publish.packet_id) {
+        (QoS::AtLeastOnce, Some(id)) => LinkEvent::Reply(Packet::PubAck(refused(id))),
+        (QoS::ExactlyOnce, Some(id)) => LinkEvent::Reply(Packet::PubRec(refused(id))),
+        _ => LinkEvent::Discard,
+    }
+}
+
+fn shared_with_no_local(subscribe: &Subscribe) -> bool {
+    subscribe
+        .filters
+        .iter()
+        .any(|(filter, options)| options.no_local && filter.starts_with(SHARE_PREFIX))
 }
 
 #[cfg(test)]
@@ -154,5 +183,81 @@ mod tests {
                 session_expiry: None
             })
         );
+    }
+
+    fn publish(topic: &str, qos: QoS) -> Packet {
+        Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: topic.into(),
+            packet_id: (qos != QoS::AtMostOnce).then(|| crate::protocol::PacketId::new(3).unwrap()),
+            properties: Properties::default(),
+            payload: bytes::Bytes::from_static(b"x"),
+        })
+    }
+
+    #[test]
+    fn publishing_under_sys_is_refused_with_not_authorized() {
+        let mut link = Link::new(ProtocolVersion::V5, Duration::ZERO, Instant::now());
+        let id = crate::protocol::PacketId::new(3).unwrap();
+        assert_eq!(
+            link.on_packet(
+                publish("$SYS/broker/uptime", QoS::AtLeastOnce),
+                Instant::now()
+            ),
+            Ok(LinkEvent::Reply(Packet::PubAck(ack(
+                id,
+                ReasonCode::NOT_AUTHORIZED
+            ))))
+        );
+        assert_eq!(
+            link.on_packet(publish("$SYS", QoS::ExactlyOnce), Instant::now()),
+            Ok(LinkEvent::Reply(Packet::PubRec(ack(
+                id,
+                ReasonCode::NOT_AUTHORIZED
+            ))))
+        );
+        assert_eq!(
+            link.on_packet(publish("$SYS/x", QoS::AtMostOnce), Instant::now()),
+            Ok(LinkEvent::Discard)
+        );
+        assert!(matches!(
+            link.on_packet(publish("$SY/x", QoS::AtMostOnce), Instant::now()),
+            Ok(LinkEvent::Forward(_))
+        ));
+    }
+
+    #[test]
+    fn mqtt_3_8_3_4_no_local_on_a_shared_subscription_is_a_protocol_error() {
+        use crate::protocol::SubscriptionOptions;
+        let subscribe = |filter: &str, no_local| {
+            Packet::Subscribe(Subscribe {
+                packet_id: crate::protocol::PacketId::new(1).unwrap(),
+                properties: Properties::default(),
+                filters: vec![
+                    ("a".into(), SubscriptionOptions::default()),
+                    (
+                        filter.into(),
+                        SubscriptionOptions {
+                            no_local,
+                            ..Default::default()
+                        },
+                    ),
+                ],
+            })
+        };
+        let mut link = Link::new(ProtocolVersion::V5, Duration::ZERO, Instant::now());
+        let err = link
+            .on_packet(subscribe("$share/g/t", true), Instant::now())
+            .unwrap_err();
+        assert_eq!(err.reason_code, ReasonCode::PROTOCOL_ERROR);
+        assert!(err.rule.contains("MQTT-3.8.3-4"));
+        for (filter, no_local) in [("$share/g/t", false), ("t", true)] {
+            assert!(matches!(
+                link.on_packet(subscribe(filter, no_local), Instant::now()),
+                Ok(LinkEvent::Forward(_))
+            ));
+        }
     }
 }

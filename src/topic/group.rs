@@ -11,7 +11,8 @@
 //! A group spans cores (its members are sessions, and sessions live on any core); this
 //! type holds the members on one core. Choosing between cores, and what to do when the
 //! chosen member cannot take the message, is the router's; [`ShareGroup::next_member_where`]
-//! lets it skip members (offline, queue full) without losing fairness.
+//! lets it skip members (offline, queue full) without losing fairness, and
+//! [`GroupPlacement`] is the per-group table of members per core that it picks a core from.
 
 use super::subs::Subs;
 use super::tree::{Inserted, Removed, SubscriptionTree};
@@ -52,6 +53,10 @@ impl<K: Eq + Hash + Clone, V> ShareGroup<K, V> {
 
     pub fn get(&self, key: &K) -> Option<&V> {
         self.members.get(key)
+    }
+
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.members.get_mut(key)
     }
 
     pub fn members(&self) -> impl Iterator<Item = (&K, &V)> {
@@ -188,8 +193,16 @@ impl<K: Eq + Hash + Clone, V> SharedSubscriptions<K, V> {
         self.groups.get(&shared.filter, &shared.group)
     }
 
+    pub fn group_mut(&mut self, shared: &SharedFilter) -> Option<&mut ShareGroup<K, V>> {
+        self.groups.get_mut(&shared.filter, &shared.group)
+    }
+
     pub fn get(&self, shared: &SharedFilter, key: &K) -> Option<&V> {
         self.group(shared)?.get(key)
+    }
+
+    pub fn get_mut(&mut self, shared: &SharedFilter, key: &K) -> Option<&mut V> {
+        self.group_mut(shared)?.get_mut(key)
     }
 
     /// Calls `visit` with every group whose filter matches `topic`, once per group.
@@ -216,6 +229,101 @@ impl<K: Eq + Hash + Clone, V> SharedSubscriptions<K, V> {
                 visit(name, key, value);
             }
         });
+    }
+}
+
+/// Where the members of one share group are, as every core sees it: for each core, how
+/// many members it holds and how many of those are connected.
+///
+/// The core that routes a message picks one core per matching group with
+/// [`pick`](Self::pick), and that core picks one of its own members. Choice: a weighted
+/// round robin (the "smooth" variant nginx uses for upstreams) over the cores, weighted by
+/// their connected members, or by all their members when none is connected anywhere
+/// (offline members queue; MQTT 5.0 4.8.2 lets the server pick any member). Combined with
+/// the round robin inside each core, every connected member gets an equal share, and the
+/// picks are deterministic and interleaved (`A B A C A B ...`, never `A A A B B C`),
+/// without a clock or a random number. Least-loaded would need every core's queue depths
+/// on every publishing core, which is more cross-core traffic than the choice is worth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPlacement {
+    members: Vec<u32>,
+    online: Vec<u32>,
+    /// Each core's running credit in the weighted round robin: every pick adds each
+    /// candidate's weight to its credit, takes the highest and charges it the total.
+    credit: Vec<i64>,
+}
+
+impl GroupPlacement {
+    /// No members yet on any of `cores` cores.
+    pub fn new(cores: usize) -> Self {
+        GroupPlacement {
+            members: vec![0; cores],
+            online: vec![0; cores],
+            credit: vec![0; cores],
+        }
+    }
+
+    /// Records that `core` now holds `members` members of the group, `online` of them
+    /// connected. A core outside the table is ignored.
+    pub fn set(&mut self, core: usize, members: u32, online: u32) {
+        if core >= self.members.len() {
+            return;
+        }
+        self.members[core] = members;
+        self.online[core] = online.min(members);
+        if members == 0 {
+            // A core that comes back starts level with the others.
+            self.credit[core] = 0;
+        }
+    }
+
+    /// (members, connected members) on `core`.
+    pub fn counts(&self, core: usize) -> (u32, u32) {
+        (
+            self.members.get(core).copied().unwrap_or(0),
+            self.online.get(core).copied().unwrap_or(0),
+        )
+    }
+
+    /// Whether no core holds a member any more.
+    pub fn is_empty(&self) -> bool {
+        self.members.iter().all(|&m| m == 0)
+    }
+
+    /// Whether a core other than `except` holds a connected member.
+    pub fn online_elsewhere(&self, except: usize) -> bool {
+        self.online
+            .iter()
+            .enumerate()
+            .any(|(core, &n)| core != except && n > 0)
+    }
+
+    /// The core that gets the next message of this group, leaving `except` out (a core
+    /// that found no member to take a message passes it on once, to another core). Cores
+    /// with connected members are weighted by how many they have; only when no candidate
+    /// has one are all members counted. `None` when no candidate holds a member.
+    pub fn pick(&mut self, except: Option<usize>) -> Option<usize> {
+        let candidate = |core: usize| Some(core) != except;
+        let by_online = (0..self.online.len()).any(|c| candidate(c) && self.online[c] > 0);
+        let weights = if by_online {
+            &self.online
+        } else {
+            &self.members
+        };
+        let mut total = 0i64;
+        let mut best: Option<usize> = None;
+        for core in (0..weights.len()).filter(|&c| candidate(c) && weights[c] > 0) {
+            let weight = i64::from(weights[core]);
+            total += weight;
+            self.credit[core] += weight;
+            best = match best {
+                Some(b) if self.credit[b] >= self.credit[core] => Some(b),
+                _ => Some(core),
+            };
+        }
+        let chosen = best?;
+        self.credit[chosen] -= total;
+        Some(chosen)
     }
 }
 
@@ -345,5 +453,100 @@ mod tests {
         let mut none = 0;
         subs.pick_members_where(&name("t"), |_, ()| false, |_, _, ()| none += 1);
         assert_eq!(none, 0);
+    }
+    fn spread(placement: &mut GroupPlacement, picks: usize, except: Option<usize>) -> Vec<usize> {
+        let mut counts = vec![0; placement.members.len()];
+        for _ in 0..picks {
+            counts[placement.pick(except).expect("a core")] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn placement_weights_cores_by_their_connected_members() {
+        let mut placement = GroupPlacement::new(3);
+        assert_eq!(placement.pick(None), None, "no member anywhere");
+        placement.set(0, 1, 1);
+        placement.set(1, 3, 3);
+        placement.set(2, 5, 0);
+        // Offline members on core 2 take nothing while others are connected.
+        assert_eq!(spread(&mut placement, 400, None), vec![100, 300, 0]);
+        // Over every window of `total weight` picks the spread is exact, and interleaved.
+        let window: Vec<usize> = (0..4).map(|_| placement.pick(None).unwrap()).collect();
+        assert_eq!(window.iter().filter(|&&c| c == 0).count(), 1, "{window:?}");
+        assert_ne!(
+            window[..3],
+            [1, 1, 1],
+            "a core's picks are spread out: {window:?}"
+        );
+    }
+
+    #[test]
+    fn placement_falls_back_to_offline_members_when_none_is_connected() {
+        let mut placement = GroupPlacement::new(2);
+        placement.set(0, 2, 0);
+        placement.set(1, 6, 0);
+        assert_eq!(spread(&mut placement, 80, None), vec![20, 60]);
+        placement.set(0, 2, 1);
+        assert_eq!(spread(&mut placement, 10, None), vec![10, 0]);
+        placement.set(0, 0, 0);
+        placement.set(1, 0, 0);
+        assert!(placement.is_empty());
+        assert_eq!(placement.pick(None), None);
+    }
+
+    #[test]
+    fn placement_pick_can_leave_a_core_out() {
+        let mut placement = GroupPlacement::new(3);
+        placement.set(0, 4, 4);
+        placement.set(1, 1, 0);
+        placement.set(2, 2, 0);
+        assert!(placement.online_elsewhere(1));
+        assert!(!placement.online_elsewhere(0));
+        // Without core 0 nobody is connected: the offline members share by count.
+        assert_eq!(spread(&mut placement, 30, Some(0)), vec![0, 10, 20]);
+        placement.set(2, 2, 2);
+        assert_eq!(spread(&mut placement, 12, Some(0)), vec![0, 0, 12]);
+        assert_eq!(
+            placement.pick(Some(5)),
+            Some(0),
+            "an unknown core leaves nothing out"
+        );
+    }
+
+    #[test]
+    fn placement_ignores_unknown_cores_and_caps_online() {
+        let mut placement = GroupPlacement::new(2);
+        placement.set(7, 1, 1);
+        assert!(placement.is_empty());
+        placement.set(1, 2, 5);
+        assert_eq!(placement.counts(1), (2, 2));
+        assert_eq!(placement.counts(9), (0, 0));
+    }
+
+    #[test]
+    fn cores_then_members_give_every_connected_member_an_equal_share() {
+        // Two cores: three members on core 0, one on core 1, all connected.
+        let mut placement = GroupPlacement::new(2);
+        placement.set(0, 3, 3);
+        placement.set(1, 1, 1);
+        let mut core0 = SharedSubscriptions::new();
+        let mut core1 = SharedSubscriptions::new();
+        let f = shared("$share/g/t");
+        for key in [1u32, 2, 3] {
+            let _ = core0.insert(&f, key, ());
+        }
+        let _ = core1.insert(&f, 4u32, ());
+        let mut counts = HashMap::new();
+        for _ in 0..400 {
+            let core = placement.pick(None).unwrap();
+            let subs = if core == 0 { &mut core0 } else { &mut core1 };
+            let got = picks(subs, "t");
+            *counts.entry(got[0].1).or_insert(0) += 1;
+        }
+        assert_eq!(
+            counts,
+            HashMap::from([(1, 100), (2, 100), (3, 100), (4, 100)])
+        );
     }
 }

@@ -33,13 +33,22 @@ mod validate;
 #[cfg(test)]
 mod tree_tests;
 
-pub use group::{ShareGroup, SharedSubscriptions};
+pub use group::{GroupPlacement, ShareGroup, SharedSubscriptions};
 pub use shared::{ParsedFilter, ShareName, SharedFilter, SHARE_PREFIX};
 pub use tree::{Inserted, Removed, SubscriptionTree, WALK_INLINE};
 pub use validate::{validate_topic_filter, validate_topic_name, TopicFilter, TopicName};
 
 use crate::protocol::ReasonCode;
 use std::fmt;
+
+/// Where the broker publishes its own figures; clients may subscribe there, not publish.
+pub const SYS_PREFIX: &str = "$SYS";
+
+/// Whether `topic` is the broker's own: `$SYS` or anything starting with it (Mosquitto
+/// refuses client writes to the same set).
+pub fn is_sys_topic(topic: &str) -> bool {
+    topic.starts_with(SYS_PREFIX)
+}
 
 /// The most bytes a Topic Name or Topic Filter may encode to [MQTT-4.7.3-3].
 pub const MAX_TOPIC_LEN: usize = 65_535;

@@ -1,0 +1,353 @@
+//! `$SYS/broker/...`: the broker's own figures, under Mosquitto's topic names, published by
+//! core 0 as retained QoS 0 messages through the normal publish path, so that a
+//! subscriber on any core sees them.
+//!
+//! Counting stays per core with no shared atomics: every core takes a [`CoreStats`]
+//! snapshot every `sys_interval` (the engine's figures from [`Broker::core_stats`], the
+//! connections' from the server) and sends it to core 0 ([`CoreMsg::Stats`]); core 0 adds
+//! up the latest snapshot of each core and publishes the figures that changed since it
+//! last did ([`Broker::publish_sys`]). A figure is therefore at most about one interval old.
+//!
+//! Only what is measured is published. To add a figure: add a [`Stat`] variant, give it
+//! its topic and how cores combine in [`Stat::topic`] and [`Stat::combine`], add it to
+//! [`Stat::ALL`], and set it where it is measured (the engine in [`Broker::core_stats`],
+//! the server in its snapshot). Nothing else changes.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use super::{Broker, Effects};
+use crate::protocol::{Properties, Publish, QoS};
+use crate::server::ShardId;
+pub use crate::topic::is_sys_topic;
+
+/// One measured figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stat {
+    /// Sessions with a connected client.
+    ClientsConnected,
+    /// Persistent sessions whose client is away.
+    ClientsDisconnected,
+    /// Subscriptions held, shared memberships included.
+    Subscriptions,
+    /// Retained messages (every core holds all of them).
+    RetainedMessages,
+    /// MQTT control packets of any type received from clients, CONNECT included.
+    MessagesReceived,
+    /// MQTT control packets of any type written to clients.
+    MessagesSent,
+    /// PUBLISH packets received from clients.
+    PublishReceived,
+    /// PUBLISH packets written to clients.
+    PublishSent,
+    /// Messages dropped: a session's queue overflowed, or no member of a share group
+    /// could take one.
+    PublishDropped,
+    BytesReceived,
+    BytesSent,
+}
+
+/// How the figures of the cores make the broker's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combine {
+    /// Each core counts its own part.
+    Sum,
+    /// Every core holds the same thing: core 0's own figure is the broker's.
+    Replicated,
+}
+
+impl Stat {
+    pub const ALL: [Stat; 11] = [
+        Stat::ClientsConnected,
+        Stat::ClientsDisconnected,
+        Stat::Subscriptions,
+        Stat::RetainedMessages,
+        Stat::MessagesReceived,
+        Stat::MessagesSent,
+        Stat::PublishReceived,
+        Stat::PublishSent,
+        Stat::PublishDropped,
+        Stat::BytesReceived,
+        Stat::BytesSent,
+    ];
+
+    /// The topic the figure is published on (Mosquitto's name for it).
+    pub fn topic(self) -> &'static str {
+        match self {
+            Stat::ClientsConnected => "$SYS/broker/clients/connected",
+            Stat::ClientsDisconnected => "$SYS/broker/clients/disconnected",
+            Stat::Subscriptions => "$SYS/broker/subscriptions/count",
+            Stat::RetainedMessages => "$SYS/broker/retained messages/count",
+            Stat::MessagesReceived => "$SYS/broker/messages/received",
+            Stat::MessagesSent => "$SYS/broker/messages/sent",
+            Stat::PublishReceived => "$SYS/broker/publish/messages/received",
+            Stat::PublishSent => "$SYS/broker/publish/messages/sent",
+            Stat::PublishDropped => "$SYS/broker/publish/messages/dropped",
+            Stat::BytesReceived => "$SYS/broker/bytes/received",
+            Stat::BytesSent => "$SYS/broker/bytes/sent",
+        }
+    }
+
+    pub fn combine(self) -> Combine {
+        match self {
+            Stat::RetainedMessages => Combine::Replicated,
+            _ => Combine::Sum,
+        }
+    }
+}
+
+/// `clients/connected` + `clients/disconnected`, as Mosquitto publishes it.
+pub const CLIENTS_TOTAL: &str = "$SYS/broker/clients/total";
+/// Seconds since the broker started, as `"N seconds"`.
+pub const UPTIME: &str = "$SYS/broker/uptime";
+/// `"berth X.Y.Z"`, published once.
+pub const VERSION: &str = "$SYS/broker/version";
+
+/// One core's figures at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CoreStats([u64; Stat::ALL.len()]);
+
+impl CoreStats {
+    pub fn get(&self, stat: Stat) -> u64 {
+        self.0[stat as usize]
+    }
+
+    pub fn set(&mut self, stat: Stat, value: u64) {
+        self.0[stat as usize] = value;
+    }
+}
+
+/// Core 0's view: the latest figures of every core and what it last published.
+pub(crate) struct SysBoard {
+    latest: Vec<Option<CoreStats>>,
+    published: HashMap<&'static str, String>,
+}
+
+impl SysBoard {
+    pub fn new(cores: usize) -> SysBoard {
+        SysBoard {
+            latest: vec![None; cores],
+            published: HashMap::new(),
+        }
+    }
+
+    /// The broker-wide figure: summed over the cores heard from, or core 0's own.
+    fn total(&self, stat: Stat) -> u64 {
+        match stat.combine() {
+            Combine::Sum => self.latest.iter().flatten().map(|s| s.get(stat)).sum(),
+            Combine::Replicated => self
+                .latest
+                .first()
+                .copied()
+                .flatten()
+                .map_or(0, |s| s.get(stat)),
+        }
+    }
+
+    /// Every topic and payload, in a fixed order.
+    fn figures(&self, uptime: Duration) -> Vec<(&'static str, String)> {
+        let mut out: Vec<(&'static str, String)> = vec![
+            (VERSION, format!("berth {}", env!("CARGO_PKG_VERSION"))),
+            (UPTIME, format!("{} seconds", uptime.as_secs())),
+        ];
+        out.extend(
+            Stat::ALL
+                .iter()
+                .map(|&stat| (stat.topic(), self.total(stat).to_string())),
+        );
+        let clients = self.total(Stat::ClientsConnected) + self.total(Stat::ClientsDisconnected);
+        out.push((CLIENTS_TOTAL, clients.to_string()));
+        out
+    }
+}
+
+impl Broker {
+    /// This core's engine figures; the server fills in the connection figures.
+    pub fn core_stats(&self) -> CoreStats {
+        let online = self.sessions.values().filter(|slot| slot.online).count();
+        let mut stats = CoreStats::default();
+        stats.set(Stat::ClientsConnected, online as u64);
+        stats.set(
+            Stat::ClientsDisconnected,
+            (self.sessions.len() - online) as u64,
+        );
+        stats.set(
+            Stat::Subscriptions,
+            (self.subscriptions.len() + self.shares.local.len()) as u64,
+        );
+        stats.set(Stat::RetainedMessages, self.retained.len() as u64);
+        stats.set(
+            Stat::PublishDropped,
+            self.counters.dropped + self.shares.undeliverable,
+        );
+        stats
+    }
+
+    /// Keeps a core's latest figures (core 0 only uses them).
+    pub fn record_stats(&mut self, from: ShardId, stats: CoreStats) {
+        if let Some(slot) = self.sys.latest.get_mut(from.0) {
+            *slot = Some(stats);
+        }
+    }
+
+    /// Publishes, retained at QoS 0, every `$SYS` figure that changed since the last call
+    /// (all of them the first time). `uptime` is the time since the broker started.
+    pub fn publish_sys(&mut self, uptime: Duration, now: Instant) -> Effects {
+        let mut effects = Effects::default();
+        for (topic, payload) in self.sys.figures(uptime) {
+            if self.sys.published.get(topic) == Some(&payload) {
+                continue;
+            }
+            let publish = Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: true,
+                topic: ByteString::from_static(topic),
+                packet_id: None,
+                properties: Properties::default(),
+                payload: Bytes::from(payload.clone().into_bytes()),
+            };
+            // The empty publisher is the broker itself: no client has an empty id.
+            let routed = self.publish(&ByteString::new(), publish, now);
+            effects.to_clients.extend(routed.to_clients);
+            effects.to_cores.extend(routed.to_cores);
+            self.sys.published.insert(topic, payload);
+        }
+        effects
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{CoreMsg, SessionPolicy};
+    use crate::protocol::{Packet, PacketId, Subscribe, SubscriptionOptions};
+
+    fn broker(id: usize, cores: usize) -> Broker {
+        let policy = SessionPolicy {
+            max_session_expiry: Duration::from_secs(60),
+            limits: crate::session::state::QueueLimits {
+                max_messages: 10,
+                ..Default::default()
+            },
+            max_sessions: usize::MAX,
+        };
+        Broker::new(ShardId(id), cores, policy)
+    }
+
+    fn retained_topics(effects: &Effects) -> Vec<String> {
+        effects
+            .to_cores
+            .iter()
+            .filter_map(|(core, msg)| match msg {
+                CoreMsg::Retain(m) if core.0 == 1 => Some(m.topic.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn topics_are_distinct_and_under_sys() {
+        let mut topics: Vec<&str> = Stat::ALL.iter().map(|s| s.topic()).collect();
+        topics.extend([CLIENTS_TOTAL, UPTIME, VERSION]);
+        let count = topics.len();
+        topics.sort();
+        topics.dedup();
+        assert_eq!(topics.len(), count);
+        assert!(topics
+            .iter()
+            .all(|t| is_sys_topic(t) && t.starts_with("$SYS/broker/")));
+        for (i, stat) in Stat::ALL.iter().enumerate() {
+            assert_eq!(*stat as usize, i, "ALL is in declaration order");
+        }
+    }
+
+    #[test]
+    fn figures_add_up_across_cores_and_only_changes_are_published() {
+        let mut core0 = broker(0, 2);
+        let now = Instant::now();
+        let _ = core0.connect(&"a".into(), false, Duration::from_secs(60), 10, now);
+        let _ = core0.connect(&"b".into(), false, Duration::from_secs(60), 10, now);
+        let _ = core0.disconnect(&"b".into(), None, now);
+        let mut mine = core0.core_stats();
+        assert_eq!(mine.get(Stat::ClientsConnected), 1);
+        assert_eq!(mine.get(Stat::ClientsDisconnected), 1);
+        mine.set(Stat::BytesReceived, 100);
+        core0.record_stats(ShardId(0), mine);
+        let mut theirs = CoreStats::default();
+        theirs.set(Stat::ClientsConnected, 5);
+        theirs.set(Stat::BytesReceived, 23);
+        theirs.set(Stat::RetainedMessages, 99);
+        let effects = core0.on_core_msg(
+            CoreMsg::Stats {
+                from: ShardId(1),
+                stats: theirs,
+            },
+            now,
+        );
+        assert!(effects.to_cores.is_empty() && effects.to_clients.is_empty());
+        let first = core0.publish_sys(Duration::from_secs(7), now);
+        let topics = retained_topics(&first);
+        assert_eq!(topics.len(), Stat::ALL.len() + 3, "{topics:?}");
+        let value = |topic: &str| {
+            core0.retained[topic]
+                .payload
+                .iter()
+                .map(|&b| b as char)
+                .collect::<String>()
+        };
+        assert_eq!(value("$SYS/broker/clients/connected"), "6");
+        assert_eq!(value("$SYS/broker/clients/total"), "7");
+        assert_eq!(value("$SYS/broker/bytes/received"), "123");
+        assert_eq!(
+            value("$SYS/broker/retained messages/count"),
+            "0",
+            "core 0's own"
+        );
+        assert_eq!(value("$SYS/broker/uptime"), "7 seconds");
+        assert!(value("$SYS/broker/version").starts_with("berth "));
+        // Nothing changed but the uptime.
+        let second = core0.publish_sys(Duration::from_secs(8), now);
+        assert_eq!(retained_topics(&second), vec![UPTIME.to_string()]);
+    }
+
+    #[test]
+    fn sys_figures_reach_a_local_subscriber_and_clients_cannot_publish_there() {
+        let mut core0 = broker(0, 1);
+        let now = Instant::now();
+        let _ = core0.connect(&"watch".into(), true, Duration::ZERO, 10, now);
+        let subscribe = Subscribe {
+            packet_id: PacketId::new(1).unwrap(),
+            properties: Properties::default(),
+            filters: vec![("$SYS/broker/uptime".into(), SubscriptionOptions::default())],
+        };
+        let _ = core0.subscribe(&"watch".into(), subscribe, now);
+        let forged = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: true,
+            topic: UPTIME.into(),
+            packet_id: None,
+            properties: Properties::default(),
+            payload: Bytes::from_static(b"forged"),
+        };
+        let effects = core0.publish(&"watch".into(), forged, now);
+        assert!(effects.to_clients.is_empty() && core0.retained.is_empty());
+        let effects = core0.publish_sys(Duration::from_secs(3), now);
+        let got: Vec<_> = effects
+            .to_clients
+            .iter()
+            .map(|(client, packet)| match packet {
+                Packet::Publish(p) => (client.to_string(), p.payload.clone(), p.retain),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![("watch".to_string(), Bytes::from_static(b"3 seconds"), false)]
+        );
+    }
+}
