@@ -48,6 +48,14 @@ pub enum Stat {
     PublishDropped,
     BytesReceived,
     BytesSent,
+    /// Bytes of log segments on disk, all cores together.
+    StoreBytes,
+    /// Messages held for persistent or busy sessions (each stored once per core).
+    StoreMessages,
+    /// Messages waiting in session queues or windows (one per session they wait for).
+    StoreQueued,
+    /// Records the log could not take (disk full, I/O error).
+    StoreErrors,
 }
 
 /// How the figures of the cores make the broker's.
@@ -60,7 +68,7 @@ pub enum Combine {
 }
 
 impl Stat {
-    pub const ALL: [Stat; 11] = [
+    pub const ALL: [Stat; 15] = [
         Stat::ClientsConnected,
         Stat::ClientsDisconnected,
         Stat::Subscriptions,
@@ -72,6 +80,10 @@ impl Stat {
         Stat::PublishDropped,
         Stat::BytesReceived,
         Stat::BytesSent,
+        Stat::StoreBytes,
+        Stat::StoreMessages,
+        Stat::StoreQueued,
+        Stat::StoreErrors,
     ];
 
     /// The topic the figure is published on (Mosquitto's name for it).
@@ -88,6 +100,10 @@ impl Stat {
             Stat::PublishDropped => "$SYS/broker/publish/messages/dropped",
             Stat::BytesReceived => "$SYS/broker/bytes/received",
             Stat::BytesSent => "$SYS/broker/bytes/sent",
+            Stat::StoreBytes => "$SYS/broker/store/bytes",
+            Stat::StoreMessages => "$SYS/broker/store/messages",
+            Stat::StoreQueued => "$SYS/broker/store/queued",
+            Stat::StoreErrors => "$SYS/broker/store/errors",
         }
     }
 
@@ -179,6 +195,15 @@ impl Broker {
             (self.subscriptions.len() + self.shares.local.len()) as u64,
         );
         stats.set(Stat::RetainedMessages, self.retained.len() as u64);
+        stats.set(Stat::StoreBytes, self.journal.disk_bytes());
+        stats.set(Stat::StoreMessages, self.messages.len() as u64);
+        let queued = self
+            .sessions
+            .values()
+            .map(|slot| slot.session.queued() + slot.session.in_flight())
+            .sum::<usize>();
+        stats.set(Stat::StoreQueued, queued as u64);
+        stats.set(Stat::StoreErrors, self.counters.journal_errors);
         stats.set(
             Stat::PublishDropped,
             self.counters.dropped + self.shares.undeliverable,

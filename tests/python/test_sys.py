@@ -116,3 +116,26 @@ def test_clients_cannot_publish_under_sys(sys_broker, mk, version):
         conn.ping()
     got = watcher.get_until("forge-end")
     assert got == [], f"a client's $SYS publish was delivered: {[(m.topic, m.payload) for m in got]}"
+
+
+def test_store_figures_show_queued_messages_and_disk_use(sys_broker, mk):
+    """Disk use and queue depth of the persistent-session store are visible in $SYS."""
+    host, port = sys_broker.addr
+    away = on_core(1, "sys-away")[0]
+    with Conn(host, port, version=V311) as c:
+        c.connect(away, clean=False)
+        c.send(bytes([0x82, 8, 0, 1, 0, 3]) + b"q/t" + b"\x01")
+        assert c.read_packet().ptype == 9
+        c.send(b"\xe0\x00")
+    with Conn(host, port, version=V311) as c:
+        c.connect(on_core(0, "sys-pub")[0], clean=True)
+        for i in range(3):
+            c.send(publish("q/t", b"x", V311, first_byte=0x32, packet_id=i + 1))
+            assert c.read_packet().ptype == 4
+    w = Watcher(mk(on_core(0, "sys-store")[0]))
+    w.wait_for({"store/queued": "3", "store/messages": "3"})
+    deadline = time.monotonic() + T
+    while int(w.latest.get(SYS + "store/bytes", "0")) <= 0:
+        assert time.monotonic() < deadline, f"store/bytes never above 0: {w.latest}"
+        m = w.client.get(deadline - time.monotonic())
+        w.latest[m.topic] = m.payload.decode()
