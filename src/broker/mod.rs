@@ -292,7 +292,12 @@ impl Broker {
         // [MQTT-3.1.3-9] a new connection before the Will Delay Interval has passed
         // cancels the will.
         self.wills.remove(client_id);
-        if clean_start {
+        let expired = self
+            .sessions
+            .get(client_id)
+            .is_some_and(|slot| !slot.online && slot.expires_at.is_some_and(|at| at <= now));
+        if clean_start || expired {
+            // An expired session is gone even if the once-a-second sweep has not run yet.
             self.end_session(client_id, now, &mut effects);
         }
         let present = self.sessions.contains_key(client_id);

@@ -288,6 +288,7 @@ impl Rebuild {
                                 packet_id,
                                 entry,
                                 state,
+                                awaiting_resend: false,
                             },
                             e.ids,
                         ),

@@ -282,7 +282,10 @@ pub async fn serve(
         conn_ack.session_present = present;
         if version.is_v5() {
             let props = &mut conn_ack.properties;
-            if granted < requested {
+            let asked = connect.properties.session_expiry_interval.unwrap_or(0);
+            // 0xFFFFFFFF asks for a session that never expires: any cap is less.
+            if granted < requested || (asked == u32::MAX && granted.as_secs() < u64::from(u32::MAX))
+            {
                 // MQTT 5.0 3.2.2.3.2: tell the client the expiry actually granted.
                 props.session_expiry_interval =
                     Some(granted.as_secs().min(u64::from(u32::MAX)) as u32);

@@ -177,6 +177,10 @@ pub struct InFlight {
     pub packet_id: PacketId,
     pub entry: Queued,
     pub state: Outbound,
+    /// Sent on an earlier connection and not yet resent on this one: a resume resends only
+    /// as many PUBLISH as the new Receive Maximum allows, the rest as acknowledgements
+    /// free room [MQTT-3.3.4-9].
+    pub awaiting_resend: bool,
 }
 
 /// A session's subscriptions: a short list, since a session rarely holds more than a
@@ -363,6 +367,7 @@ impl Session {
                 packet_id,
                 entry,
                 state: Outbound::Published,
+                awaiting_resend: false,
             });
             changes.push(Change::Sent {
                 seq: entry.seq(),
@@ -454,6 +459,7 @@ impl Session {
                 packet_id,
                 entry,
                 state: Outbound::Published,
+                awaiting_resend: false,
             });
             changes.push(Change::Sent {
                 seq: entry.seq(),
@@ -481,26 +487,20 @@ impl Session {
     ) {
         self.receive_maximum = receive_maximum.max(1);
         let mut gone = Vec::new();
-        for in_flight in &self.in_flight {
+        let mut quota = usize::from(self.receive_maximum);
+        for i in 0..self.in_flight.len() {
+            let in_flight = self.in_flight[i];
             match in_flight.state {
+                Outbound::Published if quota == 0 => {
+                    self.in_flight[i].awaiting_resend = true;
+                }
                 Outbound::Published => {
-                    let seq = in_flight.entry.seq();
-                    // A message already sent is resent even if it has expired since: the
-                    // client may hold it half-acknowledged. Only a vanished record ends it.
-                    let Some(message) = messages.get(seq) else {
-                        gone.push(in_flight.packet_id);
-                        continue;
-                    };
-                    let ids = self.ids_of(seq).to_vec();
-                    let mut publish = publish_of(
-                        &message,
-                        in_flight.entry,
-                        Some(in_flight.packet_id),
-                        ids,
-                        now,
-                    );
-                    publish.dup = true;
-                    out.push(Packet::Publish(publish));
+                    quota -= 1;
+                    self.in_flight[i].awaiting_resend = false;
+                    match self.resend(in_flight, messages, now) {
+                        Some(packet) => out.push(packet),
+                        None => gone.push(in_flight.packet_id),
+                    }
                 }
                 Outbound::Released => out.push(Packet::PubRel(ack(
                     in_flight.packet_id,
@@ -512,6 +512,55 @@ impl Session {
             self.complete(packet_id, changes);
         }
         self.drain(messages, now, out, changes);
+    }
+
+    /// The DUP PUBLISH for an unacknowledged message; `None` if its record vanished. A
+    /// message already sent is resent even if it has expired since: the client may hold
+    /// it half-acknowledged.
+    fn resend(&self, in_flight: InFlight, messages: &dyn Messages, now: Instant) -> Option<Packet> {
+        let seq = in_flight.entry.seq();
+        let message = messages.get(seq)?;
+        let ids = self.ids_of(seq).to_vec();
+        let mut publish = publish_of(
+            &message,
+            in_flight.entry,
+            Some(in_flight.packet_id),
+            ids,
+            now,
+        );
+        publish.dup = true;
+        Some(Packet::Publish(publish))
+    }
+
+    /// Resends held-back unacknowledged messages, in order, as far as the window allows.
+    fn resend_held(
+        &mut self,
+        messages: &dyn Messages,
+        now: Instant,
+        out: &mut Vec<Packet>,
+        changes: &mut Vec<Change>,
+    ) {
+        loop {
+            let sending = self
+                .in_flight
+                .iter()
+                .filter(|f| f.state == Outbound::Published && !f.awaiting_resend)
+                .count();
+            if sending >= usize::from(self.receive_maximum) {
+                return;
+            }
+            let Some(i) = self.in_flight.iter().position(|f| f.awaiting_resend) else {
+                return;
+            };
+            self.in_flight[i].awaiting_resend = false;
+            let in_flight = self.in_flight[i];
+            match self.resend(in_flight, messages, now) {
+                Some(packet) => out.push(packet),
+                None => {
+                    self.complete(in_flight.packet_id, changes);
+                }
+            }
+        }
     }
 
     fn complete(&mut self, packet_id: PacketId, changes: &mut Vec<Change>) -> bool {
@@ -537,6 +586,7 @@ impl Session {
         changes: &mut Vec<Change>,
     ) {
         if self.complete(packet_id, changes) {
+            self.resend_held(messages, now, out, changes);
             self.drain(messages, now, out, changes);
         }
     }
@@ -562,11 +612,13 @@ impl Session {
         if reason_code.is_error() {
             // The receiver refused it: the delivery ends here (MQTT 5.0 4.3.3).
             self.complete(packet_id, changes);
+            self.resend_held(messages, now, out, changes);
             self.drain(messages, now, out, changes);
             return;
         }
         if self.in_flight[pos].state == Outbound::Published {
             self.in_flight[pos].state = Outbound::Released;
+            self.in_flight[pos].awaiting_resend = false;
             changes.push(Change::Received {
                 seq: self.in_flight[pos].entry.seq(),
             });
@@ -626,6 +678,7 @@ impl Session {
                 packet_id,
                 entry,
                 state: Outbound::Published,
+                awaiting_resend: false,
             });
             self.next_packet_id = packet_id.get().checked_add(1).unwrap_or(1);
         }
@@ -881,6 +934,41 @@ mod tests {
         }
         assert!(matches!(&out[1], Packet::PubRel(a) if Some(a.packet_id) == second.packet_id));
         assert!(matches!(&out[2], Packet::Publish(p) if !p.dup && p.payload == "m3"));
+    }
+
+    #[test]
+    fn mqtt_3_3_4_9_resume_resends_no_more_than_the_new_receive_maximum() {
+        let mut f = Fixture::new(100);
+        f.resume(10);
+        let sent: Vec<Publish> = (0..6)
+            .map(|_| sent(f.deliver(QoS::AtLeastOnce, QoS::AtLeastOnce, true)))
+            .collect();
+        let out = f.resume(4);
+        let resent: Vec<_> = out
+            .iter()
+            .map(|p| match p {
+                Packet::Publish(p) => (p.dup, p.packet_id),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            resent,
+            sent[..4]
+                .iter()
+                .map(|p| (true, p.packet_id))
+                .collect::<Vec<_>>()
+        );
+        // Each acknowledgement lets one held-back message through, with its own id.
+        let out = f.complete(sent[0].packet_id.unwrap());
+        assert!(
+            matches!(&out[..], [Packet::Publish(p)] if p.dup && p.packet_id == sent[4].packet_id)
+        );
+        let out = f.complete(sent[1].packet_id.unwrap());
+        assert!(
+            matches!(&out[..], [Packet::Publish(p)] if p.dup && p.packet_id == sent[5].packet_id)
+        );
+        let out = f.complete(sent[2].packet_id.unwrap());
+        assert!(out.is_empty());
     }
 
     #[test]

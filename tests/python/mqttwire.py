@@ -325,6 +325,8 @@ class Conn:
 
     def assert_quiet_for(self, seconds: float) -> None:
         """Nothing arrives and the connection stays open for `seconds` (a stimulus gap, not a sync)."""
+        if self.buf:
+            raise AssertionError(f"unexpected bytes from the broker: {self.buf.hex(' ')}")
         deadline = time.monotonic() + seconds
         while True:
             try:
