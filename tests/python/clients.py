@@ -84,3 +84,104 @@ class Neighbours:
     def close(self) -> None:
         for conn in self.conns.values():
             conn.close()
+
+
+# --- raw persistent sessions (persistence tests) ---------------------------------------------
+
+import struct  # noqa: E402
+
+from mqttwire import (  # noqa: E402
+    PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, RECEIVE_MAXIMUM, SESSION_EXPIRY_INTERVAL, SUBACK,
+    ConnAck, Publish, ack_packet, packet_id_of, parse_publish, prop_u16, prop_u32, properties,
+    publish_with, read_vbi, subscribe)
+
+
+class RawSession:
+    """One client id driven packet by packet, so that what a library hides (DUP, packet ids,
+    acknowledgement timing) can be checked. Every read has a deadline."""
+
+    def __init__(self, addr: tuple[str, int], client_id: str, version: int = V311):
+        self.addr, self.client_id, self.version = addr, client_id, version
+        self.conn: Conn | None = None
+
+    def connect(self, *, clean: bool = False, expiry: int | None = None,
+                receive_maximum: int | None = None, expect_code: int | None = 0) -> ConnAck:
+        self.close()
+        self.conn = Conn(*self.addr, version=self.version)
+        props = None
+        if self.version == V5:
+            raw = b""
+            if expiry is not None:
+                raw += prop_u32(SESSION_EXPIRY_INTERVAL, expiry)
+            if receive_maximum is not None:
+                raw += prop_u16(RECEIVE_MAXIMUM, receive_maximum)
+            props = properties(raw)
+        return self.conn.connect(self.client_id, clean=clean, expect_code=expect_code, props=props)
+
+    def subscribe(self, topic_filter: str, qos: int = 1, packet_id: int = 1) -> None:
+        self.conn.send(subscribe(topic_filter, self.version, packet_id=packet_id)[:-1] + bytes([qos]))
+        p = self.conn.read_packet()
+        assert p.ptype == SUBACK and packet_id_of(p) == packet_id, f"expected SUBACK, got {p!r}"
+        i = 2
+        if self.version == V5:
+            n, i = read_vbi(p.body, 2)
+            i += n
+        assert list(p.body[i:]) == [qos], f"SUBACK for {topic_filter!r}: {p!r}"
+
+    def next_publish(self, *, ack: bool = True, timeout: float = 5.0) -> Publish:
+        """The next packet, which must be a PUBLISH; acknowledged (PUBACK / PUBREC) unless told."""
+        p = self.conn.read_packet(timeout)
+        pub = parse_publish(p, self.version)
+        if ack and pub.qos:
+            self.conn.send(ack_packet(PUBACK if pub.qos == 1 else PUBREC, pub.packet_id))
+        return pub
+
+    def drain_until(self, marker_topic: str, timeout: float = 10.0) -> list[Publish]:
+        """Every PUBLISH before the one on `marker_topic`, acknowledging all (PUBREL gets PUBCOMP)."""
+        deadline = time.monotonic() + timeout
+        got = []
+        while True:
+            p = self.conn.read_packet(max(deadline - time.monotonic(), 0.001))
+            if p.ptype == PUBREL:
+                self.conn.send(ack_packet(PUBCOMP, packet_id_of(p)))
+                continue
+            pub = parse_publish(p, self.version)
+            if pub.qos:
+                self.conn.send(ack_packet(PUBACK if pub.qos == 1 else PUBREC, pub.packet_id))
+            if pub.topic == marker_topic:
+                return got
+            got.append(pub)
+
+    def disconnect(self, raw: bytes = b"\xe0\x00") -> None:
+        self.conn.send(raw)
+        self.close()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def publish_all(addr: tuple[str, int], client_id: str, messages, *, version: int = V311, qos: int = 1,
+                retain: bool = False, props: bytes = b"") -> None:
+    """Connects with a clean session, publishes (topic, payload) pairs one by one, each
+    completely acknowledged (QoS 1: PUBACK, QoS 2: PUBREC/PUBREL/PUBCOMP; QoS 0 messages are
+    followed by a PINGREQ round trip), and disconnects."""
+    with Conn(*addr, version=version) as c:
+        c.connect(client_id, clean=True)
+        for n, (topic, payload) in enumerate(messages, start=1):
+            c.send(publish_with(topic, payload, version, qos=qos, packet_id=n if qos else None,
+                                retain=retain, props=props))
+            if qos == 1:
+                p = c.read_packet()
+                assert p.ptype == PUBACK and packet_id_of(p) == n, f"expected PUBACK {n}, got {p!r}"
+                assert len(p.body) < 3 or p.body[2] < 0x80, f"PUBACK failed: {p!r}"
+            elif qos == 2:
+                p = c.read_packet()
+                assert p.ptype == PUBREC and packet_id_of(p) == n, f"expected PUBREC {n}, got {p!r}"
+                c.send(ack_packet(PUBREL, n))
+                p = c.read_packet()
+                assert p.ptype == PUBCOMP and packet_id_of(p) == n, f"expected PUBCOMP {n}, got {p!r}"
+        if qos == 0:
+            c.ping()
+        c.send(b"\xe0\x00")

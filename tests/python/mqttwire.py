@@ -352,3 +352,64 @@ class Conn:
         except Closed:
             raise AssertionError("connection closed instead of answering PINGREQ") from None
         assert (p.ptype, p.flags, p.body) == (PINGRESP, 0, b""), f"expected PINGRESP, got {p!r}"
+
+
+# --- QoS 1/2 flows and v5 PUBLISH properties (persistence tests) ------------------------------
+
+PUBREC, PUBREL, PUBCOMP = 5, 6, 7
+MESSAGE_EXPIRY_INTERVAL = 0x02
+
+
+def prop_u16(pid: int, v: int) -> bytes:
+    return bytes([pid]) + struct.pack(">H", v)
+
+
+def ack_packet(ptype: int, packet_id: int) -> bytes:
+    """PUBACK / PUBREC / PUBREL / PUBCOMP with success (PUBREL gets its required flags 0x2)."""
+    return bytes([ptype << 4 | (0x02 if ptype == PUBREL else 0), 2]) + struct.pack(">H", packet_id)
+
+
+def publish_with(topic: str, payload: bytes = b"", version: int = V5, *, qos: int = 0,
+                 packet_id: int | None = None, dup: bool = False, retain: bool = False,
+                 props: bytes = b"") -> bytes:
+    """A PUBLISH with explicit flags; `props` are the raw v5 properties (without length)."""
+    first = 0x30 | (0x08 if dup else 0) | qos << 1 | (0x01 if retain else 0)
+    body = mqtt_str(topic)
+    if qos:
+        body += struct.pack(">H", packet_id)
+    if version == V5:
+        body += properties(props)
+    return packet(first, body + payload)
+
+
+@dataclass
+class Publish:
+    topic: str
+    payload: bytes
+    qos: int
+    dup: bool
+    retain: bool
+    packet_id: int | None
+    props: dict
+
+
+def parse_publish(p: Packet, version: int) -> Publish:
+    assert p.ptype == PUBLISH, f"expected PUBLISH, got {p!r}"
+    qos = (p.flags >> 1) & 3
+    (tlen,) = struct.unpack(">H", p.body[:2])
+    i = 2 + tlen
+    topic = p.body[2:i].decode()
+    packet_id = None
+    if qos:
+        (packet_id,) = struct.unpack(">H", p.body[i:i + 2])
+        i += 2
+    props = {}
+    if version == V5:
+        n, i = read_vbi(p.body, i)
+        props = parse_properties(p.body[i:i + n])
+        i += n
+    return Publish(topic, p.body[i:], qos, bool(p.flags & 0x08), bool(p.flags & 0x01), packet_id, props)
+
+
+def packet_id_of(p: Packet) -> int:
+    return struct.unpack(">H", p.body[:2])[0]
