@@ -11,4 +11,5 @@ pub mod config;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod topic;
