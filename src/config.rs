@@ -301,8 +301,11 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
-        if !(64 << 10..=1 << 30).contains(&config.segment_size) {
-            let message = format!("{} is not in 65536..=1073741824", config.segment_size);
+        if !(64 << 10..=1 << 30).contains(&config.segment_size) || config.segment_size % 4096 != 0 {
+            let message = format!(
+                "{} is not a multiple of 4096 in 65536..=1073741824",
+                config.segment_size
+            );
             return Err(bad("segment_size", args.segment_size.is_some(), message));
         }
         if config.fsync == FsyncMode::Interval && config.fsync_interval.is_zero() {

@@ -669,7 +669,7 @@ impl Journal for MemJournal {
             .borrow()
             .get(&pos)
             .cloned()
-            .ok_or_else(|| StoreError::Other(format!("no record at {pos:?}")))
+            .ok_or(StoreError::NoRecord(pos))
     }
     fn head(&self) -> Position {
         self.head.get()

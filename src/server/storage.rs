@@ -9,10 +9,15 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use bytes::Bytes;
+
+use crate::broker::journal::{Durable, Journal};
 use crate::broker::{Broker, Effects, Rebuild, WallClock};
 use crate::config::Config;
+use crate::config::FsyncMode;
 use crate::server::shard::session_policy;
 use crate::server::ShardId;
+use crate::store::{FsyncPolicy, Log, LogConfig, Position, StoreError};
 
 const LAYOUT_FILE: &str = "layout.toml";
 
@@ -76,16 +81,77 @@ pub fn open_core(config: &Config, id: ShardId, cores: usize) -> anyhow::Result<(
         retained = report.retained,
         elapsed_ms = started.elapsed().as_millis() as u64,
         dir = %dir.display(),
-        "log replayed"
+        "log replayed: sessions, queues and retained messages recovered"
     );
     Ok((broker, std::mem::take(&mut report.announce)))
 }
 
 fn open_log(
-    _config: &Config,
-    _dir: &Path,
-    _rebuild: &mut Rebuild,
-) -> anyhow::Result<Box<dyn crate::broker::journal::Journal>> {
-    // Replaced by the memory-mapped log when the store lands.
-    Ok(Box::new(crate::broker::journal::MemJournal::new(1 << 16)))
+    config: &Config,
+    dir: &Path,
+    rebuild: &mut Rebuild,
+) -> anyhow::Result<Box<dyn Journal>> {
+    let fsync = match config.fsync {
+        FsyncMode::Never => FsyncPolicy::Never,
+        FsyncMode::Interval => FsyncPolicy::Interval(config.fsync_interval),
+        FsyncMode::Always => FsyncPolicy::Always,
+    };
+    let log_config = LogConfig {
+        dir: dir.to_path_buf(),
+        segment_size: config.segment_size,
+        fsync,
+    };
+    let (log, report) = Log::open(log_config, |pos, kind, body| rebuild.visit(pos, kind, body))
+        .with_context(|| format!("cannot open the log in {}", dir.display()))?;
+    if let Some(at) = report.torn_tail {
+        tracing::warn!(dir = %dir.display(), ?at, cut_bytes = report.cut_bytes, "log: torn tail record cut");
+    }
+    for (pos, reason) in &report.corrupt {
+        tracing::error!(dir = %dir.display(), ?pos, reason, "log: corrupt record; the rest of its segment was not read");
+    }
+    for (segment, reason) in &report.bad_segments {
+        tracing::error!(dir = %dir.display(), segment, reason, "log: unreadable segment skipped");
+    }
+    tracing::debug!(dir = %dir.display(), ?report, "log opened");
+    let always = config.fsync == FsyncMode::Always;
+    Ok(Box::new(LogJournal { log, always }))
+}
+
+/// The memory-mapped log as the engine's journal.
+struct LogJournal {
+    log: Log,
+    /// Acknowledgements wait for msync only under `fsync = "always"`.
+    always: bool,
+}
+
+impl Journal for LogJournal {
+    fn append(&mut self, kind: u8, body: &[u8]) -> Result<Position, StoreError> {
+        self.log.append(kind, body)
+    }
+
+    fn read(&self, pos: Position) -> Result<(u8, Bytes), StoreError> {
+        self.log
+            .read(pos)
+            .map(|(kind, body)| (kind, Bytes::copy_from_slice(body)))
+    }
+
+    fn head(&self) -> Position {
+        self.log.head()
+    }
+
+    fn segment_count(&self) -> usize {
+        self.log.segments().count()
+    }
+
+    fn remove_segments_before(&mut self, segment: u64) -> Result<u64, StoreError> {
+        self.log.remove_segments_before(segment)
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        self.log.disk_bytes()
+    }
+
+    fn durable(&self) -> Option<Durable> {
+        self.always.then(|| Box::pin(self.log.durable()) as Durable)
+    }
 }

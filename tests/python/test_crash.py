@@ -21,7 +21,7 @@ import threading
 import time
 
 from berthproc import Broker
-from mqttwire import V311, Closed, Conn, ids_owned_by, mqtt_str, packet, publish, subscribe
+from mqttwire import V311, Closed, Conn, ids_owned_by, mqtt_str, packet, publish
 
 PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK = 3, 4, 5, 6, 7, 9
 SUBSCRIBERS = ids_owned_by(0, 2, "crash-sub-", 2) + ids_owned_by(1, 2, "crash-sub-", 2)
@@ -170,7 +170,7 @@ def test_a_record_cut_in_half_is_cut_and_the_rest_recovers(tmp_path):
     sid = ids_owned_by(0, 2, "cut-sub-", 1)[0]
     with Conn(*broker.addr, version=V311) as c:
         c.connect(sid, clean=False)
-        c.send(subscribe("cut/#", V311, packet_id=1))
+        c.send(packet(0x82, struct.pack(">H", 1) + mqtt_str("cut/#") + b"\x01"))
         assert c.read_packet().ptype == SUBACK
         c.send(b"\xe0\x00")
     with Conn(*broker.addr, version=V311) as c:
@@ -185,11 +185,13 @@ def test_a_record_cut_in_half_is_cut_and_the_rest_recovers(tmp_path):
     # after it): overwrite its second half, as a torn write would leave it.
     segments = sorted(glob.glob(os.path.join(data, "core-0", "seg-*.log")))
     assert segments, os.listdir(os.path.join(data, "core-0"))
-    with open(segments[-1], "r+b") as f:
+    # Segments are made ahead of need: the newest one with data holds m4.
+    holding = [p for p in segments if b"m4" in open(p, "rb").read()]
+    assert holding, "no segment of core 0 holds m4"
+    with open(holding[-1], "r+b") as f:
         content = f.read()
         end = len(content.rstrip(b"\x00"))
         start_of_m4 = content.rfind(b"m4")
-        assert start_of_m4 > 0
         cut_from = (start_of_m4 + end) // 2
         f.seek(cut_from - 8)
         f.write(b"\x00" * (end - cut_from + 8))
