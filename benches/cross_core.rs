@@ -343,7 +343,7 @@ enum Wire {
 fn broker(core: usize) -> Broker {
     let policy = SessionPolicy {
         max_session_expiry: Duration::from_secs(60),
-        max_queued: 1000,
+        ..SessionPolicy::default()
     };
     Broker::new(ShardId(core), 2, policy)
 }
