@@ -1,0 +1,97 @@
+"""berth-loadgen, run at tiny scale against the real broker: every scenario completes with no
+loss and the JSON says so; and the load generator does notice loss, a missing session and a
+refused connection when they happen."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+
+from berthproc import berth_bin
+
+
+def loadgen_bin() -> str:
+    return os.path.join(os.path.dirname(berth_bin()), "berth-loadgen")
+
+
+def run_loadgen(tmp_path, scenario: str, port: int, *args: str, expect_rc: int = 0) -> dict:
+    out = tmp_path / f"{scenario}.json"
+    cmd = [loadgen_bin(), scenario, "--host", "127.0.0.1", "--port", str(port), "--threads", "2",
+           "--json", str(out), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == expect_rc, f"{' '.join(cmd)}\nrc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(out.read_text())
+
+
+def test_resume_v311_two_cycles_all_messages_in_order(broker, tmp_path):
+    r = run_loadgen(tmp_path, "resume", broker.port, "--sessions", "200", "--messages", "5", "--qos", "1",
+                    "--concurrency", "50", "--cycles", "2", "--source-ips", "4",
+                    "--hgrm", str(tmp_path / "hgrm"), "--plot", str(tmp_path / "resume.svg"))
+    t = r["totals"]
+    assert t["expected"] == 200 * 5 * 2
+    assert t["received"] == t["expected"]
+    assert (t["lost"], t["duplicates"], t["out_of_order"], t["session_present_0"]) == (0, 0, 0, 0)
+    assert t["resumed_sessions"] == 400
+    assert r["errors"]["total"] == 0
+    assert r["latency"]["resume"]["count"] == 400
+    assert r["latency"]["storm_connack"]["p50_us"] <= r["latency"]["resume"]["p50_us"]
+    assert [c["published"] for c in r["cycles"]] == [1000, 1000]
+    hgrm = (tmp_path / "hgrm" / "resume-resume.hgrm").read_text()
+    assert "Percentile" in hgrm and "#[Max" in hgrm
+    assert (tmp_path / "resume.svg").read_text().startswith("<svg")
+
+
+def test_resume_v5_qos2(broker, tmp_path):
+    r = run_loadgen(tmp_path, "resume", broker.port, "--mqtt", "5", "--sessions", "100", "--messages", "4",
+                    "--qos", "2", "--concurrency", "20")
+    t = r["totals"]
+    assert (t["received"], t["lost"], t["duplicates"], t["session_present_0"]) == (400, 0, 0, 0)
+
+
+def test_resume_counts_loss_when_sessions_do_not_persist(start_broker, tmp_path):
+    # Sessions that expire at disconnect: CONNACK Session Present 0 and nothing queued.
+    b = start_broker("--max-session-expiry", "0")
+    r = run_loadgen(tmp_path, "resume", b.port, "--sessions", "10", "--messages", "3", "--timeout", "1",
+                    expect_rc=1)
+    t = r["totals"]
+    assert t["session_present_0"] == 10
+    assert t["lost"] == 30 and t["received"] == 0
+    assert r["errors"]["by_kind"]["lost_messages"] == 30
+
+
+def test_throughput_patterns(broker, tmp_path):
+    pairs = run_loadgen(tmp_path, "throughput", broker.port, "--pattern", "pairs", "--pairs", "20",
+                        "--qos", "1", "--duration", "1", "--rate", "2000")["throughput"]
+    assert pairs["sent"] > 0 and pairs["received"] == pairs["sent"] == pairs["acked"]
+    assert pairs["out_of_order_or_duplicate"] == 0
+    fan_out = run_loadgen(tmp_path, "throughput", broker.port, "--pattern", "fan-out", "--subscribers", "20",
+                          "--qos", "1", "--duration", "1", "--rate", "200")["throughput"]
+    assert fan_out["received"] == fan_out["sent"] * 20 > 0
+    shared = run_loadgen(tmp_path, "throughput", broker.port, "--pattern", "shared", "--publishers", "3",
+                         "--subscribers", "4", "--qos", "2", "--duration", "1")
+    t = shared["throughput"]
+    assert t["received"] == t["sent"] > 0 and shared["errors"]["total"] == 0
+    assert shared["latency"]["end_to_end"]["count"] == t["received"]
+
+
+def test_connect_held_and_offline_sessions(broker, tmp_path):
+    held = run_loadgen(tmp_path, "connect", broker.port, "--connections", "300", "--concurrency", "50",
+                       "--hold", "1.5", "--keep-alive", "1", "--broker-pid", str(broker.proc.pid))
+    c = held["connect"]
+    assert c["established"] == 300 and held["errors"]["total"] == 0
+    assert held["broker"]["peak_rss_kib"] > 0 and "broker_bytes_per_connection" in c
+    offline = run_loadgen(tmp_path, "connect", broker.port, "--connections", "200", "--hold", "0",
+                          "--persistent", "--subscribe", "--mqtt", "5")
+    assert offline["connect"]["established"] == 200
+
+
+def test_refused_connections_are_counted(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: connections are refused
+        proc = subprocess.run([loadgen_bin(), "connect", "--port", str(port), "--connections", "5",
+                               "--hold", "0"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "connection_refused: 5" in proc.stdout
