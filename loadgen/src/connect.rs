@@ -165,6 +165,10 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
         summary["broker_rss_kib_before"] = json!(before.rss_kib);
         summary["broker_rss_kib_loaded"] = json!(loaded.rss_kib);
         summary["broker_bytes_per_connection"] = json!(grown as f64 * 1024.0 / ok.max(1) as f64);
+        let anon = loaded.anon_kib.saturating_sub(before.anon_kib);
+        summary["broker_anon_rss_kib_loaded"] = json!(loaded.anon_kib);
+        summary["broker_anon_bytes_per_connection"] =
+            json!(anon as f64 * 1024.0 / ok.max(1) as f64);
         if let Some(end) = broker_held_end {
             summary["broker_rss_kib_end_of_hold"] = json!(end.rss_kib);
         }

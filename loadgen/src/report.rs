@@ -89,6 +89,8 @@ pub fn own_cpu() -> (f64, f64) {
 pub struct BrokerSample {
     pub cpu_s: f64,
     pub rss_kib: u64,
+    /// Anonymous pages only: VmRSS also counts mapped file pages (berth maps its log).
+    pub anon_kib: u64,
     pub hwm_kib: u64,
 }
 
@@ -113,6 +115,7 @@ pub fn broker_sample(pid: u32) -> Option<BrokerSample> {
     Some(BrokerSample {
         cpu_s: (utime + stime) / ticks,
         rss_kib: kib("VmRSS:"),
+        anon_kib: kib("RssAnon:"),
         hwm_kib: kib("VmHWM:"),
     })
 }
@@ -220,6 +223,7 @@ impl Report {
                     json!({
                         "pid": pid, "cpu_s": after.cpu_s - before.cpu_s,
                         "rss_kib_before": before.rss_kib, "rss_kib_after": after.rss_kib,
+                        "anon_rss_kib_before": before.anon_kib, "anon_rss_kib_after": after.anon_kib,
                         "peak_rss_kib": after.hwm_kib,
                     }),
                 );

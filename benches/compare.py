@@ -1,0 +1,366 @@
+#!/usr/bin/env python3
+"""Side-by-side comparison: berth, Mosquitto and rumqttd under the same berth-loadgen scenarios.
+
+    python3 benches/compare.py                  # the issue's target scale
+    python3 benches/compare.py --scale 0.1      # a tenth of every count, for a quick look
+    python3 benches/compare.py --brokers berth,mosquitto --scenarios resume
+
+Installs what is missing (Debian's `mosquitto`; `cargo install rumqttd` into
+target/rumqttd-install), builds berth and berth-loadgen in release mode, then for every
+scenario and every broker: starts the broker fresh (new data directory, free port), runs
+berth-loadgen against it, samples the broker's CPU seconds (utime + stime from /proc/PID/stat)
+across the run and its peak RSS (VmHWM from /proc/PID/status), and stops it. Prints one table
+with each broker's numbers and their ratio to Mosquitto's, and writes every loadgen JSON plus
+results.json into --out.
+
+Fairness: every broker gets the same client load; queue and inflight limits are raised where a
+default would cut the scenario short (see the config functions below). Mosquitto runs with
+persistence on (its default autosave: the in-memory state is written every 30 min and at
+exit); berth runs with its defaults (log in the page cache, msync every second). rumqttd 0.20
+keeps no sessions on disk: it keeps Clean Session 0 sessions in memory only, and what it does
+on resume is measured and shown as is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+TARGET = os.path.join(REPO, "target")
+RUMQTTD_ROOT = os.path.join(TARGET, "rumqttd-install")
+BROKERS = ["mosquitto", "berth", "rumqttd"]
+
+
+def scenarios(scale: float) -> dict[str, list[str]]:
+    def n(x: int) -> str:
+        return str(max(1, int(x * scale)))
+
+    return {
+        # 100k persistent sessions x 10 QoS 1 messages of 64 bytes, 10k concurrent reconnects.
+        "resume": ["resume", "--sessions", n(100_000), "--messages", "10", "--qos", "1",
+                   "--payload", "64", "--concurrency", n(10_000), "--publishers", "8",
+                   "--source-ips", "16", "--timeout", "60"],
+        # Publishing into 20k offline queues (the publish phase of a resume run).
+        "offline-publish": ["resume", "--sessions", n(20_000), "--messages", "20", "--qos", "1",
+                            "--payload", "64", "--concurrency", n(10_000), "--publishers", "8",
+                            "--source-ips", "16", "--timeout", "60"],
+        "qos1-pairs": ["throughput", "--pattern", "pairs", "--pairs", n(1000), "--qos", "1",
+                       "--payload", "64", "--duration", "10", "--inflight", "64", "--timeout", "60"],
+        "qos0-fan-out": ["throughput", "--pattern", "fan-out", "--publishers", "1",
+                         "--subscribers", n(1000), "--qos", "0", "--payload", "64", "--duration", "10",
+                         "--timeout", "60"],
+        # Idle persistent sessions, each subscribed to its own topic, left offline.
+        "idle-sessions": ["connect", "--connections", n(100_000), "--concurrency", n(10_000),
+                          "--hold", "0", "--persistent", "--subscribe", "--source-ips", "16",
+                          "--timeout", "60"],
+    }
+
+
+def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_tools(brokers: list[str]) -> dict[str, str]:
+    if not (shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto")):
+        sh(["apt-get", "update", "-q"])
+        sh(["apt-get", "install", "-y", "-q", "--no-install-recommends", "mosquitto"])
+    rumqttd = os.path.join(RUMQTTD_ROOT, "bin", "rumqttd")
+    # Not --locked: its lock file pins metrics 0.22.1, which today's rustc rejects (E0521).
+    if "rumqttd" in brokers and not os.path.exists(rumqttd):
+        sh(["cargo", "install", "rumqttd", "--version", "0.20.0", "--root", RUMQTTD_ROOT,
+            "--target-dir", os.path.join(TARGET, "rumqttd-build")])
+    sh(["cargo", "build", "--release", "-p", "berth", "-p", "berth-loadgen"], cwd=REPO)
+    return {
+        "mosquitto": shutil.which("mosquitto") or "/usr/sbin/mosquitto",
+        "rumqttd": rumqttd,
+        "berth": os.path.join(TARGET, "release", "berth"),
+        "loadgen": os.path.join(TARGET, "release", "berth-loadgen"),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mosquitto_argv(tools, port: int, work: str) -> list[str]:
+    data = os.path.join(work, "data")
+    os.makedirs(data)
+    try:
+        shutil.chown(data, "mosquitto", "mosquitto")  # it drops privileges to this user
+    except (LookupError, PermissionError):
+        pass
+    conf = os.path.join(work, "mosquitto.conf")
+    with open(conf, "w") as f:
+        f.write(f"""listener {port} 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location {data}/
+# Same limits as berth's defaults: 1000 queued messages per session, no cap on connections.
+max_queued_messages 1000
+max_inflight_messages 20
+max_connections -1
+set_tcp_nodelay true
+log_dest stderr
+log_type error
+log_type warning
+""")
+    return [tools["mosquitto"], "-c", conf]
+
+
+def rumqttd_argv(tools, port: int, work: str) -> list[str]:
+    conf = os.path.join(work, "rumqttd.toml")
+    with open(conf, "w") as f:
+        # The shipped config, with the connection cap raised past the scenarios' 10k+ and
+        # the 1 ms pause between accepts removed (it would cap connects at 1000/s).
+        f.write(f"""id = 0
+[router]
+id = 0
+max_connections = 110000
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:{port}"
+next_connection_delay_ms = 0
+    [v4.1.connections]
+    connection_timeout_ms = 60000
+    max_payload_size = 20480
+    max_inflight_count = 100
+    dynamic_filters = true
+""")
+    return [tools["rumqttd"], "--quiet", "-c", conf]
+
+
+def berth_argv(tools, port: int, work: str) -> list[str]:
+    data = os.path.join(work, "data")
+    os.makedirs(data)
+    return [tools["berth"], "--listen", f"127.0.0.1:{port}", "--data-dir", data, "--log", "warn",
+            "--max-queued-messages", "1000"]
+
+
+ARGV = {"mosquitto": mosquitto_argv, "rumqttd": rumqttd_argv, "berth": berth_argv}
+
+
+def proc_sample(pid: int) -> tuple[float, int, int]:
+    """(CPU seconds, peak RSS KiB, current anonymous RSS KiB) of a process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    hwm = anon = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+            elif line.startswith("RssAnon:"):
+                anon = int(line.split()[1])
+    return cpu, hwm, anon
+
+
+class AnonPeak(threading.Thread):
+    """Samples RssAnon every 100 ms: VmHWM also counts file pages (berth maps its log), so the
+    anonymous peak is the number comparable across brokers."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.done = pid, 0, threading.Event()
+        self.start()
+
+    def run(self):
+        while not self.done.wait(0.1):
+            try:
+                self.peak = max(self.peak, proc_sample(self.pid)[2])
+            except (OSError, IndexError, ValueError):
+                return
+
+    def stop(self) -> int:
+        self.done.set()
+        self.join()
+        return self.peak
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"broker exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
+
+
+def run_one(tools, broker: str, name: str, args: list[str], out: str) -> dict:
+    work = tempfile.mkdtemp(prefix=f"compare-{broker}-", dir=os.path.join(TARGET, "compare-work"))
+    port = free_port()
+    argv = ARGV[broker](tools, port, work)
+    log = open(os.path.join(work, "broker.log"), "wb")
+    proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc)
+        time.sleep(0.5)
+        cpu0, _, _ = proc_sample(proc.pid)
+        anon = AnonPeak(proc.pid)
+        json_path = os.path.join(out, f"{name}-{broker}.json")
+        cmd = [tools["loadgen"], *args, "--port", str(port), "--broker-pid", str(proc.pid),
+               "--json", json_path, "--hgrm", os.path.join(out, "hgrm", f"{name}-{broker}")]
+        print(f"\n### {name} on {broker}: {' '.join(cmd)}", flush=True)
+        started = time.time()
+        lg = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wall = time.time() - started
+        print(lg.stdout[-4000:], flush=True)
+        alive = proc.poll() is None
+        anon_peak = anon.stop()
+        cpu1, hwm, _ = proc_sample(proc.pid) if alive else (cpu0, 0, 0)
+        result = json.load(open(json_path)) if os.path.exists(json_path) else {}
+        result["_compare"] = {"broker_cpu_s": cpu1 - cpu0, "broker_peak_rss_kib": hwm,
+                              "broker_peak_anon_kib": anon_peak,
+                              "loadgen_rc": lg.returncode, "wall_s": wall, "broker_alive": alive}
+        return result
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def lat(r: dict, name: str, q: str) -> float | None:
+    v = r.get("latency", {}).get(name, {}).get(q)
+    return None if v is None else v / 1000.0
+
+
+def metrics(name: str, r: dict) -> list[tuple[str, float | None, str]]:
+    """(label, value, 'lower' or 'higher' is better) rows for one scenario's result."""
+    c = r.get("_compare", {})
+    cpu, rss, anon = c.get("broker_cpu_s"), c.get("broker_peak_rss_kib"), c.get("broker_peak_anon_kib")
+    rows = []
+    if r.get("scenario") == "resume":
+        cyc = (r.get("cycles") or [{}])[0]
+        t = r.get("totals", {})
+        if name == "offline-publish":
+            rows += [("publish msgs/s into offline queues", cyc.get("publish_msgs_per_s"), "higher")]
+        rows += [
+            ("create sessions/s", r.get("create", {}).get("sessions_per_s"), "higher"),
+            ("storm wall s", cyc.get("storm_wall_s"), "lower"),
+            ("resume p50 ms", lat(r, "resume", "p50_us"), "lower"),
+            ("resume p99 ms", lat(r, "resume", "p99_us"), "lower"),
+            ("resume max ms", lat(r, "resume", "max_us"), "lower"),
+            ("storm CONNACK p99 ms", lat(r, "storm_connack", "p99_us"), "lower"),
+            ("messages lost", t.get("lost"), "lower"),
+            ("Session Present 0", t.get("session_present_0"), "lower"),
+            ("duplicates", t.get("duplicates"), "lower"),
+        ]
+    elif r.get("scenario") == "throughput":
+        t = r.get("throughput", {})
+        rows += [
+            ("msgs/s in", t.get("msgs_in_per_s"), "higher"),
+            ("msgs/s out", t.get("msgs_out_per_s"), "higher"),
+            ("deliveries missing", t.get("missing"), "lower"),
+            ("end-to-end p50 ms", lat(r, "end_to_end", "p50_us"), "lower"),
+            ("end-to-end p99 ms", lat(r, "end_to_end", "p99_us"), "lower"),
+        ]
+        if cpu is not None and t.get("received"):
+            rows.append(("broker CPU us per delivered msg", cpu * 1e6 / t["received"], "lower"))
+    elif r.get("scenario") == "connect":
+        t = r.get("connect", {})
+        rows += [
+            ("sessions/s", t.get("connections_per_s"), "higher"),
+            ("CONNACK p99 ms", lat(r, "connack", "p99_us"), "lower"),
+            ("broker RSS bytes per session", t.get("broker_bytes_per_connection"), "lower"),
+            ("broker anonymous bytes per session", t.get("broker_anon_bytes_per_connection"), "lower"),
+        ]
+    rows += [
+        ("broker CPU s", cpu, "lower"),
+        ("broker peak RSS MiB", None if rss is None else rss / 1024.0, "lower"),
+        ("broker peak anonymous RSS MiB", None if anon is None else anon / 1024.0, "lower"),
+        ("loadgen CPU (cores busy)", r.get("loadgen_cpu", {}).get("cores_busy"), "lower"),
+        ("errors counted", r.get("errors", {}).get("total"), "lower"),
+    ]
+    return rows
+
+
+def fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and v != int(v) or isinstance(v, float) and abs(v) < 100:
+        return f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
+    return f"{int(v):,}"
+
+
+def table(results: dict, brokers: list[str]) -> str:
+    lines = []
+    head = f"| scenario | metric | " + " | ".join(brokers) + " | " + " | ".join(
+        f"{b}/mosquitto" for b in brokers if b != "mosquitto") + " |"
+    lines.append(head)
+    lines.append("|" + "---|" * (2 + len(brokers) + len([b for b in brokers if b != "mosquitto"])))
+    for name, per in results.items():
+        rows = {b: metrics(name, per[b]) for b in brokers if b in per}
+        labels = [label for label, _, _ in next(iter(rows.values()))]
+        for i, label in enumerate(labels):
+            vals = {b: rows[b][i][1] if b in rows else None for b in brokers}
+            cells = [fmt(vals[b]) for b in brokers]
+            ratios = []
+            for b in brokers:
+                if b == "mosquitto":
+                    continue
+                m, v = vals.get("mosquitto"), vals[b]
+                ratios.append(f"{v / m:.2f}x" if m and v is not None else "-")
+            lines.append(f"| {name} | {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every count (default 1: the issue's targets)")
+    ap.add_argument("--brokers", default=",".join(BROKERS))
+    ap.add_argument("--scenarios", default="resume,offline-publish,qos1-pairs,qos0-fan-out,idle-sessions")
+    ap.add_argument("--out", default=os.path.join(TARGET, "compare"))
+    opts = ap.parse_args()
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # brokers inherit it
+    brokers = [b for b in opts.brokers.split(",") if b]
+    tools = ensure_tools(brokers)
+    os.makedirs(opts.out, exist_ok=True)
+    os.makedirs(os.path.join(TARGET, "compare-work"), exist_ok=True)
+    all_scenarios = scenarios(opts.scale)
+    results: dict[str, dict[str, dict]] = {}
+    for name in opts.scenarios.split(","):
+        results[name] = {}
+        for broker in brokers:
+            results[name][broker] = run_one(tools, broker, name, all_scenarios[name], opts.out)
+            with open(os.path.join(opts.out, "results.json"), "w") as f:
+                json.dump(results, f, indent=1)
+    print()
+    print(f"load average before the table: {os.getloadavg()}")
+    text = table(results, brokers)
+    print(text)
+    with open(os.path.join(opts.out, "table.md"), "w") as f:
+        f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
