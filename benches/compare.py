@@ -207,7 +207,7 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
 
 
-def run_one(tools, broker: str, name: str, args: list[str], out: str) -> dict:
+def run_one(tools, broker: str, name: str, args: list[str], out: str, limit: float) -> dict:
     work = tempfile.mkdtemp(prefix=f"compare-{broker}-", dir=os.path.join(TARGET, "compare-work"))
     port = free_port()
     argv = ARGV[broker](tools, port, work)
@@ -223,16 +223,22 @@ def run_one(tools, broker: str, name: str, args: list[str], out: str) -> dict:
                "--json", json_path, "--hgrm", os.path.join(out, "hgrm", f"{name}-{broker}")]
         print(f"\n### {name} on {broker}: {' '.join(cmd)}", flush=True)
         started = time.time()
-        lg = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            lg = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                timeout=limit)
+            rc, text = lg.returncode, lg.stdout
+        except subprocess.TimeoutExpired as e:
+            rc = "timed out"
+            text = (e.stdout or b"").decode(errors="replace") + f"\n(stopped after {limit:.0f} s)"
         wall = time.time() - started
-        print(lg.stdout[-4000:], flush=True)
+        print(text[-4000:], flush=True)
         alive = proc.poll() is None
         anon_peak = anon.stop()
         cpu1, hwm, _ = proc_sample(proc.pid) if alive else (cpu0, 0, 0)
         result = json.load(open(json_path)) if os.path.exists(json_path) else {}
         result["_compare"] = {"broker_cpu_s": cpu1 - cpu0, "broker_peak_rss_kib": hwm,
                               "broker_peak_anon_kib": anon_peak,
-                              "loadgen_rc": lg.returncode, "wall_s": wall, "broker_alive": alive}
+                              "loadgen_rc": rc, "wall_s": wall, "broker_alive": alive}
         return result
     finally:
         if proc.poll() is None:
@@ -268,7 +274,9 @@ def metrics(name: str, r: dict) -> list[tuple[str, float | None, str]]:
             ("resume p99 ms", lat(r, "resume", "p99_us"), "lower"),
             ("resume max ms", lat(r, "resume", "max_us"), "lower"),
             ("storm CONNACK p99 ms", lat(r, "storm_connack", "p99_us"), "lower"),
-            ("messages lost", t.get("lost"), "lower"),
+            ("sessions not created (connect failed)", t.get("not_created"), "lower"),
+            ("sessions not reconnected (connect failed)", t.get("unreached_sessions"), "lower"),
+            ("messages lost on resumed sessions", t.get("lost"), "lower"),
             ("Session Present 0", t.get("session_present_0"), "lower"),
             ("duplicates", t.get("duplicates"), "lower"),
         ]
@@ -292,6 +300,7 @@ def metrics(name: str, r: dict) -> list[tuple[str, float | None, str]]:
             ("broker anonymous bytes per session", t.get("broker_anon_bytes_per_connection"), "lower"),
         ]
     rows += [
+        ("finished (loadgen exit status)", c.get("loadgen_rc"), "lower"),
         ("broker CPU s", cpu, "lower"),
         ("broker peak RSS MiB", None if rss is None else rss / 1024.0, "lower"),
         ("broker peak anonymous RSS MiB", None if anon is None else anon / 1024.0, "lower"),
@@ -304,6 +313,8 @@ def metrics(name: str, r: dict) -> list[tuple[str, float | None, str]]:
 def fmt(v) -> str:
     if v is None:
         return "-"
+    if isinstance(v, str):
+        return v
     if isinstance(v, float) and v != int(v) or isinstance(v, float) and abs(v) < 100:
         return f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
     return f"{int(v):,}"
@@ -326,7 +337,8 @@ def table(results: dict, brokers: list[str]) -> str:
                 if b == "mosquitto":
                     continue
                 m, v = vals.get("mosquitto"), vals[b]
-                ratios.append(f"{v / m:.2f}x" if m and v is not None else "-")
+                numeric = all(isinstance(x, (int, float)) for x in (m, v))
+                ratios.append(f"{v / m:.2f}x" if numeric and m else "-")
             lines.append(f"| {name} | {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
     return "\n".join(lines)
 
@@ -337,6 +349,8 @@ def main() -> int:
     ap.add_argument("--brokers", default=",".join(BROKERS))
     ap.add_argument("--scenarios", default="resume,offline-publish,qos1-pairs,qos0-fan-out,idle-sessions")
     ap.add_argument("--out", default=os.path.join(TARGET, "compare"))
+    ap.add_argument("--run-timeout", type=float, default=900,
+                    help="seconds one loadgen run may take before it is stopped and marked so")
     opts = ap.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -350,7 +364,8 @@ def main() -> int:
     for name in opts.scenarios.split(","):
         results[name] = {}
         for broker in brokers:
-            results[name][broker] = run_one(tools, broker, name, all_scenarios[name], opts.out)
+            results[name][broker] = run_one(tools, broker, name, all_scenarios[name], opts.out,
+                                            opts.run_timeout)
             with open(os.path.join(opts.out, "results.json"), "w") as f:
                 json.dump(results, f, indent=1)
     print()

@@ -4,7 +4,7 @@
 //! (Session Present must be 1), connect -> first and connect -> last queued message, and
 //! check that every message arrived once, in order.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,7 +59,11 @@ pub struct Args {
 struct Tally {
     resumed: AtomicU64,
     received: AtomicU64,
+    /// Messages that did not arrive on a session that did reconnect.
     lost: AtomicU64,
+    /// Sessions whose reconnect failed (refused, timed out), and their messages.
+    unreached: AtomicU64,
+    unreached_messages: AtomicU64,
     duplicates: AtomicU64,
     out_of_order: AtomicU64,
     no_session: AtomicU64,
@@ -76,6 +80,8 @@ struct Run {
     prefix: String,
     args: Args,
     errors: Arc<Errors>,
+    /// Which sessions the create phase made; the others are left out of the storm.
+    created: Vec<AtomicBool>,
 }
 
 impl Run {
@@ -109,6 +115,7 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
         target,
         prefix,
         errors: report.errors.clone(),
+        created: (0..args.sessions).map(|_| AtomicBool::new(false)).collect(),
         args,
     });
     let a = &run.args;
@@ -143,10 +150,12 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
             "published": sent, "publish_acked": acked, "publish_wall_s": pub_wall,
             "publish_msgs_per_s": sent as f64 / pub_wall,
             "storm_wall_s": storm_wall,
-            "reconnects_per_s": a.sessions as f64 / storm_wall,
+            "reconnects_per_s": created as f64 / storm_wall,
             "delivered_msgs_per_s": get(&cycle_tally.received) as f64 / storm_wall,
             "resumed_sessions": get(&cycle_tally.resumed),
             "received": get(&cycle_tally.received), "lost": get(&cycle_tally.lost),
+            "unreached_sessions": get(&cycle_tally.unreached),
+            "unreached_messages": get(&cycle_tally.unreached_messages),
             "duplicates": get(&cycle_tally.duplicates), "out_of_order": get(&cycle_tally.out_of_order),
             "session_present_0": get(&cycle_tally.no_session),
             "resume_p99_us": h.last.value_at_quantile(0.99),
@@ -155,6 +164,8 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
             (&cycle_tally.resumed, &tally.resumed),
             (&cycle_tally.received, &tally.received),
             (&cycle_tally.lost, &tally.lost),
+            (&cycle_tally.unreached, &tally.unreached),
+            (&cycle_tally.unreached_messages, &tally.unreached_messages),
             (&cycle_tally.duplicates, &tally.duplicates),
             (&cycle_tally.out_of_order, &tally.out_of_order),
             (&cycle_tally.no_session, &tally.no_session),
@@ -166,14 +177,17 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
         all.last.add(&h.last).expect("same bounds");
     }
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let expected = a.sessions * a.messages as u64 * a.cycles as u64;
+    let expected = created * a.messages as u64 * a.cycles as u64;
     report.set("cycles", json!(cycles));
     report.set(
         "totals",
         json!({
             "sessions": a.sessions, "messages_per_session": a.messages, "cycles": a.cycles,
             "qos": a.qos as u8, "payload_bytes": a.payload, "concurrency": a.concurrency,
+            "created_sessions": created, "not_created": a.sessions - created,
             "expected": expected, "received": get(&tally.received), "lost": get(&tally.lost),
+            "unreached_sessions": get(&tally.unreached),
+            "unreached_messages": get(&tally.unreached_messages),
             "duplicates": get(&tally.duplicates), "out_of_order": get(&tally.out_of_order),
             "session_present_0": get(&tally.no_session), "resumed_sessions": get(&tally.resumed),
         }),
@@ -213,7 +227,10 @@ async fn create(run: &Arc<Run>) -> (Hist, f64) {
             }
             .await;
             match result {
-                Ok(d) => record(&mut latencies.lock().expect("lock"), d),
+                Ok(d) => {
+                    record(&mut latencies.lock().expect("lock"), d);
+                    run.created[i as usize].store(true, Ordering::Relaxed);
+                }
                 Err(f) => run.errors.failure(&f),
             }
             progress.tick();
@@ -311,9 +328,15 @@ async fn storm(run: &Arc<Run>, cycle: u32, tally: &Arc<Tally>) -> (Hists, f64) {
     let progress = Arc::new(Progress::new("storm", a.sessions));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(a.sessions as usize);
+    let mut started_n = 0u64;
     for i in 0..a.sessions {
+        if !run.created[i as usize].load(Ordering::Relaxed) {
+            progress.tick();
+            continue;
+        }
+        started_n += 1;
         if a.rate > 0.0 {
-            let due = started + Duration::from_secs_f64(i as f64 / a.rate);
+            let due = started + Duration::from_secs_f64(started_n as f64 / a.rate);
             tokio::time::sleep_until(due.into()).await;
         }
         let permit = gate.clone().acquire_owned().await.expect("never closed");
@@ -345,7 +368,8 @@ async fn resume_one(run: &Run, i: u64, cycle: u32, hists: &Mutex<Hists>, tally: 
         Ok(c) => c,
         Err(f) => {
             run.errors.failure(&f);
-            tally.lost.fetch_add(k, Ordering::Relaxed);
+            tally.unreached.fetch_add(1, Ordering::Relaxed);
+            tally.unreached_messages.fetch_add(k, Ordering::Relaxed);
             return;
         }
     };
