@@ -252,6 +252,10 @@ def run_one(tools, broker: str, name: str, args: list[str], out: str, limit: flo
         shutil.rmtree(work, ignore_errors=True)
 
 
+KIND = {"resume": "resume", "offline-publish": "resume", "qos1-pairs": "throughput",
+        "qos0-fan-out": "throughput", "idle-sessions": "connect"}
+
+
 def lat(r: dict, name: str, q: str) -> float | None:
     v = r.get("latency", {}).get(name, {}).get(q)
     return None if v is None else v / 1000.0
@@ -262,7 +266,8 @@ def metrics(name: str, r: dict) -> list[tuple[str, float | None, str]]:
     c = r.get("_compare", {})
     cpu, rss, anon = c.get("broker_cpu_s"), c.get("broker_peak_rss_kib"), c.get("broker_peak_anon_kib")
     rows = []
-    if r.get("scenario") == "resume":
+    kind = r.get("scenario") or KIND.get(name)
+    if kind == "resume":
         cyc = (r.get("cycles") or [{}])[0]
         t = r.get("totals", {})
         if name == "offline-publish":
@@ -280,7 +285,7 @@ def metrics(name: str, r: dict) -> list[tuple[str, float | None, str]]:
             ("Session Present 0", t.get("session_present_0"), "lower"),
             ("duplicates", t.get("duplicates"), "lower"),
         ]
-    elif r.get("scenario") == "throughput":
+    elif kind == "throughput":
         t = r.get("throughput", {})
         rows += [
             ("msgs/s in", t.get("msgs_in_per_s"), "higher"),
@@ -291,7 +296,7 @@ def metrics(name: str, r: dict) -> list[tuple[str, float | None, str]]:
         ]
         if cpu is not None and t.get("received"):
             rows.append(("broker CPU us per delivered msg", cpu * 1e6 / t["received"], "lower"))
-    elif r.get("scenario") == "connect":
+    elif kind == "connect":
         t = r.get("connect", {})
         rows += [
             ("sessions/s", t.get("connections_per_s"), "higher"),
@@ -300,7 +305,8 @@ def metrics(name: str, r: dict) -> list[tuple[str, float | None, str]]:
             ("broker anonymous bytes per session", t.get("broker_anon_bytes_per_connection"), "lower"),
         ]
     rows += [
-        ("finished (loadgen exit status)", c.get("loadgen_rc"), "lower"),
+        ("loadgen run", {0: "ok", 1: "errors counted", None: None}.get(c.get("loadgen_rc"), "stopped"),
+         "-"),
         ("broker CPU s", cpu, "lower"),
         ("broker peak RSS MiB", None if rss is None else rss / 1024.0, "lower"),
         ("broker peak anonymous RSS MiB", None if anon is None else anon / 1024.0, "lower"),
@@ -327,10 +333,10 @@ def table(results: dict, brokers: list[str]) -> str:
     lines.append(head)
     lines.append("|" + "---|" * (2 + len(brokers) + len([b for b in brokers if b != "mosquitto"])))
     for name, per in results.items():
-        rows = {b: metrics(name, per[b]) for b in brokers if b in per}
-        labels = [label for label, _, _ in next(iter(rows.values()))]
-        for i, label in enumerate(labels):
-            vals = {b: rows[b][i][1] if b in rows else None for b in brokers}
+        rows = {b: {label: v for label, v, _ in metrics(name, per[b])} for b in brokers if b in per}
+        labels = max((list(r) for r in rows.values()), key=len)
+        for label in labels:
+            vals = {b: rows.get(b, {}).get(label) for b in brokers}
             cells = [fmt(vals[b]) for b in brokers]
             ratios = []
             for b in brokers:
