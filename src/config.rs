@@ -68,6 +68,10 @@ pub struct Args {
     /// How many QoS 1/2 PUBLISH packets a client may have unacknowledged towards the broker.
     #[arg(long)]
     pub receive_maximum: Option<u16>,
+    /// How many QoS 1/2 messages the broker has unacknowledged towards one client: the
+    /// smaller of this and the client's own Receive Maximum (3.1.1 clients have none).
+    #[arg(long)]
+    pub max_inflight_messages: Option<u16>,
     /// Longest Session Expiry granted, in seconds; also how long a 3.1.1 Clean Session 0
     /// session outlives its connection.
     #[arg(long)]
@@ -124,6 +128,7 @@ struct FileConfig {
     max_packet_size: Option<u32>,
     server_keep_alive: Option<u16>,
     receive_maximum: Option<u16>,
+    max_inflight_messages: Option<u16>,
     max_session_expiry: Option<u64>,
     max_queued_messages: Option<usize>,
     max_queued_bytes: Option<usize>,
@@ -147,6 +152,7 @@ pub struct Config {
     pub max_packet_size: u32,
     pub server_keep_alive: Option<u16>,
     pub receive_maximum: u16,
+    pub max_inflight_messages: u16,
     pub max_session_expiry: Duration,
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
@@ -173,6 +179,7 @@ impl Default for Config {
             max_packet_size: 1 << 20,
             server_keep_alive: None,
             receive_maximum: 1024,
+            max_inflight_messages: 1024,
             max_session_expiry: Duration::from_secs(2 * 60 * 60),
             max_queued_messages: 1000,
             max_queued_bytes: 0,
@@ -224,6 +231,9 @@ impl Config {
         if let Some(v) = file.receive_maximum {
             config.receive_maximum = v;
         }
+        if let Some(v) = file.max_inflight_messages {
+            config.max_inflight_messages = v;
+        }
         if let Some(v) = file.max_session_expiry {
             config.max_session_expiry = Duration::from_secs(v);
         }
@@ -254,6 +264,9 @@ impl Config {
         config.max_packet_size = args.max_packet_size.unwrap_or(config.max_packet_size);
         config.server_keep_alive = args.server_keep_alive.or(config.server_keep_alive);
         config.receive_maximum = args.receive_maximum.unwrap_or(config.receive_maximum);
+        config.max_inflight_messages = args
+            .max_inflight_messages
+            .unwrap_or(config.max_inflight_messages);
         if let Some(v) = args.max_session_expiry {
             config.max_session_expiry = Duration::from_secs(v);
         }
@@ -298,6 +311,13 @@ impl Config {
             return Err(bad(
                 "receive_maximum",
                 args.receive_maximum.is_some(),
+                "must be at least 1".into(),
+            ));
+        }
+        if config.max_inflight_messages == 0 {
+            return Err(bad(
+                "max_inflight_messages",
+                args.max_inflight_messages.is_some(),
                 "must be at least 1".into(),
             ));
         }
