@@ -72,6 +72,8 @@ pub mod kind {
     pub const CHECKPOINT_BEGIN: u8 = 17;
     pub const CHECKPOINT_END: u8 = 18;
     pub const CHECKPOINT_ABORT: u8 = 19;
+    pub const WILL: u8 = 20;
+    pub const WILL_CLEAR: u8 = 21;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +207,17 @@ pub enum Record {
     CheckpointAbort {
         id: u64,
     },
+    /// The will of a persistent session's current connection (or of its last one, until it
+    /// is published or cancelled). SESSION_OPEN and SESSION_ONLINE clear it: a connection
+    /// with a will writes its own WILL after them.
+    Will {
+        sid: u64,
+        delay_secs: u32,
+        publish: Bytes,
+    },
+    WillClear {
+        sid: u64,
+    },
 }
 
 impl Record {
@@ -229,6 +242,8 @@ impl Record {
             Record::CheckpointBegin { .. } => kind::CHECKPOINT_BEGIN,
             Record::CheckpointEnd { .. } => kind::CHECKPOINT_END,
             Record::CheckpointAbort { .. } => kind::CHECKPOINT_ABORT,
+            Record::Will { .. } => kind::WILL,
+            Record::WillClear { .. } => kind::WILL_CLEAR,
         }
     }
 
@@ -312,6 +327,16 @@ impl Record {
                 buf.put_slice(publish);
             }
             Record::RetainedClear { topic } => put_str(buf, topic),
+            Record::Will {
+                sid,
+                delay_secs,
+                publish,
+            } => {
+                buf.put_u64_le(*sid);
+                buf.put_u32_le(*delay_secs);
+                buf.put_slice(publish);
+            }
+            Record::WillClear { sid } => buf.put_u64_le(*sid),
             Record::Snapshot(s) => {
                 buf.put_u64_le(s.sid);
                 put_str(buf, &s.client_id);
@@ -490,9 +515,15 @@ impl Record {
             },
             kind::CHECKPOINT_END => Record::CheckpointEnd { id: r.u64()? },
             kind::CHECKPOINT_ABORT => Record::CheckpointAbort { id: r.u64()? },
+            kind::WILL => Record::Will {
+                sid: r.u64()?,
+                delay_secs: r.u32()?,
+                publish: r.rest(),
+            },
+            kind::WILL_CLEAR => Record::WillClear { sid: r.u64()? },
             other => return Err(JournalError::UnknownKind(other)),
         };
-        if !r.buf.is_empty() && !matches!(kind, kind::MESSAGE | kind::RETAINED) {
+        if !r.buf.is_empty() && !matches!(kind, kind::MESSAGE | kind::RETAINED | kind::WILL) {
             return Err(JournalError::Malformed { kind });
         }
         Ok(record)
@@ -848,7 +879,7 @@ mod tests {
             Record::Retained {
                 expires_ms: 0,
                 publisher: "p".into(),
-                publish,
+                publish: publish.clone(),
             },
             Record::RetainedClear {
                 topic: "a/b".into(),
@@ -884,6 +915,12 @@ mod tests {
             },
             Record::CheckpointEnd { id: 1 },
             Record::CheckpointAbort { id: 1 },
+            Record::Will {
+                sid: 7,
+                delay_secs: 30,
+                publish: publish.clone(),
+            },
+            Record::WillClear { sid: 7 },
         ] {
             roundtrip(record);
         }

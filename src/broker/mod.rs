@@ -25,7 +25,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use crate::protocol::{Packet, PacketId, Publish};
@@ -152,6 +152,9 @@ pub struct Broker {
     /// client id -> (due, the will as published).
     wills: HashMap<ByteString, (Instant, Publish)>,
     wills_due: BinaryHeap<Reverse<(Instant, ByteString)>>,
+    /// Wills of persistent sessions that are in the log (WILL written, not yet cleared):
+    /// sid -> (Will Delay Interval, the will as journaled), rewritten by checkpoints.
+    logged_wills: HashMap<u64, (u32, Bytes)>,
     /// Set while recovery re-applies what the log already holds: nothing is journaled.
     replaying: bool,
     /// Shared subscriptions: this core's members and where every group's members are.
@@ -201,6 +204,7 @@ impl Broker {
             scratch: BytesMut::new(),
             wills: HashMap::new(),
             wills_due: BinaryHeap::new(),
+            logged_wills: HashMap::new(),
             replaying: false,
             shares: share::Shares::new(cores),
             sys: sys::SysBoard::new(cores),
@@ -335,6 +339,9 @@ impl Broker {
             slot.expires_at = None;
             match sid {
                 Some(sid) => {
+                    // SESSION_ONLINE also clears the will in the log: the new connection
+                    // journals its own (`hold_will`).
+                    self.logged_wills.remove(&sid);
                     self.journal(&Record::SessionOnline { sid });
                     if old_expiry != expiry {
                         self.journal(&Record::SessionExpiry {
@@ -412,6 +419,33 @@ impl Broker {
         self.wills_due.push(Reverse((at, client_id.clone())));
     }
 
+    /// The will of the client's new connection, journaled for a persistent session so that
+    /// a restart keeps it (the will is session state, MQTT 5.0 section 4.1). Called right
+    /// after `connect`; `delay_secs` is its Will Delay Interval.
+    pub fn hold_will(&mut self, client_id: &ByteString, will: &Publish, delay_secs: u32) {
+        let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) else {
+            return;
+        };
+        let publish = journal::encode_publish(will);
+        self.journal(&Record::Will {
+            sid,
+            delay_secs,
+            publish: publish.clone(),
+        });
+        self.logged_wills.insert(sid, (delay_secs, publish));
+    }
+
+    /// The client's will will never be published: a normal DISCONNECT deleted it, it was
+    /// published, or the server shut the connection down.
+    pub fn drop_will(&mut self, client_id: &ByteString) {
+        let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) else {
+            return;
+        };
+        if self.logged_wills.remove(&sid).is_some() {
+            self.journal(&Record::WillClear { sid });
+        }
+    }
+
     pub fn pending_wills(&self) -> usize {
         self.wills.len()
     }
@@ -436,6 +470,7 @@ impl Broker {
                     let published = self.publish(&client_id, will, now);
                     effects.to_clients.extend(published.to_clients);
                     effects.to_cores.extend(published.to_cores);
+                    self.drop_will(&client_id);
                 }
             }
         }
@@ -473,6 +508,7 @@ impl Broker {
             self.messages.release(seq);
         }
         if let Some(sid) = slot.sid {
+            self.logged_wills.remove(&sid);
             self.journal(&Record::SessionEnd { sid });
         }
     }

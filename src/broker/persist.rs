@@ -188,6 +188,19 @@ impl Broker {
             self.append(&Record::Snapshot(snapshot))?;
             report.sessions += 1;
         }
+        let mut wills: Vec<_> = self
+            .logged_wills
+            .iter()
+            .map(|(&sid, (delay_secs, publish))| (sid, *delay_secs, publish.clone()))
+            .collect();
+        wills.sort_by_key(|w| w.0);
+        for (sid, delay_secs, publish) in wills {
+            self.append(&Record::Will {
+                sid,
+                delay_secs,
+                publish,
+            })?;
+        }
         self.append(&Record::CheckpointEnd { id })?;
         report.bytes_freed = self.journal.remove_segments_before(begin.segment)?;
         self.checkpoint_segments = self.journal.segment_count();

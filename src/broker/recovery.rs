@@ -30,6 +30,8 @@ struct Rebuilt {
     session: Session,
     expiry: Duration,
     offline_ms: Option<u64>,
+    /// The will in the log: Will Delay Interval and the will as a v5 PUBLISH.
+    will: Option<(u32, Bytes)>,
 }
 
 #[derive(Default)]
@@ -66,6 +68,9 @@ pub struct Recovered {
     pub queued: usize,
     pub messages: usize,
     pub retained: usize,
+    /// Wills of sessions whose connection ended with the broker (or before): published
+    /// when their delay passes, unless the client reconnects first.
+    pub wills: usize,
 }
 
 impl Rebuild {
@@ -151,6 +156,7 @@ impl Rebuild {
                         session: Session::new(client_id),
                         expiry: Duration::from_secs(expiry_secs),
                         offline_ms: None,
+                        will: None,
                     },
                 );
             }
@@ -162,6 +168,21 @@ impl Rebuild {
             Record::SessionOnline { sid } => {
                 if let Some(s) = state.sessions.get_mut(&sid) {
                     s.offline_ms = None;
+                    s.will = None;
+                }
+            }
+            Record::Will {
+                sid,
+                delay_secs,
+                publish,
+            } => {
+                if let Some(s) = state.sessions.get_mut(&sid) {
+                    s.will = Some((delay_secs, publish));
+                }
+            }
+            Record::WillClear { sid } => {
+                if let Some(s) = state.sessions.get_mut(&sid) {
+                    s.will = None;
                 }
             }
             Record::SessionOffline {
@@ -304,6 +325,7 @@ impl Rebuild {
                         session,
                         expiry: Duration::from_secs(s.expiry_secs),
                         offline_ms: (s.offline_ms != 0).then_some(s.offline_ms),
+                        will: None,
                     },
                 );
             }
@@ -381,6 +403,7 @@ impl Broker {
                 mut session,
                 expiry,
                 offline_ms,
+                will,
             } = rebuilt;
             let expiry = expiry.min(broker.policy.max_session_expiry);
             let offline_at = offline_ms.map_or(now, |ms| clock.instant(ms).min(now));
@@ -401,6 +424,24 @@ impl Broker {
                     at_ms: clock.unix_ms(now),
                     expiry_secs: expiry.as_secs(),
                 });
+            }
+            if let Some((delay_secs, publish)) = will {
+                match super::journal::decode_publish(kind::WILL, &publish) {
+                    Ok(will) => {
+                        // Due when its delay has passed since the connection ended, or
+                        // when the session ends, whichever is first (MQTT 5.0 3.1.3.2.2);
+                        // an overdue will goes out at the first expiry sweep.
+                        let due =
+                            offline_at + Duration::from_secs(u64::from(delay_secs)).min(expiry);
+                        broker.wills.insert(client_id.clone(), (due, will));
+                        broker
+                            .wills_due
+                            .push(std::cmp::Reverse((due, client_id.clone())));
+                        broker.logged_wills.insert(sid, (delay_secs, publish));
+                        report.wills += 1;
+                    }
+                    Err(_) => report.undecodable += 1,
+                }
             }
             broker
                 .expiries

@@ -279,6 +279,12 @@ pub async fn serve(
             shard.unregister(&client_id, serial);
             return;
         };
+        if let Some((will, delay)) = will_of(&connect) {
+            shard
+                .broker
+                .borrow_mut()
+                .hold_will(&client_id, &will, delay);
+        }
         shard.apply(effects).await;
         let mut conn_ack = accepted.conn_ack.clone();
         conn_ack.session_present = present;
@@ -334,35 +340,29 @@ pub async fn serve(
                 }));
             }
         }
-        if end.publishes_will() {
-            if let Some(will) = connect.will.clone() {
-                let mut properties = will.properties;
-                let delay = properties.will_delay_interval.take().unwrap_or(0);
-                let publish = Publish {
-                    dup: false,
-                    qos: will.qos,
-                    retain: will.retain,
-                    topic: will.topic,
-                    packet_id: None,
-                    properties,
-                    payload: will.payload,
-                };
-                let now = Instant::now();
-                let mut broker = shard.broker.borrow_mut();
-                let current = shard.is_current(&client_id, serial);
-                if delay > 0 && !current {
-                    // Taken over: the new connection came before the delay passed, which
-                    // cancels the will [MQTT-3.1.3-9].
-                } else if delay > 0 && !conn.expiry.is_zero() {
-                    // MQTT 5.0 3.1.3.2.2: the will waits for its delay or the end of the
-                    // session, whichever comes first, and a reconnect cancels it.
-                    let wait = Duration::from_secs(u64::from(delay)).min(conn.expiry);
-                    broker.schedule_will(&client_id, publish, now + wait);
-                } else {
-                    let effects = broker.publish(&client_id, publish, now);
-                    drop(broker);
-                    shard.apply(effects).await;
+        if !end.publishes_will() {
+            if shard.is_current(&client_id, serial) {
+                shard.broker.borrow_mut().drop_will(&client_id);
+            }
+        } else if let Some((publish, delay)) = will_of(&connect) {
+            let now = Instant::now();
+            let mut broker = shard.broker.borrow_mut();
+            let current = shard.is_current(&client_id, serial);
+            if delay > 0 && !current {
+                // Taken over: the new connection came before the delay passed, which
+                // cancels the will [MQTT-3.1.3-9].
+            } else if delay > 0 && !conn.expiry.is_zero() {
+                // MQTT 5.0 3.1.3.2.2: the will waits for its delay or the end of the
+                // session, whichever comes first, and a reconnect cancels it.
+                let wait = Duration::from_secs(u64::from(delay)).min(conn.expiry);
+                broker.schedule_will(&client_id, publish, now + wait);
+            } else {
+                let effects = broker.publish(&client_id, publish, now);
+                if current {
+                    broker.drop_will(&client_id);
                 }
+                drop(broker);
+                shard.apply(effects).await;
             }
         }
         if shard.is_current(&client_id, serial) {
@@ -385,6 +385,23 @@ pub async fn serve(
     }
     .instrument(span)
     .await
+}
+
+/// The CONNECT's will as the PUBLISH it becomes, and its Will Delay Interval.
+fn will_of(connect: &Connect) -> Option<(Publish, u32)> {
+    let will = connect.will.clone()?;
+    let mut properties = will.properties;
+    let delay = properties.will_delay_interval.take().unwrap_or(0);
+    let publish = Publish {
+        dup: false,
+        qos: will.qos,
+        retain: will.retain,
+        topic: will.topic,
+        packet_id: None,
+        properties,
+        payload: will.payload,
+    };
+    Some((publish, delay))
 }
 
 /// The Session Expiry a CONNECT asks for: v5 says it outright (absent is 0, 0xFFFFFFFF

@@ -77,6 +77,7 @@ pub fn open_core(config: &Config, id: ShardId, cores: usize) -> anyhow::Result<(
         queued = report.queued,
         messages = report.messages,
         retained = report.retained,
+        wills = report.wills,
         elapsed_ms = started.elapsed().as_millis() as u64,
         dir = %dir.display(),
         "log replayed: sessions, queues and retained messages recovered"
