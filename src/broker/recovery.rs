@@ -42,13 +42,16 @@ struct State {
     messages: HashMap<Seq, Entry>,
 }
 
+/// A record held aside while its checkpoint is read: position, kind, body.
+type Held = (Position, u8, Bytes);
+
 /// Collects the log's records as they are read back; [`Broker::recover`] turns the result
 /// into an engine.
 pub struct Rebuild {
     clock: WallClock,
     state: State,
     /// The checkpoint being read: its id and records, applied when its END arrives.
-    stash: Option<(u64, Vec<(Position, u8, Bytes)>)>,
+    stash: Option<(u64, Vec<Held>)>,
     next_seq: Seq,
     next_sid: u64,
     next_checkpoint_id: u64,

@@ -547,6 +547,13 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
     topic_levels.next().is_none()
 }
 
+/// Whether a retained message on `topic` is journaled. The broker's own `$SYS` figures
+/// are republished every interval and stale after a restart: logging them would only churn
+/// segments.
+pub(crate) fn outlives_restart(topic: &str) -> bool {
+    !is_sys_topic(topic)
+}
+
 #[cfg(test)]
 mod tests {
     use super::filter_matches;
@@ -566,11 +573,4 @@ mod tests {
         assert!(filter_matches("$SYS/#", "$SYS/uptime"));
         assert!(filter_matches("a/+", "a/"));
     }
-}
-
-/// Whether a retained message on `topic` is journaled. The broker's own `$SYS` figures
-/// are republished every interval and stale after a restart: logging them would only churn
-/// segments.
-pub(crate) fn outlives_restart(topic: &str) -> bool {
-    !is_sys_topic(topic)
 }

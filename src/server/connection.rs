@@ -346,22 +346,28 @@ pub async fn serve(
             }
         } else if let Some((publish, delay)) = will_of(&connect) {
             let now = Instant::now();
-            let mut broker = shard.broker.borrow_mut();
             let current = shard.is_current(&client_id, serial);
-            if delay > 0 && !current {
-                // Taken over: the new connection came before the delay passed, which
-                // cancels the will [MQTT-3.1.3-9].
-            } else if delay > 0 && !conn.expiry.is_zero() {
-                // MQTT 5.0 3.1.3.2.2: the will waits for its delay or the end of the
-                // session, whichever comes first, and a reconnect cancels it.
-                let wait = Duration::from_secs(u64::from(delay)).min(conn.expiry);
-                broker.schedule_will(&client_id, publish, now + wait);
-            } else {
-                let effects = broker.publish(&client_id, publish, now);
-                if current {
-                    broker.drop_will(&client_id);
+            let effects = {
+                let mut broker = shard.broker.borrow_mut();
+                if delay > 0 && !current {
+                    // Taken over: the new connection came before the delay passed, which
+                    // cancels the will [MQTT-3.1.3-9].
+                    None
+                } else if delay > 0 && !conn.expiry.is_zero() {
+                    // MQTT 5.0 3.1.3.2.2: the will waits for its delay or the end of the
+                    // session, whichever comes first, and a reconnect cancels it.
+                    let wait = Duration::from_secs(u64::from(delay)).min(conn.expiry);
+                    broker.schedule_will(&client_id, publish, now + wait);
+                    None
+                } else {
+                    let effects = broker.publish(&client_id, publish, now);
+                    if current {
+                        broker.drop_will(&client_id);
+                    }
+                    Some(effects)
                 }
-                drop(broker);
+            };
+            if let Some(effects) = effects {
                 shard.apply(effects).await;
             }
         }

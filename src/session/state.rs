@@ -251,6 +251,7 @@ pub struct Session {
     queued_bytes: usize,
     /// Subscription Identifiers of queued and in-flight messages that carry any (v5 only;
     /// kept aside so that a queue entry stays 8 bytes).
+    #[allow(clippy::box_collection)] // One pointer while empty, which is almost always.
     ids: Option<Box<HashMap<Seq, Box<[u32]>>>>,
     pub dropped: u64,
     /// Inbound QoS 2 packet ids received and not yet released by PUBREL (a few at most:
