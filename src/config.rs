@@ -68,6 +68,13 @@ pub struct Args {
     /// How many QoS 1/2 PUBLISH packets a client may have unacknowledged towards the broker.
     #[arg(long)]
     pub receive_maximum: Option<u16>,
+    /// Topic aliases a v5 client may set towards the broker (told in CONNACK); 0 disables.
+    #[arg(long)]
+    pub topic_alias_maximum: Option<u16>,
+    /// Bytes of QoS 0 messages waiting to be written to one connected client; beyond it
+    /// QoS 0 messages for that client are dropped (and counted). 0 means no limit.
+    #[arg(long)]
+    pub max_outbox_bytes: Option<usize>,
     /// Longest Session Expiry granted, in seconds; also how long a 3.1.1 Clean Session 0
     /// session outlives its connection.
     #[arg(long)]
@@ -124,6 +131,8 @@ struct FileConfig {
     max_packet_size: Option<u32>,
     server_keep_alive: Option<u16>,
     receive_maximum: Option<u16>,
+    topic_alias_maximum: Option<u16>,
+    max_outbox_bytes: Option<usize>,
     max_session_expiry: Option<u64>,
     max_queued_messages: Option<usize>,
     max_queued_bytes: Option<usize>,
@@ -147,6 +156,9 @@ pub struct Config {
     pub max_packet_size: u32,
     pub server_keep_alive: Option<u16>,
     pub receive_maximum: u16,
+    pub topic_alias_maximum: u16,
+    /// Bound on QoS 0 bytes waiting for one connection's writer; 0: unbounded.
+    pub max_outbox_bytes: usize,
     pub max_session_expiry: Duration,
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
@@ -173,6 +185,8 @@ impl Default for Config {
             max_packet_size: 1 << 20,
             server_keep_alive: None,
             receive_maximum: 1024,
+            topic_alias_maximum: 10,
+            max_outbox_bytes: 1 << 20,
             max_session_expiry: Duration::from_secs(2 * 60 * 60),
             max_queued_messages: 1000,
             max_queued_bytes: 0,
@@ -224,6 +238,10 @@ impl Config {
         if let Some(v) = file.receive_maximum {
             config.receive_maximum = v;
         }
+        config.topic_alias_maximum = file
+            .topic_alias_maximum
+            .unwrap_or(config.topic_alias_maximum);
+        config.max_outbox_bytes = file.max_outbox_bytes.unwrap_or(config.max_outbox_bytes);
         if let Some(v) = file.max_session_expiry {
             config.max_session_expiry = Duration::from_secs(v);
         }
@@ -254,6 +272,10 @@ impl Config {
         config.max_packet_size = args.max_packet_size.unwrap_or(config.max_packet_size);
         config.server_keep_alive = args.server_keep_alive.or(config.server_keep_alive);
         config.receive_maximum = args.receive_maximum.unwrap_or(config.receive_maximum);
+        config.topic_alias_maximum = args
+            .topic_alias_maximum
+            .unwrap_or(config.topic_alias_maximum);
+        config.max_outbox_bytes = args.max_outbox_bytes.unwrap_or(config.max_outbox_bytes);
         if let Some(v) = args.max_session_expiry {
             config.max_session_expiry = Duration::from_secs(v);
         }

@@ -108,12 +108,9 @@ mod v5 {
         }
     }
 
-    /// The connection must end with a server DISCONNECT carrying `expected`.
-    ///
-    /// rumqttc 0.24 reports a server DISCONNECT as an error, and it cannot parse the shortest
-    /// valid form, `E0 01 <reason>` (no Property Length; 5.0 section 3.14.2.2.1 allows that):
-    /// it then sees only the close that follows. So a plain close is accepted here too, and the
-    /// reason code bytes are checked by the raw-socket tests in tests/python.
+    /// The connection must end with a server DISCONNECT carrying `expected`. rumqttc 0.24
+    /// reports a server DISCONNECT as an error; it parses only the form with a Property
+    /// Length (`E0 02 <reason> 00`), which is the form berth sends.
     fn expect_server_disconnect(
         result: Result<Event, ConnectionError>,
         expected: DisconnectReasonCode,
@@ -122,7 +119,6 @@ mod v5 {
             Err(ConnectionError::MqttState(StateError::ServerDisconnect { reason_code, .. })) => {
                 assert_eq!(reason_code, expected)
             }
-            Err(ConnectionError::MqttState(StateError::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
             Ok(Event::Incoming(Packet::Disconnect(d))) => assert_eq!(d.reason_code, expected),
             other => panic!("expected the broker to end the connection with DISCONNECT {expected:?}, got {other:?}"),
         }
