@@ -295,7 +295,7 @@ def test_slow_qos0_subscriber_is_bounded_and_drops_are_counted(start_broker):
         before = rss_kib(b.proc.pid)
         payload = b"f" * 1024
         chunk = publish_with("flood/t", payload) * 1000
-        for _ in range(60):  # 60 MB of QoS 0 the slow subscriber never reads
+        for _ in range(200):  # 200 MB of QoS 0 the slow subscriber never reads
             p.send(chunk)
         p.ping()
         p.send(publish_with("calm/t", b"still here", qos=1, packet_id=1))
@@ -306,15 +306,17 @@ def test_slow_qos0_subscriber_is_bounded_and_drops_are_counted(start_broker):
         healthy.send(bytes([0x40, 2]) + struct.pack(">H", m.packet_id))
         healthy.ping()
         grown_mib = (rss_kib(b.proc.pid) - before) / 1024
-        assert grown_mib < 30, f"broker RSS grew {grown_mib:.0f} MiB while 60 MiB went to a stalled reader"
+        # Measured on the debug build: about 45 MiB bounded (core-to-core batches in flight, allocator
+        # slack), about 300 MiB with `--max-outbox-bytes 0`.
+        assert grown_mib < 100, f"broker RSS grew {grown_mib:.0f} MiB while 200 MiB went to a stalled reader"
         deadline = time.monotonic() + 10
         dropped = 0
         while time.monotonic() < deadline:
             dropped = sys_value(b.addr, "$SYS/broker/publish/messages/dropped")
-            if dropped >= 50_000:
+            if dropped >= 150_000:
                 break
             time.sleep(0.5)
-        assert dropped >= 50_000, f"$SYS dropped counter {dropped}"
+        assert dropped >= 150_000, f"$SYS dropped counter {dropped}"
     finally:
         slow.close()
         healthy.close()
