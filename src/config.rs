@@ -439,6 +439,20 @@ mod tests {
     }
 
     #[test]
+    fn mqtt5_negotiation_and_outbox_keys() {
+        let config = Config::from_args(Args::default()).unwrap();
+        assert_eq!(config.topic_alias_maximum, 10);
+        assert_eq!(config.max_outbox_bytes, 1 << 20);
+        let config = with_file("topic_alias_maximum = 0\nmax_outbox_bytes = 65536\n").unwrap();
+        assert_eq!(config.topic_alias_maximum, 0);
+        assert_eq!(config.max_outbox_bytes, 65536);
+        let err = with_file("topic_alias_maximum = 70000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("topic_alias_maximum"), "{err}");
+    }
+
+    #[test]
     fn flags_override_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.toml");
