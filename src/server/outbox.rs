@@ -50,8 +50,10 @@ impl Outbox {
         (outbox, receiver, queued)
     }
 
-    /// Queues `packet` for the writer. Returns false when it was a QoS 0 PUBLISH dropped
-    /// because the outbox is full (or the writer is gone).
+    /// Queues `packet` for the writer. Returns false only when it was a QoS 0 PUBLISH
+    /// refused because the outbox holds `limit` bytes of them already. A packet for a
+    /// writer that has stopped (the connection is closing) is let go without a word:
+    /// QoS 1/2 stay in the session and are sent again on the next connection.
     pub fn send(&self, packet: Packet) -> bool {
         if let Some(size) = qos0_size(&packet) {
             let queued = self.queued.0.get();
@@ -60,13 +62,13 @@ impl Outbox {
             if queued > 0 && queued.saturating_add(size) > self.limit {
                 return false;
             }
-            if self.sender.try_send(packet).is_err() {
-                return false;
+            if self.sender.try_send(packet).is_ok() {
+                self.queued.0.set(queued + size);
             }
-            self.queued.0.set(queued + size);
             return true;
         }
-        self.sender.try_send(packet).is_ok()
+        let _ = self.sender.try_send(packet);
+        true
     }
 }
 

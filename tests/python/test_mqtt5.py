@@ -181,24 +181,37 @@ def test_no_outbound_aliases_without_client_topic_alias_maximum(broker):
 
 # Maximum Packet Size on what the server sends ----------------------------------------------------
 
-def test_mqtt_3_1_2_25_oversized_publish_is_skipped_and_does_not_block_the_window(broker):
-    # Receive Maximum 1: a QoS 1 message the broker kept waiting for a PUBACK would block the rest.
-    s, _ = connect_with(broker.addr, on(1, "mps-sub"), prop_u32(0x27, 100), prop_u16(0x21, 1))
-    p, _ = connect_with(broker.addr, on(0, "mps-pub"))
+@pytest.mark.parametrize("qos", [1, 2])
+def test_mqtt_3_1_2_25_oversized_publish_is_skipped_counted_and_does_not_block_the_window(start_broker, qos):
+    b = start_broker("--sys-interval", "1")
+    # Receive Maximum 1: a message the broker kept waiting for its acknowledgement would block the rest.
+    s, _ = connect_with(b.addr, on(1, "mps-sub"), prop_u32(0x27, 100), prop_u16(0x21, 1))
+    p, _ = connect_with(b.addr, on(0, "mps-pub"))
     with s, p:
-        sub(s, "mps/t", 1)
-        p.send(publish_with("mps/t", b"small-1", qos=1, packet_id=1))
-        p.send(publish_with("mps/t", b"B" * 300, qos=1, packet_id=2))
-        p.send(publish_with("mps/t", b"small-2", qos=1, packet_id=3))
+        sub(s, "mps/t", qos)
+        p.send(publish_with("mps/t", b"small-1", qos=qos, packet_id=1))
+        p.send(publish_with("mps/t", b"B" * 300, qos=qos, packet_id=2))
+        p.send(publish_with("mps/t", b"small-2", qos=qos, packet_id=3))
         got = []
         for _ in range(2):
             raw = s.read_packet()
             assert len(raw.body) + 2 <= 100, f"[MQTT-3.1.2-24] packet over the client's maximum: {raw!r}"
             m = parse_publish(raw, V5)
+            assert m.qos == qos, m
             got.append(m.payload)
-            s.send(bytes([0x40, 2]) + struct.pack(">H", m.packet_id))
+            if qos == 1:
+                s.send(bytes([0x40, 2]) + struct.pack(">H", m.packet_id))
+            else:
+                s.send(bytes([0x50, 2]) + struct.pack(">H", m.packet_id))
+                rel = s.read_packet()
+                assert rel.ptype == 6 and packet_id_of(rel) == m.packet_id, rel
+                s.send(bytes([0x70, 2]) + struct.pack(">H", m.packet_id))
         assert got == [b"small-1", b"small-2"]
         s.assert_quiet_for(0.3)
+    deadline = time.monotonic() + 10
+    while sys_value(b.addr, "$SYS/broker/publish/messages/dropped") < 1:
+        assert time.monotonic() < deadline, "the skipped PUBLISH is not counted in $SYS"
+        time.sleep(0.5)
 
 
 # Reason strings and Request Problem Information ------------------------------------------------
@@ -219,6 +232,36 @@ def test_reason_string_on_refused_publish_follows_request_problem_information(br
         # DISCONNECT may always say why.
         c.send(publish_with("ta/x", b"", props=prop_u16(TOPIC_ALIAS, 99)))
         assert expect_disconnect(c, 0x94).get(REASON_STRING)
+
+
+def suback_like(p) -> tuple[dict, bytes]:
+    """Properties and reason codes of a SUBACK or UNSUBACK."""
+    n, i = read_vbi(p.body, 2)
+    return parse_properties(p.body[i:i + n]), p.body[i + n:]
+
+
+@pytest.mark.parametrize("rpi", [1, 0])
+def test_suback_unsuback_pubcomp_failures_say_why_unless_problem_information_is_off(broker, rpi):
+    c, _ = connect_with(broker.addr, f"rs-sub-{rpi}", prop_byte(REQUEST_PROBLEM_INFORMATION, rpi))
+    with c:
+        c.send(packet(0x82, struct.pack(">H", 1) + b"\x00" + mqtt_str("rs/ok") + b"\x01"
+                      + mqtt_str("rs/#/bad") + b"\x01"))
+        p = c.read_packet()
+        assert p.ptype == SUBACK, p
+        props, codes = suback_like(p)
+        assert codes == bytes([0x01, 0x8F]), p
+        assert (REASON_STRING in props) == (rpi == 1), p
+        c.send(packet(0xA2, struct.pack(">H", 2) + b"\x00" + mqtt_str("rs/never")))
+        p = c.read_packet()
+        assert p.ptype == 11, p
+        props, codes = suback_like(p)
+        assert codes == bytes([0x11]), p
+        assert (REASON_STRING in props) == (rpi == 1), p
+        # PUBREL for a packet id never received: PUBCOMP 0x92 Packet Identifier not found.
+        c.send(bytes([0x62, 2]) + struct.pack(">H", 9))
+        p = c.read_packet()
+        assert p.ptype == 7 and packet_id_of(p) == 9 and p.body[2] == 0x92, p
+        assert (REASON_STRING in ack_props(p)) == (rpi == 1), p
 
 
 def test_refused_connack_says_why(broker):
