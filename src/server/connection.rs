@@ -341,7 +341,7 @@ pub async fn serve(
         };
         let writer_task = glommio::spawn_local(write_loop(
             shard.clone(),
-            client_id.clone(),
+            (client_id.clone(), serial),
             writer,
             out_rx,
             queued,

@@ -30,7 +30,7 @@ use glommio::net::TcpStream;
 
 use super::outbox::QueuedBytes;
 use super::shard::Shard;
-use crate::protocol::{self, Packet, Properties, ProtocolVersion, QoS};
+use crate::protocol::{self, Packet, Properties, ProtocolVersion, Publish, QoS};
 use crate::session::state;
 
 /// The writer stops gathering queued packets into one write at this many bytes.
@@ -47,7 +47,7 @@ pub struct ClientLimits {
 
 pub async fn write_loop(
     shard: Rc<Shard>,
-    client_id: ByteString,
+    (client_id, serial): (ByteString, u64),
     mut writer: WriteHalf<TcpStream>,
     packets: LocalReceiver<Packet>,
     queued: QueuedBytes,
@@ -62,7 +62,7 @@ pub async fn write_loop(
             queued.taken(&packet);
             match fit.fit(packet) {
                 Fitted::Send(packet) => encode(&packet, fit.limits.version, &mut buf, &shard),
-                Fitted::Dropped(packet) => discard(&shard, &client_id, packet).await,
+                Fitted::Dropped(packet) => discard(&shard, &client_id, serial, packet).await,
             }
             if buf.len() >= WRITE_BATCH {
                 break;
@@ -92,13 +92,18 @@ fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut, shard: 
 }
 
 /// A packet too large for the client: counted, and a QoS 1/2 PUBLISH completed as if the
-/// client had acknowledged it, which releases the next queued message.
-async fn discard(shard: &Shard, client_id: &ByteString, packet: Packet) {
+/// client had acknowledged it, which releases the next queued message. Only while this
+/// connection (`serial`) still holds the session: after a takeover the packet id belongs
+/// to the new connection's window.
+async fn discard(shard: &Shard, client_id: &ByteString, serial: u64, packet: Packet) {
     tracing::debug!("not sending a packet larger than the client's Maximum Packet Size");
     let Packet::Publish(publish) = packet else {
         return;
     };
     shard.stats.publish_dropped();
+    if !shard.is_current(client_id, serial) {
+        return;
+    }
     if let (QoS::AtLeastOnce | QoS::ExactlyOnce, Some(id)) = (publish.qos, publish.packet_id) {
         let effects = shard.broker.borrow_mut().on_ack(
             client_id,
@@ -130,59 +135,68 @@ impl Fitter {
     }
 
     pub fn fit(&mut self, mut packet: Packet) -> Fitted {
-        let version = self.limits.version;
-        if !version.is_v5() {
-            return self.check_size(packet);
+        if self.limits.version.is_v5() {
+            self.explain(&mut packet);
         }
-        let problems_allowed = self.limits.request_problem_information
+        let Packet::Publish(mut publish) = packet else {
+            return self.check_size(packet);
+        };
+        let topic = publish.topic.clone();
+        let new_alias = self.alias(&mut publish);
+        match self.check_size(Packet::Publish(publish)) {
+            Fitted::Send(packet) => {
+                if let Some(alias) = new_alias {
+                    // Only once the client has seen the topic with its alias.
+                    self.aliases.insert(topic, alias);
+                }
+                Fitted::Send(packet)
+            }
+            Fitted::Dropped(Packet::Publish(mut publish)) => {
+                publish.topic = topic;
+                publish.properties.topic_alias = None;
+                Fitted::Dropped(Packet::Publish(publish))
+            }
+            dropped => dropped,
+        }
+    }
+
+    /// Adds a Reason String to a failure, or removes Reason String and User Properties
+    /// where Request Problem Information 0 forbids them [MQTT-3.1.2-29].
+    fn explain(&self, packet: &mut Packet) {
+        let allowed = self.limits.request_problem_information
             || matches!(
                 packet,
                 Packet::ConnAck(_) | Packet::Publish(_) | Packet::Disconnect(_)
             );
-        if let Some((properties, failure)) = failure_properties(&mut packet) {
-            if !problems_allowed {
-                // [MQTT-3.1.2-29]
-                properties.reason_string = None;
-                properties.user_properties.clear();
-            } else if let Some(code) = failure {
-                if properties.reason_string.is_none() {
-                    properties.reason_string = Some(code.description().into());
-                }
+        let Some((properties, failure)) = failure_properties(packet) else {
+            return;
+        };
+        if !allowed {
+            properties.reason_string = None;
+            properties.user_properties.clear();
+        } else if let Some(code) = failure {
+            if properties.reason_string.is_none() {
+                properties.reason_string = Some(code.description().into());
             }
         }
-        if let Packet::Publish(publish) = &mut packet {
-            // An alias from the publisher's connection means nothing on this one.
-            publish.properties.topic_alias = None;
-            let known = self.aliases.get(&publish.topic).copied();
-            let new = known.is_none()
-                && self.aliases.len() < usize::from(self.limits.topic_alias_maximum);
-            let topic = publish.topic.clone();
-            if let Some(alias) = known {
-                publish.properties.topic_alias = Some(alias);
-                publish.topic = ByteString::new();
-            } else if new {
-                publish.properties.topic_alias = Some(self.aliases.len() as u16 + 1);
-            }
-            return match self.check_size(packet) {
-                Fitted::Send(packet) => {
-                    if new {
-                        // Only once the client has seen the topic with its alias.
-                        let alias = self.aliases.len() as u16 + 1;
-                        self.aliases.insert(topic, alias);
-                    }
-                    Fitted::Send(packet)
-                }
-                Fitted::Dropped(Packet::Publish(mut publish)) => {
-                    if publish.topic.is_empty() {
-                        publish.topic = topic;
-                    }
-                    publish.properties.topic_alias = None;
-                    Fitted::Dropped(Packet::Publish(publish))
-                }
-                dropped => dropped,
-            };
+    }
+
+    /// Puts this connection's alias on `publish` (alone, if the client knows it already).
+    /// Returns the alias to remember for its topic once the packet is sent, if it is new.
+    fn alias(&self, publish: &mut Publish) -> Option<u16> {
+        // An alias from the publisher's connection means nothing on this one.
+        publish.properties.topic_alias = None;
+        if let Some(&alias) = self.aliases.get(&publish.topic) {
+            publish.properties.topic_alias = Some(alias);
+            publish.topic = ByteString::new();
+            return None;
         }
-        self.check_size(packet)
+        if self.aliases.len() >= usize::from(self.limits.topic_alias_maximum) {
+            return None;
+        }
+        let alias = self.aliases.len() as u16 + 1;
+        publish.properties.topic_alias = Some(alias);
+        Some(alias)
     }
 
     fn check_size(&self, mut packet: Packet) -> Fitted {
@@ -253,7 +267,7 @@ fn failure_properties(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Ack, PacketId, Publish, ReasonCode, SubAck};
+    use crate::protocol::{Ack, PacketId, ReasonCode, SubAck};
     use bytes::Bytes;
 
     fn limits(max: Option<u32>, aliases: u16, problems: bool) -> ClientLimits {
