@@ -75,6 +75,10 @@ pub struct Args {
     /// QoS 0 messages for that client are dropped (and counted). 0 means no limit.
     #[arg(long)]
     pub max_outbox_bytes: Option<usize>,
+    /// How many QoS 1/2 messages the broker has unacknowledged towards one client: the
+    /// smaller of this and the client's own Receive Maximum (3.1.1 clients have none).
+    #[arg(long)]
+    pub max_inflight_messages: Option<u16>,
     /// Longest Session Expiry granted, in seconds; also how long a 3.1.1 Clean Session 0
     /// session outlives its connection.
     #[arg(long)]
@@ -133,6 +137,7 @@ struct FileConfig {
     receive_maximum: Option<u16>,
     topic_alias_maximum: Option<u16>,
     max_outbox_bytes: Option<usize>,
+    max_inflight_messages: Option<u16>,
     max_session_expiry: Option<u64>,
     max_queued_messages: Option<usize>,
     max_queued_bytes: Option<usize>,
@@ -159,6 +164,7 @@ pub struct Config {
     pub topic_alias_maximum: u16,
     /// Bound on QoS 0 bytes waiting for one connection's writer; 0: unbounded.
     pub max_outbox_bytes: usize,
+    pub max_inflight_messages: u16,
     pub max_session_expiry: Duration,
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
@@ -187,6 +193,7 @@ impl Default for Config {
             receive_maximum: 1024,
             topic_alias_maximum: 10,
             max_outbox_bytes: 1 << 20,
+            max_inflight_messages: 1024,
             max_session_expiry: Duration::from_secs(2 * 60 * 60),
             max_queued_messages: 1000,
             max_queued_bytes: 0,
@@ -242,6 +249,9 @@ impl Config {
             .topic_alias_maximum
             .unwrap_or(config.topic_alias_maximum);
         config.max_outbox_bytes = file.max_outbox_bytes.unwrap_or(config.max_outbox_bytes);
+        if let Some(v) = file.max_inflight_messages {
+            config.max_inflight_messages = v;
+        }
         if let Some(v) = file.max_session_expiry {
             config.max_session_expiry = Duration::from_secs(v);
         }
@@ -276,6 +286,9 @@ impl Config {
             .topic_alias_maximum
             .unwrap_or(config.topic_alias_maximum);
         config.max_outbox_bytes = args.max_outbox_bytes.unwrap_or(config.max_outbox_bytes);
+        config.max_inflight_messages = args
+            .max_inflight_messages
+            .unwrap_or(config.max_inflight_messages);
         if let Some(v) = args.max_session_expiry {
             config.max_session_expiry = Duration::from_secs(v);
         }
@@ -320,6 +333,13 @@ impl Config {
             return Err(bad(
                 "receive_maximum",
                 args.receive_maximum.is_some(),
+                "must be at least 1".into(),
+            ));
+        }
+        if config.max_inflight_messages == 0 {
+            return Err(bad(
+                "max_inflight_messages",
+                args.max_inflight_messages.is_some(),
                 "must be at least 1".into(),
             ));
         }

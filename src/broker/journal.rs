@@ -25,7 +25,7 @@ use crate::protocol::{
     self, Packet, PacketId, ProtocolVersion, Publish, QoS, RetainHandling, SubscriptionOptions,
 };
 use crate::session::state::{Outbound, Seq};
-use crate::store::{Position, StoreError};
+use crate::store::{Log, Position, StoreError};
 
 /// The log a broker writes to: the core's memory-mapped log in the server, a vector in
 /// tests.
@@ -697,6 +697,52 @@ impl Journal for MemJournal {
             .values()
             .map(|(_, b)| b.len() as u64 + 12)
             .sum()
+    }
+}
+
+/// The memory-mapped log as the engine's journal.
+pub struct LogJournal {
+    log: Log,
+    /// Acknowledgements wait for msync only under `fsync = "always"`.
+    always: bool,
+}
+
+impl LogJournal {
+    /// Journals to `log`; `always` makes acknowledgements wait for msync (`fsync = "always"`).
+    pub fn new(log: Log, always: bool) -> LogJournal {
+        LogJournal { log, always }
+    }
+}
+
+impl Journal for LogJournal {
+    fn append(&mut self, kind: u8, body: &[u8]) -> Result<Position, StoreError> {
+        self.log.append(kind, body)
+    }
+
+    fn read(&self, pos: Position) -> Result<(u8, Bytes), StoreError> {
+        self.log
+            .read(pos)
+            .map(|(kind, body)| (kind, Bytes::copy_from_slice(body)))
+    }
+
+    fn head(&self) -> Position {
+        self.log.head()
+    }
+
+    fn segment_count(&self) -> usize {
+        self.log.segments().count()
+    }
+
+    fn remove_segments_before(&mut self, segment: u64) -> Result<u64, StoreError> {
+        self.log.remove_segments_before(segment)
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        self.log.disk_bytes()
+    }
+
+    fn durable(&self) -> Option<Durable> {
+        self.always.then(|| Box::pin(self.log.durable()) as Durable)
     }
 }
 

@@ -135,7 +135,12 @@ impl Broker {
             next_seq: self.messages.next_seq,
             next_sid: self.next_sid,
         })?;
-        let mut retained: Vec<_> = self.retained.values().cloned().collect();
+        let mut retained: Vec<_> = self
+            .retained
+            .values()
+            .filter(|m| super::routing::outlives_restart(&m.topic))
+            .cloned()
+            .collect();
         retained.sort_by(|a, b| a.topic.cmp(&b.topic));
         for message in retained {
             self.append(&Record::Retained {

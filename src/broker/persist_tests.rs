@@ -262,6 +262,19 @@ fn retained_messages_and_their_clearing_survive() {
 }
 
 #[test]
+fn the_brokers_own_sys_figures_are_not_journaled() {
+    let mut h = Harness::new(1000);
+    h.publish("kept", "yes", QoS::AtMostOnce, true);
+    let now = h.now;
+    h.broker.publish_sys(Duration::from_secs(5), now);
+    assert!(h.broker.retained.len() > 1, "no $SYS figures published");
+    h.broker.checkpoint(now).expect("checkpoint");
+    h.broker.publish_sys(Duration::from_secs(6), now);
+    h.crash_and_restart();
+    assert_eq!(h.describe(), "retained=[\"kept=b\\\"yes\\\"\"]");
+}
+
+#[test]
 fn sessions_without_expiry_write_nothing_and_ended_sessions_stay_ended() {
     let mut h = Harness::new(1000);
     h.connect("clean", 0);

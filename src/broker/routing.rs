@@ -353,6 +353,9 @@ impl Broker {
             }
         } else {
             self.retained.insert(message.topic.clone(), message.clone());
+            if !outlives_restart(&message.topic) {
+                return;
+            }
             let record = Record::Retained {
                 expires_ms: message.expires_at.map_or(0, |at| self.clock.unix_ms(at)),
                 publisher: message.publisher.clone(),
@@ -563,4 +566,11 @@ mod tests {
         assert!(filter_matches("$SYS/#", "$SYS/uptime"));
         assert!(filter_matches("a/+", "a/"));
     }
+}
+
+/// Whether a retained message on `topic` is journaled. The broker's own `$SYS` figures
+/// are republished every interval and stale after a restart: logging them would only churn
+/// segments.
+pub(crate) fn outlives_restart(topic: &str) -> bool {
+    !is_sys_topic(topic)
 }

@@ -289,7 +289,9 @@ pub async fn serve(
             &client_id,
             connect.clean_start,
             requested,
-            accepted.client_receive_maximum,
+            accepted
+                .client_receive_maximum
+                .min(shard.config.max_inflight_messages),
             now,
         );
         let Some((present, granted, resume, effects)) = connected else {
