@@ -11,10 +11,12 @@
 mod connection;
 mod handoff;
 mod listener;
+mod outbox;
 pub mod ownership;
 mod shard;
 mod storage;
 mod sys;
+mod writer;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
