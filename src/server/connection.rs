@@ -245,7 +245,7 @@ pub async fn serve(
             ByteString::from(accepted_on.to_string()),
         ));
         // Optional properties never push the CONNACK past the client's Maximum Packet Size
-        // [MQTT-3.2.2-20]: the writer would drop the whole CONNACK [MQTT-3.1.2-27].
+        // [MQTT-3.2.2-20]: the writer would drop the whole CONNACK [MQTT-3.1.2-24].
         let conn_ack = Packet::ConnAck(accepted.conn_ack.clone());
         if let Some(max) = accepted.client_max_packet_size {
             if protocol::encoded_len(&conn_ack, version) > max as usize {

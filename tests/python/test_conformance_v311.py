@@ -262,8 +262,8 @@ def test_mqtt_3_1_2_12_no_will_without_will_flag(broker):
 @VERSIONS
 @pytest.mark.parametrize("retain", [False, True], ids=["not-retained", "retained"])
 def test_mqtt_3_1_2_16_and_17_will_retain(broker, version, retain):
-    """[MQTT-3.1.2-16] [MQTT-3.1.2-17]: the Will is published retained exactly when Will Retain
-    is 1 (a later subscriber gets it only then)."""
+    """[MQTT-3.1.2-16] [MQTT-3.1.2-17] (5.0: [MQTT-3.1.2-14] [MQTT-3.1.2-15]): the Will is
+    published retained exactly when Will Retain is 1 (a later subscriber gets it only then)."""
     topic = f"will16/{version}/{retain}"
     with session(broker, f"will16-sub-{retain}", version) as s:
         assert sub(s, [(topic, 1)]) == [1]

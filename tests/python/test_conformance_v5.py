@@ -139,26 +139,26 @@ def test_mqtt_3_1_2_9_will_flag_without_will_fields_is_malformed(broker):
 
 
 @pytest.mark.parametrize("flags", [CLEAN | 0x08, CLEAN | 0x20], ids=["qos", "retain"])
-def test_mqtt_3_1_2_11_will_bits_without_will_flag_are_malformed(broker, flags):
-    """[MQTT-3.1.2-11] [MQTT-3.1.2-13] [MQTT-3.1.2-15]: Will QoS and Will Retain need the Will Flag."""
+def test_mqtt_3_1_2_11_and_13_will_bits_without_will_flag_are_malformed(broker, flags):
+    """[MQTT-3.1.2-11] [MQTT-3.1.2-13]: Will QoS and Will Retain need the Will Flag."""
     refused_connect(broker, V5, connect("will11-5", V5, flags=flags))
 
 
 @pytest.mark.parametrize("flags,extra", [(CLEAN, mqtt_str("user")), (CLEAN | USER_NAME, mqtt_str("u") + mqtt_str("pw"))],
                          ids=["user-name", "password"])
-def test_mqtt_3_1_2_18_and_20_fields_without_their_flag_are_malformed(broker, flags, extra):
-    """[MQTT-3.1.2-18] [MQTT-3.1.2-20]: no User Name / Password without its flag."""
+def test_mqtt_3_1_2_16_and_18_fields_without_their_flag_are_malformed(broker, flags, extra):
+    """[MQTT-3.1.2-16] [MQTT-3.1.2-18]: no User Name / Password without its flag."""
     refused_connect(broker, V5, connect("user18-5", V5, flags=flags, payload_extra=extra))
 
 
 @pytest.mark.parametrize("flags,extra", [(CLEAN | USER_NAME, b""), (CLEAN | PASSWORD, b"")], ids=["user-name", "password"])
-def test_mqtt_3_1_2_19_and_21_flag_without_its_field_is_malformed(broker, flags, extra):
-    """[MQTT-3.1.2-19] [MQTT-3.1.2-21]: a User Name / Password Flag needs its field."""
+def test_mqtt_3_1_2_17_and_19_flag_without_its_field_is_malformed(broker, flags, extra):
+    """[MQTT-3.1.2-17] [MQTT-3.1.2-19]: a User Name / Password Flag needs its field."""
     refused_connect(broker, V5, connect("user19-5", V5, flags=flags, payload_extra=extra))
 
 
-def test_mqtt_3_1_2_27_no_packet_above_the_clients_maximum_packet_size(broker):
-    """[MQTT-3.1.2-27]: a message larger than the client's Maximum Packet Size is not sent to
+def test_mqtt_3_1_2_24_no_packet_above_the_clients_maximum_packet_size(broker):
+    """[MQTT-3.1.2-24]: a message larger than the client's Maximum Packet Size is not sent to
     it; smaller ones before and after are."""
     limit = 200
     with Conn(*broker.addr, version=V5) as s, session(broker, "mps-pub", V5) as p:
@@ -172,16 +172,16 @@ def test_mqtt_3_1_2_27_no_packet_above_the_clients_maximum_packet_size(broker):
 
 
 @pytest.mark.parametrize("request_value", [None, 0])
-def test_mqtt_3_1_2_31_no_response_information_unless_requested(broker, request_value):
-    """[MQTT-3.1.2-31]: Request Response Information 0 (or absent) gets no Response Information."""
+def test_mqtt_3_1_2_28_no_response_information_unless_requested(broker, request_value):
+    """[MQTT-3.1.2-28]: Request Response Information 0 (or absent) gets no Response Information."""
     props = properties(b"" if request_value is None else bytes([REQUEST_RESPONSE_INFORMATION, request_value]))
     with Conn(*broker.addr, version=V5) as c:
         ack = c.connect("resp-info", props=props)
         assert RESPONSE_INFORMATION not in ack.props, ack
 
 
-def test_mqtt_3_1_2_32_no_reason_string_when_problem_information_is_0(broker):
-    """[MQTT-3.1.2-32]: with Request Problem Information 0, a refused PUBLISH (under $SYS) and a
+def test_mqtt_3_1_2_29_no_reason_string_when_problem_information_is_0(broker):
+    """[MQTT-3.1.2-29]: with Request Problem Information 0, a refused PUBLISH (under $SYS) and a
     refused SUBSCRIBE get no Reason String or User Property."""
     with Conn(*broker.addr, version=V5) as c:
         c.connect("rpi0", props=properties(bytes([REQUEST_PROBLEM_INFORMATION, 0])))
@@ -204,14 +204,28 @@ def test_mqtt_3_1_3_4_client_id_not_utf8_is_malformed(broker):
     refused_connect(broker, V5, connect(b"id\xc3\x28", V5))
 
 
-def test_mqtt_3_1_3_9_will_topic_not_utf8_is_malformed(broker):
-    """[MQTT-3.1.3-9]: the Will Topic is a UTF-8 Encoded String."""
+def test_mqtt_3_1_3_11_will_topic_not_utf8_is_malformed(broker):
+    """[MQTT-3.1.3-11]: the Will Topic is a UTF-8 Encoded String."""
     refused_connect(broker, V5, will_connect("will-utf8-5", V5, b"w/\xff", b"x"))
 
 
-def test_mqtt_3_1_3_10_user_name_not_utf8_is_malformed(broker):
-    """[MQTT-3.1.3-10]: the User Name is a UTF-8 Encoded String."""
+def test_mqtt_3_1_3_12_user_name_not_utf8_is_malformed(broker):
+    """[MQTT-3.1.3-12]: the User Name is a UTF-8 Encoded String."""
     refused_connect(broker, V5, connect("user-utf8-5", V5, flags=CLEAN | USER_NAME, payload_extra=mqtt_str(b"\xff")))
+
+
+def test_mqtt_3_1_3_10_will_user_properties_keep_their_order(broker):
+    """[MQTT-3.1.3-10]: the Will's User Properties are published with it, in their order."""
+    will_props = user_prop("z", "1") + user_prop("a", "2") + user_prop("z", "0")
+    extra = properties(will_props) + mqtt_str("wup/t") + mqtt_str(b"bye")
+    with session(broker, "wup-sub", V5) as s:
+        assert sub(s, [("wup/t", 1)]) == [1]
+        w = Conn(*broker.addr, version=V5)
+        w.send(connect("wup", V5, flags=CLEAN | WILL | 0x08, payload_extra=extra))
+        assert parse_connack(w.read_packet(), V5).code == 0
+        w.close()
+        m = recv(s)
+        assert (m.payload, m.props.get(USER_PROPERTY)) == (b"bye", [("z", "1"), ("a", "2"), ("z", "0")]), m
 
 
 def test_mqtt_3_1_4_1_connect_property_not_allowed_in_connect(broker):
@@ -243,7 +257,7 @@ def test_mqtt_3_2_0_1_and_2_one_connack_first(broker):
 
 
 def test_mqtt_3_2_2_20_connack_fits_the_clients_maximum_packet_size(broker):
-    """[MQTT-3.2.2-20] [MQTT-3.1.2-27]: a client with a small Maximum Packet Size still gets its
+    """[MQTT-3.2.2-20] [MQTT-3.1.2-24]: a client with a small Maximum Packet Size still gets its
     CONNACK: optional User Properties are left out rather than the CONNACK exceeding the limit."""
     limit = 40
     with Conn(*broker.addr, version=V5) as c:
