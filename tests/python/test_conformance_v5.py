@@ -592,3 +592,51 @@ def test_mqtt_4_8_2_4_shared_delivery_completes_on_reconnect(broker):
     m = recv(s)
     assert (m.payload, m.dup, m.packet_id) == (b"owed", True, first.packet_id), m
     s.close()
+
+
+def test_mqtt_4_8_2_5_owed_shared_message_dies_with_the_session(broker):
+    """[MQTT-4.8.2-5]: a message sent to a share group member that disconnected without
+    acknowledging it is not sent to another member when the member's session ends."""
+    a = Conn(*broker.addr, version=V5)
+    a.connect("sh5-a", clean=False, props=expiring(1))
+    assert sub(a, [("$share/g5/sh5/t", 1)]) == [1]
+    with session(broker, "sh5-pub", V5) as p:
+        pub(p, "sh5/t", b"owed to a", qos=1)
+        assert parse_publish(a.read_packet(), V5).payload == b"owed to a"
+        a.close()  # unacknowledged; the session expires one second later
+        with session(broker, "sh5-b", V5) as b:
+            assert sub(b, [("$share/g5/sh5/t", 1), ("sh5/end", 1)]) == [1, 1]
+            time.sleep(2.5)  # the stimulus: let a's one-second Session Expiry Interval pass
+            pub(p, "sh5/end", b"", qos=1)
+            got = recv_until(b, "sh5/end")
+            assert got == [], f"the message owed to an ended session went to another member: {got}"
+
+
+def first_publish_of(conns: list[Conn], timeout: float = 5.0) -> tuple[Conn, object]:
+    """The first PUBLISH that reaches any of `conns`, and the connection it came on."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for c in conns:
+            try:
+                return c, parse_publish(c.read_packet(0.05), V5)
+            except AssertionError as e:
+                if "no complete packet" not in str(e):
+                    raise
+    raise AssertionError(f"no PUBLISH within {timeout}s")
+
+
+def test_mqtt_4_8_2_6_refused_shared_message_goes_to_no_other_member(broker):
+    """[MQTT-4.8.2-6]: when the member a shared message went to answers PUBACK >= 0x80, berth
+    discards it rather than sending it to another member of the group."""
+    with session(broker, "sh6-a", V5) as a, session(broker, "sh6-b", V5) as b, session(broker, "sh6-pub", V5) as p:
+        for c in (a, b):
+            assert sub(c, [("$share/g6/sh6/t", 1), ("sh6/end", 1)]) == [1, 1]
+        pub(p, "sh6/t", b"refused", qos=1)
+        got_it, m = first_publish_of([a, b])
+        assert m.payload == b"refused"
+        got_it.send(bytes([0x40, 3]) + struct.pack(">H", m.packet_id) + b"\x80")
+        got_it.ping()
+        other = b if got_it is a else a
+        pub(p, "sh6/end", b"", qos=1)
+        assert recv_until(other, "sh6/end") == [], "the refused message was sent to another member"
+        assert recv_until(got_it, "sh6/end") == [], "the refused message was sent again"
