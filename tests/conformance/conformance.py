@@ -127,6 +127,11 @@ def render(rules: list[Rule]) -> str:
         "berth can observe a client breaking them, a test checks that it refuses the packet.",
         "",
     ]
+    changed = [r for r in rules if r.reason.startswith("Needed a code change")]
+    if changed:
+        lines += ["Rules that needed a change to berth when their tests were written:", ""]
+        lines += [f"- {r.id} ({r.version}): {r.reason.removeprefix('Needed a code change: ')}" for r in changed]
+        lines.append("")
     for version, _ in SPECS:
         rows = sorted((r for r in rules if r.version == version), key=lambda r: sort_key(r.id))
         tested = sum(1 for r in rows if r.tests)

@@ -16,7 +16,7 @@ from mqttwire import (AUTH, CONNACK, DISCONNECT, PINGRESP, PUBACK, PUBCOMP, PUBL
                       RECEIVE_MAXIMUM, SESSION_EXPIRY_INTERVAL, SUBACK, UNSUBACK, USER_PROPERTY, V5, Conn,
                       ack_codes, ack_packet, connect, disconnect_reason, ids_owned_by, mqtt_str, packet,
                       packet_id_of, parse_connack, parse_properties, parse_publish, prop_u16, prop_u32,
-                      properties, publish_with, read_vbi, subscribe_many, unsubscribe)
+                      properties, publish_with, read_vbi, subscribe_many, unsubscribe, vbi)
 from test_conformance_v311 import marker, pub, recv, recv_until, refused_connect, session, sub, will_connect
 from test_malformed import assert_rejected_after_connect, misbehave_after_connect, misbehave_before_connect
 
@@ -640,3 +640,47 @@ def test_mqtt_4_8_2_6_refused_shared_message_goes_to_no_other_member(broker):
         pub(p, "sh6/end", b"", qos=1)
         assert recv_until(other, "sh6/end") == [], "the refused message was sent to another member"
         assert recv_until(got_it, "sh6/end") == [], "the refused message was sent again"
+
+
+def wire_size(p) -> int:
+    return 1 + len(vbi(len(p.body))) + len(p.body)
+
+
+def test_mqtt_3_4_2_2_acks_fit_the_clients_maximum_packet_size(broker):
+    """[MQTT-3.4.2-2] [MQTT-3.4.2-3] [MQTT-3.5.2-2] [MQTT-3.5.2-3] [MQTT-3.6.2-2] [MQTT-3.6.2-3]
+    [MQTT-3.7.2-2] [MQTT-3.7.2-3] [MQTT-3.9.2-1] [MQTT-3.9.2-2] [MQTT-3.11.2-1] [MQTT-3.11.2-2]
+    [MQTT-3.14.2-3] [MQTT-3.14.2-4]: for a client whose Maximum Packet Size is 40 bytes, every
+    acknowledgement berth sends (successes and failures, which may carry a Reason String or
+    User Properties) still arrives and fits: optional properties are left out, never the packet."""
+    limit = 40
+    props = properties(prop_u32(0x27, limit))
+    seen = []
+
+    def read(c, ptype):
+        p = c.read_packet()
+        assert p.ptype == ptype, f"expected packet type {ptype}, got {p!r}"
+        assert wire_size(p) <= limit, f"{p!r} is {wire_size(p)} bytes, above the client's {limit}"
+        seen.append(p)
+        return p
+
+    with Conn(*broker.addr, version=V5) as c, session(broker, "fit-pub", V5) as p:
+        c.connect("fit", props=props)
+        c.send(subscribe_many([("fit/t", 2), ("a/#/b", 1)], V5, packet_id=1))
+        assert ack_codes(read(c, SUBACK), SUBACK, 1, V5) == [2, 0x8F]
+        c.send(unsubscribe(["never"], V5, packet_id=2))
+        assert ack_codes(read(c, UNSUBACK), UNSUBACK, 2, V5) == [0x11]
+        for n, (topic, qos) in enumerate([("fit/x", 1), ("$SYS/fit", 1), ("fit/x", 2), ("$SYS/fit", 2)], start=3):
+            c.send(publish_with(topic, b"x", V5, qos=qos, packet_id=n))
+            read(c, PUBACK if qos == 1 else PUBREC)
+        c.send(ack_packet(PUBREL, 5))
+        read(c, PUBCOMP)
+        c.send(ack_packet(PUBREL, 999))  # unknown: PUBCOMP 0x92 Packet Identifier not found
+        read(c, PUBCOMP)
+        pub(p, "fit/t", b"x", qos=2)
+        m = parse_publish(c.read_packet(), V5)
+        c.send(ack_packet(PUBREC, m.packet_id))
+        read(c, PUBREL)
+        c.send(ack_packet(PUBCOMP, m.packet_id))
+        c.send_tolerating_close(b"\xc1\x00")  # malformed: DISCONNECT 0x81
+        read(c, DISCONNECT)
+        assert c.read_until_closed() == []
