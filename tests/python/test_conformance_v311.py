@@ -8,13 +8,12 @@ A 3.1.1 server closes the connection on a protocol violation without sending any
 server sends DISCONNECT (or CONNACK, for a bad CONNECT) with a reason code first.
 """
 
-import struct
 import time
 
 import pytest
 
 from mqttwire import (CONNACK, PINGRESP, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, SUBACK, UNSUBACK, V5, V311,
-                      Conn, ack_codes, ack_packet, connect, disconnect_reason, mqtt_str, packet, packet_id_of,
+                      Conn, ack_codes, ack_packet, connect, mqtt_str, packet, packet_id_of,
                       parse_connack, parse_publish, publish_with, subscribe_many, unsubscribe)
 from test_malformed import (assert_connack_then_close, assert_rejected_after_connect, misbehave_after_connect,
                             misbehave_before_connect)

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from mqttwire import (AUTH, CONNACK, DISCONNECT, PINGRESP, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL,
+from mqttwire import (CONNACK, DISCONNECT, PINGRESP, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL,
                       RECEIVE_MAXIMUM, SESSION_EXPIRY_INTERVAL, SUBACK, UNSUBACK, USER_PROPERTY, V5, Conn,
-                      ack_codes, ack_packet, connect, disconnect_reason, ids_owned_by, mqtt_str, packet,
+                      ack_codes, ack_packet, connect, disconnect_reason, mqtt_str, packet,
                       packet_id_of, parse_connack, parse_properties, parse_publish, prop_u16, prop_u32,
                       properties, publish_with, read_vbi, subscribe_many, unsubscribe, vbi)
 from test_conformance_v311 import marker, pub, recv, recv_until, refused_connect, session, sub, will_connect
