@@ -745,8 +745,9 @@ def test_mqtt_4_6_0_6_messages_keep_the_publishers_order(broker, version):
 
 @VERSIONS
 def test_mqtt_4_7_3_1_empty_topic_name_or_filter_is_refused(broker, version):
-    """[MQTT-4.7.3-1]: a PUBLISH with an empty Topic Name (5.0: and no Topic Alias) is refused
-    and closed; an empty Topic Filter is refused (SUBACK failure) or the connection closed."""
+    """[MQTT-4.7.3-1]: a PUBLISH with an empty Topic Name (5.0: and no Topic Alias) and a
+    SUBSCRIBE with an empty Topic Filter are refused and the connection closed (5.0: DISCONNECT
+    0x81/0x82, or 0x8F Topic Filter invalid)."""
     packets = misbehave_after_connect(broker, version, "empty-topic", publish_with("", b"x", version))
     assert_rejected_after_connect(packets, version, {0x81, 0x82})
     with Conn(*broker.addr, version=version) as c:
