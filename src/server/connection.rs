@@ -273,6 +273,14 @@ pub async fn serve(
             "berth-accepted-on".into(),
             ByteString::from(accepted_on.to_string()),
         ));
+        // Optional properties never push the CONNACK past the client's Maximum Packet Size
+        // [MQTT-3.2.2-20]: the writer would drop the whole CONNACK [MQTT-3.1.2-24].
+        let conn_ack = Packet::ConnAck(accepted.conn_ack.clone());
+        if let Some(max) = accepted.client_max_packet_size {
+            if protocol::encoded_len(&conn_ack, version) > max as usize {
+                accepted.conn_ack.properties.user_properties.clear();
+            }
+        }
     }
     let client_id = accepted.client_id.clone();
     let span = tracing::info_span!("conn", client_id = %client_id, shard = %shard.id, %peer);
