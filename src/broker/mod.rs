@@ -12,6 +12,7 @@
 //! was read; the interest table and the retained store converge because every change is
 //! broadcast to every core.
 
+mod exactly_once;
 pub mod journal;
 pub(crate) mod messages;
 mod persist;
@@ -122,6 +123,8 @@ pub struct Counters {
     /// Records that could not be written to the log (disk full, I/O error).
     pub journal_errors: u64,
     pub checkpoints: u64,
+    /// Inbound QoS 2 messages routed again by a recovery and skipped: taken before the crash.
+    pub duplicates_skipped: u64,
 }
 
 pub struct Broker {
@@ -155,6 +158,14 @@ pub struct Broker {
     /// Wills of persistent sessions that are in the log (WILL written, not yet cleared):
     /// sid -> (Will Delay Interval, the will as journaled), rewritten by checkpoints.
     logged_wills: HashMap<u64, (u32, Bytes)>,
+    /// Inbound QoS 2 messages of persistent sessions journaled but not yet confirmed:
+    /// (sid, packet id) -> the QOS2_ROUTING record.
+    routing: HashMap<(u64, u16), exactly_once::Routing>,
+    /// Origins of the inbound QoS 2 messages this core took lately.
+    origins: exactly_once::Origins,
+    /// Set by recovery: unconfirmed inbound QoS 2 messages (publisher, record) waiting
+    /// for `route_again`.
+    reroute: Vec<(ByteString, exactly_once::Routing)>,
     /// Set while recovery re-applies what the log already holds: nothing is journaled.
     replaying: bool,
     /// Shared subscriptions: this core's members and where every group's members are.
@@ -205,6 +216,9 @@ impl Broker {
             wills: HashMap::new(),
             wills_due: BinaryHeap::new(),
             logged_wills: HashMap::new(),
+            routing: HashMap::new(),
+            origins: exactly_once::Origins::default(),
+            reroute: Vec::new(),
             replaying: false,
             shares: share::Shares::new(cores),
             sys: sys::SysBoard::new(cores),
@@ -509,6 +523,9 @@ impl Broker {
         }
         if let Some(sid) = slot.sid {
             self.logged_wills.remove(&sid);
+            if !self.routing.is_empty() {
+                self.routing.retain(|&(s, _), _| s != sid);
+            }
             self.journal(&Record::SessionEnd { sid });
         }
     }
@@ -562,6 +579,9 @@ impl Broker {
         }
         self.settle(sid, &mut changes);
         if let Some(record) = released {
+            if let Record::Qos2Released { sid, packet_id } = record {
+                self.routing.remove(&(sid, packet_id));
+            }
             self.journal(&record);
         }
         self.counters.messages_sent += out
@@ -588,6 +608,7 @@ impl Broker {
     /// makes the broker drop the resent PUBLISH as already routed (a loss).
     pub fn journal_qos2_received(&mut self, client_id: &ByteString, packet_id: PacketId) {
         if let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) {
+            self.routing.remove(&(sid, packet_id.get()));
             self.journal(&Record::Qos2In {
                 sid,
                 packet_id: packet_id.get(),
@@ -602,5 +623,7 @@ impl Broker {
     }
 }
 
+#[cfg(test)]
+mod exactly_once_tests;
 #[cfg(test)]
 mod persist_tests;

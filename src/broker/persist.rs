@@ -61,6 +61,7 @@ impl Broker {
             return;
         };
         let record = Record::Message(journal::MessageRecord {
+            origin: None,
             seq,
             expires_ms: message.expires_at.map_or(0, |at| self.clock.unix_ms(at)),
             publisher: message.publisher.clone(),
@@ -166,6 +167,7 @@ impl Broker {
                 }
             };
             let pos = self.append(&Record::Message(journal::MessageRecord {
+                origin: None,
                 seq,
                 expires_ms: message.expires_at.map_or(0, |at| self.clock.unix_ms(at)),
                 publisher: message.publisher.clone(),
@@ -200,6 +202,15 @@ impl Broker {
                 delay_secs,
                 publish,
             })?;
+        }
+        self.append(&Record::Origins(self.origins.list()))?;
+        let mut routing: Vec<_> = self.routing.values().map(|r| r.record()).collect();
+        routing.sort_by_key(|r| match r {
+            Record::Qos2Routing { origin_seq, .. } => *origin_seq,
+            _ => 0,
+        });
+        for record in routing {
+            self.append(&record)?;
         }
         self.append(&Record::CheckpointEnd { id })?;
         report.bytes_freed = self.journal.remove_segments_before(begin.segment)?;

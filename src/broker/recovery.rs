@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use bytestring::ByteString;
 
+use super::exactly_once::{Origins, Routing};
 use super::journal::{kind, Journal, Record};
 use super::messages::{message_of, Entry, MessageTable, WallClock};
 use super::{Broker, SessionPolicy, Slot};
 use crate::server::ShardId;
-use crate::session::state::{InFlight, Queued, Seq};
+use crate::session::state::{InFlight, Origin, Queued, Seq};
 use crate::session::{Message, Session, Subscription};
 use crate::store::Position;
 use crate::topic::ParsedFilter;
@@ -36,6 +37,9 @@ struct Rebuilt {
 
 #[derive(Default)]
 struct State {
+    /// Inbound QoS 2 messages journaled and not confirmed: routed again at the end.
+    routing: HashMap<(u64, u16), Routing>,
+    origins: Origins,
     sessions: HashMap<u64, Rebuilt>,
     by_client: HashMap<ByteString, u64>,
     retained: HashMap<ByteString, Arc<Message>>,
@@ -74,6 +78,42 @@ pub struct Recovered {
     /// Wills of sessions whose connection ended with the broker (or before): published
     /// when their delay passes, unless the client reconnects first.
     pub wills: usize,
+    /// Inbound QoS 2 messages whose PUBREC was not journaled: routed again once every
+    /// core knows every other core's subscriptions (`Broker::route_again`).
+    pub rerouted: usize,
+}
+
+impl Broker {
+    /// Routes every inbound QoS 2 message that was journaled but not confirmed before the
+    /// broker stopped again, oldest first; each core skips those it took before. Call once
+    /// every core has applied every other core's `announce`, and wait for the result to
+    /// reach the other cores before accepting clients.
+    pub fn route_again(&mut self, now: Instant) -> super::Effects {
+        let mut effects = super::Effects::default();
+        for (publisher, r) in std::mem::take(&mut self.reroute) {
+            let Ok(mut publish) = super::journal::decode_publish(kind::QOS2_ROUTING, &r.publish)
+            else {
+                self.counters.journal_errors += 1;
+                continue;
+            };
+            if r.expires_ms != 0 {
+                let expires_at = self.clock.instant(r.expires_ms);
+                let Some(left) = expires_at.checked_duration_since(now) else {
+                    continue; // expired while the broker was down: never delivered
+                };
+                publish.properties.message_expiry_interval =
+                    Some(left.as_secs().max(1).min(u64::from(u32::MAX)) as u32);
+            }
+            let origin = Origin {
+                core: self.id.0 as u16,
+                seq: r.origin_seq,
+            };
+            let routed = self.publish_from(&publisher, publish, Some(origin), now);
+            effects.to_cores.extend(routed.to_cores);
+            effects.to_clients.extend(routed.to_clients);
+        }
+        effects
+    }
 }
 
 impl Rebuild {
@@ -183,6 +223,32 @@ impl Rebuild {
                     s.will = Some((delay_secs, publish));
                 }
             }
+            Record::Qos2Routing {
+                sid,
+                packet_id,
+                origin_seq,
+                expires_ms,
+                publisher,
+                publish,
+            } => {
+                self.next_seq = self.next_seq.max(origin_seq + 1);
+                if state.sessions.contains_key(&sid) {
+                    let routing = Routing {
+                        sid,
+                        packet_id,
+                        origin_seq,
+                        expires_ms,
+                        publisher,
+                        publish,
+                    };
+                    state.routing.insert((sid, packet_id), routing);
+                }
+            }
+            Record::Origins(origins) => {
+                for origin in origins {
+                    state.origins.admit(origin);
+                }
+            }
             Record::WillClear { sid } => {
                 if let Some(s) = state.sessions.get_mut(&sid) {
                     s.will = None;
@@ -220,6 +286,9 @@ impl Rebuild {
             }
             Record::Message(m) => {
                 self.next_seq = self.next_seq.max(m.seq + 1);
+                if let Some(origin) = m.origin {
+                    state.origins.admit(origin);
+                }
                 let mut refs = 0;
                 for t in m.targets {
                     if let Some(s) = state.sessions.get_mut(&t.sid) {
@@ -264,6 +333,7 @@ impl Rebuild {
                 }
             }
             Record::Qos2In { sid, packet_id } | Record::Qos2Released { sid, packet_id } => {
+                state.routing.remove(&(sid, packet_id));
                 if let Some(s) = state.sessions.get_mut(&sid) {
                     s.session
                         .restore_awaiting_release(packet_id, kind == kind::QOS2_IN);
@@ -354,6 +424,7 @@ impl State {
     }
 
     fn end(&mut self, sid: u64) {
+        self.routing.retain(|&(s, _), _| s != sid);
         if let Some(s) = self.sessions.remove(&sid) {
             if self.by_client.get(&s.session.client_id) == Some(&sid) {
                 self.by_client.remove(&s.session.client_id);
@@ -386,12 +457,21 @@ impl Broker {
         let mut broker = Broker::with_journal(id, cores, policy, journal, clock);
         broker.next_sid = rebuild.next_sid;
         broker.next_checkpoint_id = rebuild.next_checkpoint_id;
+        if let Some(id) = aborted {
+            // First, so that what recovery writes below is not read as part of the
+            // abandoned checkpoint.
+            broker.journal(&Record::CheckpointAbort { id });
+        }
         let State {
             sessions,
             retained,
             mut messages,
+            routing,
+            origins,
             ..
         } = rebuild.state;
+        broker.origins = origins;
+        let mut client_of_sid = HashMap::new();
         messages.retain(|_, e| e.refs > 0);
         report.messages = messages.len();
         broker.messages = MessageTable {
@@ -412,6 +492,7 @@ impl Broker {
             let offline_at = offline_ms.map_or(now, |ms| clock.instant(ms).min(now));
             let expires_at = offline_at + expiry;
             let client_id = session.client_id.clone();
+            client_of_sid.insert(sid, client_id.clone());
             // Subscriptions go back in below, through the same path as a SUBSCRIBE, once
             // every session is in place (shared-group membership reads the session).
             for (raw, subscription) in session.subscriptions.iter() {
@@ -474,9 +555,20 @@ impl Broker {
         }
         broker.replaying = false;
         report.sessions = broker.sessions.len();
-        if let Some(id) = aborted {
-            broker.journal(&Record::CheckpointAbort { id });
+        report.rerouted = routing.len();
+        let mut pending: Vec<(ByteString, Routing)> = routing
+            .into_values()
+            .filter_map(|r| Some((client_of_sid.get(&r.sid)?.clone(), r)))
+            .collect();
+        pending.sort_by_key(|(_, r)| r.origin_seq);
+        for (client_id, r) in &pending {
+            // The client's retransmission must not be routed a second time.
+            if let Some(slot) = broker.sessions.get_mut(client_id) {
+                slot.session.restore_awaiting_release(r.packet_id, true);
+            }
+            broker.routing.insert((r.sid, r.packet_id), r.clone());
         }
+        broker.reroute = pending;
         (broker, report)
     }
 }

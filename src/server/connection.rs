@@ -704,10 +704,14 @@ async fn forward(
                 _ => true,
             };
             if route {
-                let effects = shard
-                    .broker
-                    .borrow_mut()
-                    .publish(&conn.client_id, publish, now);
+                let mut broker = shard.broker.borrow_mut();
+                let effects = match (qos, packet_id) {
+                    (QoS::ExactlyOnce, Some(id)) => {
+                        broker.publish_exactly_once(&conn.client_id, id, publish, now)
+                    }
+                    _ => broker.publish(&conn.client_id, publish, now),
+                };
+                drop(broker);
                 pending.to_clients.extend(effects.to_clients);
                 pending.to_cores.extend(effects.to_cores);
             }

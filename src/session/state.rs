@@ -41,6 +41,17 @@ pub struct Message {
     pub publisher: ByteString,
     /// When the Message Expiry Interval runs out, if it was set.
     pub expires_at: Option<Instant>,
+    /// Set on an inbound QoS 2 message of a persistent session: the id every core
+    /// deduplicates on when a recovery routes it again.
+    pub origin: Option<Origin>,
+}
+
+/// Where an inbound QoS 2 message entered the broker: its core and a number from that
+/// core's message sequence (never reused, restarts included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Origin {
+    pub core: u16,
+    pub seq: u64,
 }
 
 /// A subscription as the session keeps it.
@@ -814,6 +825,7 @@ mod tests {
                 properties: Properties::default(),
                 publisher: "p".into(),
                 expires_at: None,
+                origin: None,
             });
             self.table.0.borrow_mut().insert(seq, message.clone());
             let entry = Queued::new(seq, publish_qos.min(sub_qos), false);
