@@ -66,6 +66,12 @@ cargo build --workspace --all-targets
 section "cargo test --workspace"
 cargo test --workspace
 
+section "Bounded fuzzing (codec and session targets, stable Rust)"
+# The cargo-fuzz targets need nightly; this runs their checks over mutated corpus inputs
+# for BERTH_FUZZ_SECS seconds each (the two targets in parallel). A failing input is saved
+# under fuzz/regressions/<target>/ and fails the run.
+BERTH_FUZZ_SECS="${BERTH_FUZZ_SECS:-60}" cargo test --test fuzz_driver fuzz_ -- --nocapture
+
 section "pytest tests/python"
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 export BERTH_BIN="$target_dir/debug/berth"

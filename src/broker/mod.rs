@@ -12,6 +12,8 @@
 //! was read; the interest table and the retained store converge because every change is
 //! broadcast to every core.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod journal;
 pub(crate) mod messages;
 mod persist;

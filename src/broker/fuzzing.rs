@@ -1,0 +1,833 @@
+//! The session fuzz target's checks: arbitrary bytes are read as a sequence of client
+//! actions (CONNECT with or without Clean Start, Session Expiry and Receive Maximum,
+//! SUBSCRIBE, UNSUBSCRIBE, PUBLISH at QoS 0/1/2, PUBACK/PUBREC/PUBREL/PUBCOMP, inbound QoS 2
+//! with retransmissions, DISCONNECT, takeover, time passing) and driven against one core's
+//! engine in process, while an in-memory model of what the specification allows watches
+//! every packet the engine sends. Shared by the cargo-fuzz target
+//! (`fuzz/fuzz_targets/session.rs`), the bounded stable-Rust fuzz run and the regression
+//! replay (`tests/fuzz_driver.rs`). Not part of the API.
+//!
+//! Promises checked (any broken one panics):
+//! - nothing panics, and no packet goes to a client that is not connected;
+//! - Session Present is 1 exactly when a session was kept [MQTT-3.2.2-2, MQTT-3.2.2-3];
+//! - a new PUBLISH never reuses a packet id still in flight [MQTT-2.2.1-3], and is only
+//!   sent while fewer QoS 1/2 messages than the Receive Maximum are unacknowledged, and
+//!   no more than Receive Maximum are sent unacknowledged on one connection
+//!   [MQTT-3.3.4-7];
+//! - a DUP PUBLISH resends exactly the message in flight under that id, and never after
+//!   PUBREC [MQTT-4.3.3-5]; PUBREL goes only for a PUBREC'd id;
+//! - every QoS 1/2 message published while a session subscribed reaches it once as a new
+//!   message, in publish order [MQTT-4.6.0-6], unless its session ended first: QoS 1 at
+//!   least once, QoS 2 exactly once; after a final reconnect and acknowledgement of
+//!   everything nothing is left undelivered;
+//! - an inbound QoS 2 id is routed once until its PUBREL, and PUBREL is answered PUBCOMP,
+//!   with 0x92 for an unknown id [MQTT-4.3.3-10].
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use super::{Broker, Effects, SessionPolicy};
+use crate::protocol::{
+    Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
+    Unsubscribe,
+};
+use crate::server::ShardId;
+
+const CLIENTS: usize = 3;
+const TOPICS: [&str; 3] = ["a", "a/b", "b/c"];
+const FILTERS: [&str; 5] = ["a", "a/#", "+/b", "#", "b/+"];
+const EXPIRIES: [u64; 4] = [0, 5, 60, 100_000];
+const RECEIVE_MAXIMA: [u16; 4] = [1, 2, 3, u16::MAX];
+/// Fewer operations than a session's queue holds (1,000): no message is dropped for
+/// space, so every one is owed.
+const MAX_OPS: usize = 400;
+
+/// One client action, decoded from the fuzz input. Public so that seeds can be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Connect {
+        client: u8,
+        clean: bool,
+        expiry: u8,
+        receive_maximum: u8,
+    },
+    /// `expiry`: 0 keeps the session's expiry, 1 sets it to 0, 2 to 5 seconds (only when
+    /// it was not 0 [MQTT-3.14.2-2]).
+    Disconnect {
+        client: u8,
+        expiry: u8,
+    },
+    Subscribe {
+        client: u8,
+        filter: u8,
+        qos: u8,
+    },
+    Unsubscribe {
+        client: u8,
+        filter: u8,
+    },
+    Publish {
+        client: u8,
+        topic: u8,
+        qos: u8,
+        retain: bool,
+    },
+    /// The client acknowledges the `nth` message it holds unacknowledged (PUBACK, PUBREC,
+    /// PUBREC with an error code, or PUBCOMP, as its state calls for).
+    Ack {
+        client: u8,
+        nth: u8,
+        refuse: bool,
+    },
+    /// An inbound QoS 2 PUBLISH with packet id `id` (1-4), new or retransmitted.
+    PublishQos2 {
+        client: u8,
+        id: u8,
+        topic: u8,
+    },
+    /// PUBREL for inbound packet id `id` (1-4), known or not.
+    PubRel {
+        client: u8,
+        id: u8,
+    },
+    /// An acknowledgement for a packet id the client does not hold.
+    StrayAck {
+        client: u8,
+        kind: u8,
+        id: u8,
+    },
+    /// Time passes (1, 6, 61 or 7,201 seconds) and the engine's timers run.
+    Wait {
+        step: u8,
+    },
+}
+
+const OP_KINDS: u8 = 10;
+
+impl Op {
+    /// Reads one operation from the front of `data`; missing bytes read as 0.
+    fn read(data: &mut &[u8]) -> Option<Op> {
+        let (&tag, rest) = data.split_first()?;
+        *data = rest;
+        let mut next = || match data.split_first() {
+            Some((&b, rest)) => {
+                *data = rest;
+                b
+            }
+            None => 0,
+        };
+        let client = tag / OP_KINDS % CLIENTS as u8;
+        Some(match tag % OP_KINDS {
+            0 => {
+                let b = next();
+                Op::Connect {
+                    client,
+                    clean: b & 1 != 0,
+                    expiry: (b >> 1) % 4,
+                    receive_maximum: (b >> 3) % 4,
+                }
+            }
+            1 => Op::Disconnect {
+                client,
+                expiry: next() % 3,
+            },
+            2 => {
+                let b = next();
+                Op::Subscribe {
+                    client,
+                    filter: b % 5,
+                    qos: b / 5 % 3,
+                }
+            }
+            3 => Op::Unsubscribe {
+                client,
+                filter: next() % 5,
+            },
+            4 => {
+                let b = next();
+                Op::Publish {
+                    client,
+                    topic: b % 3,
+                    qos: b / 3 % 3,
+                    retain: b / 9 % 2 == 1,
+                }
+            }
+            5 => {
+                let b = next();
+                Op::Ack {
+                    client,
+                    nth: b % 8,
+                    refuse: b / 8 % 4 == 3,
+                }
+            }
+            6 => {
+                let b = next();
+                Op::PublishQos2 {
+                    client,
+                    id: b % 4 + 1,
+                    topic: b / 4 % 3,
+                }
+            }
+            7 => Op::PubRel {
+                client,
+                id: next() % 4 + 1,
+            },
+            8 => {
+                let b = next();
+                Op::StrayAck {
+                    client,
+                    kind: b % 4,
+                    id: b / 4 % 16 + 1,
+                }
+            }
+            _ => Op::Wait { step: next() % 4 },
+        })
+    }
+
+    /// The bytes that read back as this operation (for writing seeds).
+    pub fn encode(self, out: &mut Vec<u8>) {
+        let tag = |kind: u8, client: u8| kind + OP_KINDS * client;
+        let (t, b) = match self {
+            Op::Connect {
+                client,
+                clean,
+                expiry,
+                receive_maximum,
+            } => (
+                tag(0, client),
+                u8::from(clean) | expiry << 1 | receive_maximum << 3,
+            ),
+            Op::Disconnect { client, expiry } => (tag(1, client), expiry),
+            Op::Subscribe {
+                client,
+                filter,
+                qos,
+            } => (tag(2, client), filter + 5 * qos),
+            Op::Unsubscribe { client, filter } => (tag(3, client), filter),
+            Op::Publish {
+                client,
+                topic,
+                qos,
+                retain,
+            } => (tag(4, client), topic + 3 * qos + 9 * u8::from(retain)),
+            Op::Ack {
+                client,
+                nth,
+                refuse,
+            } => (tag(5, client), nth + if refuse { 24 } else { 0 }),
+            Op::PublishQos2 { client, id, topic } => (tag(6, client), (id - 1) + 4 * topic),
+            Op::PubRel { client, id } => (tag(7, client), id - 1),
+            Op::StrayAck { client, kind, id } => (tag(8, client), kind + 4 * (id - 1)),
+            Op::Wait { step } => (tag(9, 0), step),
+        };
+        out.extend([t, b]);
+    }
+}
+
+/// The operations `data` reads as, at most [`MAX_OPS`].
+pub fn ops(mut data: &[u8]) -> Vec<Op> {
+    let mut ops = Vec::new();
+    while ops.len() < MAX_OPS {
+        match Op::read(&mut data) {
+            Some(op) => ops.push(op),
+            None => break,
+        }
+    }
+    ops
+}
+
+/// Runs every check on `data`, panicking on the first broken promise.
+pub fn check(data: &[u8]) {
+    let mut world = World::new();
+    for op in ops(data) {
+        world.apply(op);
+    }
+    world.finish();
+}
+
+/// What the client holds for one packet id of a message sent to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// PUBLISH received, not yet acknowledged.
+    Published { token: u64, qos: QoS, retain: bool },
+    /// QoS 2: PUBREC sent, PUBREL not yet received.
+    Received,
+    /// QoS 2: PUBREL received, PUBCOMP not yet sent.
+    Released,
+}
+
+#[derive(Debug, Default)]
+struct Client {
+    online: bool,
+    /// The session exists on the server (in the model's reckoning).
+    session: bool,
+    expiry: Duration,
+    /// When the session ends, while offline.
+    expires_at: Option<Instant>,
+    receive_maximum: u16,
+    subscriptions: HashMap<&'static str, QoS>,
+    /// Packet ids the client holds, in the order their PUBLISH first arrived.
+    held: Vec<(u16, Held)>,
+    /// Packet ids sent (new or DUP) on this connection and not yet acknowledged.
+    sent_here: Vec<u16>,
+    /// Messages owed to the session as new messages, in publish order: (token, QoS).
+    owed: VecDeque<(u64, QoS)>,
+    /// Messages received as new messages, with their QoS.
+    received: HashMap<u64, QoS>,
+    /// Inbound QoS 2 packet ids awaiting PUBREL.
+    awaiting_rel: Vec<u16>,
+}
+
+impl Client {
+    fn forget_session(&mut self) {
+        self.session = false;
+        self.expires_at = None;
+        self.subscriptions.clear();
+        self.held.clear();
+        self.sent_here.clear();
+        self.owed.clear();
+        self.awaiting_rel.clear();
+    }
+
+    fn release(&mut self, packet_id: u16) {
+        self.held.retain(|(id, _)| *id != packet_id);
+        self.sent_here.retain(|id| *id != packet_id);
+    }
+}
+
+struct World {
+    broker: Broker,
+    now: Instant,
+    clients: Vec<Client>,
+    names: Vec<ByteString>,
+    next_token: u64,
+    /// The retained message per topic: (token, QoS).
+    retained: HashMap<&'static str, (u64, QoS)>,
+}
+
+fn qos_of(n: u8) -> QoS {
+    match n {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+fn id(n: u16) -> PacketId {
+    PacketId::new(n).expect("packet ids here are not 0")
+}
+
+fn ack(n: u16, reason_code: ReasonCode) -> Ack {
+    Ack {
+        packet_id: id(n),
+        reason_code,
+        properties: Properties::default(),
+    }
+}
+
+/// Topic matching for the model's fixed filters, written apart from the engine's tree.
+fn matches(filter: &str, topic: &str) -> bool {
+    let mut topic_levels = topic.split('/');
+    for level in filter.split('/') {
+        match (level, topic_levels.next()) {
+            ("#", _) => return true,
+            ("+", Some(_)) => {}
+            (l, Some(t)) if l == t => {}
+            _ => return false,
+        }
+    }
+    topic_levels.next().is_none()
+}
+
+impl World {
+    fn new() -> World {
+        let broker = Broker::new(ShardId(0), 1, SessionPolicy::default());
+        let now = broker.clock.base;
+        World {
+            broker,
+            now,
+            clients: (0..CLIENTS).map(|_| Client::default()).collect(),
+            names: (0..CLIENTS)
+                .map(|i| ByteString::from(format!("c{i}")))
+                .collect(),
+            next_token: 1,
+            retained: HashMap::new(),
+        }
+    }
+
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Connect {
+                client,
+                clean,
+                expiry,
+                receive_maximum,
+            } => self.connect(
+                client.into(),
+                clean,
+                Duration::from_secs(EXPIRIES[usize::from(expiry)]),
+                RECEIVE_MAXIMA[usize::from(receive_maximum)],
+            ),
+            Op::Disconnect { client, expiry } => self.disconnect(client.into(), expiry),
+            Op::Subscribe {
+                client,
+                filter,
+                qos,
+            } => self.subscribe(client.into(), FILTERS[usize::from(filter)], qos_of(qos)),
+            Op::Unsubscribe { client, filter } => {
+                self.unsubscribe(client.into(), FILTERS[usize::from(filter)])
+            }
+            Op::Publish {
+                client,
+                topic,
+                qos,
+                retain,
+            } => {
+                let c = usize::from(client);
+                if self.clients[c].online {
+                    self.publish(c, TOPICS[usize::from(topic)], qos_of(qos), retain);
+                }
+            }
+            Op::Ack {
+                client,
+                nth,
+                refuse,
+            } => self.ack(client.into(), nth.into(), refuse),
+            Op::PublishQos2 { client, id, topic } => {
+                self.publish_qos2(client.into(), id.into(), TOPICS[usize::from(topic)])
+            }
+            Op::PubRel { client, id } => self.pub_rel(client.into(), id.into()),
+            Op::StrayAck { client, kind, id } => self.stray_ack(client.into(), kind, id.into()),
+            Op::Wait { step } => {
+                self.now += Duration::from_secs([1, 6, 61, 7201][usize::from(step)]);
+                self.run_timers();
+            }
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let effects = self.broker.expire(self.now);
+        self.deliver(effects);
+        let now = self.now;
+        for client in &mut self.clients {
+            if !client.online && client.expires_at.is_some_and(|at| at <= now) {
+                client.forget_session();
+            }
+        }
+    }
+
+    fn connect(&mut self, c: usize, clean: bool, expiry: Duration, receive_maximum: u16) {
+        // A CONNECT while online is a takeover: as in the server, the old connection is
+        // no longer current, so the session goes from one connection to the next without
+        // a disconnect in between.
+        let name = self.names[c].clone();
+        let client = &mut self.clients[c];
+        if client.expires_at.is_some_and(|at| at <= self.now) {
+            client.forget_session();
+        }
+        let keeps = client.session && !clean;
+        let (present, granted, resume, effects) = self
+            .broker
+            .connect(&name, clean, expiry, receive_maximum, self.now)
+            .expect("no session limit is set");
+        assert_eq!(present, keeps, "Session Present for {name}");
+        let client = &mut self.clients[c];
+        if !present {
+            // [MQTT-4.1.0-1] the client discards its state when no session was kept.
+            client.forget_session();
+            client.received.clear();
+        }
+        client.session = true;
+        client.online = true;
+        client.expiry = granted;
+        client.expires_at = None;
+        client.receive_maximum = receive_maximum.max(1);
+        client.sent_here.clear();
+        self.deliver(effects);
+        for packet in resume {
+            self.receive(c, packet);
+        }
+    }
+
+    fn disconnect(&mut self, c: usize, expiry: u8) {
+        if !self.clients[c].online {
+            return;
+        }
+        let new_expiry = match expiry {
+            1 => Some(Duration::ZERO),
+            2 if !self.clients[c].expiry.is_zero() => Some(Duration::from_secs(5)),
+            _ => None,
+        };
+        let effects = self.broker.disconnect(&self.names[c], new_expiry, self.now);
+        let client = &mut self.clients[c];
+        client.online = false;
+        client.sent_here.clear();
+        if let Some(e) = new_expiry {
+            client.expiry = e;
+        }
+        if client.expiry.is_zero() {
+            client.forget_session();
+        } else {
+            client.expires_at = Some(self.now + client.expiry);
+        }
+        self.deliver(effects);
+    }
+
+    fn subscribe(&mut self, c: usize, filter: &'static str, qos: QoS) {
+        if !self.clients[c].online {
+            return;
+        }
+        let subscribe = Subscribe {
+            packet_id: id(1),
+            properties: Properties::default(),
+            filters: vec![(
+                filter.into(),
+                SubscriptionOptions {
+                    qos,
+                    ..SubscriptionOptions::default()
+                },
+            )],
+        };
+        let outcome = self.broker.subscribe(&self.names[c], subscribe, self.now);
+        assert_eq!(outcome.sub_ack.reason_codes, [ReasonCode(qos as u8)]);
+        self.clients[c].subscriptions.insert(filter, qos);
+        for (to, packet) in outcome.effects.to_clients {
+            let to = self.index(&to);
+            // Retained messages sent on subscribe: the current one of a matching topic.
+            if let (Some(c2), Packet::Publish(p)) = (to, &packet) {
+                assert_eq!(c2, c, "a retained message went to another client");
+                assert!(p.retain, "a message sent on SUBSCRIBE without RETAIN");
+                assert!(
+                    matches(filter, &p.topic),
+                    "retained {} for {filter}",
+                    p.topic
+                );
+                let token = token_of(p);
+                let &(current, msg_qos) = self
+                    .retained
+                    .get(&*p.topic)
+                    .expect("a retained message for a topic that has none");
+                assert_eq!(token, current, "not the current retained message");
+                assert_eq!(p.qos, msg_qos.min(qos), "retained message QoS");
+            }
+            self.route(to, packet);
+        }
+    }
+
+    fn unsubscribe(&mut self, c: usize, filter: &'static str) {
+        if !self.clients[c].online {
+            return;
+        }
+        let unsubscribe = Unsubscribe {
+            packet_id: id(2),
+            properties: Properties::default(),
+            filters: vec![filter.into()],
+        };
+        let (unsub_ack, effects) = self.broker.unsubscribe(&self.names[c], unsubscribe);
+        let existed = self.clients[c].subscriptions.remove(filter).is_some();
+        let expected = if existed {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::NO_SUBSCRIPTION_EXISTED
+        };
+        assert_eq!(unsub_ack.reason_codes, [expected], "UNSUBACK for {filter}");
+        self.deliver(effects);
+    }
+
+    /// A message published now is owed to every session subscribed to its topic, at the
+    /// highest QoS granted by a matching subscription, capped by its own.
+    fn publish(&mut self, c: usize, topic: &'static str, qos: QoS, retain: bool) {
+        let token = self.next_token;
+        self.next_token += 1;
+        for client in &mut self.clients {
+            let granted = client
+                .subscriptions
+                .iter()
+                .filter(|(f, _)| matches(f, topic))
+                .map(|(_, q)| *q)
+                .max();
+            if let Some(granted) = granted {
+                let delivered = granted.min(qos);
+                if delivered != QoS::AtMostOnce {
+                    client.owed.push_back((token, delivered));
+                }
+            }
+        }
+        if retain {
+            self.retained.insert(topic, (token, qos));
+        }
+        let publish = Publish {
+            dup: false,
+            qos,
+            retain,
+            topic: topic.into(),
+            packet_id: (qos != QoS::AtMostOnce).then(|| id(1)),
+            properties: Properties::default(),
+            payload: Bytes::copy_from_slice(&token.to_be_bytes()),
+        };
+        let effects = self.broker.publish(&self.names[c], publish, self.now);
+        self.deliver(effects);
+    }
+
+    fn publish_qos2(&mut self, c: usize, packet_id: u16, topic: &'static str) {
+        if !self.clients[c].online {
+            return;
+        }
+        let fresh = self.broker.receive_qos2(&self.names[c], id(packet_id));
+        let client = &mut self.clients[c];
+        assert_eq!(
+            fresh,
+            !client.awaiting_rel.contains(&packet_id),
+            "inbound QoS 2 id {packet_id} routed twice or not at all"
+        );
+        if fresh {
+            client.awaiting_rel.push(packet_id);
+            self.publish(c, topic, QoS::ExactlyOnce, false);
+        }
+    }
+
+    fn pub_rel(&mut self, c: usize, packet_id: u16) {
+        if !self.clients[c].online {
+            return;
+        }
+        let effects = self.broker.on_ack(
+            &self.names[c],
+            Packet::PubRel(ack(packet_id, ReasonCode::SUCCESS)),
+            self.now,
+        );
+        let client = &mut self.clients[c];
+        let known = client.awaiting_rel.contains(&packet_id);
+        client.awaiting_rel.retain(|id| *id != packet_id);
+        let expected = if known {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        let name = self.names[c].clone();
+        let comp = Packet::PubComp(ack(packet_id, expected));
+        assert_eq!(effects.to_clients, [(name, comp)], "the answer to PUBREL");
+        assert!(effects.to_cores.is_empty());
+    }
+
+    fn ack(&mut self, c: usize, nth: usize, refuse: bool) {
+        let client = &self.clients[c];
+        if !client.online || client.held.is_empty() {
+            return;
+        }
+        let nth = nth % client.held.len();
+        let (packet_id, held) = client.held[nth];
+        let packet = match held {
+            Held::Published {
+                qos: QoS::AtLeastOnce,
+                ..
+            } => {
+                self.clients[c].release(packet_id);
+                Packet::PubAck(ack(packet_id, ReasonCode::SUCCESS))
+            }
+            Held::Published { .. } if refuse => {
+                // MQTT 5.0 4.3.3: a PUBREC with an error code ends the delivery.
+                self.clients[c].release(packet_id);
+                Packet::PubRec(ack(packet_id, ReasonCode::UNSPECIFIED_ERROR))
+            }
+            Held::Published { .. } => {
+                // Still counts against Receive Maximum until PUBCOMP [MQTT-4.9.0-1].
+                let client = &mut self.clients[c];
+                client.held[nth].1 = Held::Received;
+                Packet::PubRec(ack(packet_id, ReasonCode::SUCCESS))
+            }
+            Held::Received => return,
+            Held::Released => {
+                self.clients[c].release(packet_id);
+                Packet::PubComp(ack(packet_id, ReasonCode::SUCCESS))
+            }
+        };
+        let effects = self.broker.on_ack(&self.names[c], packet, self.now);
+        self.deliver(effects);
+    }
+
+    fn stray_ack(&mut self, c: usize, kind: u8, packet_id: u16) {
+        let client = &self.clients[c];
+        if !client.online || client.held.iter().any(|(id, _)| *id == packet_id) {
+            return;
+        }
+        let a = ack(packet_id, ReasonCode::SUCCESS);
+        let packet = match kind {
+            0 => Packet::PubAck(a),
+            1 => Packet::PubRec(a),
+            _ => Packet::PubComp(a),
+        };
+        let is_rec = matches!(packet, Packet::PubRec(_));
+        let effects = self.broker.on_ack(&self.names[c], packet, self.now);
+        if is_rec {
+            // [MQTT-4.3.3] PUBREL answers even an unknown PUBREC, with 0x92 in 5.0.
+            let rel = Packet::PubRel(ack(packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND));
+            assert_eq!(effects.to_clients, [(self.names[c].clone(), rel)]);
+        } else {
+            assert!(
+                effects.to_clients.is_empty(),
+                "an unknown ack sent {effects:?}"
+            );
+        }
+    }
+
+    fn index(&self, name: &ByteString) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    fn deliver(&mut self, effects: Effects) {
+        assert!(
+            effects.to_cores.is_empty(),
+            "a single core sent to another core"
+        );
+        for (to, packet) in effects.to_clients {
+            let to = self.index(&to);
+            self.route(to, packet);
+        }
+    }
+
+    fn route(&mut self, to: Option<usize>, packet: Packet) {
+        let c = to.unwrap_or_else(|| panic!("{packet:?} to an unknown client"));
+        self.receive(c, packet);
+    }
+
+    /// The client `c` receives `packet` from the server.
+    fn receive(&mut self, c: usize, packet: Packet) {
+        let name = &self.names[c];
+        let client = &mut self.clients[c];
+        assert!(client.online, "{packet:?} sent to {name} while offline");
+        match packet {
+            Packet::Publish(p) => receive_publish(name, client, &p),
+            Packet::PubRel(a) => {
+                let pos = client
+                    .held
+                    .iter()
+                    .position(|(id, _)| *id == a.packet_id.get());
+                match pos {
+                    Some(pos) if matches!(client.held[pos].1, Held::Received | Held::Released) => {
+                        assert_eq!(a.reason_code, ReasonCode::SUCCESS);
+                        client.held[pos].1 = Held::Released;
+                    }
+                    _ => panic!(
+                        "PUBREL {} to {name}, which sent no PUBREC for it",
+                        a.packet_id.get()
+                    ),
+                }
+            }
+            other => panic!("unexpected {other:?} to {name}"),
+        }
+    }
+
+    /// Reconnects every session, acknowledges everything, and checks nothing is owed.
+    fn finish(mut self) {
+        self.run_timers();
+        for c in 0..CLIENTS {
+            if self.clients[c].session && !self.clients[c].online {
+                let expiry = self.clients[c].expiry;
+                self.connect(c, false, expiry, u16::MAX);
+            }
+        }
+        for _ in 0..10_000 {
+            let next = (0..CLIENTS).find(|&c| {
+                self.clients[c]
+                    .held
+                    .iter()
+                    .any(|(_, h)| *h != Held::Received)
+            });
+            let Some(c) = next else { break };
+            let nth = self.clients[c]
+                .held
+                .iter()
+                .position(|(_, h)| *h != Held::Received)
+                .unwrap_or(0);
+            self.ack(c, nth, false);
+        }
+        for (c, client) in self.clients.iter().enumerate() {
+            assert!(
+                client.held.is_empty(),
+                "c{c} still holds {:?} after acknowledging everything",
+                client.held
+            );
+            assert!(
+                client.owed.is_empty(),
+                "c{c} never received {:?}",
+                client.owed
+            );
+        }
+    }
+}
+
+fn token_of(p: &Publish) -> u64 {
+    let bytes: [u8; 8] = p.payload[..]
+        .try_into()
+        .unwrap_or_else(|_| panic!("a payload that was never published: {:?}", p.payload));
+    u64::from_be_bytes(bytes)
+}
+
+fn receive_publish(name: &ByteString, client: &mut Client, p: &Publish) {
+    let token = token_of(p);
+    if p.qos == QoS::AtMostOnce {
+        assert!(p.packet_id.is_none() && !p.dup);
+        return;
+    }
+    let packet_id = p
+        .packet_id
+        .expect("a QoS 1/2 PUBLISH has a packet id")
+        .get();
+    let pos = client.held.iter().position(|(id, _)| *id == packet_id);
+    let here = client.sent_here.len() + usize::from(!client.sent_here.contains(&packet_id));
+    assert!(
+        here <= usize::from(client.receive_maximum),
+        "{name}: {here} unacknowledged on this connection, Receive Maximum {}: {p:?} while holding {:?}, sent here {:?}",
+        client.receive_maximum,
+        client.held,
+        client.sent_here,
+    );
+    if !client.sent_here.contains(&packet_id) {
+        client.sent_here.push(packet_id);
+    }
+    let held = Held::Published {
+        token,
+        qos: p.qos,
+        retain: p.retain,
+    };
+    if p.dup {
+        let was = pos.map(|pos| client.held[pos].1);
+        assert_eq!(
+            was,
+            Some(held),
+            "{name}: DUP PUBLISH id {packet_id} is not the message held under that id"
+        );
+        return;
+    }
+    assert!(
+        pos.is_none(),
+        "{name}: new PUBLISH reuses packet id {packet_id} still in flight"
+    );
+    assert!(
+        client.held.len() < usize::from(client.receive_maximum),
+        "{name}: a new PUBLISH beyond Receive Maximum {} ({} held)",
+        client.receive_maximum,
+        client.held.len()
+    );
+    client.held.push((packet_id, held));
+    if p.retain {
+        return; // a retained message sent on SUBSCRIBE: owed to nobody in particular
+    }
+    if let Some(qos) = client.received.get(&token) {
+        panic!(
+            "{name}: message {token} received twice as new (QoS {qos:?}, now {:?})",
+            p.qos
+        );
+    }
+    let expected = client.owed.pop_front();
+    assert_eq!(
+        expected,
+        Some((token, p.qos)),
+        "{name}: message {token} at {:?} out of order",
+        p.qos
+    );
+    client.received.insert(token, p.qos);
+}
