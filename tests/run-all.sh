@@ -4,7 +4,7 @@
 #   bash tests/run-all.sh
 #
 # Installs what is missing (and only that): Mosquitto and its command-line clients, a C
-# compiler (glommio builds liburing), paho-mqtt 2.x and pytest. Then builds everything, runs the
+# compiler (glommio builds liburing), paho-mqtt 2.x and pytest, Node.js and MQTT.js. Then builds everything, runs the
 # Rust tests (unit, codec, black-box) and the Python black-box tests against the built broker.
 # Runs as root, as CI does; as another user the package installs go through sudo, and the
 # unprivileged-start test is skipped.
@@ -56,6 +56,15 @@ if ! python_deps_ok; then
   "${pip_install[@]}" || "${pip_install[@]}" --break-system-packages
   python_deps_ok || { echo "paho-mqtt>=2 and pytest still not importable" >&2; exit 1; }
 fi
+# MQTT.js for the interop suite: Node from Debian when missing, the package pinned by
+# tests/interop/mqttjs/package-lock.json.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  apt_install nodejs npm
+fi
+if [ ! -d tests/interop/mqttjs/node_modules/mqtt ]; then
+  (cd tests/interop/mqttjs && npm ci --no-audit --no-fund)
+fi
+echo "node $(node --version), MQTT.js $(node -p 'require("./tests/interop/mqttjs/node_modules/mqtt/package.json").version')"
 echo "mosquitto_pub: $(command -v mosquitto_pub)"
 python3 -c 'import paho.mqtt, pytest; print(f"paho-mqtt {paho.mqtt.__version__}, pytest {pytest.__version__}")'
 cargo --version
@@ -76,5 +85,8 @@ section "pytest tests/python"
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 export BERTH_BIN="$target_dir/debug/berth"
 python3 -m pytest -q tests/python
+
+section "Interop: the session scenarios with paho-mqtt, mosquitto_pub/sub and MQTT.js"
+python3 -m pytest -q tests/interop
 
 section "All tests passed"

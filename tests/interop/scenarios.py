@@ -34,6 +34,14 @@ def ids(tag: str) -> tuple[str, str, str]:
     return pub, sub, spare
 
 
+def all_ids(tag: str) -> dict[str, str]:
+    """Every client id a scenario uses, by role (also handed to the MQTT.js script)."""
+    pub, sub, spare = ids(tag)
+    (m0,) = ids_owned_by(0, 2, f"{tag}-member0")
+    (m1,) = ids_owned_by(1, 2, f"{tag}-member1")
+    return {"pub": pub, "sub": sub, "spare": spare, "m0": m0, "m1": m1}
+
+
 def assert_present(client, expected: bool) -> None:
     if client.session_present is not None:
         assert client.session_present is expected, f"Session Present {client.session_present}"
@@ -141,9 +149,8 @@ def takeover(lib: Library, addr, tag: str) -> None:
 
 
 def shared(lib: Library, addr, tag: str) -> None:
-    pub, _, _ = ids(tag)
-    (m0,) = ids_owned_by(0, 2, f"{tag}-member0")
-    (m1,) = ids_owned_by(1, 2, f"{tag}-member1")
+    who = all_ids(tag)
+    pub, m0, m1 = who["pub"], who["m0"], who["m1"]
     topic = f"interop/{tag}/work"
     members = [lib.open(addr, m, subs=[(f"$share/g/{topic}", 1)]) for m in (m0, m1)]
     payloads = [f"job{i}".encode() for i in range(20)]
