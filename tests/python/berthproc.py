@@ -29,6 +29,9 @@ def berth_bin() -> str:
     return path
 
 
+TEST_SEGMENT_SIZE = str(1 << 20)
+
+
 class BrokerDied(AssertionError):
     pass
 
@@ -53,6 +56,10 @@ class Broker:
         if data_dir is None:
             data_dir = os.path.join(workdir, "data")
             os.makedirs(data_dir, exist_ok=True)
+        # Segments are allocated whole (fallocate), two per core at any time: the default
+        # 64 MiB would put hundreds of MiB on disk per test. Tests use small ones.
+        if "--segment-size" not in extra:
+            extra = ("--segment-size", TEST_SEGMENT_SIZE, *extra)
         argv = list(wrapper or []) + [binary or berth_bin(), "--listen", "127.0.0.1:0",
                                       "--cores", str(cores), "--data-dir", data_dir,
                                       "--log", log or os.environ.get("BERTH_LOG", "info"), *extra]
