@@ -161,8 +161,10 @@ fn fuzz(target: &Target) {
             fs::create_dir_all(&dir).expect("regressions directory");
             let path = dir.join(format!("crash-{:016x}", digest(&input)));
             fs::write(&path, &input).expect("write the failing input");
+            // The bytes too: a CI machine's file is gone with it.
+            let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
             panic!(
-                "{} target: input {} breaks a promise (seed {seed}, run {runs}); the panic above says which",
+                "{} target: input {} breaks a promise (seed {seed}, run {runs}); the panic above says which. Input (hex): {hex}",
                 target.name,
                 path.display()
             );
