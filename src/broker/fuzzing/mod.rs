@@ -1,9 +1,10 @@
 //! The session fuzz target's checks: arbitrary bytes are read as a sequence of client
 //! actions (CONNECT with or without Clean Start, Session Expiry and Receive Maximum,
 //! SUBSCRIBE, UNSUBSCRIBE, PUBLISH at QoS 0/1/2, PUBACK/PUBREC/PUBREL/PUBCOMP, inbound QoS 2
-//! with retransmissions, DISCONNECT, takeover, time passing) and driven against one core's
-//! engine in process, while an in-memory model of what the specification allows watches
-//! every packet the engine sends. Shared by the cargo-fuzz target
+//! with retransmissions, DISCONNECT, takeover, time passing) and driven in process against
+//! the engines of two cores, whose messages to each other are delivered between client
+//! packets, while an in-memory model of what the specification allows watches every packet
+//! they send. Shared by the cargo-fuzz target
 //! (`fuzz/fuzz_targets/session.rs`), the bounded stable-Rust fuzz run and the regression
 //! replay (`tests/fuzz_driver.rs`). Not part of the API.
 //!
@@ -12,10 +13,10 @@
 //! - Session Present is 1 exactly when a session was kept [MQTT-3.2.2-2, MQTT-3.2.2-3];
 //! - a new PUBLISH never reuses a packet id still in flight [MQTT-2.2.1-3], and is only
 //!   sent while fewer QoS 1/2 messages than the Receive Maximum are unacknowledged, and
-//!   no more than Receive Maximum are sent unacknowledged on one connection
-//!   [MQTT-3.3.4-7];
+//!   no more than Receive Maximum are sent unacknowledged (no PUBACK or PUBCOMP yet) on
+//!   one connection [MQTT-4.9.0-2];
 //! - a DUP PUBLISH resends exactly the message in flight under that id, and never after
-//!   PUBREC [MQTT-4.3.3-5]; PUBREL goes only for a PUBREC'd id;
+//!   PUBREL [MQTT-4.3.3-6]; PUBREL goes only for a PUBREC'd id;
 //! - every QoS 1/2 message published while a session subscribed reaches it once as a new
 //!   message, in publish order [MQTT-4.6.0-6], unless its session ended first: QoS 1 at
 //!   least once, QoS 2 exactly once; after a final reconnect and acknowledgement of
@@ -26,13 +27,14 @@
 mod client;
 mod ops;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use super::{Broker, Effects, SessionPolicy};
+use super::journal::MemJournal;
+use super::{Broker, Effects, SessionPolicy, WallClock};
 use crate::protocol::{
     Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
     Unsubscribe,
@@ -40,7 +42,7 @@ use crate::protocol::{
 use crate::server::ShardId;
 use client::{receive_publish, token_of, Client, Held};
 pub use ops::{ops, Op};
-use ops::{CLIENTS, EXPIRIES, FILTERS, RECEIVE_MAXIMA, TOPICS};
+use ops::{CLIENTS, CORES, EXPIRIES, FILTERS, RECEIVE_MAXIMA, TOPICS};
 
 /// Runs every check on `data`, panicking on the first broken promise.
 pub fn check(data: &[u8]) {
@@ -52,7 +54,8 @@ pub fn check(data: &[u8]) {
 }
 
 struct World {
-    broker: Broker,
+    /// One engine per core; client `c` is owned by core `c % CORES`.
+    brokers: Vec<Broker>,
     now: Instant,
     clients: Vec<Client>,
     names: Vec<ByteString>,
@@ -97,11 +100,22 @@ fn matches(filter: &str, topic: &str) -> bool {
 
 impl World {
     fn new() -> World {
-        let broker = Broker::new(ShardId(0), 1, SessionPolicy::default());
-        let now = broker.clock.base;
+        let clock = WallClock::now_from_system();
+        let brokers = (0..CORES)
+            .map(|core| {
+                let journal = Box::new(MemJournal::new(1 << 16));
+                Broker::with_journal(
+                    ShardId(core),
+                    CORES,
+                    SessionPolicy::default(),
+                    journal,
+                    clock,
+                )
+            })
+            .collect();
         World {
-            broker,
-            now,
+            brokers,
+            now: clock.base,
             clients: (0..CLIENTS).map(|_| Client::default()).collect(),
             names: (0..CLIENTS)
                 .map(|i| ByteString::from(format!("c{i}")))
@@ -162,8 +176,10 @@ impl World {
     }
 
     fn run_timers(&mut self) {
-        let effects = self.broker.expire(self.now);
-        self.deliver(effects);
+        for core in 0..CORES {
+            let effects = self.brokers[core].expire(self.now);
+            self.deliver(effects, core);
+        }
         let now = self.now;
         for client in &mut self.clients {
             if !client.online && client.expires_at.is_some_and(|at| at <= now) {
@@ -182,8 +198,7 @@ impl World {
             client.forget_session();
         }
         let keeps = client.session && !clean;
-        let (present, granted, resume, effects) = self
-            .broker
+        let (present, granted, resume, effects) = self.brokers[c % CORES]
             .connect(&name, clean, expiry, receive_maximum, self.now)
             .expect("no session limit is set");
         assert_eq!(present, keeps, "Session Present for {name}");
@@ -199,7 +214,7 @@ impl World {
         client.expires_at = None;
         client.receive_maximum = receive_maximum.max(1);
         client.sent_here.clear();
-        self.deliver(effects);
+        self.deliver(effects, c % CORES);
         for packet in resume {
             self.receive(c, packet);
         }
@@ -214,7 +229,7 @@ impl World {
             2 if !self.clients[c].expiry.is_zero() => Some(Duration::from_secs(5)),
             _ => None,
         };
-        let effects = self.broker.disconnect(&self.names[c], new_expiry, self.now);
+        let effects = self.brokers[c % CORES].disconnect(&self.names[c], new_expiry, self.now);
         let client = &mut self.clients[c];
         client.online = false;
         client.sent_here.clear();
@@ -226,7 +241,7 @@ impl World {
         } else {
             client.expires_at = Some(self.now + client.expiry);
         }
-        self.deliver(effects);
+        self.deliver(effects, c % CORES);
     }
 
     fn subscribe(&mut self, c: usize, filter: &'static str, qos: QoS) {
@@ -244,7 +259,7 @@ impl World {
                 },
             )],
         };
-        let outcome = self.broker.subscribe(&self.names[c], subscribe, self.now);
+        let outcome = self.brokers[c % CORES].subscribe(&self.names[c], subscribe, self.now);
         assert_eq!(outcome.sub_ack.reason_codes, [ReasonCode(qos as u8)]);
         self.clients[c].subscriptions.insert(filter, qos);
         for (to, packet) in outcome.effects.to_clients {
@@ -268,6 +283,12 @@ impl World {
             }
             self.route(to, packet);
         }
+        // The new interest reaches the other cores before the SUBACK goes, as in the server.
+        let to_cores = Effects {
+            to_clients: Vec::new(),
+            to_cores: outcome.effects.to_cores,
+        };
+        self.deliver(to_cores, c % CORES);
     }
 
     fn unsubscribe(&mut self, c: usize, filter: &'static str) {
@@ -279,7 +300,7 @@ impl World {
             properties: Properties::default(),
             filters: vec![filter.into()],
         };
-        let (unsub_ack, effects) = self.broker.unsubscribe(&self.names[c], unsubscribe);
+        let (unsub_ack, effects) = self.brokers[c % CORES].unsubscribe(&self.names[c], unsubscribe);
         let existed = self.clients[c].subscriptions.remove(filter).is_some();
         let expected = if existed {
             ReasonCode::SUCCESS
@@ -287,7 +308,7 @@ impl World {
             ReasonCode::NO_SUBSCRIPTION_EXISTED
         };
         assert_eq!(unsub_ack.reason_codes, [expected], "UNSUBACK for {filter}");
-        self.deliver(effects);
+        self.deliver(effects, c % CORES);
     }
 
     /// A message published now is owed to every session subscribed to its topic, at the
@@ -321,15 +342,15 @@ impl World {
             properties: Properties::default(),
             payload: Bytes::copy_from_slice(&token.to_be_bytes()),
         };
-        let effects = self.broker.publish(&self.names[c], publish, self.now);
-        self.deliver(effects);
+        let effects = self.brokers[c % CORES].publish(&self.names[c], publish, self.now);
+        self.deliver(effects, c % CORES);
     }
 
     fn publish_qos2(&mut self, c: usize, packet_id: u16, topic: &'static str) {
         if !self.clients[c].online {
             return;
         }
-        let fresh = self.broker.receive_qos2(&self.names[c], id(packet_id));
+        let fresh = self.brokers[c % CORES].receive_qos2(&self.names[c], id(packet_id));
         let client = &mut self.clients[c];
         assert_eq!(
             fresh,
@@ -346,7 +367,7 @@ impl World {
         if !self.clients[c].online {
             return;
         }
-        let effects = self.broker.on_ack(
+        let effects = self.brokers[c % CORES].on_ack(
             &self.names[c],
             Packet::PubRel(ack(packet_id, ReasonCode::SUCCESS)),
             self.now,
@@ -397,8 +418,8 @@ impl World {
                 Packet::PubComp(ack(packet_id, ReasonCode::SUCCESS))
             }
         };
-        let effects = self.broker.on_ack(&self.names[c], packet, self.now);
-        self.deliver(effects);
+        let effects = self.brokers[c % CORES].on_ack(&self.names[c], packet, self.now);
+        self.deliver(effects, c % CORES);
     }
 
     fn stray_ack(&mut self, c: usize, kind: u8, packet_id: u16) {
@@ -413,7 +434,7 @@ impl World {
             _ => Packet::PubComp(a),
         };
         let is_rec = matches!(packet, Packet::PubRec(_));
-        let effects = self.broker.on_ack(&self.names[c], packet, self.now);
+        let effects = self.brokers[c % CORES].on_ack(&self.names[c], packet, self.now);
         if is_rec {
             // [MQTT-4.3.3] PUBREL answers even an unknown PUBREC, with 0x92 in 5.0.
             let rel = Packet::PubRel(ack(packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND));
@@ -430,14 +451,25 @@ impl World {
         self.names.iter().position(|n| n == name)
     }
 
-    fn deliver(&mut self, effects: Effects) {
-        assert!(
-            effects.to_cores.is_empty(),
-            "a single core sent to another core"
-        );
-        for (to, packet) in effects.to_clients {
-            let to = self.index(&to);
-            self.route(to, packet);
+    /// Hands packets to the clients of core `from` and messages to the other cores, until
+    /// no core has anything left to say: what the server does between two client packets.
+    fn deliver(&mut self, effects: Effects, from: usize) {
+        let mut pending: VecDeque<(usize, Effects)> = VecDeque::from([(from, effects)]);
+        while let Some((core, effects)) = pending.pop_front() {
+            for (to, packet) in effects.to_clients {
+                let to = self.index(&to);
+                assert_eq!(
+                    to.map(|c| c % CORES),
+                    Some(core),
+                    "core {core} sent {packet:?} to a client it does not own"
+                );
+                self.route(to, packet);
+            }
+            for (dest, msg) in effects.to_cores {
+                assert_ne!(dest.0, core, "a core sent a message to itself");
+                let more = self.brokers[dest.0].on_core_msg(msg, self.now);
+                pending.push_back((dest.0, more));
+            }
         }
     }
 

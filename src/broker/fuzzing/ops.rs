@@ -3,6 +3,8 @@
 //! clients, topics and filters are, so that sequences collide often.
 
 pub(super) const CLIENTS: usize = 3;
+/// Client `c` is owned by core `c % CORES`: c0 and c2 share a core, c1 is on the other.
+pub(super) const CORES: usize = 2;
 pub(super) const TOPICS: [&str; 3] = ["a", "a/b", "b/c"];
 pub(super) const FILTERS: [&str; 5] = ["a", "a/#", "+/b", "#", "b/+"];
 pub(super) const EXPIRIES: [u64; 4] = [0, 5, 60, 100_000];
