@@ -4,8 +4,9 @@
 #   bash tests/run-all.sh
 #
 # Installs what is missing (and only that): Mosquitto and its command-line clients, a C
-# compiler (glommio builds liburing), paho-mqtt 2.x and pytest, Node.js and MQTT.js. Then builds everything, runs the
-# Rust tests (unit, codec, black-box) and the Python black-box tests against the built broker.
+# compiler (glommio builds liburing), paho-mqtt 2.x and pytest, Node.js and MQTT.js. Then
+# builds everything, runs the Rust tests (unit, codec, black-box, rumqttc interop), a bounded
+# fuzzing run, and the Python black-box and interop tests against the built broker.
 # Runs as root, as CI does; as another user the package installs go through sudo, and the
 # unprivileged-start test is skipped.
 set -euo pipefail
@@ -87,6 +88,7 @@ export BERTH_BIN="$target_dir/debug/berth"
 python3 -m pytest -q tests/python
 
 section "Interop: the session scenarios with paho-mqtt, mosquitto_pub/sub and MQTT.js"
+# (rumqttc runs the same scenarios in tests/interop_rumqttc.rs, part of cargo test.)
 python3 -m pytest -q tests/interop
 
 section "All tests passed"
