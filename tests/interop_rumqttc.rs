@@ -433,6 +433,14 @@ impl Client {
     }
 }
 
+/// A two-core broker with small log segments: they are allocated whole, two per core, and
+/// the default 64 MiB ones would put a quarter GiB on disk per test.
+fn start(extra: &[&str]) -> Broker {
+    let mut args = vec!["--segment-size", "1048576"];
+    args.extend_from_slice(extra);
+    Broker::start_with(CORES, &args)
+}
+
 /// Connects, publishes, waits for every acknowledgement, disconnects.
 async fn publish(
     v: Version,
@@ -492,7 +500,7 @@ fn assert_in_order(got: &[Msg], expected: &[Msg]) {
 // --- the scenarios ---------------------------------------------------------------------------
 
 async fn connect(v: Version) {
-    let b = Broker::start(CORES);
+    let b = start(&[]);
     let (_, sub, _) = ids(v, "connect");
     assert!(!visit(v, &b, &sub, &[], clean()).await);
     assert!(!visit(v, &b, &sub, &[], persistent(300)).await);
@@ -502,7 +510,7 @@ async fn connect(v: Version) {
 }
 
 async fn qos_round_trip(v: Version, qos: u8) {
-    let b = Broker::start(CORES);
+    let b = start(&[]);
     let name = format!("qos{qos}");
     let (pub_id, sub, _) = ids(v, &name);
     let t = topic(v, &name, "t");
@@ -530,7 +538,7 @@ async fn qos2(v: Version) {
 }
 
 async fn retained(v: Version) {
-    let b = Broker::start(CORES);
+    let b = start(&[]);
     let (pub_id, sub, spare) = ids(v, "retained");
     let (t, marker) = (topic(v, "retained", "t"), topic(v, "retained", "marker"));
     publish(v, &b, &pub_id, &t, &["kept"], 1, true).await;
@@ -551,7 +559,7 @@ async fn retained(v: Version) {
 }
 
 async fn will(v: Version) {
-    let b = Broker::start(CORES);
+    let b = start(&[]);
     let (pub_id, sub, spare) = ids(v, "will");
     let t = topic(v, "will", "t");
     let with_will = |payload: &str| Opts {
@@ -577,7 +585,7 @@ async fn will(v: Version) {
 }
 
 async fn resume(v: Version) {
-    let b = Broker::start(CORES);
+    let b = start(&[]);
     let (pub_id, sub, _) = ids(v, "resume");
     let t = topic(v, "resume", "queued");
     visit(v, &b, &sub, &[(&t, 2)], persistent(300)).await;
@@ -596,7 +604,7 @@ async fn resume(v: Version) {
 }
 
 async fn expiry(v: Version) {
-    let b = Broker::start_with(CORES, &["--max-session-expiry", &EXPIRY_SECS.to_string()]);
+    let b = start(&["--max-session-expiry", &EXPIRY_SECS.to_string()]);
     let (pub_id, sub, _) = ids(v, "expiry");
     let (t, marker) = (topic(v, "expiry", "t"), topic(v, "expiry", "marker"));
     visit(v, &b, &sub, &[(&t, 1)], persistent(EXPIRY_SECS)).await;
@@ -616,7 +624,7 @@ async fn expiry(v: Version) {
 }
 
 async fn takeover(v: Version) {
-    let b = Broker::start(CORES);
+    let b = start(&[]);
     let (pub_id, sub, _) = ids(v, "takeover");
     let t = topic(v, "takeover", "t");
     let mut first = Client::open(v, &b, &sub, &[(&t, 1)], persistent(300)).await;
@@ -638,7 +646,7 @@ async fn takeover(v: Version) {
 }
 
 async fn shared(v: Version) {
-    let b = Broker::start(CORES);
+    let b = start(&[]);
     let (pub_id, _, _) = ids(v, "shared");
     let t = topic(v, "shared", "work");
     let filter = format!("$share/g/{t}");
