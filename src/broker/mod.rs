@@ -13,6 +13,8 @@
 //! broadcast to every core.
 
 mod exactly_once;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod journal;
 pub(crate) mod messages;
 mod persist;

@@ -553,11 +553,9 @@ impl Session {
         changes: &mut Vec<Change>,
     ) {
         loop {
-            let sending = self
-                .in_flight
-                .iter()
-                .filter(|f| f.state == Outbound::Published && !f.awaiting_resend)
-                .count();
+            // A QoS 2 message counts against Receive Maximum until its PUBCOMP, PUBREC
+            // or not [MQTT-4.9.0-2]: only the held-back ones are outside the window.
+            let sending = self.in_flight.iter().filter(|f| !f.awaiting_resend).count();
             if sending >= usize::from(self.receive_maximum) {
                 return;
             }
