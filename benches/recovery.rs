@@ -9,19 +9,23 @@
 //! cargo bench --bench recovery                     # full size
 //! BERTH_BENCH_SESSIONS=100000 cargo bench --bench recovery
 //! ```
-//! The log is the broker's own journal; `BERTH_BENCH_DIR` set puts it on disk (the
-//! memory-mapped log), otherwise it is kept in memory so the numbers show the engine alone.
+//! The journal is the broker's own memory-mapped log, in a temporary directory under
+//! `BERTH_BENCH_DIR` (default: the system's temporary directory), with `fsync = never` so
+//! that the numbers show the log and the engine rather than the disk. Replays read it back
+//! with `Log::open`, as a restart does. `BERTH_BENCH_JOURNAL=mem` keeps the journal in
+//! memory instead, to show the engine alone.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use berth::broker::journal::{Journal, MemJournal};
+use berth::broker::journal::{Journal, LogJournal, MemJournal};
 use berth::broker::{Broker, Rebuild, SessionPolicy, WallClock};
 use berth::protocol::{PacketId, Properties, Publish, QoS, Subscribe, SubscriptionOptions};
 use berth::server::ShardId;
 use berth::session::state::QueueLimits;
+use berth::store::{FsyncPolicy, Log, LogConfig};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -57,11 +61,10 @@ fn main() {
     let per_session = env("BERTH_BENCH_QUEUED", 10);
     let group = env("BERTH_BENCH_GROUP", 1000).min(sessions);
     let groups = sessions / group;
-    let journal = MemJournal::new(4096);
+    let store = Store::from_env();
     let clock = WallClock::now_from_system();
     let now = clock.base;
-    let mut broker =
-        Broker::with_journal(ShardId(0), 1, policy(), Box::new(journal.clone()), clock);
+    let mut broker = Broker::with_journal(ShardId(0), 1, policy(), store.fresh(), clock);
 
     let rss0 = rss_bytes();
     let started = Instant::now();
@@ -88,9 +91,8 @@ fn main() {
         }
     }
     let sessions_time = started.elapsed();
-    // The in-memory journal's own bytes are not the engine's: leave them out.
-    let log1 = journal.disk_bytes();
-    let rss1 = rss_bytes() - log1;
+    // An in-memory journal's own bytes are not the engine's: leave them out.
+    let rss1 = rss_bytes() - store.memory_bytes();
     println!(
         "{sessions} persistent sessions (each subscribed, offline): {:.2} s, {:.0} sessions/s, {} B of memory per session",
         sessions_time.as_secs_f64(),
@@ -119,7 +121,7 @@ fn main() {
     }
     let publish_time = started.elapsed();
     let refs = published * group as u64;
-    let rss2 = rss_bytes() - journal.disk_bytes();
+    let rss2 = rss_bytes() - store.memory_bytes();
     println!(
         "{published} messages of 64 B into {refs} offline queue slots: {:.2} s, {:.0} queued references/s, {:.1} B of memory per queued reference (message table included)",
         publish_time.as_secs_f64(),
@@ -127,40 +129,95 @@ fn main() {
         rss2.saturating_sub(rss1) as f64 / refs as f64
     );
     println!(
-        "log: {} records, {:.1} MiB",
-        journal.records.borrow().len(),
-        journal.disk_bytes() as f64 / (1 << 20) as f64
+        "log ({}): {:.1} MiB",
+        store.describe(),
+        broker.disk_bytes() as f64 / (1 << 20) as f64
     );
+    drop(broker);
 
-    replay("replay of the log as written", &journal, clock);
+    let mut broker = replay("replay of the log as written", &store, clock);
 
     let started = Instant::now();
     let report = broker.checkpoint(now).expect("checkpoint");
     println!(
-        "checkpoint: {} sessions, {} messages in {:.2} s; log now {} records, {:.1} MiB",
+        "checkpoint: {} sessions, {} messages in {:.2} s; log now {:.1} MiB",
         report.sessions,
         report.messages,
         started.elapsed().as_secs_f64(),
-        journal.records.borrow().len(),
-        journal.disk_bytes() as f64 / (1 << 20) as f64
+        broker.disk_bytes() as f64 / (1 << 20) as f64
     );
     drop(broker);
-    replay("replay after a checkpoint", &journal, clock);
+    drop(replay("replay after a checkpoint", &store, clock));
 }
 
-fn replay(what: &str, journal: &MemJournal, clock: WallClock) {
+/// Where the journal lives.
+enum Store {
+    Memory(MemJournal),
+    Disk(tempfile::TempDir),
+}
+
+impl Store {
+    fn from_env() -> Store {
+        if std::env::var("BERTH_BENCH_JOURNAL").as_deref() == Ok("mem") {
+            return Store::Memory(MemJournal::new(4096));
+        }
+        let parent = std::env::var_os("BERTH_BENCH_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = tempfile::Builder::new()
+            .prefix("berth-recovery-bench-")
+            .tempdir_in(parent)
+            .expect("temporary log directory");
+        Store::Disk(dir)
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Store::Memory(_) => "in memory".to_owned(),
+            Store::Disk(dir) => format!("memory-mapped, {}", dir.path().display()),
+        }
+    }
+
+    /// Heap bytes the journal itself holds (not the engine's).
+    fn memory_bytes(&self) -> u64 {
+        match self {
+            Store::Memory(journal) => journal.disk_bytes(),
+            Store::Disk(_) => 0,
+        }
+    }
+
+    /// An empty journal for the first run.
+    fn fresh(&self) -> Box<dyn Journal> {
+        self.open(|_, _, _| {})
+    }
+
+    /// Opens the journal, showing every record to `visit` first, as a restart does.
+    fn open(&self, mut visit: impl FnMut(berth::store::Position, u8, &[u8])) -> Box<dyn Journal> {
+        match self {
+            Store::Memory(journal) => {
+                journal.replay(|pos, kind, body| visit(pos, kind, body));
+                Box::new(journal.clone())
+            }
+            Store::Disk(dir) => {
+                let config = LogConfig {
+                    fsync: FsyncPolicy::Never,
+                    ..LogConfig::new(dir.path())
+                };
+                let (log, report) = Log::open(config, visit).expect("open the log");
+                assert!(report.is_clean(), "bench log damaged: {report:?}");
+                Box::new(LogJournal::new(log, false))
+            }
+        }
+    }
+}
+
+fn replay(what: &str, store: &Store, clock: WallClock) -> Broker {
     let started = Instant::now();
     let mut rebuild = Rebuild::new(clock);
-    journal.replay(|pos, kind, body| rebuild.visit(pos, kind, body));
+    let journal = store.open(|pos, kind, body| rebuild.visit(pos, kind, body));
     let records = rebuild.records;
-    let (broker, report) = Broker::recover(
-        ShardId(0),
-        1,
-        policy(),
-        Box::new(journal.clone()),
-        rebuild,
-        Instant::now(),
-    );
+    let (broker, report) =
+        Broker::recover(ShardId(0), 1, policy(), journal, rebuild, Instant::now());
     let elapsed = started.elapsed();
     println!(
         "{what}: {records} records -> {} sessions, {} queued references in {:.2} s ({:.0} records/s, {:.0} references/s)",
@@ -170,5 +227,5 @@ fn replay(what: &str, journal: &MemJournal, clock: WallClock) {
         records as f64 / elapsed.as_secs_f64(),
         report.queued as f64 / elapsed.as_secs_f64()
     );
-    drop(broker);
+    broker
 }

@@ -68,6 +68,17 @@ pub struct Args {
     /// How many QoS 1/2 PUBLISH packets a client may have unacknowledged towards the broker.
     #[arg(long)]
     pub receive_maximum: Option<u16>,
+    /// Topic aliases a v5 client may set towards the broker (told in CONNACK); 0 disables.
+    #[arg(long)]
+    pub topic_alias_maximum: Option<u16>,
+    /// Bytes of QoS 0 messages waiting to be written to one connected client; beyond it
+    /// QoS 0 messages for that client are dropped (and counted). 0 means no limit.
+    #[arg(long)]
+    pub max_outbox_bytes: Option<usize>,
+    /// How many QoS 1/2 messages the broker has unacknowledged towards one client: the
+    /// smaller of this and the client's own Receive Maximum (3.1.1 clients have none).
+    #[arg(long)]
+    pub max_inflight_messages: Option<u16>,
     /// Longest Session Expiry granted, in seconds; also how long a 3.1.1 Clean Session 0
     /// session outlives its connection.
     #[arg(long)]
@@ -124,6 +135,9 @@ struct FileConfig {
     max_packet_size: Option<u32>,
     server_keep_alive: Option<u16>,
     receive_maximum: Option<u16>,
+    topic_alias_maximum: Option<u16>,
+    max_outbox_bytes: Option<usize>,
+    max_inflight_messages: Option<u16>,
     max_session_expiry: Option<u64>,
     max_queued_messages: Option<usize>,
     max_queued_bytes: Option<usize>,
@@ -147,6 +161,10 @@ pub struct Config {
     pub max_packet_size: u32,
     pub server_keep_alive: Option<u16>,
     pub receive_maximum: u16,
+    pub topic_alias_maximum: u16,
+    /// Bound on QoS 0 bytes waiting for one connection's writer; 0: unbounded.
+    pub max_outbox_bytes: usize,
+    pub max_inflight_messages: u16,
     pub max_session_expiry: Duration,
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
@@ -173,6 +191,9 @@ impl Default for Config {
             max_packet_size: 1 << 20,
             server_keep_alive: None,
             receive_maximum: 1024,
+            topic_alias_maximum: 10,
+            max_outbox_bytes: 1 << 20,
+            max_inflight_messages: 1024,
             max_session_expiry: Duration::from_secs(2 * 60 * 60),
             max_queued_messages: 1000,
             max_queued_bytes: 0,
@@ -224,6 +245,13 @@ impl Config {
         if let Some(v) = file.receive_maximum {
             config.receive_maximum = v;
         }
+        config.topic_alias_maximum = file
+            .topic_alias_maximum
+            .unwrap_or(config.topic_alias_maximum);
+        config.max_outbox_bytes = file.max_outbox_bytes.unwrap_or(config.max_outbox_bytes);
+        if let Some(v) = file.max_inflight_messages {
+            config.max_inflight_messages = v;
+        }
         if let Some(v) = file.max_session_expiry {
             config.max_session_expiry = Duration::from_secs(v);
         }
@@ -254,6 +282,13 @@ impl Config {
         config.max_packet_size = args.max_packet_size.unwrap_or(config.max_packet_size);
         config.server_keep_alive = args.server_keep_alive.or(config.server_keep_alive);
         config.receive_maximum = args.receive_maximum.unwrap_or(config.receive_maximum);
+        config.topic_alias_maximum = args
+            .topic_alias_maximum
+            .unwrap_or(config.topic_alias_maximum);
+        config.max_outbox_bytes = args.max_outbox_bytes.unwrap_or(config.max_outbox_bytes);
+        config.max_inflight_messages = args
+            .max_inflight_messages
+            .unwrap_or(config.max_inflight_messages);
         if let Some(v) = args.max_session_expiry {
             config.max_session_expiry = Duration::from_secs(v);
         }
@@ -298,6 +333,13 @@ impl Config {
             return Err(bad(
                 "receive_maximum",
                 args.receive_maximum.is_some(),
+                "must be at least 1".into(),
+            ));
+        }
+        if config.max_inflight_messages == 0 {
+            return Err(bad(
+                "max_inflight_messages",
+                args.max_inflight_messages.is_some(),
                 "must be at least 1".into(),
             ));
         }
@@ -414,6 +456,20 @@ mod tests {
         assert!(err.contains("fsync") && err.contains("berth.toml"), "{err}");
         let err = with_file("segment_size = 10\n").unwrap_err().to_string();
         assert!(err.contains("`segment_size`"), "{err}");
+    }
+
+    #[test]
+    fn mqtt5_negotiation_and_outbox_keys() {
+        let config = Config::from_args(Args::default()).unwrap();
+        assert_eq!(config.topic_alias_maximum, 10);
+        assert_eq!(config.max_outbox_bytes, 1 << 20);
+        let config = with_file("topic_alias_maximum = 0\nmax_outbox_bytes = 65536\n").unwrap();
+        assert_eq!(config.topic_alias_maximum, 0);
+        assert_eq!(config.max_outbox_bytes, 65536);
+        let err = with_file("topic_alias_maximum = 70000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("topic_alias_maximum"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Replays every file of the fuzz corpus (`fuzz/corpus/codec/`) and of the saved crash
-//! inputs (`fuzz/regressions/`) through the fuzz target's checks, so that CI exercises them
+//! inputs (`fuzz/regressions/codec/`) through the fuzz target's checks, so that CI exercises them
 //! on stable Rust without cargo-fuzz.
 //!
 //! The seed corpus itself is generated from the packets in `seed_packets` by the ignored
@@ -44,7 +44,7 @@ fn corpus_and_regressions_pass_the_fuzz_checks() {
         "the seed corpus is missing: {} files",
         corpus.len()
     );
-    for path in corpus.iter().chain(&inputs(&fuzz_dir("regressions"))) {
+    for path in corpus.iter().chain(&inputs(&fuzz_dir("regressions/codec"))) {
         let data = fs::read(path).expect("readable input");
         let outcome = std::panic::catch_unwind(|| fuzzing::check(&data));
         assert!(outcome.is_ok(), "{} breaks a codec promise", path.display());

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{owner_core, Broker};
+use common::{id_owned_by, owner_core, Broker};
 use tokio::time::timeout;
 
 const STEP: Duration = Duration::from_secs(10);
@@ -76,7 +76,10 @@ mod v311 {
 
 mod v5 {
     use super::*;
-    use rumqttc::v5::mqttbytes::v5::{ConnAck, ConnectReturnCode, DisconnectReasonCode, Packet};
+    use rumqttc::v5::mqttbytes::v5::{
+        ConnAck, ConnectReturnCode, DisconnectReasonCode, Packet, PublishProperties,
+    };
+    use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, StateError};
     use rumqttc::Outgoing;
 
@@ -98,6 +101,11 @@ mod v5 {
         options
             .set_keep_alive(Duration::from_secs(keep_alive))
             .set_clean_start(true);
+        connect_with(options).await
+    }
+
+    async fn connect_with(options: MqttOptions) -> (AsyncClient, EventLoop, ConnAck) {
+        let client_id = options.client_id();
         let (client, mut eventloop) = AsyncClient::new(options, 10);
         match next(&mut eventloop, "CONNACK").await.expect("connect") {
             Event::Incoming(Packet::ConnAck(ack)) => {
@@ -108,12 +116,9 @@ mod v5 {
         }
     }
 
-    /// The connection must end with a server DISCONNECT carrying `expected`.
-    ///
-    /// rumqttc 0.24 reports a server DISCONNECT as an error, and it cannot parse the shortest
-    /// valid form, `E0 01 <reason>` (no Property Length; 5.0 section 3.14.2.2.1 allows that):
-    /// it then sees only the close that follows. So a plain close is accepted here too, and the
-    /// reason code bytes are checked by the raw-socket tests in tests/python.
+    /// The connection must end with a server DISCONNECT carrying `expected`. rumqttc 0.24
+    /// reports a server DISCONNECT as an error; it parses only the form with a Property
+    /// Length (`E0 02 <reason> 00`), which is the form berth sends.
     fn expect_server_disconnect(
         result: Result<Event, ConnectionError>,
         expected: DisconnectReasonCode,
@@ -122,7 +127,6 @@ mod v5 {
             Err(ConnectionError::MqttState(StateError::ServerDisconnect { reason_code, .. })) => {
                 assert_eq!(reason_code, expected)
             }
-            Err(ConnectionError::MqttState(StateError::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
             Ok(Event::Incoming(Packet::Disconnect(d))) => assert_eq!(d.reason_code, expected),
             other => panic!("expected the broker to end the connection with DISCONNECT {expected:?}, got {other:?}"),
         }
@@ -252,5 +256,101 @@ mod v5 {
             DisconnectReasonCode::ServerShuttingDown,
         );
         stopping.await.expect("clean shutdown");
+    }
+
+    /// Topic aliases both ways with a client we did not write, publisher and subscriber on
+    /// different cores: rumqttc sets an alias and then publishes by alias alone (the broker
+    /// resolves it), and the subscriber, which allows 4 aliases, gets the broker's aliases
+    /// and resolves them itself (the raw bytes are checked in tests/python/test_mqtt5.py).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn topic_aliases_both_ways() {
+        let broker = Broker::start(2);
+        let sub_id = id_owned_by(1, 2, "rumqttc-alias-sub");
+        let mut options = MqttOptions::new(&sub_id, "127.0.0.1", broker.port());
+        options
+            .set_keep_alive(Duration::from_secs(30))
+            .set_clean_start(true)
+            .set_topic_alias_max(Some(4));
+        let (sub, mut sub_loop, _) = connect_with(options).await;
+        sub.subscribe("rq/alias/+", QoS::AtLeastOnce)
+            .await
+            .expect("queue SUBSCRIBE");
+        loop {
+            match next(&mut sub_loop, "SUBACK").await.expect("subscribe") {
+                Event::Incoming(Packet::SubAck(_)) => break,
+                Event::Outgoing(_) => {}
+                other => panic!("subscriber: unexpected {other:?}"),
+            }
+        }
+
+        let pub_id = id_owned_by(0, 2, "rumqttc-alias-pub");
+        let (publisher, mut pub_loop, ack) = connect(&broker, &pub_id, 30).await;
+        let told = ack.properties.as_ref().and_then(|p| p.topic_alias_max);
+        assert_eq!(told, Some(10), "default Topic Alias Maximum: {ack:?}");
+        let alias = |n| PublishProperties {
+            topic_alias: Some(n),
+            ..PublishProperties::default()
+        };
+        let sends = [
+            ("rq/alias/a", Some(1), "1"),
+            ("", Some(1), "2"),
+            ("rq/alias/b", None, "3"),
+            ("", Some(1), "4"),
+        ];
+        for (topic, n, payload) in sends {
+            match n {
+                Some(n) => publisher
+                    .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, alias(n))
+                    .await
+                    .expect("queue PUBLISH"),
+                None => publisher
+                    .publish(topic, QoS::AtLeastOnce, false, payload)
+                    .await
+                    .expect("queue PUBLISH"),
+            }
+        }
+        let publishing = tokio::spawn(async move {
+            let mut acked = 0;
+            while acked < 4 {
+                match next(&mut pub_loop, "PUBACK")
+                    .await
+                    .expect("publisher stays up")
+                {
+                    Event::Incoming(Packet::PubAck(a)) => {
+                        assert_eq!(a.reason, rumqttc::v5::mqttbytes::v5::PubAckReason::Success);
+                        acked += 1;
+                    }
+                    Event::Outgoing(_) => {}
+                    other => panic!("publisher: unexpected {other:?}"),
+                }
+            }
+            (publisher, pub_loop)
+        });
+
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            match next(&mut sub_loop, "PUBLISH")
+                .await
+                .expect("subscriber stays up")
+            {
+                Event::Incoming(Packet::Publish(p)) => got.push((
+                    String::from_utf8(p.topic.to_vec()).expect("UTF-8 topic"),
+                    p.properties.as_ref().and_then(|props| props.topic_alias),
+                    String::from_utf8(p.payload.to_vec()).expect("UTF-8 payload"),
+                )),
+                Event::Outgoing(_) => {}
+                other => panic!("subscriber: unexpected {other:?}"),
+            }
+        }
+        let expected = [
+            ("rq/alias/a", Some(1), "1"),
+            ("rq/alias/a", Some(1), "2"),
+            ("rq/alias/b", Some(2), "3"),
+            ("rq/alias/a", Some(1), "4"),
+        ]
+        .map(|(t, a, p)| (t.to_string(), a, p.to_string()));
+        assert_eq!(got, expected);
+        let _still_connected = publishing.await.expect("publisher task");
+        broker.assert_clean_shutdown();
     }
 }

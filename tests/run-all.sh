@@ -4,8 +4,9 @@
 #   bash tests/run-all.sh
 #
 # Installs what is missing (and only that): Mosquitto and its command-line clients, a C
-# compiler (glommio builds liburing), paho-mqtt 2.x and pytest. Then builds everything, runs the
-# Rust tests (unit, codec, black-box) and the Python black-box tests against the built broker.
+# compiler (glommio builds liburing), paho-mqtt 2.x and pytest, Node.js and MQTT.js. Then
+# builds everything, runs the Rust tests (unit, codec, black-box, rumqttc interop), a bounded
+# fuzzing run, and the Python black-box and interop tests against the built broker.
 # Runs as root, as CI does; as another user the package installs go through sudo, and the
 # unprivileged-start test is skipped.
 set -euo pipefail
@@ -56,6 +57,15 @@ if ! python_deps_ok; then
   "${pip_install[@]}" || "${pip_install[@]}" --break-system-packages
   python_deps_ok || { echo "paho-mqtt>=2 and pytest still not importable" >&2; exit 1; }
 fi
+# MQTT.js for the interop suite: Node from Debian when missing, the package pinned by
+# tests/interop/mqttjs/package-lock.json.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  apt_install nodejs npm
+fi
+if [ ! -d tests/interop/mqttjs/node_modules/mqtt ]; then
+  (cd tests/interop/mqttjs && npm ci --no-audit --no-fund)
+fi
+echo "node $(node --version), MQTT.js $(node -p 'require("./tests/interop/mqttjs/node_modules/mqtt/package.json").version')"
 echo "mosquitto_pub: $(command -v mosquitto_pub)"
 python3 -c 'import paho.mqtt, pytest; print(f"paho-mqtt {paho.mqtt.__version__}, pytest {pytest.__version__}")'
 cargo --version
@@ -66,9 +76,19 @@ cargo build --workspace --all-targets
 section "cargo test --workspace"
 cargo test --workspace
 
+section "Bounded fuzzing (codec and session targets, stable Rust)"
+# The cargo-fuzz targets need nightly; this runs their checks over mutated corpus inputs
+# for BERTH_FUZZ_SECS seconds each (the two targets in parallel). A failing input is saved
+# under fuzz/regressions/<target>/ and fails the run.
+BERTH_FUZZ_SECS="${BERTH_FUZZ_SECS:-60}" cargo test --test fuzz_driver fuzz_ -- --nocapture
+
 section "pytest tests/python"
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 export BERTH_BIN="$target_dir/debug/berth"
 python3 -m pytest -q tests/python
+
+section "Interop: the session scenarios with paho-mqtt, mosquitto_pub/sub and MQTT.js"
+# (rumqttc runs the same scenarios in tests/interop_rumqttc.rs, part of cargo test.)
+python3 -m pytest -q tests/interop
 
 section "All tests passed"

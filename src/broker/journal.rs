@@ -24,8 +24,8 @@ use bytestring::ByteString;
 use crate::protocol::{
     self, Packet, PacketId, ProtocolVersion, Publish, QoS, RetainHandling, SubscriptionOptions,
 };
-use crate::session::state::{Outbound, Seq};
-use crate::store::{Position, StoreError};
+use crate::session::state::{Origin, Outbound, Seq};
+use crate::store::{Log, Position, StoreError};
 
 /// The log a broker writes to: the core's memory-mapped log in the server, a vector in
 /// tests.
@@ -72,6 +72,10 @@ pub mod kind {
     pub const CHECKPOINT_BEGIN: u8 = 17;
     pub const CHECKPOINT_END: u8 = 18;
     pub const CHECKPOINT_ABORT: u8 = 19;
+    pub const WILL: u8 = 20;
+    pub const WILL_CLEAR: u8 = 21;
+    pub const QOS2_ROUTING: u8 = 22;
+    pub const ORIGINS: u8 = 23;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +100,8 @@ pub struct Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRecord {
     pub seq: Seq,
+    /// Set when the message is an inbound QoS 2 message routed by its origin's core.
+    pub origin: Option<Origin>,
     /// Unix milliseconds when the Message Expiry Interval runs out; 0 if never.
     pub expires_ms: u64,
     pub publisher: ByteString,
@@ -205,6 +211,30 @@ pub enum Record {
     CheckpointAbort {
         id: u64,
     },
+    /// The will of a persistent session's current connection (or of its last one, until it
+    /// is published or cancelled). SESSION_OPEN and SESSION_ONLINE clear it: a connection
+    /// with a will writes its own WILL after them.
+    Will {
+        sid: u64,
+        delay_secs: u32,
+        publish: Bytes,
+    },
+    WillClear {
+        sid: u64,
+    },
+    /// An inbound QoS 2 message of persistent session `sid`, journaled on the publisher's
+    /// core before it is routed and until its QOS2_IN (or QOS2_RELEASED): recovery routes
+    /// an unconfirmed one again, and every core skips an origin it has already taken.
+    Qos2Routing {
+        sid: u64,
+        packet_id: u16,
+        origin_seq: u64,
+        expires_ms: u64,
+        publisher: ByteString,
+        publish: Bytes,
+    },
+    /// A checkpoint's copy of the origins a core has taken lately (its dedupe window).
+    Origins(Vec<Origin>),
 }
 
 impl Record {
@@ -229,6 +259,10 @@ impl Record {
             Record::CheckpointBegin { .. } => kind::CHECKPOINT_BEGIN,
             Record::CheckpointEnd { .. } => kind::CHECKPOINT_END,
             Record::CheckpointAbort { .. } => kind::CHECKPOINT_ABORT,
+            Record::Will { .. } => kind::WILL,
+            Record::WillClear { .. } => kind::WILL_CLEAR,
+            Record::Qos2Routing { .. } => kind::QOS2_ROUTING,
+            Record::Origins(_) => kind::ORIGINS,
         }
     }
 
@@ -274,6 +308,7 @@ impl Record {
             }
             Record::Message(m) => {
                 buf.put_u64_le(m.seq);
+                put_origin(buf, m.origin);
                 buf.put_u64_le(m.expires_ms);
                 put_str(buf, &m.publisher);
                 buf.put_u32_le(m.payload_len);
@@ -312,6 +347,37 @@ impl Record {
                 buf.put_slice(publish);
             }
             Record::RetainedClear { topic } => put_str(buf, topic),
+            Record::Will {
+                sid,
+                delay_secs,
+                publish,
+            } => {
+                buf.put_u64_le(*sid);
+                buf.put_u32_le(*delay_secs);
+                buf.put_slice(publish);
+            }
+            Record::WillClear { sid } => buf.put_u64_le(*sid),
+            Record::Qos2Routing {
+                sid,
+                packet_id,
+                origin_seq,
+                expires_ms,
+                publisher,
+                publish,
+            } => {
+                buf.put_u64_le(*sid);
+                buf.put_u16_le(*packet_id);
+                buf.put_u64_le(*origin_seq);
+                buf.put_u64_le(*expires_ms);
+                put_str(buf, publisher);
+                buf.put_slice(publish);
+            }
+            Record::Origins(origins) => {
+                buf.put_u32_le(origins.len() as u32);
+                for o in origins {
+                    put_origin(buf, Some(*o));
+                }
+            }
             Record::Snapshot(s) => {
                 buf.put_u64_le(s.sid);
                 put_str(buf, &s.client_id);
@@ -387,6 +453,7 @@ impl Record {
             },
             kind::MESSAGE => {
                 let seq = r.u64()?;
+                let origin = r.origin()?;
                 let expires_ms = r.u64()?;
                 let publisher = r.str()?;
                 let payload_len = r.u32()?;
@@ -404,6 +471,7 @@ impl Record {
                 }
                 Record::Message(MessageRecord {
                     seq,
+                    origin,
                     expires_ms,
                     publisher,
                     payload_len,
@@ -490,9 +558,36 @@ impl Record {
             },
             kind::CHECKPOINT_END => Record::CheckpointEnd { id: r.u64()? },
             kind::CHECKPOINT_ABORT => Record::CheckpointAbort { id: r.u64()? },
+            kind::WILL => Record::Will {
+                sid: r.u64()?,
+                delay_secs: r.u32()?,
+                publish: r.rest(),
+            },
+            kind::WILL_CLEAR => Record::WillClear { sid: r.u64()? },
+            kind::QOS2_ROUTING => Record::Qos2Routing {
+                sid: r.u64()?,
+                packet_id: r.u16()?,
+                origin_seq: r.u64()?,
+                expires_ms: r.u64()?,
+                publisher: r.str()?,
+                publish: r.rest(),
+            },
+            kind::ORIGINS => {
+                let count = r.u32()?;
+                let mut origins = Vec::with_capacity(count.min(1 << 16) as usize);
+                for _ in 0..count {
+                    origins.push(r.origin()?.ok_or(JournalError::Malformed { kind })?);
+                }
+                Record::Origins(origins)
+            }
             other => return Err(JournalError::UnknownKind(other)),
         };
-        if !r.buf.is_empty() && !matches!(kind, kind::MESSAGE | kind::RETAINED) {
+        if !r.buf.is_empty()
+            && !matches!(
+                kind,
+                kind::MESSAGE | kind::RETAINED | kind::WILL | kind::QOS2_ROUTING
+            )
+        {
             return Err(JournalError::Malformed { kind });
         }
         Ok(record)
@@ -538,6 +633,13 @@ fn options_byte(o: &SubscriptionOptions) -> u8 {
         | (o.retain_handling as u8) << 4
 }
 
+/// An origin as u16 core + u64 seq; seq 0 (never allocated) means none.
+fn put_origin(buf: &mut BytesMut, origin: Option<Origin>) {
+    let o = origin.unwrap_or(Origin { core: 0, seq: 0 });
+    buf.put_u16_le(o.core);
+    buf.put_u64_le(o.seq);
+}
+
 fn put_str(buf: &mut BytesMut, s: &str) {
     buf.put_u32_le(s.len() as u32);
     buf.put_slice(s.as_bytes());
@@ -565,6 +667,12 @@ impl Reader {
     fn u8(&mut self) -> Result<u8, JournalError> {
         Ok(self.take(1)?[0])
     }
+    fn origin(&mut self) -> Result<Option<Origin>, JournalError> {
+        let core = self.u16()?;
+        let seq = self.u64()?;
+        Ok((seq != 0).then_some(Origin { core, seq }))
+    }
+
     fn u16(&mut self) -> Result<u16, JournalError> {
         let b = self.take(2)?;
         Ok(u16::from_le_bytes([b[0], b[1]]))
@@ -700,6 +808,52 @@ impl Journal for MemJournal {
     }
 }
 
+/// The memory-mapped log as the engine's journal.
+pub struct LogJournal {
+    log: Log,
+    /// Acknowledgements wait for msync only under `fsync = "always"`.
+    always: bool,
+}
+
+impl LogJournal {
+    /// Journals to `log`; `always` makes acknowledgements wait for msync (`fsync = "always"`).
+    pub fn new(log: Log, always: bool) -> LogJournal {
+        LogJournal { log, always }
+    }
+}
+
+impl Journal for LogJournal {
+    fn append(&mut self, kind: u8, body: &[u8]) -> Result<Position, StoreError> {
+        self.log.append(kind, body)
+    }
+
+    fn read(&self, pos: Position) -> Result<(u8, Bytes), StoreError> {
+        self.log
+            .read(pos)
+            .map(|(kind, body)| (kind, Bytes::copy_from_slice(body)))
+    }
+
+    fn head(&self) -> Position {
+        self.log.head()
+    }
+
+    fn segment_count(&self) -> usize {
+        self.log.segments().count()
+    }
+
+    fn remove_segments_before(&mut self, segment: u64) -> Result<u64, StoreError> {
+        self.log.remove_segments_before(segment)
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        self.log.disk_bytes()
+    }
+
+    fn durable(&self) -> Option<Durable> {
+        self.always.then(|| Box::pin(self.log.durable()) as Durable)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -765,6 +919,7 @@ mod tests {
             },
             Record::Message(MessageRecord {
                 seq: 99,
+                origin: Some(Origin { core: 1, seq: 42 }),
                 expires_ms: 5,
                 publisher: "p".into(),
                 payload_len: 5,
@@ -802,7 +957,7 @@ mod tests {
             Record::Retained {
                 expires_ms: 0,
                 publisher: "p".into(),
-                publish,
+                publish: publish.clone(),
             },
             Record::RetainedClear {
                 topic: "a/b".into(),
@@ -838,6 +993,21 @@ mod tests {
             },
             Record::CheckpointEnd { id: 1 },
             Record::CheckpointAbort { id: 1 },
+            Record::Will {
+                sid: 7,
+                delay_secs: 30,
+                publish: publish.clone(),
+            },
+            Record::WillClear { sid: 7 },
+            Record::Qos2Routing {
+                sid: 7,
+                packet_id: 9,
+                origin_seq: 100,
+                expires_ms: 0,
+                publisher: "dev-1".into(),
+                publish: publish.clone(),
+            },
+            Record::Origins(vec![Origin { core: 0, seq: 1 }, Origin { core: 3, seq: 9 }]),
         ] {
             roundtrip(record);
         }

@@ -153,5 +153,6 @@ pub(crate) fn message_of(
         properties: publish.properties,
         publisher,
         expires_at: (expires_ms != 0).then(|| clock.instant(expires_ms)),
+        origin: None,
     })
 }

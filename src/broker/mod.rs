@@ -12,6 +12,9 @@
 //! was read; the interest table and the retained store converge because every change is
 //! broadcast to every core.
 
+mod exactly_once;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod journal;
 pub(crate) mod messages;
 mod persist;
@@ -25,7 +28,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use crate::protocol::{Packet, PacketId, Publish};
@@ -122,6 +125,8 @@ pub struct Counters {
     /// Records that could not be written to the log (disk full, I/O error).
     pub journal_errors: u64,
     pub checkpoints: u64,
+    /// Inbound QoS 2 messages routed again by a recovery and skipped: taken before the crash.
+    pub duplicates_skipped: u64,
 }
 
 pub struct Broker {
@@ -152,6 +157,17 @@ pub struct Broker {
     /// client id -> (due, the will as published).
     wills: HashMap<ByteString, (Instant, Publish)>,
     wills_due: BinaryHeap<Reverse<(Instant, ByteString)>>,
+    /// Wills of persistent sessions that are in the log (WILL written, not yet cleared):
+    /// sid -> (Will Delay Interval, the will as journaled), rewritten by checkpoints.
+    logged_wills: HashMap<u64, (u32, Bytes)>,
+    /// Inbound QoS 2 messages of persistent sessions journaled but not yet confirmed:
+    /// (sid, packet id) -> the QOS2_ROUTING record.
+    routing: HashMap<(u64, u16), exactly_once::Routing>,
+    /// Origins of the inbound QoS 2 messages this core took lately.
+    origins: exactly_once::Origins,
+    /// Set by recovery: unconfirmed inbound QoS 2 messages (publisher, record) waiting
+    /// for `route_again`.
+    reroute: Vec<(ByteString, exactly_once::Routing)>,
     /// Set while recovery re-applies what the log already holds: nothing is journaled.
     replaying: bool,
     /// Shared subscriptions: this core's members and where every group's members are.
@@ -201,6 +217,10 @@ impl Broker {
             scratch: BytesMut::new(),
             wills: HashMap::new(),
             wills_due: BinaryHeap::new(),
+            logged_wills: HashMap::new(),
+            routing: HashMap::new(),
+            origins: exactly_once::Origins::default(),
+            reroute: Vec::new(),
             replaying: false,
             shares: share::Shares::new(cores),
             sys: sys::SysBoard::new(cores),
@@ -335,6 +355,9 @@ impl Broker {
             slot.expires_at = None;
             match sid {
                 Some(sid) => {
+                    // SESSION_ONLINE also clears the will in the log: the new connection
+                    // journals its own (`hold_will`).
+                    self.logged_wills.remove(&sid);
                     self.journal(&Record::SessionOnline { sid });
                     if old_expiry != expiry {
                         self.journal(&Record::SessionExpiry {
@@ -412,6 +435,33 @@ impl Broker {
         self.wills_due.push(Reverse((at, client_id.clone())));
     }
 
+    /// The will of the client's new connection, journaled for a persistent session so that
+    /// a restart keeps it (the will is session state, MQTT 5.0 section 4.1). Called right
+    /// after `connect`; `delay_secs` is its Will Delay Interval.
+    pub fn hold_will(&mut self, client_id: &ByteString, will: &Publish, delay_secs: u32) {
+        let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) else {
+            return;
+        };
+        let publish = journal::encode_publish(will);
+        self.journal(&Record::Will {
+            sid,
+            delay_secs,
+            publish: publish.clone(),
+        });
+        self.logged_wills.insert(sid, (delay_secs, publish));
+    }
+
+    /// The client's will will never be published: a normal DISCONNECT deleted it, it was
+    /// published, or the server shut the connection down.
+    pub fn drop_will(&mut self, client_id: &ByteString) {
+        let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) else {
+            return;
+        };
+        if self.logged_wills.remove(&sid).is_some() {
+            self.journal(&Record::WillClear { sid });
+        }
+    }
+
     pub fn pending_wills(&self) -> usize {
         self.wills.len()
     }
@@ -436,6 +486,7 @@ impl Broker {
                     let published = self.publish(&client_id, will, now);
                     effects.to_clients.extend(published.to_clients);
                     effects.to_cores.extend(published.to_cores);
+                    self.drop_will(&client_id);
                 }
             }
         }
@@ -473,6 +524,10 @@ impl Broker {
             self.messages.release(seq);
         }
         if let Some(sid) = slot.sid {
+            self.logged_wills.remove(&sid);
+            if !self.routing.is_empty() {
+                self.routing.retain(|&(s, _), _| s != sid);
+            }
             self.journal(&Record::SessionEnd { sid });
         }
     }
@@ -526,6 +581,9 @@ impl Broker {
         }
         self.settle(sid, &mut changes);
         if let Some(record) = released {
+            if let Record::Qos2Released { sid, packet_id } = record {
+                self.routing.remove(&(sid, packet_id));
+            }
             self.journal(&record);
         }
         self.counters.messages_sent += out
@@ -552,6 +610,7 @@ impl Broker {
     /// makes the broker drop the resent PUBLISH as already routed (a loss).
     pub fn journal_qos2_received(&mut self, client_id: &ByteString, packet_id: PacketId) {
         if let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) {
+            self.routing.remove(&(sid, packet_id.get()));
             self.journal(&Record::Qos2In {
                 sid,
                 packet_id: packet_id.get(),
@@ -566,5 +625,7 @@ impl Broker {
     }
 }
 
+#[cfg(test)]
+mod exactly_once_tests;
 #[cfg(test)]
 mod persist_tests;

@@ -61,6 +61,7 @@ impl Broker {
             return;
         };
         let record = Record::Message(journal::MessageRecord {
+            origin: None,
             seq,
             expires_ms: message.expires_at.map_or(0, |at| self.clock.unix_ms(at)),
             publisher: message.publisher.clone(),
@@ -135,7 +136,12 @@ impl Broker {
             next_seq: self.messages.next_seq,
             next_sid: self.next_sid,
         })?;
-        let mut retained: Vec<_> = self.retained.values().cloned().collect();
+        let mut retained: Vec<_> = self
+            .retained
+            .values()
+            .filter(|m| super::routing::outlives_restart(&m.topic))
+            .cloned()
+            .collect();
         retained.sort_by(|a, b| a.topic.cmp(&b.topic));
         for message in retained {
             self.append(&Record::Retained {
@@ -161,6 +167,7 @@ impl Broker {
                 }
             };
             let pos = self.append(&Record::Message(journal::MessageRecord {
+                origin: None,
                 seq,
                 expires_ms: message.expires_at.map_or(0, |at| self.clock.unix_ms(at)),
                 publisher: message.publisher.clone(),
@@ -182,6 +189,28 @@ impl Broker {
         for snapshot in snapshots {
             self.append(&Record::Snapshot(snapshot))?;
             report.sessions += 1;
+        }
+        let mut wills: Vec<_> = self
+            .logged_wills
+            .iter()
+            .map(|(&sid, (delay_secs, publish))| (sid, *delay_secs, publish.clone()))
+            .collect();
+        wills.sort_by_key(|w| w.0);
+        for (sid, delay_secs, publish) in wills {
+            self.append(&Record::Will {
+                sid,
+                delay_secs,
+                publish,
+            })?;
+        }
+        self.append(&Record::Origins(self.origins.list()))?;
+        let mut routing: Vec<_> = self.routing.values().map(|r| r.record()).collect();
+        routing.sort_by_key(|r| match r {
+            Record::Qos2Routing { origin_seq, .. } => *origin_seq,
+            _ => 0,
+        });
+        for record in routing {
+            self.append(&record)?;
         }
         self.append(&Record::CheckpointEnd { id })?;
         report.bytes_freed = self.journal.remove_segments_before(begin.segment)?;

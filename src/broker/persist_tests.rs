@@ -261,6 +261,90 @@ fn retained_messages_and_their_clearing_survive() {
     assert_eq!(h.describe(), "retained=[\"b=b\\\"two\\\"\"]");
 }
 
+fn will(topic: &str) -> Publish {
+    Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: topic.into(),
+        packet_id: None,
+        properties: Properties::default(),
+        payload: Bytes::from_static(b"gone"),
+    }
+}
+
+#[test]
+fn wills_of_persistent_sessions_survive_a_crash_and_a_checkpoint() {
+    let mut h = Harness::new(1000);
+    h.connect("held", 3600);
+    h.broker.hold_will(&"held".into(), &will("w/held"), 30);
+    h.connect("dropped", 3600);
+    h.broker.hold_will(&"dropped".into(), &will("w/dropped"), 0);
+    h.broker.drop_will(&"dropped".into());
+    h.connect("replaced", 3600);
+    h.broker.hold_will(&"replaced".into(), &will("w/old"), 5);
+    h.disconnect("replaced");
+    // A reconnect without a will: SESSION_ONLINE clears the old one.
+    h.connect("replaced", 3600);
+    h.connect("clean", 0);
+    h.broker.hold_will(&"clean".into(), &will("w/clean"), 0);
+
+    let check = |h: &Harness| {
+        let mut topics: Vec<String> = h
+            .broker
+            .wills
+            .values()
+            .map(|(_, w)| w.topic.to_string())
+            .collect();
+        topics.sort();
+        assert_eq!(topics, ["w/held"]);
+        let (due, _) = &h.broker.wills[&ByteString::from("held")];
+        // Online at the crash: offline from the restart, due 30 s later (the log keeps
+        // wall-clock milliseconds).
+        let wait = due.duration_since(h.now);
+        assert!(
+            wait.abs_diff(Duration::from_secs(30)) < Duration::from_millis(2),
+            "{wait:?}"
+        );
+    };
+    h.crash_and_restart();
+    check(&h);
+    let now = h.now;
+    h.broker.checkpoint(now).expect("checkpoint");
+    h.crash_and_restart();
+    check(&h);
+    // Published once due, and then gone from the log.
+    h.connect("watch", 0);
+    h.subscribe("watch", "w/#", QoS::AtMostOnce);
+    let later = h.now + Duration::from_secs(31);
+    let effects = h.broker.expire(later);
+    let topics: Vec<_> = effects
+        .to_clients
+        .iter()
+        .filter_map(|(_, p)| match p {
+            Packet::Publish(p) => Some(p.topic.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(topics, ["w/held"]);
+    assert_eq!(h.broker.pending_wills(), 0);
+    h.crash_and_restart();
+    assert_eq!(h.broker.pending_wills(), 0);
+}
+
+#[test]
+fn the_brokers_own_sys_figures_are_not_journaled() {
+    let mut h = Harness::new(1000);
+    h.publish("kept", "yes", QoS::AtMostOnce, true);
+    let now = h.now;
+    h.broker.publish_sys(Duration::from_secs(5), now);
+    assert!(h.broker.retained.len() > 1, "no $SYS figures published");
+    h.broker.checkpoint(now).expect("checkpoint");
+    h.broker.publish_sys(Duration::from_secs(6), now);
+    h.crash_and_restart();
+    assert_eq!(h.describe(), "retained=[\"kept=b\\\"yes\\\"\"]");
+}
+
 #[test]
 fn sessions_without_expiry_write_nothing_and_ended_sessions_stay_ended() {
     let mut h = Harness::new(1000);

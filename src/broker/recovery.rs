@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use bytestring::ByteString;
 
+use super::exactly_once::{Origins, Routing};
 use super::journal::{kind, Journal, Record};
 use super::messages::{message_of, Entry, MessageTable, WallClock};
 use super::{Broker, SessionPolicy, Slot};
 use crate::server::ShardId;
-use crate::session::state::{InFlight, Queued, Seq};
+use crate::session::state::{InFlight, Origin, Queued, Seq};
 use crate::session::{Message, Session, Subscription};
 use crate::store::Position;
 use crate::topic::ParsedFilter;
@@ -30,15 +31,23 @@ struct Rebuilt {
     session: Session,
     expiry: Duration,
     offline_ms: Option<u64>,
+    /// The will in the log: Will Delay Interval and the will as a v5 PUBLISH.
+    will: Option<(u32, Bytes)>,
 }
 
 #[derive(Default)]
 struct State {
+    /// Inbound QoS 2 messages journaled and not confirmed: routed again at the end.
+    routing: HashMap<(u64, u16), Routing>,
+    origins: Origins,
     sessions: HashMap<u64, Rebuilt>,
     by_client: HashMap<ByteString, u64>,
     retained: HashMap<ByteString, Arc<Message>>,
     messages: HashMap<Seq, Entry>,
 }
+
+/// A record held aside while its checkpoint is read: position, kind, body.
+type Held = (Position, u8, Bytes);
 
 /// Collects the log's records as they are read back; [`Broker::recover`] turns the result
 /// into an engine.
@@ -46,7 +55,7 @@ pub struct Rebuild {
     clock: WallClock,
     state: State,
     /// The checkpoint being read: its id and records, applied when its END arrives.
-    stash: Option<(u64, Vec<(Position, u8, Bytes)>)>,
+    stash: Option<(u64, Vec<Held>)>,
     next_seq: Seq,
     next_sid: u64,
     next_checkpoint_id: u64,
@@ -66,6 +75,45 @@ pub struct Recovered {
     pub queued: usize,
     pub messages: usize,
     pub retained: usize,
+    /// Wills of sessions whose connection ended with the broker (or before): published
+    /// when their delay passes, unless the client reconnects first.
+    pub wills: usize,
+    /// Inbound QoS 2 messages whose PUBREC was not journaled: routed again once every
+    /// core knows every other core's subscriptions (`Broker::route_again`).
+    pub rerouted: usize,
+}
+
+impl Broker {
+    /// Routes every inbound QoS 2 message that was journaled but not confirmed before the
+    /// broker stopped again, oldest first; each core skips those it took before. Call once
+    /// every core has applied every other core's `announce`, and wait for the result to
+    /// reach the other cores before accepting clients.
+    pub fn route_again(&mut self, now: Instant) -> super::Effects {
+        let mut effects = super::Effects::default();
+        for (publisher, r) in std::mem::take(&mut self.reroute) {
+            let Ok(mut publish) = super::journal::decode_publish(kind::QOS2_ROUTING, &r.publish)
+            else {
+                self.counters.journal_errors += 1;
+                continue;
+            };
+            if r.expires_ms != 0 {
+                let expires_at = self.clock.instant(r.expires_ms);
+                let Some(left) = expires_at.checked_duration_since(now) else {
+                    continue; // expired while the broker was down: never delivered
+                };
+                publish.properties.message_expiry_interval =
+                    Some(left.as_secs().max(1).min(u64::from(u32::MAX)) as u32);
+            }
+            let origin = Origin {
+                core: self.id.0 as u16,
+                seq: r.origin_seq,
+            };
+            let routed = self.publish_from(&publisher, publish, Some(origin), now);
+            effects.to_cores.extend(routed.to_cores);
+            effects.to_clients.extend(routed.to_clients);
+        }
+        effects
+    }
 }
 
 impl Rebuild {
@@ -151,6 +199,7 @@ impl Rebuild {
                         session: Session::new(client_id),
                         expiry: Duration::from_secs(expiry_secs),
                         offline_ms: None,
+                        will: None,
                     },
                 );
             }
@@ -162,6 +211,47 @@ impl Rebuild {
             Record::SessionOnline { sid } => {
                 if let Some(s) = state.sessions.get_mut(&sid) {
                     s.offline_ms = None;
+                    s.will = None;
+                }
+            }
+            Record::Will {
+                sid,
+                delay_secs,
+                publish,
+            } => {
+                if let Some(s) = state.sessions.get_mut(&sid) {
+                    s.will = Some((delay_secs, publish));
+                }
+            }
+            Record::Qos2Routing {
+                sid,
+                packet_id,
+                origin_seq,
+                expires_ms,
+                publisher,
+                publish,
+            } => {
+                self.next_seq = self.next_seq.max(origin_seq + 1);
+                if state.sessions.contains_key(&sid) {
+                    let routing = Routing {
+                        sid,
+                        packet_id,
+                        origin_seq,
+                        expires_ms,
+                        publisher,
+                        publish,
+                    };
+                    state.routing.insert((sid, packet_id), routing);
+                }
+            }
+            Record::Origins(origins) => {
+                for origin in origins {
+                    state.origins.admit(origin);
+                }
+            }
+            Record::WillClear { sid } => {
+                if let Some(s) = state.sessions.get_mut(&sid) {
+                    s.will = None;
                 }
             }
             Record::SessionOffline {
@@ -196,6 +286,9 @@ impl Rebuild {
             }
             Record::Message(m) => {
                 self.next_seq = self.next_seq.max(m.seq + 1);
+                if let Some(origin) = m.origin {
+                    state.origins.admit(origin);
+                }
                 let mut refs = 0;
                 for t in m.targets {
                     if let Some(s) = state.sessions.get_mut(&t.sid) {
@@ -240,6 +333,7 @@ impl Rebuild {
                 }
             }
             Record::Qos2In { sid, packet_id } | Record::Qos2Released { sid, packet_id } => {
+                state.routing.remove(&(sid, packet_id));
                 if let Some(s) = state.sessions.get_mut(&sid) {
                     s.session
                         .restore_awaiting_release(packet_id, kind == kind::QOS2_IN);
@@ -304,6 +398,7 @@ impl Rebuild {
                         session,
                         expiry: Duration::from_secs(s.expiry_secs),
                         offline_ms: (s.offline_ms != 0).then_some(s.offline_ms),
+                        will: None,
                     },
                 );
             }
@@ -329,6 +424,7 @@ impl State {
     }
 
     fn end(&mut self, sid: u64) {
+        self.routing.retain(|&(s, _), _| s != sid);
         if let Some(s) = self.sessions.remove(&sid) {
             if self.by_client.get(&s.session.client_id) == Some(&sid) {
                 self.by_client.remove(&s.session.client_id);
@@ -361,12 +457,21 @@ impl Broker {
         let mut broker = Broker::with_journal(id, cores, policy, journal, clock);
         broker.next_sid = rebuild.next_sid;
         broker.next_checkpoint_id = rebuild.next_checkpoint_id;
+        if let Some(id) = aborted {
+            // First, so that what recovery writes below is not read as part of the
+            // abandoned checkpoint.
+            broker.journal(&Record::CheckpointAbort { id });
+        }
         let State {
             sessions,
             retained,
             mut messages,
+            routing,
+            origins,
             ..
         } = rebuild.state;
+        broker.origins = origins;
+        let mut client_of_sid = HashMap::new();
         messages.retain(|_, e| e.refs > 0);
         report.messages = messages.len();
         broker.messages = MessageTable {
@@ -381,11 +486,13 @@ impl Broker {
                 mut session,
                 expiry,
                 offline_ms,
+                will,
             } = rebuilt;
             let expiry = expiry.min(broker.policy.max_session_expiry);
             let offline_at = offline_ms.map_or(now, |ms| clock.instant(ms).min(now));
             let expires_at = offline_at + expiry;
             let client_id = session.client_id.clone();
+            client_of_sid.insert(sid, client_id.clone());
             // Subscriptions go back in below, through the same path as a SUBSCRIBE, once
             // every session is in place (shared-group membership reads the session).
             for (raw, subscription) in session.subscriptions.iter() {
@@ -401,6 +508,24 @@ impl Broker {
                     at_ms: clock.unix_ms(now),
                     expiry_secs: expiry.as_secs(),
                 });
+            }
+            if let Some((delay_secs, publish)) = will {
+                match super::journal::decode_publish(kind::WILL, &publish) {
+                    Ok(will) => {
+                        // Due when its delay has passed since the connection ended, or
+                        // when the session ends, whichever is first (MQTT 5.0 3.1.3.2.2);
+                        // an overdue will goes out at the first expiry sweep.
+                        let due =
+                            offline_at + Duration::from_secs(u64::from(delay_secs)).min(expiry);
+                        broker.wills.insert(client_id.clone(), (due, will));
+                        broker
+                            .wills_due
+                            .push(std::cmp::Reverse((due, client_id.clone())));
+                        broker.logged_wills.insert(sid, (delay_secs, publish));
+                        report.wills += 1;
+                    }
+                    Err(_) => report.undecodable += 1,
+                }
             }
             broker
                 .expiries
@@ -430,9 +555,20 @@ impl Broker {
         }
         broker.replaying = false;
         report.sessions = broker.sessions.len();
-        if let Some(id) = aborted {
-            broker.journal(&Record::CheckpointAbort { id });
+        report.rerouted = routing.len();
+        let mut pending: Vec<(ByteString, Routing)> = routing
+            .into_values()
+            .filter_map(|r| Some((client_of_sid.get(&r.sid)?.clone(), r)))
+            .collect();
+        pending.sort_by_key(|(_, r)| r.origin_seq);
+        for (client_id, r) in &pending {
+            // The client's retransmission must not be routed a second time.
+            if let Some(slot) = broker.sessions.get_mut(client_id) {
+                slot.session.restore_awaiting_release(r.packet_id, true);
+            }
+            broker.routing.insert((r.sid, r.packet_id), r.clone());
         }
+        broker.reroute = pending;
         (broker, report)
     }
 }

@@ -6,15 +6,16 @@ use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 
+use super::exactly_once::Routing;
 use super::journal::{self, MessageRecord, Record, Target};
 use super::messages::{Entry, Lookup};
 use super::sys::is_sys_topic;
 use super::{Broker, CoreMsg, Effects};
 use crate::protocol::{
-    Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    PacketId, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::server::ShardId;
-use crate::session::state::{Delivery, Queued};
+use crate::session::state::{Delivery, Origin, Queued};
 use crate::session::{Message, Subscription};
 use crate::topic::{ParsedFilter, TopicFilter, TopicName};
 
@@ -175,7 +176,7 @@ impl Broker {
                 true,
                 subscription.identifier.into_iter().collect(),
             );
-            self.deliver_to(&message, vec![target], now, effects);
+            self.deliver_to(&message, vec![target], None, now, effects);
         }
     }
 
@@ -247,6 +248,51 @@ impl Broker {
 
     /// A PUBLISH from a client of this core (or its will). The topic is already valid.
     pub fn publish(&mut self, publisher: &ByteString, publish: Publish, now: Instant) -> Effects {
+        self.publish_from(publisher, publish, None, now)
+    }
+
+    /// An inbound QoS 2 PUBLISH with a new packet id. For a persistent session it is
+    /// journaled (QOS2_ROUTING, with an origin id) before it is routed, so that a crash
+    /// before its PUBREC is journaled routes it again at recovery, and every core skips it
+    /// if it already took it: exactly once across the crash.
+    pub fn publish_exactly_once(
+        &mut self,
+        publisher: &ByteString,
+        packet_id: PacketId,
+        publish: Publish,
+        now: Instant,
+    ) -> Effects {
+        let Some(sid) = self.sessions.get(publisher).and_then(|slot| slot.sid) else {
+            return self.publish(publisher, publish, now);
+        };
+        let origin_seq = self.messages.allocate();
+        let expires_ms = publish.properties.message_expiry_interval.map_or(0, |s| {
+            self.clock.unix_ms(now + Duration::from_secs(u64::from(s)))
+        });
+        let routing = Routing {
+            sid,
+            packet_id: packet_id.get(),
+            origin_seq,
+            expires_ms,
+            publisher: publisher.clone(),
+            publish: journal::encode_publish(&publish),
+        };
+        self.journal(&routing.record());
+        self.routing.insert((sid, routing.packet_id), routing);
+        let origin = Origin {
+            core: self.id.0 as u16,
+            seq: origin_seq,
+        };
+        self.publish_from(publisher, publish, Some(origin), now)
+    }
+
+    pub(super) fn publish_from(
+        &mut self,
+        publisher: &ByteString,
+        publish: Publish,
+        origin: Option<Origin>,
+        now: Instant,
+    ) -> Effects {
         let mut effects = Effects::default();
         if !publisher.is_empty() && is_sys_topic(&publish.topic) {
             // Only the broker writes `$SYS`; a client's PUBLISH was refused (0x87) in its Link.
@@ -267,6 +313,7 @@ impl Broker {
             properties,
             publisher: publisher.clone(),
             expires_at,
+            origin,
         });
         if message.retain {
             self.set_retained(&message);
@@ -353,6 +400,9 @@ impl Broker {
             }
         } else {
             self.retained.insert(message.topic.clone(), message.clone());
+            if !outlives_restart(&message.topic) {
+                return;
+            }
             let record = Record::Retained {
                 expires_ms: message.expires_at.map_or(0, |at| self.clock.unix_ms(at)),
                 publisher: message.publisher.clone(),
@@ -372,6 +422,13 @@ impl Broker {
         now: Instant,
         effects: &mut Effects,
     ) {
+        if let Some(origin) = message.origin {
+            if !self.origins.admit(origin) {
+                // Routed again by a recovery, and this core took it before the crash.
+                self.counters.duplicates_skipped += 1;
+                return;
+            }
+        }
         let mut targets: HashMap<ByteString, (Subscription, Vec<u32>)> = HashMap::new();
         self.subscriptions.matches(topic, |client, subscription| {
             if subscription.options.no_local && *client == message.publisher {
@@ -393,17 +450,20 @@ impl Broker {
                 (client, qos, retain, ids)
             })
             .collect();
-        self.deliver_to(message, targets, now, effects);
+        self.deliver_to(message, targets, message.origin, now, effects);
     }
 
     /// Gives `message` to each target session (client, delivery QoS, retain flag,
     /// Subscription Identifiers). The message is stored once however many sessions take
     /// it; if any of them is persistent it is journaled once, naming every persistent
     /// session that took a reference, before anything is sent.
+    /// `origin` goes into the MESSAGE record (plain subscriptions only: shared and
+    /// retained deliveries are not deduplicated).
     pub(super) fn deliver_to(
         &mut self,
         message: &Arc<Message>,
         targets: Vec<(ByteString, QoS, bool, Vec<u32>)>,
+        origin: Option<Origin>,
         now: Instant,
         effects: &mut Effects,
     ) {
@@ -482,6 +542,7 @@ impl Broker {
             } else {
                 let record = Record::Message(MessageRecord {
                     seq,
+                    origin,
                     expires_ms: message.expires_at.map_or(0, |at| self.clock.unix_ms(at)),
                     publisher: message.publisher.clone(),
                     payload_len: message.payload.len() as u32,
@@ -542,6 +603,13 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
         }
     }
     topic_levels.next().is_none()
+}
+
+/// Whether a retained message on `topic` is journaled. The broker's own `$SYS` figures
+/// are republished every interval and stale after a restart: logging them would only churn
+/// segments.
+pub(crate) fn outlives_restart(topic: &str) -> bool {
+    !is_sys_topic(topic)
 }
 
 #[cfg(test)]

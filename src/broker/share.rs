@@ -350,6 +350,7 @@ impl Broker {
         self.deliver_to(
             message,
             vec![(client.clone(), qos, retain, ids)],
+            None,
             now,
             effects,
         );
@@ -622,6 +623,7 @@ mod tests {
             properties: Properties::default(),
             publisher: "p".into(),
             expires_at: None,
+            origin: None,
         });
         // Core 1's member leaves; a message picked for core 1 before it heard is passed on.
         let mut effects = Effects::default();

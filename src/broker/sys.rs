@@ -43,8 +43,9 @@ pub enum Stat {
     PublishReceived,
     /// PUBLISH packets written to clients.
     PublishSent,
-    /// Messages dropped: a session's queue overflowed, or no member of a share group
-    /// could take one.
+    /// Messages dropped: a session's queue overflowed, no member of a share group could
+    /// take one, a connected client's outbox held `max_outbox_bytes` of QoS 0 already,
+    /// or one was above the client's Maximum Packet Size.
     PublishDropped,
     BytesReceived,
     BytesSent,

@@ -13,14 +13,16 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use bytestring::ByteString;
 use futures_lite::future;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
+use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use tracing::Instrument;
 
 use super::handoff;
+use super::outbox::Outbox;
 use super::ownership::{assign_client_id, owner_of, ShardId};
 use super::shard::{Control, Handoff, Shard, ShardMsg, ShardStats};
+use super::writer::{write_loop, ClientLimits, Fitted, Fitter};
 use crate::broker::{CoreMsg, Effects};
 use crate::protocol::{
     self, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS,
@@ -29,8 +31,8 @@ use crate::protocol::{
 use crate::session::{accept_connect, state, Link, LinkEvent};
 
 const READ_CHUNK: usize = 16 * 1024;
-/// The writer stops gathering queued packets into one write at this many bytes.
-const WRITE_BATCH: usize = 64 * 1024;
+/// Response Information given to a v5 client that asks for it: this, its client id, `/`.
+const RESPONSE_PREFIX: &str = "berth/response/";
 /// A client that does not read its socket for this long is dropped, so that it cannot
 /// hold its writer (and the connection's memory) forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -171,15 +173,45 @@ async fn refuse_malformed_connect(
         _ if level == Some(5) => (ProtocolVersion::V5, error.reason_code()),
         _ => return,
     };
-    let conn_ack = ConnAck {
+    let mut conn_ack = ConnAck {
         session_present: false,
         reason_code,
         properties: Properties::default(),
     };
+    if version.is_v5() {
+        conn_ack.properties.reason_string = Some(ByteString::from(error.to_string()));
+    }
+    let limits = ClientLimits {
+        version,
+        max_packet_size: None,
+        topic_alias_maximum: 0,
+        request_problem_information: true,
+    };
+    send_refusal(stream, conn_ack, limits).await;
+    let _ = stream.flush().await;
+}
+
+/// Writes a refusing CONNACK, with a Reason String for a v5 client when it fits the
+/// client's Maximum Packet Size [MQTT-3.2.2-19].
+async fn send_refusal(stream: &mut TcpStream, conn_ack: ConnAck, limits: ClientLimits) {
+    let version = limits.version;
+    let Fitted::Send(packet) = Fitter::new(limits).fit(Packet::ConnAck(conn_ack)) else {
+        return;
+    };
     let mut out = BytesMut::new();
-    if protocol::encode(&Packet::ConnAck(conn_ack), version, &mut out).is_ok() {
+    if protocol::encode(&packet, version, &mut out).is_ok() {
         let _ = stream.write_all(&out).await;
-        let _ = stream.flush().await;
+    }
+}
+
+/// What a CONNECT says about the packets its client accepts.
+fn client_limits(connect: &Connect) -> ClientLimits {
+    let properties = &connect.properties;
+    ClientLimits {
+        version: connect.protocol,
+        max_packet_size: properties.maximum_packet_size,
+        topic_alias_maximum: properties.topic_alias_maximum.unwrap_or(0),
+        request_problem_information: properties.request_problem_information != Some(0),
     }
 }
 
@@ -229,10 +261,7 @@ pub async fn serve(
         Ok(accepted) => accepted,
         Err(conn_ack) => {
             tracing::debug!(shard = %shard.id, %peer, client_id = %connect.client_id, reason = ?conn_ack.reason_code, "CONNECT refused");
-            let mut out = BytesMut::new();
-            if protocol::encode(&Packet::ConnAck(conn_ack), version, &mut out).is_ok() {
-                let _ = stream.write_all(&out).await;
-            }
+            send_refusal(&mut stream, conn_ack, client_limits(&connect)).await;
             return;
         }
     };
@@ -244,6 +273,14 @@ pub async fn serve(
             "berth-accepted-on".into(),
             ByteString::from(accepted_on.to_string()),
         ));
+        // Optional properties never push the CONNACK past the client's Maximum Packet Size
+        // [MQTT-3.2.2-20]: the writer would drop the whole CONNACK [MQTT-3.1.2-24].
+        let conn_ack = Packet::ConnAck(accepted.conn_ack.clone());
+        if let Some(max) = accepted.client_max_packet_size {
+            if protocol::encoded_len(&conn_ack, version) > max as usize {
+                accepted.conn_ack.properties.user_properties.clear();
+            }
+        }
     }
     let client_id = accepted.client_id.clone();
     let span = tracing::info_span!("conn", client_id = %client_id, shard = %shard.id, %peer);
@@ -260,7 +297,9 @@ pub async fn serve(
             &client_id,
             connect.clean_start,
             requested,
-            accepted.client_receive_maximum,
+            accepted
+                .client_receive_maximum
+                .min(shard.config.max_inflight_messages),
             now,
         );
         let Some((present, granted, resume, effects)) = connected else {
@@ -270,13 +309,17 @@ pub async fn serve(
             // 3.1.1 has no quota code: the encoder sends 0x03 Server unavailable.
             conn_ack.reason_code = ReasonCode::QUOTA_EXCEEDED;
             conn_ack.properties = Properties::default();
-            let mut out = BytesMut::new();
-            if protocol::encode(&Packet::ConnAck(conn_ack), version, &mut out).is_ok() {
-                let _ = stream.write_all(&out).await;
-            }
+            conn_ack.properties.reason_string = Some("session limit reached".into());
+            send_refusal(&mut stream, conn_ack, client_limits(&connect)).await;
             shard.unregister(&client_id, serial);
             return;
         };
+        if let Some((will, delay)) = will_of(&connect) {
+            shard
+                .broker
+                .borrow_mut()
+                .hold_will(&client_id, &will, delay);
+        }
         shard.apply(effects).await;
         let mut conn_ack = accepted.conn_ack.clone();
         conn_ack.session_present = present;
@@ -294,23 +337,37 @@ pub async fn serve(
             props.wildcard_subscription_available = Some(1);
             props.subscription_identifier_available = Some(1);
             props.shared_subscription_available = Some(1);
+            if connect.properties.request_response_information == Some(1) {
+                // MQTT 5.0 3.2.2.3.15: a topic prefix of the client's own for responses.
+                props.response_information =
+                    Some(ByteString::from(format!("{RESPONSE_PREFIX}{client_id}/")));
+            }
         }
 
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let (reader, writer) = futures_lite::io::split(stream);
-        let (out, out_rx) = local_channel::new_unbounded();
+        let (out, out_rx, queued) = Outbox::new(shard.config.max_outbox_bytes);
         let out = Rc::new(out);
+        let limits = ClientLimits {
+            version,
+            max_packet_size: accepted.client_max_packet_size,
+            topic_alias_maximum: accepted.client_topic_alias_maximum,
+            request_problem_information: accepted.request_problem_information,
+        };
         let writer_task = glommio::spawn_local(write_loop(
             shard.clone(),
+            (client_id.clone(), serial),
             writer,
             out_rx,
-            version,
-            accepted.client_max_packet_size,
+            queued,
+            limits,
         ));
-        let _ = out.try_send(Packet::ConnAck(conn_ack));
+        out.send(Packet::ConnAck(conn_ack));
         for packet in resume {
-            let _ = out.try_send(packet);
+            if !out.send(packet) {
+                shard.stats.publish_dropped();
+            }
         }
         shard.attach_outbox(&client_id, serial, out.clone());
         let link = Link::new(version, accepted.keep_alive, now);
@@ -318,6 +375,7 @@ pub async fn serve(
             shard: &shard,
             client_id: client_id.clone(),
             out: &out,
+            aliases: vec![None; usize::from(shard.config.topic_alias_maximum)],
             expiry: granted,
             zero_expiry_at_connect: requested.is_zero(),
             taken_over: None,
@@ -326,41 +384,46 @@ pub async fn serve(
         tracing::debug!(?end, "connection ending");
         if let Some(reason_code) = end.disconnect_reason() {
             if version.is_v5() {
-                let _ = out.try_send(Packet::Disconnect(Disconnect {
+                let mut properties = Properties::default();
+                if let End::Violation(_, why) = &end {
+                    // The rule broken; the writer names the code for the other ends.
+                    properties.reason_string = Some(ByteString::from(why.as_str()));
+                }
+                out.send(Packet::Disconnect(Disconnect {
                     reason_code,
-                    properties: Properties::default(),
+                    properties,
                 }));
             }
         }
-        if end.publishes_will() {
-            if let Some(will) = connect.will.clone() {
-                let mut properties = will.properties;
-                let delay = properties.will_delay_interval.take().unwrap_or(0);
-                let publish = Publish {
-                    dup: false,
-                    qos: will.qos,
-                    retain: will.retain,
-                    topic: will.topic,
-                    packet_id: None,
-                    properties,
-                    payload: will.payload,
-                };
-                let now = Instant::now();
+        if !end.publishes_will() {
+            if shard.is_current(&client_id, serial) {
+                shard.broker.borrow_mut().drop_will(&client_id);
+            }
+        } else if let Some((publish, delay)) = will_of(&connect) {
+            let now = Instant::now();
+            let current = shard.is_current(&client_id, serial);
+            let effects = {
                 let mut broker = shard.broker.borrow_mut();
-                let current = shard.is_current(&client_id, serial);
                 if delay > 0 && !current {
                     // Taken over: the new connection came before the delay passed, which
                     // cancels the will [MQTT-3.1.3-9].
+                    None
                 } else if delay > 0 && !conn.expiry.is_zero() {
                     // MQTT 5.0 3.1.3.2.2: the will waits for its delay or the end of the
                     // session, whichever comes first, and a reconnect cancels it.
                     let wait = Duration::from_secs(u64::from(delay)).min(conn.expiry);
                     broker.schedule_will(&client_id, publish, now + wait);
+                    None
                 } else {
                     let effects = broker.publish(&client_id, publish, now);
-                    drop(broker);
-                    shard.apply(effects).await;
+                    if current {
+                        broker.drop_will(&client_id);
+                    }
+                    Some(effects)
                 }
+            };
+            if let Some(effects) = effects {
+                shard.apply(effects).await;
             }
         }
         if shard.is_current(&client_id, serial) {
@@ -385,6 +448,23 @@ pub async fn serve(
     .await
 }
 
+/// The CONNECT's will as the PUBLISH it becomes, and its Will Delay Interval.
+fn will_of(connect: &Connect) -> Option<(Publish, u32)> {
+    let will = connect.will.clone()?;
+    let mut properties = will.properties;
+    let delay = properties.will_delay_interval.take().unwrap_or(0);
+    let publish = Publish {
+        dup: false,
+        qos: will.qos,
+        retain: will.retain,
+        topic: will.topic,
+        packet_id: None,
+        properties,
+        payload: will.payload,
+    };
+    Some((publish, delay))
+}
+
 /// The Session Expiry a CONNECT asks for: v5 says it outright (absent is 0, 0xFFFFFFFF
 /// is never); 3.1.1 Clean Session 0 means "keep it", which the server caps at its maximum.
 fn requested_expiry(connect: &Connect, max: Duration) -> Duration {
@@ -404,7 +484,10 @@ fn requested_expiry(connect: &Connect, max: Duration) -> Duration {
 struct Conn<'a> {
     shard: &'a Shard,
     client_id: ByteString,
-    out: &'a LocalSender<Packet>,
+    out: &'a Outbox,
+    /// Topic aliases the client set on this connection, index alias - 1 (3.3.2.3.4);
+    /// as many as our Topic Alias Maximum.
+    aliases: Vec<Option<ByteString>>,
     /// Session expiry in force; a v5 DISCONNECT may change it.
     expiry: Duration,
     zero_expiry_at_connect: bool,
@@ -472,7 +555,7 @@ async fn read_loop(
                     .on_packet(conn.shard.stats.received(packet), Instant::now())
                 {
                     Ok(LinkEvent::Reply(reply)) => {
-                        let _ = conn.out.try_send(reply);
+                        conn.out.send(reply);
                     }
                     Ok(LinkEvent::Discard) => {}
                     Ok(LinkEvent::Forward(packet)) => {
@@ -580,7 +663,7 @@ async fn flush(conn: &Conn<'_>, pending: Effects, acks: &mut Vec<Packet>) {
                 .borrow_mut()
                 .journal_qos2_received(&conn.client_id, rec.packet_id);
         }
-        let _ = conn.out.try_send(ack);
+        conn.out.send(ack);
     }
 }
 
@@ -596,14 +679,8 @@ async fn forward(
     let shard = conn.shard;
     let now = Instant::now();
     match packet {
-        Packet::Publish(publish) => {
-            if publish.properties.topic_alias.is_some() {
-                // Topic Alias Maximum is 0 in our CONNACK [MQTT-3.3.2-9].
-                return Err(End::Violation(
-                    ReasonCode::TOPIC_ALIAS_INVALID,
-                    "[MQTT-3.3.2-9] topic alias not allowed".into(),
-                ));
-            }
+        Packet::Publish(mut publish) => {
+            resolve_topic_alias(&mut conn.aliases, &mut publish)?;
             if publish.topic.is_empty() {
                 return Err(End::Violation(
                     ReasonCode::PROTOCOL_ERROR,
@@ -627,10 +704,14 @@ async fn forward(
                 _ => true,
             };
             if route {
-                let effects = shard
-                    .broker
-                    .borrow_mut()
-                    .publish(&conn.client_id, publish, now);
+                let mut broker = shard.broker.borrow_mut();
+                let effects = match (qos, packet_id) {
+                    (QoS::ExactlyOnce, Some(id)) => {
+                        broker.publish_exactly_once(&conn.client_id, id, publish, now)
+                    }
+                    _ => broker.publish(&conn.client_id, publish, now),
+                };
+                drop(broker);
                 pending.to_clients.extend(effects.to_clients);
                 pending.to_cores.extend(effects.to_cores);
             }
@@ -667,7 +748,7 @@ async fn forward(
                 shard.sync_peers().await;
             }
             // SUBACK first, then the retained messages it releases.
-            let _ = conn.out.try_send(Packet::SubAck(outcome.sub_ack));
+            conn.out.send(Packet::SubAck(outcome.sub_ack));
             shard
                 .apply(Effects {
                     to_clients,
@@ -681,68 +762,47 @@ async fn forward(
                 .borrow_mut()
                 .unsubscribe(&conn.client_id, unsubscribe);
             pending.to_cores.extend(effects.to_cores);
-            let _ = conn.out.try_send(Packet::UnsubAck(unsub_ack));
+            conn.out.send(Packet::UnsubAck(unsub_ack));
         }
         _ => {}
     }
     Ok(())
 }
 
-async fn write_loop(
-    shard: Rc<Shard>,
-    mut writer: WriteHalf<TcpStream>,
-    packets: LocalReceiver<Packet>,
-    version: ProtocolVersion,
-    client_max_packet_size: Option<u32>,
-) {
-    let mut buf = BytesMut::with_capacity(4096);
-    while let Some(packet) = packets.recv().await {
-        encode_for_client(
-            &packet,
-            version,
-            client_max_packet_size,
-            &mut buf,
-            &shard.stats,
-        );
-        // Gather everything already queued into the same write.
-        while buf.len() < WRITE_BATCH {
-            match future::poll_once(packets.recv()).await {
-                Some(Some(packet)) => encode_for_client(
-                    &packet,
-                    version,
-                    client_max_packet_size,
-                    &mut buf,
-                    &shard.stats,
-                ),
-                _ => break,
-            }
-        }
-        if writer.write_all(&buf).await.is_err() {
-            return;
-        }
-        shard.stats.wrote(buf.len());
-        buf.clear();
+/// Applies a client's Topic Alias (MQTT 5.0 3.3.2.3.4): a topic with an alias sets it, an
+/// empty topic with one uses it. The alias is removed, being meaningful on this
+/// connection only.
+fn resolve_topic_alias(
+    aliases: &mut [Option<ByteString>],
+    publish: &mut Publish,
+) -> Result<(), End> {
+    let Some(alias) = publish.properties.topic_alias.take() else {
+        return Ok(());
+    };
+    let Some(slot) = usize::from(alias)
+        .checked_sub(1)
+        .and_then(|i| aliases.get_mut(i))
+    else {
+        return Err(End::Violation(
+            ReasonCode::TOPIC_ALIAS_INVALID,
+            format!(
+                "[MQTT-3.3.2-9] [MQTT-3.3.2-10] topic alias {alias} is not in 1..={}",
+                aliases.len()
+            ),
+        ));
+    };
+    if !publish.topic.is_empty() {
+        *slot = Some(publish.topic.clone());
+        return Ok(());
     }
-    let _ = writer.flush().await;
-    let _ = writer.close().await;
-}
-
-fn encode_for_client(
-    packet: &Packet,
-    version: ProtocolVersion,
-    max: Option<u32>,
-    buf: &mut BytesMut,
-    stats: &ShardStats,
-) {
-    if let Some(max) = max {
-        if protocol::encoded_len(packet, version) > max as usize {
-            // [MQTT-3.1.2-25] never send a packet above the client's Maximum Packet Size.
-            tracing::debug!("dropping a packet larger than the client's maximum packet size");
-            return;
+    match slot {
+        Some(topic) => {
+            publish.topic = topic.clone();
+            Ok(())
         }
-    }
-    match protocol::encode(packet, version, buf) {
-        Ok(_) => stats.sent(packet),
-        Err(e) => tracing::warn!(error = %e, "cannot encode an outgoing packet"),
+        None => Err(End::Violation(
+            ReasonCode::PROTOCOL_ERROR,
+            format!("topic alias {alias} used before a PUBLISH set it (MQTT 5.0 3.3.2.3.4)"),
+        )),
     }
 }

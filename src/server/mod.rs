@@ -11,10 +11,12 @@
 mod connection;
 mod handoff;
 mod listener;
+mod outbox;
 pub mod ownership;
 mod shard;
 mod storage;
 mod sys;
+mod writer;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,6 +51,8 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
         .with_context(|| format!("cannot listen on {}", config.listen))?;
 
     let shutdown = Arc::new(AtomicBool::new(false));
+    // Cores whose recovered subscriptions every other core has heard (see below).
+    let announced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, shutdown.clone())
             .context("cannot install signal handlers")?;
@@ -89,6 +93,7 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
         };
         let config = config.clone();
         let shutdown = shutdown.clone();
+        let announced = announced.clone();
         let ready_tx = ready_tx.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("berth-core-{index}"))
@@ -121,6 +126,16 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
                 // Every core learns which filters (and shared groups) the recovered
                 // sessions of this one hold before any client can publish.
                 shard.apply(announce).await;
+                shard.sync_peers().await;
+                // Once every core knows every other core's subscriptions, inbound QoS 2
+                // messages a crash left unconfirmed are routed again (each core skips
+                // what it took before), and reach their cores before clients connect.
+                announced.fetch_add(1, Ordering::AcqRel);
+                while announced.load(Ordering::Acquire) < cores && !shutdown.load(Ordering::Relaxed) {
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+                let rerouted = shard.broker.borrow_mut().route_again(std::time::Instant::now());
+                shard.apply(rerouted).await;
                 shard.sync_peers().await;
                 let expiry = glommio::spawn_local(expiry_loop(shard.clone()));
                 let sys_interval = shard.config.sys_interval;

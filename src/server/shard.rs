@@ -17,6 +17,7 @@ use glommio::channels::local_channel::{self, LocalSender};
 use glommio::channels::shared_channel::ConnectedSender;
 use glommio::net::TcpListener;
 
+use super::outbox::Outbox;
 use super::ownership::ShardId;
 use crate::broker::{Broker, CoreMsg, CoreStats, Effects, SessionPolicy, Stat};
 use crate::config::Config;
@@ -62,7 +63,7 @@ struct Registered {
     serial: u64,
     control: LocalSender<Control>,
     /// Set once the connection has queued its CONNACK; packets for the client go here.
-    outbox: Option<Rc<LocalSender<Packet>>>,
+    outbox: Option<Rc<Outbox>>,
 }
 
 /// Counters for this core; read and summed across cores for $SYS.
@@ -80,6 +81,9 @@ pub struct ShardStats {
     pub packets_sent: Cell<u64>,
     pub publish_received: Cell<u64>,
     pub publish_sent: Cell<u64>,
+    /// PUBLISH packets not sent to a connected client: its outbox held `max_outbox_bytes`
+    /// of QoS 0 already, or the packet was above its Maximum Packet Size.
+    pub publish_dropped: Cell<u64>,
 }
 
 impl ShardStats {
@@ -112,6 +116,10 @@ impl ShardStats {
         }
     }
 
+    pub fn publish_dropped(&self) {
+        add(&self.publish_dropped, 1);
+    }
+
     /// Fills in the connection figures of a `$SYS` snapshot.
     pub fn fill(&self, stats: &mut CoreStats) {
         stats.set(Stat::BytesReceived, self.bytes_received.get());
@@ -120,6 +128,12 @@ impl ShardStats {
         stats.set(Stat::MessagesSent, self.packets_sent.get());
         stats.set(Stat::PublishReceived, self.publish_received.get());
         stats.set(Stat::PublishSent, self.publish_sent.get());
+        // The engine counts its own drops (queues, share groups); these add to them.
+        let dropped = stats.get(Stat::PublishDropped);
+        stats.set(
+            Stat::PublishDropped,
+            dropped.wrapping_add(self.publish_dropped.get()),
+        );
     }
 }
 
@@ -154,7 +168,7 @@ impl Shard {
             max_packet_size: config.max_packet_size,
             server_keep_alive: config.server_keep_alive,
             receive_maximum: config.receive_maximum,
-            topic_alias_maximum: 0,
+            topic_alias_maximum: config.topic_alias_maximum,
         };
         Shard {
             id,
@@ -230,12 +244,7 @@ impl Shard {
             .is_some_and(|r| r.serial == serial)
     }
 
-    pub fn attach_outbox(
-        &self,
-        client_id: &ByteString,
-        serial: u64,
-        outbox: Rc<LocalSender<Packet>>,
-    ) {
+    pub fn attach_outbox(&self, client_id: &ByteString, serial: u64, outbox: Rc<Outbox>) {
         if let Some(registered) = self.connections.borrow_mut().get_mut(client_id) {
             if registered.serial == serial {
                 registered.outbox = Some(outbox);
@@ -258,7 +267,9 @@ impl Shard {
             let connections = self.connections.borrow();
             for (client_id, packet) in effects.to_clients {
                 if let Some(outbox) = connections.get(&client_id).and_then(|r| r.outbox.as_ref()) {
-                    let _ = outbox.try_send(packet);
+                    if !outbox.send(packet) {
+                        self.stats.publish_dropped();
+                    }
                 }
             }
         }

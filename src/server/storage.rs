@@ -9,15 +9,13 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use bytes::Bytes;
-
-use crate::broker::journal::{Durable, Journal};
+use crate::broker::journal::{Journal, LogJournal};
 use crate::broker::{Broker, Effects, Rebuild, WallClock};
 use crate::config::Config;
 use crate::config::FsyncMode;
 use crate::server::shard::session_policy;
 use crate::server::ShardId;
-use crate::store::{FsyncPolicy, Log, LogConfig, Position, StoreError};
+use crate::store::{FsyncPolicy, Log, LogConfig};
 
 const LAYOUT_FILE: &str = "layout.toml";
 
@@ -79,6 +77,7 @@ pub fn open_core(config: &Config, id: ShardId, cores: usize) -> anyhow::Result<(
         queued = report.queued,
         messages = report.messages,
         retained = report.retained,
+        wills = report.wills,
         elapsed_ms = started.elapsed().as_millis() as u64,
         dir = %dir.display(),
         "log replayed: sessions, queues and retained messages recovered"
@@ -114,44 +113,5 @@ fn open_log(
     }
     tracing::debug!(dir = %dir.display(), ?report, "log opened");
     let always = config.fsync == FsyncMode::Always;
-    Ok(Box::new(LogJournal { log, always }))
-}
-
-/// The memory-mapped log as the engine's journal.
-struct LogJournal {
-    log: Log,
-    /// Acknowledgements wait for msync only under `fsync = "always"`.
-    always: bool,
-}
-
-impl Journal for LogJournal {
-    fn append(&mut self, kind: u8, body: &[u8]) -> Result<Position, StoreError> {
-        self.log.append(kind, body)
-    }
-
-    fn read(&self, pos: Position) -> Result<(u8, Bytes), StoreError> {
-        self.log
-            .read(pos)
-            .map(|(kind, body)| (kind, Bytes::copy_from_slice(body)))
-    }
-
-    fn head(&self) -> Position {
-        self.log.head()
-    }
-
-    fn segment_count(&self) -> usize {
-        self.log.segments().count()
-    }
-
-    fn remove_segments_before(&mut self, segment: u64) -> Result<u64, StoreError> {
-        self.log.remove_segments_before(segment)
-    }
-
-    fn disk_bytes(&self) -> u64 {
-        self.log.disk_bytes()
-    }
-
-    fn durable(&self) -> Option<Durable> {
-        self.always.then(|| Box::pin(self.log.durable()) as Durable)
-    }
+    Ok(Box::new(LogJournal::new(log, always)))
 }

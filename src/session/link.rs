@@ -84,6 +84,9 @@ impl Link {
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 protocol_error("a server-to-client packet sent by the client")
             }
+            Packet::Publish(publish) if !publish.properties.subscription_identifiers.is_empty() => {
+                protocol_error("[MQTT-3.3.4-6] Subscription Identifier in a PUBLISH from a client")
+            }
             Packet::Publish(publish) if is_sys_topic(&publish.topic) => {
                 Ok(refuse_sys_publish(&publish))
             }
@@ -224,6 +227,24 @@ mod tests {
         );
         assert!(matches!(
             link.on_packet(publish("$SY/x", QoS::AtMostOnce), Instant::now()),
+            Ok(LinkEvent::Forward(_))
+        ));
+    }
+
+    #[test]
+    fn mqtt_3_3_4_6_subscription_identifier_in_a_client_publish_is_a_protocol_error() {
+        let mut link = Link::new(ProtocolVersion::V5, Duration::ZERO, Instant::now());
+        let Packet::Publish(mut with_id) = publish("t", QoS::AtLeastOnce) else {
+            unreachable!()
+        };
+        with_id.properties.subscription_identifiers = vec![1];
+        let err = link
+            .on_packet(Packet::Publish(with_id), Instant::now())
+            .unwrap_err();
+        assert_eq!(err.reason_code, ReasonCode::PROTOCOL_ERROR);
+        assert!(err.rule.contains("MQTT-3.3.4-6"));
+        assert!(matches!(
+            link.on_packet(publish("t", QoS::AtLeastOnce), Instant::now()),
             Ok(LinkEvent::Forward(_))
         ));
     }

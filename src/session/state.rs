@@ -41,6 +41,17 @@ pub struct Message {
     pub publisher: ByteString,
     /// When the Message Expiry Interval runs out, if it was set.
     pub expires_at: Option<Instant>,
+    /// Set on an inbound QoS 2 message of a persistent session: the id every core
+    /// deduplicates on when a recovery routes it again.
+    pub origin: Option<Origin>,
+}
+
+/// Where an inbound QoS 2 message entered the broker: its core and a number from that
+/// core's message sequence (never reused, restarts included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Origin {
+    pub core: u16,
+    pub seq: u64,
 }
 
 /// A subscription as the session keeps it.
@@ -251,6 +262,7 @@ pub struct Session {
     queued_bytes: usize,
     /// Subscription Identifiers of queued and in-flight messages that carry any (v5 only;
     /// kept aside so that a queue entry stays 8 bytes).
+    #[allow(clippy::box_collection)] // One pointer while empty, which is almost always.
     ids: Option<Box<HashMap<Seq, Box<[u32]>>>>,
     pub dropped: u64,
     /// Inbound QoS 2 packet ids received and not yet released by PUBREL (a few at most:
@@ -541,11 +553,9 @@ impl Session {
         changes: &mut Vec<Change>,
     ) {
         loop {
-            let sending = self
-                .in_flight
-                .iter()
-                .filter(|f| f.state == Outbound::Published && !f.awaiting_resend)
-                .count();
+            // A QoS 2 message counts against Receive Maximum until its PUBCOMP, PUBREC
+            // or not [MQTT-4.9.0-2]: only the held-back ones are outside the window.
+            let sending = self.in_flight.iter().filter(|f| !f.awaiting_resend).count();
             if sending >= usize::from(self.receive_maximum) {
                 return;
             }
@@ -813,6 +823,7 @@ mod tests {
                 properties: Properties::default(),
                 publisher: "p".into(),
                 expires_at: None,
+                origin: None,
             });
             self.table.0.borrow_mut().insert(seq, message.clone());
             let entry = Queued::new(seq, publish_qos.min(sub_qos), false);

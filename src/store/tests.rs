@@ -404,7 +404,17 @@ fn append_error_when_the_next_segment_cannot_be_made_is_returned() {
     let dir = tempfile::tempdir().unwrap();
     let log_dir = dir.path().join("core-0");
     let (mut log, _, _) = open(&log_dir);
-    std::fs::remove_dir_all(&log_dir).unwrap();
+    // The background thread may be creating the next segment in there right now, which
+    // makes a removal fail (ENOTEMPTY, or a file renamed under it): try until it is gone.
+    let mut removed = std::fs::remove_dir_all(&log_dir);
+    for _ in 0..100 {
+        if removed.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        removed = std::fs::remove_dir_all(&log_dir);
+    }
+    removed.unwrap();
     let mut error = None;
     for i in 0..10_000 {
         if let Err(e) = log.append(0, &body(i)) {

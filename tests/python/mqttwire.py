@@ -413,3 +413,36 @@ def parse_publish(p: Packet, version: int) -> Publish:
 
 def packet_id_of(p: Packet) -> int:
     return struct.unpack(">H", p.body[:2])[0]
+
+
+# --- several filters, UNSUBSCRIBE (conformance tests) -----------------------------------------
+
+UNSUBSCRIBE, UNSUBACK, AUTH = 10, 11, 15
+
+
+def subscribe_many(filters: list[tuple[str | bytes, int]], version: int = V5, *, packet_id: int = 1,
+                   first_byte: int = 0x82, props: bytes = b"") -> bytes:
+    """One SUBSCRIBE with (filter, options byte) pairs; `props` are raw v5 properties."""
+    body = struct.pack(">H", packet_id)
+    if version == V5:
+        body += properties(props)
+    return packet(first_byte, body + b"".join(mqtt_str(f) + bytes([o]) for f, o in filters))
+
+
+def unsubscribe(filters: list[str | bytes], version: int = V5, *, packet_id: int = 1,
+                first_byte: int = 0xA2) -> bytes:
+    body = struct.pack(">H", packet_id) + (b"\x00" if version == V5 else b"")
+    return packet(first_byte, body + b"".join(mqtt_str(f) for f in filters))
+
+
+def ack_codes(p: Packet, ptype: int, packet_id: int, version: int) -> list[int]:
+    """The reason codes of a SUBACK / UNSUBACK after checking its type and packet id (for a 3.1.1
+    UNSUBACK, which has none, the empty list)."""
+    assert p.ptype == ptype and p.flags == 0, f"expected packet type {ptype}, got {p!r}"
+    assert packet_id_of(p) == packet_id, f"expected packet id {packet_id}, got {p!r}"
+    i = 2
+    if version == V5:
+        n, i = read_vbi(p.body, 2)
+        parse_properties(p.body[i:i + n])
+        i += n
+    return list(p.body[i:])

@@ -249,3 +249,30 @@ def test_mqtt_4_9_0_2_resent_window_respects_smaller_receive_maximum(broker):
             window.append(m)
     assert [(m.payload, m.packet_id) for m in got] == [(m.payload, m.packet_id) for m in first]
     s.close()
+
+
+@VERSIONS
+def test_max_inflight_messages_caps_the_window_of_every_client(start_broker, version):
+    """--max-inflight-messages 4: a 3.1.1 client (no Receive Maximum of its own) and a v5
+    client asking for 100 both get at most 4 unacknowledged PUBLISH on resume, then one more
+    per PUBACK, all 12 in order. This also bounds the work done before CONNACK."""
+    broker = start_broker("--max-inflight-messages", "4")
+    sid, pid = cid(1, f"inflight-sub-{version}"), cid(0, f"inflight-pub-{version}")
+    s = offline_subscriber(broker.addr, sid, "inflight/t", version)
+    publish_pipelined(broker.addr, pid, "inflight/t", [f"m{i}".encode() for i in range(12)])
+    connect = {"expiry": 3600}
+    if version == V5:
+        connect["receive_maximum"] = 100
+    assert s.connect(**connect).session_present, LOST
+    window = [s.next_publish(ack=False) for _ in range(4)]
+    assert_nothing_more(s.conn, 0.5)  # a fifth PUBLISH would exceed max_inflight_messages
+    got = list(window)
+    while window:
+        s.conn.send(ack_packet(PUBACK, window.pop(0).packet_id))
+        if len(got) < 12:
+            m = s.next_publish(ack=False)
+            got.append(m)
+            window.append(m)
+        assert len(window) <= 4
+    assert [m.payload for m in got] == [f"m{i}".encode() for i in range(12)]
+    s.close()

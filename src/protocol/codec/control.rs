@@ -2,9 +2,11 @@
 //! is empty or at most a reason code and properties.
 //!
 //! In 5.0 a DISCONNECT or AUTH may stop after its reason code (no properties), or have no
-//! body at all (Success / Normal Disconnection and no properties); the encoder uses the
-//! shortest form that says everything. A 3.1.1 DISCONNECT is always empty, and AUTH does
-//! not exist before 5.0.
+//! body at all (Success / Normal Disconnection and no properties). The decoder takes every
+//! form; the encoder writes no body for Success without properties and otherwise the
+//! reason code *and* a Property Length, even an empty one (`E0 02 rc 00`): some clients
+//! (rumqttc 0.24) cannot parse the legal 1-byte form. A 3.1.1 DISCONNECT is always empty,
+//! and AUTH does not exist before 5.0.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -108,7 +110,6 @@ pub(crate) fn reason_and_properties_len(
     }
     match props::content_len(p) {
         0 if reason == ReasonCode::SUCCESS => 0,
-        0 => 1,
         _ => 1 + props::encoded_len(p),
     }
 }
@@ -121,7 +122,6 @@ pub(crate) fn write_reason_and_properties(
 ) {
     match reason_and_properties_len(reason, p, version) {
         0 => {}
-        1 => buf.put_u8(reason.0),
         _ => {
             buf.put_u8(reason.0);
             props::write(p, buf);
@@ -159,9 +159,14 @@ mod tests {
             properties: Properties::default(),
         };
         both_ways(
-            &[0xE0, 0x01, 0x04],
+            &[0xE0, 0x02, 0x04, 0x00],
             Packet::Disconnect(with_will.clone()),
             V5,
+        );
+        // The short form without a Property Length decodes the same.
+        assert_eq!(
+            decode_one(&[0xE0, 0x01, 0x04], V5),
+            Ok(Packet::Disconnect(with_will.clone()))
         );
         // Only Normal Disconnection exists before 5.0.
         assert_eq!(
