@@ -431,6 +431,11 @@ impl Broker {
     /// A will to publish at `at` unless the client reconnects first (v5 Will Delay
     /// Interval); it is published at the latest when its session ends [MQTT-3.1.3-9].
     pub fn schedule_will(&mut self, client_id: &ByteString, will: Publish, at: Instant) {
+        // It may wait long: one allocation of its own, not slices of the CONNECT's buffer.
+        let packet_id = will.packet_id;
+        let will = journal::decode_publish(journal::kind::WILL, &journal::encode_publish(&will))
+            .map(|copy| Publish { packet_id, ..copy })
+            .unwrap_or(will);
         self.wills.insert(client_id.clone(), (at, will));
         self.wills_due.push(Reverse((at, client_id.clone())));
     }

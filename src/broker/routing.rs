@@ -52,6 +52,9 @@ impl Broker {
             .first()
             .copied();
         for (raw, options) in subscribe.filters {
+            // Kept for the life of the session: copied out of the read buffer it is a
+            // slice of, and parsed from the copy, so it pins a few bytes, not the buffer.
+            let raw = ByteString::from(&*raw);
             let Ok(parsed) = ParsedFilter::parse(raw.clone()) else {
                 reason_codes.push(ReasonCode::TOPIC_FILTER_INVALID);
                 continue;
@@ -399,14 +402,30 @@ impl Broker {
                 });
             }
         } else {
-            self.retained.insert(message.topic.clone(), message.clone());
+            // Retained messages live long: keep them in one allocation of their own, not
+            // as slices of the publisher's read buffer.
+            let publish = journal::encode_publish(&publish_for_log(message));
+            let kept = match journal::decode_publish(journal::kind::RETAINED, &publish) {
+                Ok(p) => Arc::new(Message {
+                    topic: p.topic,
+                    payload: p.payload,
+                    qos: message.qos,
+                    retain: message.retain,
+                    properties: p.properties,
+                    publisher: ByteString::from(&*message.publisher),
+                    expires_at: message.expires_at,
+                    origin: message.origin,
+                }),
+                Err(_) => message.clone(),
+            };
+            self.retained.insert(kept.topic.clone(), kept);
             if !outlives_restart(&message.topic) {
                 return;
             }
             let record = Record::Retained {
                 expires_ms: message.expires_at.map_or(0, |at| self.clock.unix_ms(at)),
                 publisher: message.publisher.clone(),
-                publish: journal::encode_publish(&publish_for_log(message)),
+                publish,
             };
             self.journal(&record);
         }

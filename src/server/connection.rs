@@ -282,7 +282,9 @@ pub async fn serve(
             }
         }
     }
-    let client_id = accepted.client_id.clone();
+    // A copy of its own: the decoded id is a slice of the read buffer, and a session
+    // outlives its connection (an idle session would otherwise pin a whole buffer).
+    let client_id = ByteString::from(&*accepted.client_id);
     let span = tracing::info_span!("conn", client_id = %client_id, shard = %shard.id, %peer);
     async move {
         let (serial, control, previous) = shard.register(&client_id);
