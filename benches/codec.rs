@@ -5,20 +5,21 @@
 //! Run: `cargo bench --bench codec -- --warm-up-time 1 --measurement-time 3`.
 
 use berth::protocol::{
-    decode, encode, Ack, Connect, LastWill, Packet, PacketId, Properties, ProtocolVersion, Publish,
-    QoS, ReasonCode,
+    decode, encode, Ack, Connect, LastWill, Packet, PacketId, Properties, PropertyValues,
+    ProtocolVersion, Publish, QoS, ReasonCode,
 };
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 fn publish(version: ProtocolVersion) -> Packet {
     let properties = if version.is_v5() {
-        Properties {
+        PropertyValues {
             message_expiry_interval: Some(3600),
             content_type: Some("application/json".into()),
             user_properties: vec![("trace".into(), "4bf92f3577b34da6".into())],
-            ..Properties::default()
+            ..PropertyValues::default()
         }
+        .into()
     } else {
         Properties::default()
     };
@@ -44,19 +45,21 @@ fn connect() -> Packet {
             payload: Bytes::from_static(b"offline"),
             qos: QoS::AtLeastOnce,
             retain: true,
-            properties: Properties {
+            properties: PropertyValues {
                 will_delay_interval: Some(10),
-                ..Properties::default()
-            },
+                ..PropertyValues::default()
+            }
+            .into(),
         }),
         username: Some("device-0001".into()),
         password: Some(Bytes::from_static(b"a-long-enough-secret-token")),
-        properties: Properties {
+        properties: PropertyValues {
             session_expiry_interval: Some(86_400),
             receive_maximum: Some(100),
             maximum_packet_size: Some(1 << 20),
-            ..Properties::default()
-        },
+            ..PropertyValues::default()
+        }
+        .into(),
     }))
 }
 

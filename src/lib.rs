@@ -8,6 +8,7 @@
 
 pub mod broker;
 pub mod config;
+pub(crate) mod hash;
 pub mod protocol;
 pub mod server;
 pub mod session;

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use berth::protocol::{
     encode, fuzzing, Ack, Auth, ConnAck, Connect, Disconnect, LastWill, Packet, PacketId,
-    Properties, ProtocolVersion, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe,
-    SubscriptionOptions, UnsubAck, Unsubscribe,
+    Properties, PropertyValues, ProtocolVersion, Publish, QoS, ReasonCode, RetainHandling, SubAck,
+    Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 use bytes::{Bytes, BytesMut};
 
@@ -124,14 +124,16 @@ fn seed_packets() -> Vec<(String, ProtocolVersion, Packet)> {
         let v5 = version.is_v5();
         let props = |p: Properties| if v5 { p } else { Properties::default() };
         let reason = |code: ReasonCode| if v5 { code } else { ReasonCode::SUCCESS };
-        let user = Properties {
+        let user = PropertyValues {
             user_properties: vec![("k".into(), "v".into())],
-            ..Properties::default()
+            ..PropertyValues::default()
         };
-        let why = Properties {
+        let why: Properties = PropertyValues {
             reason_string: Some("why".into()),
             ..user.clone()
-        };
+        }
+        .into();
+        let user: Properties = user.into();
         let mut list = vec![
             (
                 "connect",
@@ -145,20 +147,26 @@ fn seed_packets() -> Vec<(String, ProtocolVersion, Packet)> {
                         payload: Bytes::from_static(b"gone"),
                         qos: QoS::AtLeastOnce,
                         retain: true,
-                        properties: props(Properties {
-                            will_delay_interval: Some(5),
-                            ..user.clone()
-                        }),
+                        properties: props(
+                            PropertyValues {
+                                will_delay_interval: Some(5),
+                                ..(*user).clone()
+                            }
+                            .into(),
+                        ),
                     }),
                     username: Some("user".into()),
                     password: Some(Bytes::from_static(b"secret")),
-                    properties: props(Properties {
-                        session_expiry_interval: Some(3600),
-                        receive_maximum: Some(100),
-                        maximum_packet_size: Some(65_536),
-                        topic_alias_maximum: Some(10),
-                        ..Properties::default()
-                    }),
+                    properties: props(
+                        PropertyValues {
+                            session_expiry_interval: Some(3600),
+                            receive_maximum: Some(100),
+                            maximum_packet_size: Some(65_536),
+                            topic_alias_maximum: Some(10),
+                            ..PropertyValues::default()
+                        }
+                        .into(),
+                    ),
                 })),
             ),
             (
@@ -179,13 +187,16 @@ fn seed_packets() -> Vec<(String, ProtocolVersion, Packet)> {
                 Packet::ConnAck(ConnAck {
                     session_present: true,
                     reason_code: ReasonCode::SUCCESS,
-                    properties: props(Properties {
-                        assigned_client_identifier: Some("auto-1".into()),
-                        maximum_qos: Some(1),
-                        retain_available: Some(1),
-                        server_keep_alive: Some(60),
-                        ..Properties::default()
-                    }),
+                    properties: props(
+                        PropertyValues {
+                            assigned_client_identifier: Some("auto-1".into()),
+                            maximum_qos: Some(1),
+                            retain_available: Some(1),
+                            server_keep_alive: Some(60),
+                            ..PropertyValues::default()
+                        }
+                        .into(),
+                    ),
                 }),
             ),
             (
@@ -216,15 +227,18 @@ fn seed_packets() -> Vec<(String, ProtocolVersion, Packet)> {
                     retain: false,
                     topic: "a/b".into(),
                     packet_id: Some(id(1)),
-                    properties: props(Properties {
-                        payload_format_indicator: Some(1),
-                        message_expiry_interval: Some(60),
-                        content_type: Some("text/plain".into()),
-                        response_topic: Some("reply/here".into()),
-                        correlation_data: Some(Bytes::from_static(b"\x01\x02")),
-                        subscription_identifiers: vec![7, 300],
-                        ..user.clone()
-                    }),
+                    properties: props(
+                        PropertyValues {
+                            payload_format_indicator: Some(1),
+                            message_expiry_interval: Some(60),
+                            content_type: Some("text/plain".into()),
+                            response_topic: Some("reply/here".into()),
+                            correlation_data: Some(Bytes::from_static(b"\x01\x02")),
+                            subscription_identifiers: vec![7, 300],
+                            ..(*user).clone()
+                        }
+                        .into(),
+                    ),
                     payload: Bytes::from_static(b"hello"),
                 }),
             ),
@@ -276,10 +290,13 @@ fn seed_packets() -> Vec<(String, ProtocolVersion, Packet)> {
                 "subscribe",
                 Packet::Subscribe(Subscribe {
                     packet_id: id(3),
-                    properties: props(Properties {
-                        subscription_identifiers: vec![7],
-                        ..user.clone()
-                    }),
+                    properties: props(
+                        PropertyValues {
+                            subscription_identifiers: vec![7],
+                            ..(*user).clone()
+                        }
+                        .into(),
+                    ),
                     filters: vec![
                         (
                             "a/+/c".into(),
@@ -342,10 +359,13 @@ fn seed_packets() -> Vec<(String, ProtocolVersion, Packet)> {
                 "disconnect",
                 Packet::Disconnect(Disconnect {
                     reason_code: reason(ReasonCode::DISCONNECT_WITH_WILL_MESSAGE),
-                    properties: props(Properties {
-                        session_expiry_interval: Some(0),
-                        ..why.clone()
-                    }),
+                    properties: props(
+                        PropertyValues {
+                            session_expiry_interval: Some(0),
+                            ..(*why).clone()
+                        }
+                        .into(),
+                    ),
                 }),
             ),
         ];
@@ -354,11 +374,12 @@ fn seed_packets() -> Vec<(String, ProtocolVersion, Packet)> {
                 "auth",
                 Packet::Auth(Auth {
                     reason_code: ReasonCode::CONTINUE_AUTHENTICATION,
-                    properties: Properties {
+                    properties: PropertyValues {
                         authentication_method: Some("SCRAM-SHA-1".into()),
                         authentication_data: Some(Bytes::from_static(b"nonce")),
-                        ..Properties::default()
-                    },
+                        ..PropertyValues::default()
+                    }
+                    .into(),
                 }),
             ));
             list.push((
@@ -369,10 +390,11 @@ fn seed_packets() -> Vec<(String, ProtocolVersion, Packet)> {
                     retain: false,
                     topic: "".into(),
                     packet_id: None,
-                    properties: Properties {
+                    properties: PropertyValues {
                         topic_alias: Some(3),
-                        ..Properties::default()
-                    },
+                        ..PropertyValues::default()
+                    }
+                    .into(),
                     payload: Bytes::from_static(b"aliased"),
                 }),
             ));

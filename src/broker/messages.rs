@@ -8,13 +8,14 @@
 //! Invariant: an entry exists exactly while its reference count is above zero; each
 //! reference a session takes is released exactly once (on `Done` or `Dropped`).
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::journal::{self, Journal, Record};
+use crate::hash::FastMap;
 use crate::session::state::{Message, Messages, Seq};
 use crate::store::Position;
 
@@ -27,31 +28,132 @@ pub(crate) struct Entry {
     pub message: Option<Arc<Message>>,
 }
 
-#[derive(Debug, Default)]
+/// Slots kept in order for the newest messages. Messages are numbered in the order they
+/// arrive and most are let go soon after (a delivery acknowledged within milliseconds), so
+/// the newest ones live in a ring indexed by number: walked nearly in order, no hashing,
+/// no scattered cache misses. An entry still held when 65,536 newer numbers were handed
+/// out (a message queued for an offline session) moves to a map, so one long-held message
+/// never makes the ring grow. Measured under 1,000 QoS 1 publisher/subscriber pairs: the
+/// release of an acknowledged message was 9% of the broker's CPU as a SipHash map.
+const RECENT_SLOTS: usize = 1 << 16;
+
+#[derive(Debug)]
 pub(crate) struct MessageTable {
-    pub entries: HashMap<Seq, Entry>,
+    /// Slot `i` holds message `base + i`; `None` once released or never held.
+    recent: VecDeque<Option<Entry>>,
+    base: Seq,
+    /// Entries older than `base`.
+    old: FastMap<Seq, Entry>,
+    live: usize,
     pub next_seq: Seq,
 }
 
 impl MessageTable {
+    /// A table whose next message is `next_seq`, holding `entries` (from a recovery).
+    pub fn new(next_seq: Seq, entries: impl IntoIterator<Item = (Seq, Entry)>) -> MessageTable {
+        let old: FastMap<Seq, Entry> = entries.into_iter().collect();
+        MessageTable {
+            recent: VecDeque::new(),
+            base: next_seq,
+            live: old.len(),
+            old,
+            next_seq,
+        }
+    }
+
     pub fn allocate(&mut self) -> Seq {
         let seq = self.next_seq;
         self.next_seq += 1;
         seq
     }
 
+    pub fn get(&self, seq: Seq) -> Option<&Entry> {
+        match seq.checked_sub(self.base) {
+            Some(i) => self.recent.get(i as usize)?.as_ref(),
+            None => self.old.get(&seq),
+        }
+    }
+
+    pub fn get_mut(&mut self, seq: Seq) -> Option<&mut Entry> {
+        match seq.checked_sub(self.base) {
+            Some(i) => self.recent.get_mut(i as usize)?.as_mut(),
+            None => self.old.get_mut(&seq),
+        }
+    }
+
+    /// Holds `entry` for message `seq` (one not held yet).
+    pub fn insert(&mut self, seq: Seq, entry: Entry) {
+        let Some(i) = seq.checked_sub(self.base) else {
+            if self.old.insert(seq, entry).is_none() {
+                self.live += 1;
+            }
+            return;
+        };
+        let i = i as usize;
+        if i >= RECENT_SLOTS {
+            // A number far past the ring (only after a long run of numbers never held):
+            // everything in the ring is older than `RECENT_SLOTS` now.
+            for (n, slot) in self.recent.drain(..).enumerate() {
+                if let Some(e) = slot {
+                    self.old.insert(self.base + n as u64, e);
+                }
+            }
+            self.base = seq;
+            self.recent.push_back(Some(entry));
+            self.live += 1;
+            return;
+        }
+        if i >= self.recent.len() {
+            self.recent.resize_with(i + 1, || None);
+        }
+        if self.recent[i].replace(entry).is_none() {
+            self.live += 1;
+        }
+        while self.recent.len() > RECENT_SLOTS {
+            if let Some(Some(e)) = self.recent.pop_front() {
+                self.old.insert(self.base, e);
+            }
+            self.base += 1;
+        }
+    }
+
     /// A session let go of `seq`.
     pub fn release(&mut self, seq: Seq) {
-        if let Some(entry) = self.entries.get_mut(&seq) {
-            entry.refs = entry.refs.saturating_sub(1);
-            if entry.refs == 0 {
-                self.entries.remove(&seq);
+        let Some(entry) = self.get_mut(seq) else {
+            return;
+        };
+        entry.refs = entry.refs.saturating_sub(1);
+        if entry.refs > 0 {
+            return;
+        }
+        self.live -= 1;
+        match seq.checked_sub(self.base) {
+            Some(i) => {
+                self.recent[i as usize] = None;
+                while let Some(None) = self.recent.front() {
+                    self.recent.pop_front();
+                    self.base += 1;
+                }
+            }
+            None => {
+                self.old.remove(&seq);
             }
         }
     }
 
+    /// Every entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (Seq, &Entry)> {
+        let base = self.base;
+        self.old.iter().map(|(s, e)| (*s, e)).chain(
+            self.recent
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, e)| Some((base + i as u64, e.as_ref()?))),
+        )
+    }
+
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.live
     }
 }
 
@@ -102,7 +204,7 @@ pub(crate) struct Lookup<'a> {
 
 impl Messages for Lookup<'_> {
     fn get(&self, seq: Seq) -> Option<Arc<Message>> {
-        let entry = self.table.entries.get(&seq)?;
+        let entry = self.table.get(seq)?;
         if let Some(message) = &entry.message {
             return Some(message.clone());
         }
@@ -117,7 +219,7 @@ impl Messages for Lookup<'_> {
     }
 
     fn size(&self, seq: Seq) -> usize {
-        self.table.entries.get(&seq).map_or(0, |e| e.size as usize)
+        self.table.get(seq).map_or(0, |e| e.size as usize)
     }
 }
 
@@ -155,4 +257,94 @@ pub(crate) fn message_of(
         expires_at: (expires_ms != 0).then(|| clock.instant(expires_ms)),
         origin: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn entry(refs: u32, size: u32) -> Entry {
+        Entry {
+            pos: None,
+            refs,
+            size,
+            message: None,
+        }
+    }
+
+    /// The table against a plain map: numbers handed out in order, some never held,
+    /// references let go in a shuffled order, some held across far more than the ring.
+    #[test]
+    fn ring_and_map_together_behave_as_one_map() {
+        let mut table = MessageTable::new(1, []);
+        let mut model: HashMap<Seq, u32> = HashMap::new();
+        let mut held: Vec<Seq> = Vec::new();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for step in 0..400_000u64 {
+            let seq = table.allocate();
+            if next() % 5 != 0 {
+                let refs = (next() % 3 + 1) as u32;
+                table.insert(seq, entry(refs, (seq % 1000) as u32));
+                model.insert(seq, refs);
+                for _ in 0..refs {
+                    held.push(seq);
+                }
+            }
+            // Let go of about as many references as were taken, from anywhere, but keep
+            // a few (the first 50) for the whole run: they must move out of the ring.
+            while held.len() > 50 + (next() % 2000) as usize {
+                let i = 50 + (next() as usize % (held.len() - 50));
+                let seq = held.swap_remove(i);
+                table.release(seq);
+                let refs = model.get_mut(&seq).unwrap();
+                *refs -= 1;
+                if *refs == 0 {
+                    model.remove(&seq);
+                }
+            }
+            if step % 50_000 == 0 || step == 399_999 {
+                assert_eq!(table.len(), model.len());
+                for (seq, refs) in &model {
+                    let e = table.get(*seq).expect("a held message is found");
+                    assert_eq!((e.refs, e.size), (*refs, (*seq % 1000) as u32));
+                }
+                let mut listed: Vec<Seq> = table.iter().map(|(s, _)| s).collect();
+                listed.sort_unstable();
+                let mut expected: Vec<Seq> = model.keys().copied().collect();
+                expected.sort_unstable();
+                assert_eq!(listed, expected);
+            }
+        }
+        assert!(table.recent.len() <= RECENT_SLOTS);
+        assert!(
+            !table.old.is_empty(),
+            "the long-held messages moved to the map"
+        );
+        for seq in std::mem::take(&mut held) {
+            table.release(seq);
+        }
+        assert_eq!(table.len(), 0);
+        assert!(table.recent.is_empty() && table.old.is_empty());
+    }
+
+    #[test]
+    fn a_number_far_past_the_ring_moves_the_ring_to_the_map() {
+        let mut table = MessageTable::new(1, [(0, entry(1, 7))]);
+        table.insert(1, entry(1, 1));
+        table.insert(1 + 3 * RECENT_SLOTS as u64, entry(2, 2));
+        assert_eq!(table.len(), 3);
+        assert_eq!(table.get(0).map(|e| e.size), Some(7));
+        assert_eq!(table.get(1).map(|e| e.size), Some(1));
+        table.release(1);
+        assert!(table.get(1).is_none());
+        assert_eq!(table.len(), 2);
+        assert!(table.get(2).is_none());
+    }
 }

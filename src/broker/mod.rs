@@ -23,6 +23,7 @@ mod routing;
 mod share;
 mod sys;
 
+use crate::hash::FastMap;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
@@ -134,12 +135,12 @@ pub struct Broker {
     pub cores: usize,
     policy: SessionPolicy,
     /// Boxed: an idle session should cost its size, not its size over the map's load factor.
-    sessions: HashMap<ByteString, Box<Slot>>,
+    sessions: FastMap<ByteString, Box<Slot>>,
     /// Local subscriptions: (client id) -> subscription.
     subscriptions: SubscriptionTree<ByteString, crate::session::Subscription>,
     /// Which other cores subscribe to which filters.
     interest: SubscriptionTree<ShardId, ()>,
-    retained: HashMap<ByteString, Arc<Message>>,
+    retained: FastMap<ByteString, Arc<Message>>,
     pub counters: Counters,
     messages: MessageTable,
     journal: Box<dyn Journal>,
@@ -199,15 +200,12 @@ impl Broker {
             id,
             cores,
             policy,
-            sessions: HashMap::new(),
+            sessions: FastMap::default(),
             subscriptions: SubscriptionTree::new(),
             interest: SubscriptionTree::new(),
-            retained: HashMap::new(),
+            retained: FastMap::default(),
             counters: Counters::default(),
-            messages: MessageTable {
-                entries: HashMap::new(),
-                next_seq: 1,
-            },
+            messages: MessageTable::new(1, []),
             journal,
             clock,
             next_sid: 1,

@@ -51,7 +51,7 @@ impl Broker {
 
     /// Writes the message `seq` to the log if only memory holds it.
     fn ensure_logged(&mut self, seq: Seq) {
-        let Some(entry) = self.messages.entries.get(&seq) else {
+        let Some(entry) = self.messages.get(seq) else {
             return;
         };
         if entry.pos.is_some() {
@@ -70,7 +70,7 @@ impl Broker {
             publish: journal::encode_publish(&publish_for_log(&message)),
         });
         let pos = self.journal(&record);
-        if let Some(entry) = self.messages.entries.get_mut(&seq) {
+        if let Some(entry) = self.messages.get_mut(seq) {
             entry.pos = pos;
         }
     }
@@ -153,9 +153,8 @@ impl Broker {
         }
         let mut logged: Vec<(Seq, crate::store::Position)> = self
             .messages
-            .entries
             .iter()
-            .filter_map(|(seq, e)| e.pos.map(|pos| (*seq, pos)))
+            .filter_map(|(seq, e)| e.pos.map(|pos| (seq, pos)))
             .collect();
         logged.sort_unstable();
         for (seq, old) in logged {
@@ -175,7 +174,7 @@ impl Broker {
                 targets: Vec::new(),
                 publish: journal::encode_publish(&publish_for_log(&message)),
             }))?;
-            if let Some(entry) = self.messages.entries.get_mut(&seq) {
+            if let Some(entry) = self.messages.get_mut(seq) {
                 entry.pos = Some(pos);
             }
             report.messages += 1;

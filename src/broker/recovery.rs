@@ -474,12 +474,9 @@ impl Broker {
         let mut client_of_sid = HashMap::new();
         messages.retain(|_, e| e.refs > 0);
         report.messages = messages.len();
-        broker.messages = MessageTable {
-            entries: messages,
-            next_seq: rebuild.next_seq,
-        };
+        broker.messages = MessageTable::new(rebuild.next_seq, messages);
         report.retained = retained.len();
-        broker.retained = retained;
+        broker.retained = retained.into_iter().collect();
         let mut subscriptions = Vec::new();
         for (sid, rebuilt) in sessions {
             let Rebuilt {

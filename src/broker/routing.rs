@@ -1,6 +1,6 @@
 //! SUBSCRIBE, UNSUBSCRIBE and PUBLISH on one core, and the messages other cores send it.
 
-use std::collections::HashMap;
+use crate::hash::FastMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -303,8 +303,10 @@ impl Broker {
         }
         self.counters.messages_received += 1;
         let mut properties = publish.properties;
-        properties.topic_alias = None;
-        properties.subscription_identifiers.clear();
+        if let Some(values) = properties.values_mut() {
+            values.topic_alias = None;
+            values.subscription_identifiers.clear();
+        }
         let expires_at = properties
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s)));
@@ -448,7 +450,7 @@ impl Broker {
                 return;
             }
         }
-        let mut targets: HashMap<ByteString, (Subscription, Vec<u32>)> = HashMap::new();
+        let mut targets: FastMap<ByteString, (Subscription, Vec<u32>)> = FastMap::default();
         self.subscriptions.matches(topic, |client, subscription| {
             if subscription.options.no_local && *client == message.publisher {
                 return; // [MQTT-3.8.3-3] No Local
@@ -570,7 +572,7 @@ impl Broker {
                 });
                 self.journal(&record)
             };
-            self.messages.entries.insert(
+            self.messages.insert(
                 seq,
                 Entry {
                     pos,

@@ -29,7 +29,7 @@ pub mod fuzzing;
 mod proptests;
 
 pub use packet::*;
-pub use properties::Properties;
+pub use properties::{Properties, PropertyValues};
 pub use reason::ReasonCode;
 
 use bytes::{BufMut, BytesMut};

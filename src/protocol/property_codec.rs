@@ -11,6 +11,8 @@
 use bytes::{BufMut, BytesMut};
 
 use super::wire::{self, check_binary, check_str, field_len, put_field, Reader, MAX_VARIABLE_INT};
+#[cfg(test)]
+use super::PropertyValues;
 use super::{DecodeError, EncodeError, Properties};
 
 /// Where a property list sits; each allows its own set of properties (table 2-4).
@@ -653,7 +655,8 @@ pub(crate) fn write(p: &Properties, buf: &mut BytesMut) {
 pub(crate) fn restrict(p: Properties, context: Context) -> Properties {
     let allowed = context.allowed();
     let keep = |id: u8| allowed & (1 << id) != 0;
-    let mut p = Properties {
+    let p = p.into_values();
+    let mut p = PropertyValues {
         payload_format_indicator: p
             .payload_format_indicator
             .filter(|_| keep(PAYLOAD_FORMAT_INDICATOR)),
@@ -718,7 +721,7 @@ pub(crate) fn restrict(p: Properties, context: Context) -> Properties {
     if p.authentication_method.is_none() {
         p.authentication_data = None;
     }
-    p
+    p.into()
 }
 
 #[cfg(test)]

@@ -551,17 +551,18 @@ async fn read_loop(
     let mut acks = Vec::new();
     loop {
         let mut pending = Effects::default();
+        // One clock read per read's worth of packets (it was 3% of a QoS 1 profile per packet).
+        let now = Instant::now();
         loop {
             match protocol::decode(&mut buf, link.version, max) {
-                Ok(Some(packet)) => match link
-                    .on_packet(conn.shard.stats.received(packet), Instant::now())
-                {
+                Ok(Some(packet)) => match link.on_packet(conn.shard.stats.received(packet), now) {
                     Ok(LinkEvent::Reply(reply)) => {
                         conn.out.send(reply);
                     }
                     Ok(LinkEvent::Discard) => {}
                     Ok(LinkEvent::Forward(packet)) => {
-                        if let Err(end) = forward(conn, packet, &mut pending, &mut acks).await {
+                        if let Err(end) = forward(conn, packet, now, &mut pending, &mut acks).await
+                        {
                             flush(conn, pending, &mut acks).await;
                             return end;
                         }
@@ -675,11 +676,11 @@ async fn flush(conn: &Conn<'_>, pending: Effects, acks: &mut Vec<Packet>) {
 async fn forward(
     conn: &mut Conn<'_>,
     packet: Packet,
+    now: Instant,
     pending: &mut Effects,
     acks: &mut Vec<Packet>,
 ) -> Result<(), End> {
     let shard = conn.shard;
-    let now = Instant::now();
     match packet {
         Packet::Publish(mut publish) => {
             resolve_topic_alias(&mut conn.aliases, &mut publish)?;
@@ -778,7 +779,11 @@ fn resolve_topic_alias(
     aliases: &mut [Option<ByteString>],
     publish: &mut Publish,
 ) -> Result<(), End> {
-    let Some(alias) = publish.properties.topic_alias.take() else {
+    let Some(alias) = publish
+        .properties
+        .values_mut()
+        .and_then(|values| values.topic_alias.take())
+    else {
         return Ok(());
     };
     let Some(slot) = usize::from(alias)

@@ -4,6 +4,7 @@
 //! Everything here is owned by one executor and reached through `Rc`; nothing is shared
 //! between threads except the messages that cross cores ([`ShardMsg`]).
 
+use crate::hash::FastMap;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -148,7 +149,7 @@ pub struct Shard {
     pub policy: ConnectPolicy,
     /// Senders to the other cores, indexed by shard; `None` at our own index.
     peers: Vec<Option<ConnectedSender<ShardMsg>>>,
-    connections: RefCell<HashMap<ByteString, Registered>>,
+    connections: RefCell<FastMap<ByteString, Registered>>,
     next_serial: Cell<u64>,
     pub stats: ShardStats,
     /// The publish/subscribe engine. Borrowed only between awaits, never across one.
@@ -177,7 +178,7 @@ impl Shard {
             config,
             policy,
             peers,
-            connections: RefCell::new(HashMap::new()),
+            connections: RefCell::new(FastMap::default()),
             next_serial: Cell::new(0),
             stats: ShardStats::default(),
             syncs: RefCell::new(HashMap::new()),

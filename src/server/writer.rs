@@ -153,7 +153,9 @@ impl Fitter {
             }
             Fitted::Dropped(Packet::Publish(mut publish)) => {
                 publish.topic = topic;
-                publish.properties.topic_alias = None;
+                if let Some(values) = publish.properties.values_mut() {
+                    values.topic_alias = None;
+                }
                 Fitted::Dropped(Packet::Publish(publish))
             }
             dropped => dropped,
@@ -172,8 +174,10 @@ impl Fitter {
             return;
         };
         if !allowed {
-            properties.reason_string = None;
-            properties.user_properties.clear();
+            if let Some(values) = properties.values_mut() {
+                values.reason_string = None;
+                values.user_properties.clear();
+            }
         } else if let Some(code) = failure {
             if properties.reason_string.is_none() {
                 properties.reason_string = Some(code.description().into());
@@ -185,7 +189,12 @@ impl Fitter {
     /// Returns the alias to remember for its topic once the packet is sent, if it is new.
     fn alias(&self, publish: &mut Publish) -> Option<u16> {
         // An alias from the publisher's connection means nothing on this one.
-        publish.properties.topic_alias = None;
+        if let Some(values) = publish.properties.values_mut() {
+            values.topic_alias = None;
+        }
+        if self.limits.topic_alias_maximum == 0 {
+            return None;
+        }
         if let Some(&alias) = self.aliases.get(&publish.topic) {
             publish.properties.topic_alias = Some(alias);
             publish.topic = ByteString::new();

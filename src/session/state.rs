@@ -12,7 +12,8 @@
 //! [MQTT-4.3.3-10]; unacknowledged messages are resent first, with DUP, in their original
 //! order [MQTT-4.4.0-1].
 
-use std::collections::{HashMap, VecDeque};
+use crate::hash::FastMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -263,7 +264,7 @@ pub struct Session {
     /// Subscription Identifiers of queued and in-flight messages that carry any (v5 only;
     /// kept aside so that a queue entry stays 8 bytes).
     #[allow(clippy::box_collection)] // One pointer while empty, which is almost always.
-    ids: Option<Box<HashMap<Seq, Box<[u32]>>>>,
+    ids: Option<Box<FastMap<Seq, Box<[u32]>>>>,
     pub dropped: u64,
     /// Inbound QoS 2 packet ids received and not yet released by PUBREL (a few at most:
     /// a list is smaller than a set).
@@ -753,7 +754,11 @@ pub fn publish_of(
     now: Instant,
 ) -> Publish {
     let mut properties = message.properties.clone();
-    properties.subscription_identifiers = ids;
+    if !ids.is_empty() {
+        properties.subscription_identifiers = ids;
+    } else if let Some(values) = properties.values_mut() {
+        values.subscription_identifiers.clear();
+    }
     if let Some(at) = message.expires_at {
         // [MQTT-3.3.2-6] pass on the time that is left, not the original interval.
         properties.message_expiry_interval =
@@ -777,7 +782,7 @@ mod tests {
 
     /// The message table, as a map.
     #[derive(Default)]
-    struct Table(RefCell<HashMap<Seq, Arc<Message>>>);
+    struct Table(RefCell<std::collections::HashMap<Seq, Arc<Message>>>);
 
     impl Messages for Table {
         fn get(&self, seq: Seq) -> Option<Arc<Message>> {

@@ -23,7 +23,6 @@
 //! [MQTT-4.7.1-1], so 3.1.1's [MQTT-4.7.1-2] and [MQTT-4.7.1-3] are 5.0's -1 and -2.
 
 mod group;
-mod hash;
 mod node;
 mod shared;
 mod subs;

@@ -3,7 +3,7 @@
 //! Kept apart from `tree.rs` so that the tree reads as its operations; nothing here knows
 //! about subscribers.
 
-use super::hash::LevelHashState;
+use crate::hash::HashState;
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -89,7 +89,7 @@ impl Borrow<[u8]> for Label {
     }
 }
 
-pub(super) type LevelMap = HashMap<Label, NodeId, LevelHashState>;
+pub(super) type LevelMap = HashMap<Label, NodeId, HashState>;
 
 /// Literal children. Most nodes of a large tree have exactly one (`{id}` -> `cmd` in
 /// `device/{id}/cmd`), so that case is inline rather than a map of its own.
@@ -119,7 +119,7 @@ impl Children {
         }
     }
 
-    pub(super) fn insert(&mut self, level: &str, id: NodeId, hash: LevelHashState) {
+    pub(super) fn insert(&mut self, level: &str, id: NodeId, hash: HashState) {
         *self = match std::mem::take(self) {
             Children::None => Children::One(Label::new(level), id),
             Children::One(label, other) => {
@@ -271,7 +271,7 @@ mod tests {
                 matches!(label, Label::Inline { .. }),
                 level.len() <= INLINE_LABEL
             );
-            let hash = LevelHashState::random();
+            let hash = HashState::random();
             assert_eq!(
                 hash.hash_one(&label),
                 hash.hash_one(level.as_bytes()),
@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn children_go_from_one_to_a_map_and_back() {
-        let hash = LevelHashState::random();
+        let hash = HashState::random();
         let id = |n| NodeId(NonZeroU32::new(n).unwrap());
         let mut children = Children::None;
         children.insert("a", id(1), hash);

@@ -25,10 +25,10 @@
 //! A session whose filters overlap (`a/+` and `a/#`) is visited once per matching filter;
 //! whether that yields one delivery or several is the router's choice (5.0 section 4.8).
 
-use super::hash::LevelHashState;
 use super::node::{edges, split_filter, Children, Edge, Node, NodeId, SlotId};
 use super::subs::Subs;
 use super::{TopicFilter, TopicName};
+use crate::hash::HashState;
 use std::fmt;
 use std::hash::Hash;
 use std::num::NonZeroU32;
@@ -87,7 +87,7 @@ pub struct SubscriptionTree<K, V> {
     slots: Vec<Subs<K, V>>,
     free_slots: Vec<SlotId>,
     subscriptions: usize,
-    hash: LevelHashState,
+    hash: HashState,
 }
 
 impl<K: Eq + Hash + Clone, V> Default for SubscriptionTree<K, V> {
@@ -114,7 +114,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTree<K, V> {
             slots: Vec::new(),
             free_slots: Vec::new(),
             subscriptions: 0,
-            hash: LevelHashState::random(),
+            hash: HashState::random(),
         }
     }
 

@@ -49,7 +49,7 @@ fn every_connack_property() {
         0x2A, 1,
     ];
     let p = decode_list(Context::ConnAck, list).unwrap();
-    let expected = Properties {
+    let expected = PropertyValues {
         session_expiry_interval: Some(60),
         assigned_client_identifier: Some("c".into()),
         server_keep_alive: Some(30),
@@ -67,8 +67,9 @@ fn every_connack_property() {
         wildcard_subscription_available: Some(1),
         subscription_identifier_available: Some(0),
         shared_subscription_available: Some(1),
-        ..Properties::default()
-    };
+        ..PropertyValues::default()
+    }
+    .into();
     assert_eq!(p, expected);
     assert_eq!(&encode_list(&p, Context::ConnAck)[1..], list);
     assert_eq!(content_len(&p), list.len());
@@ -102,10 +103,11 @@ fn every_publish_and_will_property() {
 
 #[test]
 fn long_lists_have_multi_byte_lengths() {
-    let p = Properties {
+    let p = PropertyValues {
         reason_string: Some("x".repeat(200).into()),
-        ..Properties::default()
-    };
+        ..PropertyValues::default()
+    }
+    .into();
     let bytes = encode_list(&p, Context::Ack);
     assert_eq!(&bytes[..3], &[0xCB, 0x01, 0x1F]);
     assert_eq!(decode_list(Context::Ack, &bytes[2..]).unwrap(), p);
@@ -248,10 +250,11 @@ fn truncated_lists() {
 
 #[test]
 fn encode_checks() {
-    let p = Properties {
+    let p = PropertyValues {
         topic_alias: Some(1),
-        ..Properties::default()
-    };
+        ..PropertyValues::default()
+    }
+    .into();
     assert_eq!(
         check(&p, Context::Ack),
         Err(EncodeError::Invalid(DecodeError::PropertyNotAllowed {
@@ -259,26 +262,29 @@ fn encode_checks() {
             packet: "PUBACK, PUBREC, PUBREL or PUBCOMP"
         }))
     );
-    let p = Properties {
+    let p = PropertyValues {
         receive_maximum: Some(0),
-        ..Properties::default()
-    };
+        ..PropertyValues::default()
+    }
+    .into();
     assert!(matches!(
         check(&p, Context::Connect),
         Err(EncodeError::Invalid(DecodeError::Protocol(_)))
     ));
-    let p = Properties {
+    let p = PropertyValues {
         user_properties: vec![("k".into(), "a\0".into())],
-        ..Properties::default()
-    };
+        ..PropertyValues::default()
+    }
+    .into();
     assert!(matches!(
         check(&p, Context::Auth),
         Err(EncodeError::Invalid(DecodeError::Malformed(_)))
     ));
-    let p = Properties {
+    let p = PropertyValues {
         correlation_data: Some(Bytes::from(vec![0; 65_536])),
-        ..Properties::default()
-    };
+        ..PropertyValues::default()
+    }
+    .into();
     assert!(matches!(
         check(&p, Context::Publish),
         Err(EncodeError::OutOfRange(_))

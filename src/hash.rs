@@ -1,13 +1,19 @@
-//! The hasher for topic levels in the tree's child maps.
+//! The hasher for the maps on the publish path: topic levels in the tree's child maps,
+//! client ids in the session and connection maps, message sequence numbers.
 //!
 //! Why not std's SipHash: a publish hashes one level per tree level, and at a million
 //! filters those hashes are a visible share of the match time; SipHash-1-3 costs several
-//! times more than a folded multiply on short strings. Why not a fixed-key fast hash: the
+//! times more than a folded multiply on short strings. Every delivery also looks up its
+//! session and its connection by client id. Why not a fixed-key fast hash: the
 //! levels come from peers, and a fixed key lets one craft colliding filters that turn a
 //! child map into a list. So this is a folded-multiply hash (the construction of wyhash and
-//! foldhash) keyed per tree from std's `RandomState`: fast, and not predictable from outside.
+//! foldhash) keyed per map from std's `RandomState`: fast, and not predictable from outside.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+
+/// A `HashMap` with [`HashState`]: fast and keyed per map.
+pub(crate) type FastMap<K, V> = HashMap<K, V, HashState>;
 
 /// Odd 64-bit constants (digits of pi) that keep the multiplies from collapsing to zero.
 const PI: [u64; 4] = [
@@ -24,30 +30,36 @@ fn folded_multiply(a: u64, b: u64) -> u64 {
     (product as u64) ^ ((product >> 64) as u64)
 }
 
-/// Builds [`LevelHasher`]s with a per-tree random key.
+/// Builds [`FastHasher`]s with a random key per map.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct LevelHashState {
+pub(crate) struct HashState {
     seed: [u64; 2],
 }
 
-impl LevelHashState {
+impl HashState {
     /// A fresh random key, drawn from std's per-thread `RandomState` keys.
     pub(crate) fn random() -> Self {
         let state = std::collections::hash_map::RandomState::new();
         let a = state.hash_one(PI[0]);
         let b = state.hash_one(PI[1]);
-        LevelHashState {
+        HashState {
             seed: [a ^ PI[2], b ^ PI[3]],
         }
     }
 }
 
-impl BuildHasher for LevelHashState {
-    type Hasher = LevelHasher;
+impl Default for HashState {
+    fn default() -> Self {
+        HashState::random()
+    }
+}
+
+impl BuildHasher for HashState {
+    type Hasher = FastHasher;
 
     #[inline]
-    fn build_hasher(&self) -> LevelHasher {
-        LevelHasher {
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher {
             acc: self.seed[0],
             key: self.seed[1],
         }
@@ -56,19 +68,19 @@ impl BuildHasher for LevelHashState {
 
 /// Hashes the bytes it is given eight at a time; `str`'s `Hash` adds a 0xFF terminator
 /// through `write_u8`, which keeps `"a"` and `"a\0"` apart.
-pub(crate) struct LevelHasher {
+pub(crate) struct FastHasher {
     acc: u64,
     key: u64,
 }
 
-impl LevelHasher {
+impl FastHasher {
     #[inline]
     fn mix(&mut self, word: u64) {
         self.acc = folded_multiply(word ^ self.key, self.acc ^ PI[1]);
     }
 }
 
-impl Hasher for LevelHasher {
+impl Hasher for FastHasher {
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
         self.mix(bytes.len() as u64);
@@ -98,6 +110,11 @@ impl Hasher for LevelHasher {
     }
 
     #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.mix(n);
+    }
+
+    #[inline]
     fn finish(&self) -> u64 {
         folded_multiply(self.acc, self.key ^ PI[0])
     }
@@ -110,7 +127,7 @@ mod tests {
 
     #[test]
     fn distinct_short_levels_rarely_collide() {
-        let state = LevelHashState::random();
+        let state = HashState::random();
         let mut seen = HashSet::new();
         let n = 100_000;
         for i in 0..n {
@@ -123,7 +140,7 @@ mod tests {
 
     #[test]
     fn keys_differ_between_states() {
-        let (a, b) = (LevelHashState::random(), LevelHashState::random());
+        let (a, b) = (HashState::random(), HashState::random());
         assert_ne!(a.hash_one("sport"), b.hash_one("sport"));
         assert_eq!(a.hash_one("sport"), a.hash_one("sport"));
         assert_ne!(a.hash_one("a"), a.hash_one("a\0"));
