@@ -192,7 +192,7 @@ impl Default for Config {
             server_keep_alive: None,
             receive_maximum: 1024,
             topic_alias_maximum: 10,
-            max_outbox_bytes: 1 << 20,
+            max_outbox_bytes: 256 << 10,
             max_inflight_messages: 1024,
             max_session_expiry: Duration::from_secs(2 * 60 * 60),
             max_queued_messages: 1000,
@@ -462,10 +462,10 @@ mod tests {
     fn mqtt5_negotiation_and_outbox_keys() {
         let config = Config::from_args(Args::default()).unwrap();
         assert_eq!(config.topic_alias_maximum, 10);
-        assert_eq!(config.max_outbox_bytes, 1 << 20);
-        let config = with_file("topic_alias_maximum = 0\nmax_outbox_bytes = 65536\n").unwrap();
+        assert_eq!(config.max_outbox_bytes, 256 << 10);
+        let config = with_file("topic_alias_maximum = 0\nmax_outbox_bytes = 131072\n").unwrap();
         assert_eq!(config.topic_alias_maximum, 0);
-        assert_eq!(config.max_outbox_bytes, 65536);
+        assert_eq!(config.max_outbox_bytes, 131072);
         let err = with_file("topic_alias_maximum = 70000\n")
             .unwrap_err()
             .to_string();

@@ -169,6 +169,8 @@ pub struct Broker {
     /// Set by recovery: unconfirmed inbound QoS 2 messages (publisher, record) waiting
     /// for `route_again`.
     reroute: Vec<(ByteString, exactly_once::Routing)>,
+    /// `deliver_local`'s scratch map (client -> strongest subscription, identifiers).
+    targets: FastMap<ByteString, (crate::session::Subscription, Vec<u32>)>,
     /// Set while recovery re-applies what the log already holds: nothing is journaled.
     replaying: bool,
     /// Shared subscriptions: this core's members and where every group's members are.
@@ -219,6 +221,7 @@ impl Broker {
             routing: HashMap::new(),
             origins: exactly_once::Origins::default(),
             reroute: Vec::new(),
+            targets: FastMap::default(),
             replaying: false,
             shares: share::Shares::new(cores),
             sys: sys::SysBoard::new(cores),

@@ -1,9 +1,9 @@
 //! SUBSCRIBE, UNSUBSCRIBE and PUBLISH on one core, and the messages other cores send it.
 
-use crate::hash::FastMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::exactly_once::Routing;
@@ -310,9 +310,10 @@ impl Broker {
         let expires_at = properties
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s)));
+        let (topic, payload) = own_small(publish.topic, publish.payload);
         let message = Arc::new(Message {
-            topic: publish.topic,
-            payload: publish.payload,
+            topic,
+            payload,
             qos: publish.qos,
             retain: publish.retain,
             properties,
@@ -347,7 +348,7 @@ impl Broker {
                 .to_cores
                 .push((core, CoreMsg::Publish(message.clone())));
         }
-        self.deliver_local(&topic, &message, now, &mut effects);
+        self.deliver_local(&topic, &message, false, now, &mut effects);
         self.route_shared(&topic, &message, now, &mut effects);
         effects
     }
@@ -358,7 +359,7 @@ impl Broker {
         match msg {
             CoreMsg::Publish(message) => {
                 if let Ok(topic) = TopicName::new(message.topic.clone()) {
-                    self.deliver_local(&topic, &message, now, &mut effects);
+                    self.deliver_local(&topic, &message, true, now, &mut effects);
                 }
             }
             CoreMsg::Interest {
@@ -436,10 +437,12 @@ impl Broker {
     /// Hands a message to every local session with a matching subscription: one copy per
     /// session, at the highest QoS of its matching subscriptions, carrying all of their
     /// Subscription Identifiers (MQTT 5.0 4.8.1 allows either this or one copy each).
+    /// `from_other_core`: the message arrived over a channel (see [`LOCAL_COPY_FANOUT`]).
     fn deliver_local(
         &mut self,
         topic: &TopicName,
         message: &Arc<Message>,
+        from_other_core: bool,
         now: Instant,
         effects: &mut Effects,
     ) {
@@ -450,7 +453,9 @@ impl Broker {
                 return;
             }
         }
-        let mut targets: FastMap<ByteString, (Subscription, Vec<u32>)> = FastMap::default();
+        // Reused between publishes: a fan-out to hundreds of sessions otherwise regrows
+        // (rehashes) a fresh map every time.
+        let mut targets = std::mem::take(&mut self.targets);
         self.subscriptions.matches(topic, |client, subscription| {
             if subscription.options.no_local && *client == message.publisher {
                 return; // [MQTT-3.8.3-3] No Local
@@ -463,15 +468,29 @@ impl Broker {
             }
             entry.1.extend(subscription.identifier);
         });
-        let targets = targets
-            .into_iter()
+        let list: Vec<_> = targets
+            .drain()
             .map(|(client, (subscription, ids))| {
                 let qos = message.qos.min(subscription.options.qos);
                 let retain = subscription.options.retain_as_published && message.retain;
                 (client, qos, retain, ids)
             })
             .collect();
-        self.deliver_to(message, targets, message.origin, now, effects);
+        if targets.capacity() > 1 << 16 {
+            targets.shrink_to(1 << 10); // one huge fan-out should not pin its map
+        }
+        self.targets = targets;
+        let local;
+        let message = if from_other_core
+            && list.len() >= LOCAL_COPY_FANOUT
+            && message.payload.len() <= LOCAL_COPY_MAX_BYTES
+        {
+            local = Arc::new(message.local_copy());
+            &local
+        } else {
+            message
+        };
+        self.deliver_to(message, list, message.origin, now, effects);
     }
 
     /// Gives `message` to each target session (client, delivery QoS, retain flag,
@@ -588,6 +607,40 @@ impl Broker {
     }
 }
 
+/// Payloads up to this size are copied out of the publisher's read buffer when a message
+/// is made; larger ones stay slices of it (zero copy).
+pub(super) const OWN_COPY_MAX_BYTES: usize = 4 * 1024;
+
+/// `topic` and `payload` in one allocation of their own when the payload is small.
+/// The decoder hands them out as slices of the connection's 16 KiB read buffer, and a
+/// slice keeps the whole buffer alive: a message held in memory (in flight to a slow
+/// subscriber, queued for a clean session) would pin up to 16 KiB whatever its size, and
+/// the reader would allocate a fresh buffer for its next read.
+fn own_small(topic: ByteString, payload: Bytes) -> (ByteString, Bytes) {
+    if payload.len() > OWN_COPY_MAX_BYTES {
+        return (topic, payload);
+    }
+    let mut buf = BytesMut::with_capacity(topic.len() + payload.len());
+    buf.extend_from_slice(topic.as_bytes());
+    buf.extend_from_slice(&payload);
+    let mut copy = buf.freeze();
+    let copied_topic = copy.split_to(topic.len());
+    match ByteString::try_from(copied_topic) {
+        Ok(copied_topic) => (copied_topic, copy),
+        Err(_) => (topic, payload), // a copy of valid UTF-8 is valid: not reached
+    }
+}
+
+/// Fan-out from another core at or above which a core delivers from a copy of its own.
+/// Every delivery takes and later drops a reference to the topic and payload; when two
+/// cores do that hundreds of times per message on the same shared `Bytes`, the reference
+/// count's cache line bounces between them: in a QoS 0 fan-out to 1,000 subscribers over
+/// two cores that drop was 22% of the broker's CPU. One copy per core per message (never
+/// per subscriber) ends the bouncing; small fan-outs and large payloads keep sharing.
+pub(super) const LOCAL_COPY_FANOUT: usize = 16;
+/// Payloads above this stay shared whatever the fan-out.
+pub(super) const LOCAL_COPY_MAX_BYTES: usize = 16 * 1024;
+
 /// The PUBLISH a message is journaled as.
 pub(super) fn publish_for_log(message: &Message) -> Publish {
     Publish {
@@ -635,7 +688,92 @@ pub(crate) fn outlives_restart(topic: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::filter_matches;
+    use super::*;
+    use crate::protocol::{Packet, PacketId, Properties, Subscribe, SubscriptionOptions};
+    use crate::session::state::Message;
+
+    /// A wide fan-out arriving from another core is delivered from that core's own copy
+    /// of the message; every subscriber still gets exactly the topic, payload and QoS
+    /// published, and small payloads no longer slice the publisher's buffer.
+    #[test]
+    fn fan_out_from_another_core_delivers_the_same_message_from_a_local_copy() {
+        let now = Instant::now();
+        let mut core = Broker::new(ShardId(1), 2, super::super::SessionPolicy::default());
+        let n = LOCAL_COPY_FANOUT + 4;
+        for i in 0..n {
+            let client = ByteString::from(format!("sub-{i}"));
+            core.connect(&client, true, Duration::ZERO, 10, now)
+                .expect("accepted");
+            let subscribe = Subscribe {
+                packet_id: PacketId::new(1).unwrap(),
+                properties: Properties::default(),
+                filters: vec![(
+                    "fleet/+/cmd".into(),
+                    SubscriptionOptions {
+                        qos: QoS::AtLeastOnce,
+                        ..Default::default()
+                    },
+                )],
+            };
+            core.subscribe(&client, subscribe, now);
+        }
+        let buffer = Bytes::from_static(b"fleet/7/cmdPAYLOAD and the rest of a read");
+        let (topic, payload) = own_small(
+            ByteString::try_from(buffer.slice(0..11)).unwrap(),
+            buffer.slice(11..18),
+        );
+        assert_eq!((&*topic, &payload[..]), ("fleet/7/cmd", &b"PAYLOAD"[..]));
+        assert_ne!(
+            payload.as_ptr(),
+            buffer.slice(11..18).as_ptr(),
+            "copied out"
+        );
+        let message = Arc::new(Message {
+            topic,
+            payload,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Properties::default(),
+            publisher: "pub".into(),
+            expires_at: None,
+            origin: None,
+        });
+        let effects = core.on_core_msg(CoreMsg::Publish(message.clone()), now);
+        assert_eq!(effects.to_clients.len(), n);
+        let mut clients = std::collections::HashSet::new();
+        for (client, packet) in effects.to_clients {
+            let Packet::Publish(p) = packet else {
+                panic!("not a PUBLISH")
+            };
+            assert_eq!(&*p.topic, "fleet/7/cmd");
+            assert_eq!(&p.payload[..], b"PAYLOAD");
+            assert_eq!(p.qos, QoS::AtLeastOnce);
+            assert!(p.packet_id.is_some());
+            assert_ne!(p.payload.as_ptr(), message.payload.as_ptr(), "a local copy");
+            clients.insert(client);
+        }
+        assert_eq!(clients.len(), n, "one copy per subscriber");
+        // A narrow fan-out keeps sharing the message it was sent.
+        let mut narrow = Broker::new(ShardId(1), 2, super::super::SessionPolicy::default());
+        let client = ByteString::from("one");
+        narrow
+            .connect(&client, true, Duration::ZERO, 10, now)
+            .expect("accepted");
+        narrow.subscribe(
+            &client,
+            Subscribe {
+                packet_id: PacketId::new(1).unwrap(),
+                properties: Properties::default(),
+                filters: vec![("fleet/#".into(), SubscriptionOptions::default())],
+            },
+            now,
+        );
+        let effects = narrow.on_core_msg(CoreMsg::Publish(message.clone()), now);
+        let [(_, Packet::Publish(p))] = &effects.to_clients[..] else {
+            panic!("one delivery")
+        };
+        assert_eq!(p.payload.as_ptr(), message.payload.as_ptr());
+    }
 
     #[test]
     fn single_filter_matching_follows_section_4_7() {

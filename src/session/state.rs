@@ -47,6 +47,22 @@ pub struct Message {
     pub origin: Option<Origin>,
 }
 
+impl Message {
+    /// The same message with its topic and payload in allocations of its own.
+    pub fn local_copy(&self) -> Message {
+        Message {
+            topic: ByteString::from(&*self.topic),
+            payload: Bytes::copy_from_slice(&self.payload),
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.clone(),
+            publisher: self.publisher.clone(),
+            expires_at: self.expires_at,
+            origin: self.origin,
+        }
+    }
+}
+
 /// Where an inbound QoS 2 message entered the broker: its core and a number from that
 /// core's message sequence (never reused, restarts included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
