@@ -413,6 +413,7 @@ impl Broker {
             return effects;
         }
         slot.online = false;
+        slot.session.compact();
         let at = now + slot.expiry;
         slot.expires_at = Some(at);
         let (sid, expiry) = (slot.sid, slot.expiry);

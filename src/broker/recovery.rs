@@ -496,6 +496,7 @@ impl Broker {
                 subscriptions.push((client_id.clone(), raw.clone(), subscription.clone()));
             }
             session.subscriptions = Default::default();
+            session.compact();
             report.queued += session.queued() + session.in_flight();
             if offline_ms.is_none() {
                 // Online when the broker stopped: offline from now, and said so, so that a
