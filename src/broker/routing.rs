@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use bytestring::ByteString;
 
 use super::exactly_once::Routing;
@@ -15,7 +15,7 @@ use crate::protocol::{
     PacketId, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::server::ShardId;
-use crate::session::state::{Delivery, Origin, Queued};
+use crate::session::state::{copy_topic_and_payload, Delivery, Origin, Queued};
 use crate::session::{Message, Subscription};
 use crate::topic::{ParsedFilter, TopicFilter, TopicName};
 
@@ -609,7 +609,7 @@ impl Broker {
 
 /// Payloads up to this size are copied out of the publisher's read buffer when a message
 /// is made; larger ones stay slices of it (zero copy).
-pub(super) const OWN_COPY_MAX_BYTES: usize = 4 * 1024;
+const OWN_COPY_MAX_BYTES: usize = 4 * 1024;
 
 /// `topic` and `payload` in one allocation of their own when the payload is small.
 /// The decoder hands them out as slices of the connection's 16 KiB read buffer, and a
@@ -620,15 +620,7 @@ fn own_small(topic: ByteString, payload: Bytes) -> (ByteString, Bytes) {
     if payload.len() > OWN_COPY_MAX_BYTES {
         return (topic, payload);
     }
-    let mut buf = BytesMut::with_capacity(topic.len() + payload.len());
-    buf.extend_from_slice(topic.as_bytes());
-    buf.extend_from_slice(&payload);
-    let mut copy = buf.freeze();
-    let copied_topic = copy.split_to(topic.len());
-    match ByteString::try_from(copied_topic) {
-        Ok(copied_topic) => (copied_topic, copy),
-        Err(_) => (topic, payload), // a copy of valid UTF-8 is valid: not reached
-    }
+    copy_topic_and_payload(&topic, &payload)
 }
 
 /// Fan-out from another core at or above which a core delivers from a copy of its own.
@@ -637,9 +629,9 @@ fn own_small(topic: ByteString, payload: Bytes) -> (ByteString, Bytes) {
 /// count's cache line bounces between them: in a QoS 0 fan-out to 1,000 subscribers over
 /// two cores that drop was 22% of the broker's CPU. One copy per core per message (never
 /// per subscriber) ends the bouncing; small fan-outs and large payloads keep sharing.
-pub(super) const LOCAL_COPY_FANOUT: usize = 16;
+const LOCAL_COPY_FANOUT: usize = 16;
 /// Payloads above this stay shared whatever the fan-out.
-pub(super) const LOCAL_COPY_MAX_BYTES: usize = 16 * 1024;
+const LOCAL_COPY_MAX_BYTES: usize = 16 * 1024;
 
 /// The PUBLISH a message is journaled as.
 pub(super) fn publish_for_log(message: &Message) -> Publish {
@@ -692,6 +684,20 @@ mod tests {
     use crate::protocol::{Packet, PacketId, Properties, Subscribe, SubscriptionOptions};
     use crate::session::state::Message;
 
+    fn subscribe(filter: &str, qos: QoS) -> Subscribe {
+        Subscribe {
+            packet_id: PacketId::new(1).unwrap(),
+            properties: Properties::default(),
+            filters: vec![(
+                filter.into(),
+                SubscriptionOptions {
+                    qos,
+                    ..Default::default()
+                },
+            )],
+        }
+    }
+
     /// A wide fan-out arriving from another core is delivered from that core's own copy
     /// of the message; every subscriber still gets exactly the topic, payload and QoS
     /// published, and small payloads no longer slice the publisher's buffer.
@@ -704,18 +710,7 @@ mod tests {
             let client = ByteString::from(format!("sub-{i}"));
             core.connect(&client, true, Duration::ZERO, 10, now)
                 .expect("accepted");
-            let subscribe = Subscribe {
-                packet_id: PacketId::new(1).unwrap(),
-                properties: Properties::default(),
-                filters: vec![(
-                    "fleet/+/cmd".into(),
-                    SubscriptionOptions {
-                        qos: QoS::AtLeastOnce,
-                        ..Default::default()
-                    },
-                )],
-            };
-            core.subscribe(&client, subscribe, now);
+            core.subscribe(&client, subscribe("fleet/+/cmd", QoS::AtLeastOnce), now);
         }
         let buffer = Bytes::from_static(b"fleet/7/cmdPAYLOAD and the rest of a read");
         let (topic, payload) = own_small(
@@ -759,15 +754,7 @@ mod tests {
         narrow
             .connect(&client, true, Duration::ZERO, 10, now)
             .expect("accepted");
-        narrow.subscribe(
-            &client,
-            Subscribe {
-                packet_id: PacketId::new(1).unwrap(),
-                properties: Properties::default(),
-                filters: vec![("fleet/#".into(), SubscriptionOptions::default())],
-            },
-            now,
-        );
+        narrow.subscribe(&client, subscribe("fleet/#", QoS::AtMostOnce), now);
         let effects = narrow.on_core_msg(CoreMsg::Publish(message.clone()), now);
         let [(_, Packet::Publish(p))] = &effects.to_clients[..] else {
             panic!("one delivery")

@@ -48,11 +48,12 @@ pub struct Message {
 }
 
 impl Message {
-    /// The same message with its topic and payload in allocations of its own.
+    /// The same message with its topic and payload in an allocation of its own.
     pub fn local_copy(&self) -> Message {
+        let (topic, payload) = copy_topic_and_payload(&self.topic, &self.payload);
         Message {
-            topic: ByteString::from(&*self.topic),
-            payload: Bytes::copy_from_slice(&self.payload),
+            topic,
+            payload,
             qos: self.qos,
             retain: self.retain,
             properties: self.properties.clone(),
@@ -60,6 +61,19 @@ impl Message {
             expires_at: self.expires_at,
             origin: self.origin,
         }
+    }
+}
+
+/// `topic` and `payload` copied into one allocation shared by both.
+pub fn copy_topic_and_payload(topic: &ByteString, payload: &Bytes) -> (ByteString, Bytes) {
+    let mut buf = bytes::BytesMut::with_capacity(topic.len() + payload.len());
+    buf.extend_from_slice(topic.as_bytes());
+    buf.extend_from_slice(payload);
+    let mut copy = buf.freeze();
+    let copied_topic = copy.split_to(topic.len());
+    match ByteString::try_from(copied_topic) {
+        Ok(copied_topic) => (copied_topic, copy),
+        Err(_) => (topic.clone(), payload.clone()), // a copy of valid UTF-8 is valid: not reached
     }
 }
 
@@ -370,27 +384,36 @@ impl Session {
     }
 
     fn forget_ids(&mut self, seq: &Seq) {
-        if let Some(ids) = &mut self.held_mut().ids {
+        let Some(held) = self.held.as_deref_mut() else {
+            return;
+        };
+        if let Some(ids) = &mut held.ids {
             ids.remove(seq);
             if ids.is_empty() {
-                self.held_mut().ids = None;
+                held.ids = None;
             }
         }
     }
 
     fn forget_awaiting(&mut self, packet_id: u16) -> bool {
-        match self
-            .held_mut()
-            .awaiting_rel
-            .iter()
-            .position(|id| *id == packet_id)
-        {
+        let Some(held) = self.held.as_deref_mut() else {
+            return false;
+        };
+        match held.awaiting_rel.iter().position(|id| *id == packet_id) {
             Some(pos) => {
-                self.held_mut().awaiting_rel.swap_remove(pos);
+                held.awaiting_rel.swap_remove(pos);
                 true
             }
             None => false,
         }
+    }
+
+    /// Where the message in flight with `packet_id` sits in the window.
+    fn in_flight_position(&self, packet_id: PacketId) -> Option<usize> {
+        self.held()
+            .in_flight
+            .iter()
+            .position(|f| f.packet_id == packet_id)
     }
 
     /// Every message this session holds a reference to.
@@ -428,8 +451,8 @@ impl Session {
             return Delivery::Skipped { refused: false };
         }
         if online
-            && self.held_mut().in_flight.len() < usize::from(self.receive_maximum)
-            && self.held_mut().queue.is_empty()
+            && self.held().in_flight.len() < usize::from(self.receive_maximum)
+            && self.held().queue.is_empty()
         {
             let packet_id = self.allocate_packet_id();
             if !ids.is_empty() {
@@ -452,9 +475,8 @@ impl Session {
             return Delivery::InFlight(Packet::Publish(publish));
         }
         let size = message.payload.len();
-        while self.held_mut().queue.len() >= limits.max_messages
-            || (!self.held_mut().queue.is_empty()
-                && self.held_mut().queued_bytes + size > limits.max_bytes)
+        while self.held().queue.len() >= limits.max_messages
+            || (!self.held().queue.is_empty() && self.held().queued_bytes + size > limits.max_bytes)
         {
             if limits.overflow == Overflow::RefuseNewest {
                 self.dropped += 1;
@@ -473,16 +495,15 @@ impl Session {
                 .get_or_insert_with(Default::default)
                 .insert(entry.seq(), ids.into_boxed_slice());
         }
-        self.held_mut().queue.push_back(entry);
-        self.held_mut().queued_bytes += size;
+        let held = self.held_mut();
+        held.queue.push_back(entry);
+        held.queued_bytes += size;
         Delivery::Queued
     }
 
     fn forget(&mut self, entry: Queued, messages: &dyn Messages) {
-        self.held_mut().queued_bytes = self
-            .held_mut()
-            .queued_bytes
-            .saturating_sub(messages.size(entry.seq()));
+        let held = self.held_mut();
+        held.queued_bytes = held.queued_bytes.saturating_sub(messages.size(entry.seq()));
         self.forget_ids(&entry.seq());
     }
 
@@ -492,7 +513,7 @@ impl Session {
             self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
             // The window is at most 65,535 wide, so a free id always exists.
             if let Some(pid) = PacketId::new(id) {
-                if !self.held_mut().in_flight.iter().any(|f| f.packet_id == pid) {
+                if self.in_flight_position(pid).is_none() {
                     return pid;
                 }
             }
@@ -507,8 +528,9 @@ impl Session {
         out: &mut Vec<Packet>,
         changes: &mut Vec<Change>,
     ) {
-        while self.held_mut().in_flight.len() < usize::from(self.receive_maximum) {
-            let Some(entry) = self.held_mut().queue.pop_front() else {
+        while self.held().in_flight.len() < usize::from(self.receive_maximum) {
+            // Nothing held, nothing to drain: no allocation for an idle session's resume.
+            let Some(entry) = self.held.as_deref_mut().and_then(|h| h.queue.pop_front()) else {
                 break;
             };
             let message = messages.get(entry.seq());
@@ -569,8 +591,8 @@ impl Session {
         self.receive_maximum = receive_maximum.max(1);
         let mut gone = Vec::new();
         let mut quota = usize::from(self.receive_maximum);
-        for i in 0..self.held_mut().in_flight.len() {
-            let in_flight = self.held_mut().in_flight[i];
+        for i in 0..self.held().in_flight.len() {
+            let in_flight = self.held().in_flight[i];
             match in_flight.state {
                 Outbound::Published if quota == 0 => {
                     self.held_mut().in_flight[i].awaiting_resend = true;
@@ -625,25 +647,17 @@ impl Session {
         loop {
             // A QoS 2 message counts against Receive Maximum until its PUBCOMP, PUBREC
             // or not [MQTT-4.9.0-2]: only the held-back ones are outside the window.
-            let sending = self
-                .held_mut()
-                .in_flight
-                .iter()
-                .filter(|f| !f.awaiting_resend)
-                .count();
+            let window = &self.held().in_flight;
+            let sending = window.iter().filter(|f| !f.awaiting_resend).count();
             if sending >= usize::from(self.receive_maximum) {
                 return;
             }
-            let Some(i) = self
-                .held_mut()
-                .in_flight
-                .iter()
-                .position(|f| f.awaiting_resend)
-            else {
+            let Some(i) = window.iter().position(|f| f.awaiting_resend) else {
                 return;
             };
-            self.held_mut().in_flight[i].awaiting_resend = false;
-            let in_flight = self.held_mut().in_flight[i];
+            let slot = &mut self.held_mut().in_flight[i];
+            slot.awaiting_resend = false;
+            let in_flight = *slot;
             match self.resend(in_flight, messages, now) {
                 Some(packet) => out.push(packet),
                 None => {
@@ -654,12 +668,7 @@ impl Session {
     }
 
     fn complete(&mut self, packet_id: PacketId, changes: &mut Vec<Change>) -> bool {
-        let Some(pos) = self
-            .held_mut()
-            .in_flight
-            .iter()
-            .position(|f| f.packet_id == packet_id)
-        else {
+        let Some(pos) = self.in_flight_position(packet_id) else {
             return false;
         };
         if let Some(done) = self.held_mut().in_flight.remove(pos) {
@@ -697,12 +706,7 @@ impl Session {
         out: &mut Vec<Packet>,
         changes: &mut Vec<Change>,
     ) {
-        let Some(pos) = self
-            .held_mut()
-            .in_flight
-            .iter()
-            .position(|f| f.packet_id == packet_id)
-        else {
+        let Some(pos) = self.in_flight_position(packet_id) else {
             out.push(Packet::PubRel(ack(
                 packet_id,
                 ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
@@ -716,12 +720,11 @@ impl Session {
             self.drain(messages, now, out, changes);
             return;
         }
-        if self.held_mut().in_flight[pos].state == Outbound::Published {
-            self.held_mut().in_flight[pos].state = Outbound::Released;
-            self.held_mut().in_flight[pos].awaiting_resend = false;
-            changes.push(Change::Received {
-                seq: self.held_mut().in_flight[pos].entry.seq(),
-            });
+        let f = &mut self.held_mut().in_flight[pos];
+        if f.state == Outbound::Published {
+            f.state = Outbound::Released;
+            f.awaiting_resend = false;
+            changes.push(Change::Received { seq: f.entry.seq() });
         }
         out.push(Packet::PubRel(ack(packet_id, ReasonCode::SUCCESS)));
     }
@@ -729,7 +732,7 @@ impl Session {
     /// An inbound QoS 2 PUBLISH: returns whether to route it (false for a retransmission
     /// of one not yet released) [MQTT-4.3.3-10].
     pub fn receive_qos2(&mut self, packet_id: PacketId) -> bool {
-        if self.held_mut().awaiting_rel.contains(&packet_id.get()) {
+        if self.held().awaiting_rel.contains(&packet_id.get()) {
             return false;
         }
         self.held_mut().awaiting_rel.push(packet_id.get());
@@ -761,19 +764,21 @@ impl Session {
                 .get_or_insert_with(Default::default)
                 .insert(entry.seq(), ids.into_boxed_slice());
         }
-        self.held_mut().queue.push_back(entry);
-        self.held_mut().queued_bytes += size;
+        let held = self.held_mut();
+        held.queue.push_back(entry);
+        held.queued_bytes += size;
     }
 
     /// A queued message was sent with `packet_id` (QoS 1/2) or at QoS 0 (None).
     pub fn restore_sent(&mut self, seq: Seq, packet_id: Option<PacketId>, size: usize) {
-        let Some(pos) = self.held_mut().queue.iter().position(|q| q.seq() == seq) else {
+        let Some(pos) = self.held().queue.iter().position(|q| q.seq() == seq) else {
             return;
         };
-        let Some(entry) = self.held_mut().queue.remove(pos) else {
+        let held = self.held_mut();
+        let Some(entry) = held.queue.remove(pos) else {
             return;
         };
-        self.held_mut().queued_bytes = self.held_mut().queued_bytes.saturating_sub(size);
+        held.queued_bytes = held.queued_bytes.saturating_sub(size);
         if let Some(packet_id) = packet_id {
             self.held_mut().in_flight.push_back(InFlight {
                 packet_id,
@@ -797,12 +802,10 @@ impl Session {
     }
 
     pub fn restore_received(&mut self, seq: Seq) {
-        if let Some(f) = self
-            .held_mut()
-            .in_flight
-            .iter_mut()
-            .find(|f| f.entry.seq() == seq)
-        {
+        let Some(held) = self.held.as_deref_mut() else {
+            return;
+        };
+        if let Some(f) = held.in_flight.iter_mut().find(|f| f.entry.seq() == seq) {
             f.state = Outbound::Released;
         }
     }
@@ -810,18 +813,16 @@ impl Session {
     /// The reference ended (acknowledged or dropped). Returns whether it was held.
     pub fn restore_done(&mut self, seq: Seq, size: usize) -> bool {
         self.forget_ids(&seq);
-        if let Some(pos) = self
-            .held_mut()
-            .in_flight
-            .iter()
-            .position(|f| f.entry.seq() == seq)
-        {
-            self.held_mut().in_flight.remove(pos);
+        let Some(held) = self.held.as_deref_mut() else {
+            return false;
+        };
+        if let Some(pos) = held.in_flight.iter().position(|f| f.entry.seq() == seq) {
+            held.in_flight.remove(pos);
             return true;
         }
-        if let Some(pos) = self.held_mut().queue.iter().position(|q| q.seq() == seq) {
-            self.held_mut().queue.remove(pos);
-            self.held_mut().queued_bytes = self.held_mut().queued_bytes.saturating_sub(size);
+        if let Some(pos) = held.queue.iter().position(|q| q.seq() == seq) {
+            held.queue.remove(pos);
+            held.queued_bytes = held.queued_bytes.saturating_sub(size);
             return true;
         }
         false
@@ -829,8 +830,9 @@ impl Session {
 
     pub fn restore_awaiting_release(&mut self, packet_id: u16, awaiting: bool) {
         if awaiting {
-            if !self.held_mut().awaiting_rel.contains(&packet_id) {
-                self.held_mut().awaiting_rel.push(packet_id);
+            let held = self.held_mut();
+            if !held.awaiting_rel.contains(&packet_id) {
+                held.awaiting_rel.push(packet_id);
             }
         } else {
             self.forget_awaiting(packet_id);
