@@ -183,13 +183,20 @@ impl Conn {
         Ok(())
     }
 
+    /// A packet already read and buffered, without waiting for more.
+    pub fn buffered(&mut self) -> Result<Option<Packet>, Failure> {
+        protocol::decode(&mut self.rbuf, self.version, MAX_PACKET)
+            .map_err(|e| Failure::new("decode_error", e.to_string()))
+    }
+
     /// The next packet: one already buffered, else flush what is queued and read.
     pub async fn next(&mut self) -> Result<Packet, Failure> {
+        if let Some(packet) = self.buffered()? {
+            return Ok(packet);
+        }
         let deadline = Instant::now() + self.timeout;
         loop {
-            if let Some(packet) = protocol::decode(&mut self.rbuf, self.version, MAX_PACKET)
-                .map_err(|e| Failure::new("decode_error", e.to_string()))?
-            {
+            if let Some(packet) = self.buffered()? {
                 return Ok(packet);
             }
             self.flush().await?;

@@ -17,6 +17,7 @@ mod exactly_once;
 pub mod fuzzing;
 pub mod journal;
 pub(crate) mod messages;
+mod outgoing;
 mod persist;
 mod recovery;
 mod routing;
@@ -41,6 +42,7 @@ use crate::topic::{SharedFilter, SubscriptionTree};
 use journal::{Journal, Record};
 pub use messages::WallClock;
 use messages::{Lookup, MessageTable};
+pub use outgoing::{Outgoing, SharedPublish};
 pub use persist::CheckpointReport;
 pub use recovery::{Rebuild, Recovered};
 pub use routing::Added;
@@ -81,7 +83,7 @@ pub enum CoreMsg {
 
 #[derive(Debug, Default)]
 pub struct Effects {
-    pub to_clients: Vec<(ByteString, Packet)>,
+    pub to_clients: Vec<(ByteString, Outgoing)>,
     pub to_cores: Vec<(ShardId, CoreMsg)>,
 }
 
@@ -599,7 +601,7 @@ impl Broker {
             .count() as u64;
         effects
             .to_clients
-            .extend(out.into_iter().map(|p| (client_id.clone(), p)));
+            .extend(out.into_iter().map(|p| (client_id.clone(), p.into())));
         effects
     }
 

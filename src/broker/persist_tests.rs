@@ -108,12 +108,20 @@ impl Harness {
         let effects = self
             .broker
             .publish(&ByteString::from("publisher"), publish, self.now);
-        effects.to_clients.into_iter().map(|(_, p)| p).collect()
+        effects
+            .to_clients
+            .into_iter()
+            .map(|(_, p)| p.into_packet())
+            .collect()
     }
 
     fn ack(&mut self, id: &str, packet: Packet) -> Vec<Packet> {
         let effects = self.broker.on_ack(&ByteString::from(id), packet, self.now);
-        effects.to_clients.into_iter().map(|(_, p)| p).collect()
+        effects
+            .to_clients
+            .into_iter()
+            .map(|(_, p)| p.into_packet())
+            .collect()
     }
 
     /// Everything persistent about the broker, in a comparable form.
@@ -321,7 +329,7 @@ fn wills_of_persistent_sessions_survive_a_crash_and_a_checkpoint() {
     let topics: Vec<_> = effects
         .to_clients
         .iter()
-        .filter_map(|(_, p)| match p {
+        .filter_map(|(_, p)| match p.packet() {
             Packet::Publish(p) => Some(p.topic.to_string()),
             _ => None,
         })

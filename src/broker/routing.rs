@@ -1,5 +1,6 @@
 //! SUBSCRIBE, UNSUBSCRIBE and PUBLISH on one core, and the messages other cores send it.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,12 +11,12 @@ use super::exactly_once::Routing;
 use super::journal::{self, MessageRecord, Record, Target};
 use super::messages::{Entry, Lookup};
 use super::sys::is_sys_topic;
-use super::{Broker, CoreMsg, Effects};
+use super::{Broker, CoreMsg, Effects, Outgoing, SharedPublish};
 use crate::protocol::{
     PacketId, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::server::ShardId;
-use crate::session::state::{copy_topic_and_payload, Delivery, Origin, Queued};
+use crate::session::state::{copy_topic_and_payload, publish_of, Delivery, Origin, Queued};
 use crate::session::{Message, Subscription};
 use crate::topic::{ParsedFilter, TopicFilter, TopicName};
 
@@ -507,10 +508,13 @@ impl Broker {
         now: Instant,
         effects: &mut Effects,
     ) {
-        if targets.is_empty() {
+        if targets.is_empty() || message.expires_at.is_some_and(|at| at <= now) {
             return;
         }
         let seq = self.messages.allocate();
+        // The QoS 0 PUBLISH for every online target without Subscription Identifiers or
+        // Retain As Published: the same packet for all of them, made once (see `outgoing`).
+        let mut plain_qos0: Option<Rc<SharedPublish>> = None;
         let mut persistent = Vec::new();
         let (mut refs, mut memory_refs) = (0u32, 0u32);
         let mut settled = Vec::new();
@@ -532,6 +536,25 @@ impl Broker {
             let Some(slot) = sessions.get_mut(&client) else {
                 continue;
             };
+            if slot.online && qos == QoS::AtMostOnce && !retain && ids.is_empty() {
+                // Touches no session state: a QoS 0 delivery to an online session is sent
+                // or lost, never held (MQTT 5.0 4.3.1).
+                let shared = plain_qos0.get_or_insert_with(|| {
+                    let entry = Queued::new(seq, qos, false);
+                    Rc::new(SharedPublish::new(publish_of(
+                        message,
+                        entry,
+                        None,
+                        Vec::new(),
+                        now,
+                    )))
+                });
+                counters.messages_sent += 1;
+                effects
+                    .to_clients
+                    .push((client, Outgoing::Shared(shared.clone())));
+                continue;
+            }
             let mut changes = Vec::new();
             let delivery = slot.session.deliver(
                 Queued::new(seq, qos, retain),
@@ -546,12 +569,12 @@ impl Broker {
             let took = match delivery {
                 Delivery::Sent(packet) => {
                     counters.messages_sent += 1;
-                    effects.to_clients.push((client, packet));
+                    effects.to_clients.push((client, packet.into()));
                     false
                 }
                 Delivery::InFlight(packet) => {
                     counters.messages_sent += 1;
-                    effects.to_clients.push((client, packet));
+                    effects.to_clients.push((client, packet.into()));
                     true
                 }
                 Delivery::Queued => true,
@@ -698,6 +721,72 @@ mod tests {
         }
     }
 
+    /// Plain QoS 0 subscribers of a message share one packet; a subscriber whose
+    /// subscription carries an identifier, or that gets QoS 1, is sent a packet of its own.
+    #[test]
+    fn plain_qos0_subscribers_share_one_publish_and_the_rest_get_their_own() {
+        let now = Instant::now();
+        let mut core = Broker::new(ShardId(0), 1, super::super::SessionPolicy::default());
+        let mut with_id = subscribe("a/#", QoS::AtMostOnce);
+        with_id.properties = crate::protocol::PropertyValues {
+            subscription_identifiers: vec![7],
+            ..Default::default()
+        }
+        .into();
+        let clients: [(&str, Subscribe); 4] = [
+            ("plain-1", subscribe("a/#", QoS::AtMostOnce)),
+            ("plain-2", subscribe("a/b", QoS::AtLeastOnce)),
+            ("with-id", with_id),
+            ("qos1", subscribe("a/+", QoS::AtLeastOnce)),
+        ];
+        for (client, subscribe) in clients {
+            let client = ByteString::from(client);
+            core.connect(&client, true, Duration::ZERO, 10, now)
+                .expect("accepted");
+            core.subscribe(&client, subscribe, now);
+        }
+        let publish = |qos| Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: "a/b".into(),
+            packet_id: PacketId::new(1),
+            properties: Properties::default(),
+            payload: Bytes::from_static(b"x"),
+        };
+        let effects = core.publish(&"pub".into(), publish(QoS::AtMostOnce), now);
+        let mut shared = Vec::new();
+        for (client, outgoing) in &effects.to_clients {
+            let Packet::Publish(p) = outgoing.packet() else {
+                panic!("not a PUBLISH")
+            };
+            assert_eq!((p.qos, p.packet_id), (QoS::AtMostOnce, None));
+            match outgoing {
+                Outgoing::Shared(s) => shared.push((client.to_string(), Rc::as_ptr(s))),
+                Outgoing::Packet(_) => {
+                    assert_eq!(client, "with-id");
+                    assert_eq!(p.properties.subscription_identifiers, [7]);
+                }
+            }
+        }
+        shared.sort();
+        assert_eq!(effects.to_clients.len(), 4);
+        assert_eq!(
+            shared.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
+            ["plain-1", "plain-2", "qos1"]
+        );
+        assert!(shared.windows(2).all(|w| w[0].1 == w[1].1), "one packet");
+        // At QoS 1 only the subscription granted QoS 0 takes the shared packet.
+        let effects = core.publish(&"pub".into(), publish(QoS::AtLeastOnce), now);
+        let shared: Vec<_> = effects
+            .to_clients
+            .iter()
+            .filter(|(_, o)| matches!(o, Outgoing::Shared(_)))
+            .map(|(c, _)| c.to_string())
+            .collect();
+        assert_eq!(shared, ["plain-1"]);
+    }
+
     /// A wide fan-out arriving from another core is delivered from that core's own copy
     /// of the message; every subscriber still gets exactly the topic, payload and QoS
     /// published, and small payloads no longer slice the publisher's buffer.
@@ -737,7 +826,7 @@ mod tests {
         assert_eq!(effects.to_clients.len(), n);
         let mut clients = std::collections::HashSet::new();
         for (client, packet) in effects.to_clients {
-            let Packet::Publish(p) = packet else {
+            let Packet::Publish(p) = packet.into_packet() else {
                 panic!("not a PUBLISH")
             };
             assert_eq!(&*p.topic, "fleet/7/cmd");
@@ -756,8 +845,11 @@ mod tests {
             .expect("accepted");
         narrow.subscribe(&client, subscribe("fleet/#", QoS::AtMostOnce), now);
         let effects = narrow.on_core_msg(CoreMsg::Publish(message.clone()), now);
-        let [(_, Packet::Publish(p))] = &effects.to_clients[..] else {
+        let [(_, delivery)] = &effects.to_clients[..] else {
             panic!("one delivery")
+        };
+        let Packet::Publish(p) = delivery.packet() else {
+            panic!("not a PUBLISH")
         };
         assert_eq!(p.payload.as_ptr(), message.payload.as_ptr());
     }

@@ -403,7 +403,7 @@ mod tests {
             let mut pending = vec![(ShardId(from), effects)];
             while let Some((core, effects)) = pending.pop() {
                 for (client, packet) in effects.to_clients {
-                    self.inbox.push((core, client, packet));
+                    self.inbox.push((core, client, packet.into_packet()));
                 }
                 for (to, msg) in effects.to_cores {
                     let more = self.cores[to.0].on_core_msg(msg, self.now);

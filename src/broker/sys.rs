@@ -366,7 +366,7 @@ mod tests {
         let got: Vec<_> = effects
             .to_clients
             .iter()
-            .map(|(client, packet)| match packet {
+            .map(|(client, packet)| match packet.packet() {
                 Packet::Publish(p) => (client.to_string(), p.payload.clone(), p.retain),
                 other => panic!("{other:?}"),
             })

@@ -12,10 +12,10 @@ use std::rc::Rc;
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
-use crate::protocol::{Packet, QoS};
+use crate::broker::Outgoing;
 
 pub struct Outbox {
-    sender: LocalSender<Packet>,
+    sender: LocalSender<Outgoing>,
     /// Shared with the writer, which subtracts what it takes (see [`QueuedBytes`]).
     queued: QueuedBytes,
     /// `usize::MAX` when unbounded.
@@ -29,7 +29,7 @@ pub struct QueuedBytes(Rc<Cell<usize>>);
 
 impl QueuedBytes {
     /// The writer took `packet` off the outbox.
-    pub fn taken(&self, packet: &Packet) {
+    pub fn taken(&self, packet: &Outgoing) {
         if let Some(size) = qos0_size(packet) {
             self.0.set(self.0.get().saturating_sub(size));
         }
@@ -38,7 +38,7 @@ impl QueuedBytes {
 
 impl Outbox {
     /// `limit` 0 means unbounded.
-    pub fn new(limit: usize) -> (Outbox, LocalReceiver<Packet>, QueuedBytes) {
+    pub fn new(limit: usize) -> (Outbox, LocalReceiver<Outgoing>, QueuedBytes) {
         let (sender, receiver) = local_channel::new_unbounded();
         let queued = QueuedBytes::default();
         let limit = if limit == 0 { usize::MAX } else { limit };
@@ -54,7 +54,8 @@ impl Outbox {
     /// refused because the outbox holds `limit` bytes of them already. A packet for a
     /// writer that has stopped (the connection is closing) is let go without a word:
     /// QoS 1/2 stay in the session and are sent again on the next connection.
-    pub fn send(&self, packet: Packet) -> bool {
+    pub fn send(&self, packet: impl Into<Outgoing>) -> bool {
+        let packet = packet.into();
         if let Some(size) = qos0_size(&packet) {
             let queued = self.queued.0.get();
             // An empty outbox takes one message of any size, so a limit below the
@@ -74,19 +75,14 @@ impl Outbox {
 
 /// What a QoS 0 PUBLISH weighs in the outbox: its topic, payload and a fixed allowance for
 /// header and properties (an estimate; the exact size would cost an encoding pass).
-fn qos0_size(packet: &Packet) -> Option<usize> {
-    match packet {
-        Packet::Publish(p) if p.qos == QoS::AtMostOnce => {
-            Some(p.topic.len() + p.payload.len() + 16)
-        }
-        _ => None,
-    }
+fn qos0_size(packet: &Outgoing) -> Option<usize> {
+    packet.qos0_bytes().map(|bytes| bytes + 16)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Properties, Publish};
+    use crate::protocol::{Packet, Properties, Publish, QoS};
     use bytes::Bytes;
 
     fn qos0(payload: usize) -> Packet {

@@ -30,6 +30,7 @@ use glommio::net::TcpStream;
 
 use super::outbox::QueuedBytes;
 use super::shard::Shard;
+use crate::broker::{Outgoing, SharedPublish};
 use crate::protocol::{self, Packet, Properties, ProtocolVersion, Publish, QoS};
 use crate::session::state;
 
@@ -49,7 +50,7 @@ pub async fn write_loop(
     shard: Rc<Shard>,
     (client_id, serial): (ByteString, u64),
     mut writer: WriteHalf<TcpStream>,
-    packets: LocalReceiver<Packet>,
+    packets: LocalReceiver<Outgoing>,
     queued: QueuedBytes,
     limits: ClientLimits,
 ) {
@@ -58,11 +59,24 @@ pub async fn write_loop(
     while let Some(packet) = packets.recv().await {
         let mut next = Some(packet);
         // Gather everything already queued into the same write.
-        while let Some(packet) = next.take() {
-            queued.taken(&packet);
-            match fit.fit(packet) {
-                Fitted::Send(packet) => encode(&packet, fit.limits.version, &mut buf, &shard),
-                Fitted::Dropped(packet) => discard(&shard, &client_id, serial, packet).await,
+        while let Some(outgoing) = next.take() {
+            queued.taken(&outgoing);
+            let packet = match outgoing {
+                Outgoing::Packet(packet) => Some(*packet),
+                Outgoing::Shared(shared) => match fit.as_is(&shared) {
+                    Some(frame) => {
+                        buf.extend_from_slice(frame);
+                        shard.stats.sent(shared.packet());
+                        None
+                    }
+                    None => Some(shared.packet().clone()),
+                },
+            };
+            if let Some(packet) = packet {
+                match fit.fit(packet) {
+                    Fitted::Send(packet) => encode(&packet, fit.limits.version, &mut buf, &shard),
+                    Fitted::Dropped(packet) => discard(&shard, &client_id, serial, packet).await,
+                }
             }
             if buf.len() >= WRITE_BATCH {
                 break;
@@ -131,6 +145,20 @@ impl Fitter {
         Fitter {
             limits,
             aliases: HashMap::new(),
+        }
+    }
+
+    /// The encoding of a shared QoS 0 PUBLISH when this client takes it unchanged: no
+    /// topic aliases to apply and within its Maximum Packet Size. Otherwise the caller
+    /// fits a copy of the packet.
+    pub fn as_is<'a>(&self, shared: &'a SharedPublish) -> Option<&'a bytes::Bytes> {
+        if self.limits.topic_alias_maximum > 0 {
+            return None;
+        }
+        let frame = shared.frame(self.limits.version)?;
+        match self.limits.max_packet_size {
+            Some(max) if frame.len() > max as usize => None,
+            _ => Some(frame),
         }
     }
 
@@ -331,6 +359,33 @@ mod tests {
             ("".into(), Some(1))
         );
         assert_eq!(alias_of(&sent(f.fit(publish("c", 1)))), ("c".into(), None));
+    }
+
+    #[test]
+    fn a_shared_publish_goes_as_is_unless_aliases_or_the_size_limit_change_it() {
+        let Packet::Publish(p) = publish("a", 10) else {
+            unreachable!()
+        };
+        let shared = SharedPublish::new(p);
+        let frame = Fitter::new(limits(None, 0, true)).as_is(&shared);
+        assert_eq!(
+            frame.map(|f| f.len()),
+            Some(16),
+            "header 2, topic 2 + 1, properties 1, payload 10"
+        );
+        assert!(Fitter::new(limits(Some(16), 0, true))
+            .as_is(&shared)
+            .is_some());
+        assert!(
+            Fitter::new(limits(Some(15), 0, true))
+                .as_is(&shared)
+                .is_none(),
+            "[MQTT-3.1.2-24] too large: fitted (and dropped) as a packet of its own"
+        );
+        assert!(
+            Fitter::new(limits(None, 1, true)).as_is(&shared).is_none(),
+            "the connection's topic aliases apply"
+        );
     }
 
     #[test]

@@ -263,7 +263,7 @@ impl World {
         assert_eq!(outcome.sub_ack.reason_codes, [ReasonCode(qos as u8)]);
         self.clients[c].subscriptions.insert(filter, qos);
         for (to, packet) in outcome.effects.to_clients {
-            let to = self.index(&to);
+            let (to, packet) = (self.index(&to), packet.into_packet());
             // Retained messages sent on subscribe: the current one of a matching topic.
             if let (Some(c2), Packet::Publish(p)) = (to, &packet) {
                 assert_eq!(c2, c, "a retained message went to another client");
@@ -407,7 +407,11 @@ impl World {
         };
         let name = self.names[c].clone();
         let comp = Packet::PubComp(ack(packet_id, expected));
-        assert_eq!(effects.to_clients, [(name, comp)], "the answer to PUBREL");
+        assert_eq!(
+            effects.to_clients,
+            [(name, comp.into())],
+            "the answer to PUBREL"
+        );
         assert!(effects.to_cores.is_empty());
     }
 
@@ -463,7 +467,7 @@ impl World {
         if is_rec {
             // [MQTT-4.3.3] PUBREL answers even an unknown PUBREC, with 0x92 in 5.0.
             let rel = Packet::PubRel(ack(packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND));
-            assert_eq!(effects.to_clients, [(self.names[c].clone(), rel)]);
+            assert_eq!(effects.to_clients, [(self.names[c].clone(), rel.into())]);
         } else {
             assert!(
                 effects.to_clients.is_empty(),
@@ -482,7 +486,7 @@ impl World {
         let mut pending: VecDeque<(usize, Effects)> = VecDeque::from([(from, effects)]);
         while let Some((core, effects)) = pending.pop_front() {
             for (to, packet) in effects.to_clients {
-                let to = self.index(&to);
+                let (to, packet) = (self.index(&to), packet.into_packet());
                 assert_eq!(
                     to.map(|c| c % CORES),
                     Some(core),
