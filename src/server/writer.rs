@@ -35,7 +35,7 @@ use crate::protocol::{self, Packet, Properties, ProtocolVersion, Publish, QoS};
 use crate::session::state;
 
 /// The writer stops gathering queued packets into one write at this many bytes.
-const WRITE_BATCH: usize = 64 * 1024;
+const WRITE_BATCH: usize = 16 * 1024;
 
 /// What the client's CONNECT settled about the packets it accepts.
 #[derive(Debug, Clone)]
