@@ -191,14 +191,13 @@ impl Conn {
 
     /// The next packet: one already buffered, else flush what is queued and read.
     pub async fn next(&mut self) -> Result<Packet, Failure> {
-        if let Some(packet) = self.buffered()? {
-            return Ok(packet);
-        }
-        let deadline = Instant::now() + self.timeout;
+        // Read the clock only when there is something to wait for.
+        let mut deadline = None;
         loop {
             if let Some(packet) = self.buffered()? {
                 return Ok(packet);
             }
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.timeout);
             self.flush().await?;
             self.rbuf.reserve(16 * 1024);
             let read =

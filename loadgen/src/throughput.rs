@@ -305,10 +305,9 @@ async fn subscribe_loop(
                 }
                 received += 1;
             }
-            packet = match conn.buffered() {
-                Ok(Some(p)) => Ok(p),
-                Ok(None) => break,
-                Err(f) => Err(f),
+            packet = match conn.buffered().transpose() {
+                Some(next) => next,
+                None => break,
             };
         }
         counts.received.fetch_add(received, Ordering::Relaxed);

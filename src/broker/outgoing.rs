@@ -43,15 +43,6 @@ impl Outgoing {
             Outgoing::Shared(shared) => &shared.packet,
         }
     }
-
-    /// The topic and payload bytes of a QoS 0 PUBLISH, which a connection's outbox bounds
-    /// (see `server::outbox`); `None` for anything else.
-    pub fn qos0_bytes(&self) -> Option<usize> {
-        match self.packet() {
-            Packet::Publish(p) if p.qos == QoS::AtMostOnce => Some(p.topic.len() + p.payload.len()),
-            _ => None,
-        }
-    }
 }
 
 impl From<Packet> for Outgoing {

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
 use crate::broker::Outgoing;
+use crate::protocol::{Packet, QoS};
 
 pub struct Outbox {
     sender: LocalSender<Outgoing>,
@@ -76,13 +77,18 @@ impl Outbox {
 /// What a QoS 0 PUBLISH weighs in the outbox: its topic, payload and a fixed allowance for
 /// header and properties (an estimate; the exact size would cost an encoding pass).
 fn qos0_size(packet: &Outgoing) -> Option<usize> {
-    packet.qos0_bytes().map(|bytes| bytes + 16)
+    match packet.packet() {
+        Packet::Publish(p) if p.qos == QoS::AtMostOnce => {
+            Some(p.topic.len() + p.payload.len() + 16)
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Packet, Properties, Publish, QoS};
+    use crate::protocol::{Properties, Publish};
     use bytes::Bytes;
 
     fn qos0(payload: usize) -> Packet {
