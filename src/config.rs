@@ -92,6 +92,10 @@ pub struct Args {
     /// Payload bytes queued per session; 0 means no limit beyond `max_queued_messages`.
     #[arg(long)]
     pub max_queued_bytes: Option<usize>,
+    /// Payload bytes of messages held for sessions, the whole broker together, beyond which
+    /// QoS 1/2 publishes are refused as on a full disk (v5 0x97); 0 means no limit.
+    #[arg(long)]
+    pub max_stored_bytes: Option<u64>,
     /// What a full queue does with a new message: drop the oldest, or refuse the newest.
     #[arg(long, value_enum)]
     pub queue_overflow: Option<Overflow>,
@@ -141,6 +145,7 @@ struct FileConfig {
     max_session_expiry: Option<u64>,
     max_queued_messages: Option<usize>,
     max_queued_bytes: Option<usize>,
+    max_stored_bytes: Option<u64>,
     queue_overflow: Option<Overflow>,
     queue_qos0: Option<bool>,
     max_sessions: Option<usize>,
@@ -168,6 +173,7 @@ pub struct Config {
     pub max_session_expiry: Duration,
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
+    pub max_stored_bytes: u64,
     pub queue_overflow: Overflow,
     pub queue_qos0: bool,
     pub max_sessions: usize,
@@ -197,6 +203,7 @@ impl Default for Config {
             max_session_expiry: Duration::from_secs(2 * 60 * 60),
             max_queued_messages: 1000,
             max_queued_bytes: 0,
+            max_stored_bytes: 4 << 30,
             queue_overflow: Overflow::DropOldest,
             queue_qos0: false,
             max_sessions: 0,
@@ -259,6 +266,7 @@ impl Config {
             config.max_queued_messages = v;
         }
         config.max_queued_bytes = file.max_queued_bytes.unwrap_or(config.max_queued_bytes);
+        config.max_stored_bytes = file.max_stored_bytes.unwrap_or(config.max_stored_bytes);
         config.queue_overflow = file.queue_overflow.unwrap_or(config.queue_overflow);
         config.queue_qos0 = file.queue_qos0.unwrap_or(config.queue_qos0);
         config.max_sessions = file.max_sessions.unwrap_or(config.max_sessions);
@@ -296,6 +304,7 @@ impl Config {
             .max_queued_messages
             .unwrap_or(config.max_queued_messages);
         config.max_queued_bytes = args.max_queued_bytes.unwrap_or(config.max_queued_bytes);
+        config.max_stored_bytes = args.max_stored_bytes.unwrap_or(config.max_stored_bytes);
         config.queue_overflow = args.queue_overflow.unwrap_or(config.queue_overflow);
         config.queue_qos0 = args.queue_qos0.unwrap_or(config.queue_qos0);
         config.max_sessions = args.max_sessions.unwrap_or(config.max_sessions);

@@ -45,7 +45,17 @@ pub trait Journal {
     fn durable(&self) -> Option<Durable> {
         None
     }
+    /// `None` while the log has room to grow; while it cannot make its next segment (disk
+    /// full), the bytes new messages may still take. The rest of what is left is kept for
+    /// the records that follow data already sent (SENT, RECEIVED, DONE, sessions).
+    fn room_for_messages(&self) -> Option<usize> {
+        None
+    }
 }
+
+/// A MESSAGE record's bytes besides its publisher, its PUBLISH and its targets: the
+/// record header, the fixed fields, and the alignment padding at most.
+pub const MESSAGE_RECORD_OVERHEAD: usize = 16 + 7 + 8 + 2 + 8 + 8 + 4 + 4 + 4;
 
 /// A wait for the log to reach the disk.
 pub type Durable =
@@ -731,6 +741,9 @@ pub struct MemJournal {
     pub records: Rc<RefCell<BTreeMap<Position, (u8, Bytes)>>>,
     pub segment_len: u32,
     head: Rc<Cell<Position>>,
+    /// Tests of a full disk: `Some(n)` makes the journal report `n` bytes of room for
+    /// messages and refuse (`NoRoom`) every append once `n` body bytes more were taken.
+    pub full_after: Rc<Cell<Option<usize>>>,
 }
 
 impl MemJournal {
@@ -742,6 +755,7 @@ impl MemJournal {
                 segment: 0,
                 offset: 0,
             })),
+            full_after: Default::default(),
         }
     }
 
@@ -755,6 +769,10 @@ impl MemJournal {
 
 impl Journal for MemJournal {
     fn append(&mut self, kind: u8, body: &[u8]) -> Result<Position, StoreError> {
+        if let Some(left) = self.full_after.get() {
+            let left = left.checked_sub(body.len()).ok_or(StoreError::NoRoom)?;
+            self.full_after.set(Some(left));
+        }
         let pos = self.head.get();
         self.records
             .borrow_mut()
@@ -806,6 +824,9 @@ impl Journal for MemJournal {
             .map(|(_, b)| b.len() as u64 + 12)
             .sum()
     }
+    fn room_for_messages(&self) -> Option<usize> {
+        self.full_after.get()
+    }
 }
 
 /// The memory-mapped log as the engine's journal.
@@ -851,6 +872,14 @@ impl Journal for LogJournal {
 
     fn durable(&self) -> Option<Durable> {
         self.always.then(|| Box::pin(self.log.durable()) as Durable)
+    }
+
+    /// A quarter of a segment is kept for the records that follow data already sent.
+    fn room_for_messages(&self) -> Option<usize> {
+        let kept = self.log.config().segment_size as usize / 4;
+        self.log
+            .reserve_left()
+            .map(|left| left.saturating_sub(kept))
     }
 }
 

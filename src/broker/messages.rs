@@ -45,6 +45,8 @@ pub(crate) struct MessageTable {
     /// Entries older than `base`.
     old: FastMap<Seq, Entry>,
     live: usize,
+    /// Payload bytes of the live entries (what the broker-wide `max_stored_bytes` bounds).
+    bytes: u64,
     pub next_seq: Seq,
 }
 
@@ -56,6 +58,7 @@ impl MessageTable {
             recent: VecDeque::new(),
             base: next_seq,
             live: old.len(),
+            bytes: old.values().map(|e| u64::from(e.size)).sum(),
             old,
             next_seq,
         }
@@ -83,9 +86,11 @@ impl MessageTable {
 
     /// Holds `entry` for message `seq` (one not held yet).
     pub fn insert(&mut self, seq: Seq, entry: Entry) {
+        self.bytes += u64::from(entry.size);
         let Some(i) = seq.checked_sub(self.base) else {
-            if self.old.insert(seq, entry).is_none() {
-                self.live += 1;
+            match self.old.insert(seq, entry) {
+                None => self.live += 1,
+                Some(replaced) => self.bytes -= u64::from(replaced.size),
             }
             return;
         };
@@ -106,8 +111,9 @@ impl MessageTable {
         if i >= self.recent.len() {
             self.recent.resize_with(i + 1, || None);
         }
-        if self.recent[i].replace(entry).is_none() {
-            self.live += 1;
+        match self.recent[i].replace(entry) {
+            None => self.live += 1,
+            Some(replaced) => self.bytes -= u64::from(replaced.size),
         }
         while self.recent.len() > RECENT_SLOTS {
             if let Some(Some(e)) = self.recent.pop_front() {
@@ -126,7 +132,9 @@ impl MessageTable {
         if entry.refs > 0 {
             return;
         }
+        let size = u64::from(entry.size);
         self.live -= 1;
+        self.bytes -= size;
         match seq.checked_sub(self.base) {
             Some(i) => {
                 self.recent[i as usize] = None;
@@ -154,6 +162,11 @@ impl MessageTable {
 
     pub fn len(&self) -> usize {
         self.live
+    }
+
+    /// Payload bytes of the messages held, each counted once.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 }
 
@@ -311,6 +324,8 @@ mod tests {
             }
             if step % 50_000 == 0 || step == 399_999 {
                 assert_eq!(table.len(), model.len());
+                let bytes: u64 = model.keys().map(|seq| seq % 1000).sum();
+                assert_eq!(table.bytes(), bytes);
                 for (seq, refs) in &model {
                     let e = table.get(*seq).expect("a held message is found");
                     assert_eq!((e.refs, e.size), (*refs, (*seq % 1000) as u32));
@@ -331,6 +346,7 @@ mod tests {
             table.release(seq);
         }
         assert_eq!(table.len(), 0);
+        assert_eq!(table.bytes(), 0);
         assert!(table.recent.is_empty() && table.old.is_empty());
     }
 

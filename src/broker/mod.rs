@@ -127,6 +127,10 @@ pub struct Counters {
     pub dropped: u64,
     /// Records that could not be written to the log (disk full, I/O error).
     pub journal_errors: u64,
+    /// Messages this core did not store because its log could not take them (disk full):
+    /// never acknowledged as stored. Other cores read it through `Synced` to learn whether
+    /// a batch they routed here was refused (see `server::gate`).
+    pub store_refused: u64,
     pub checkpoints: u64,
     /// Inbound QoS 2 messages routed again by a recovery and skipped: taken before the crash.
     pub duplicates_skipped: u64,
@@ -175,6 +179,12 @@ pub struct Broker {
     targets: FastMap<ByteString, (crate::session::Subscription, Vec<u32>)>,
     /// Set while recovery re-applies what the log already holds: nothing is journaled.
     replaying: bool,
+    /// Records that failed since the last one the log took: an episode is logged once
+    /// when it begins and once when it ends, not once per record.
+    failing_records: u64,
+    /// A checkpoint that failed after its BEGIN (disk full) owes an ABORT, written before
+    /// any other record.
+    abort_pending: Option<u64>,
     /// Shared subscriptions: this core's members and where every group's members are.
     shares: share::Shares,
     /// Core 0: the latest figures of every core, for `$SYS`.
@@ -225,6 +235,8 @@ impl Broker {
             reroute: Vec::new(),
             targets: FastMap::default(),
             replaying: false,
+            failing_records: 0,
+            abort_pending: None,
             shares: share::Shares::new(cores),
             sys: sys::SysBoard::new(cores),
         }
@@ -256,20 +268,61 @@ impl Broker {
         self.journal.durable()
     }
 
-    /// Writes a record; a failure is counted and logged, never fatal: the state in memory
-    /// stays right, only its durability is lost.
+    /// Writes a record; a failure is counted, never fatal: the state in memory stays
+    /// right, only its durability is lost. Callers whose record stands for something a
+    /// client is told (a message, a retained message, an inbound QoS 2 id) refuse it when
+    /// this returns `None`; for the others ARCHITECTURE.md "A full disk" says what a lost
+    /// record costs after a restart (at worst a redelivery). Logged once per episode.
     fn journal(&mut self, record: &Record) -> Option<crate::store::Position> {
         if self.replaying {
             return None;
         }
-        self.scratch.clear();
-        record.encode(&mut self.scratch);
-        match self.journal.append(record.kind(), &self.scratch) {
-            Ok(pos) => Some(pos),
+        let appended = if self.write_pending_abort() {
+            self.scratch.clear();
+            record.encode(&mut self.scratch);
+            self.journal.append(record.kind(), &self.scratch)
+        } else {
+            Err(crate::store::StoreError::NoRoom)
+        };
+        match appended {
+            Ok(pos) => {
+                if self.failing_records > 0 {
+                    tracing::warn!(shard = %self.id, failed_records = self.failing_records, "log: writes resumed");
+                    self.failing_records = 0;
+                }
+                Some(pos)
+            }
             Err(error) => {
                 self.counters.journal_errors += 1;
-                tracing::error!(shard = %self.id, %error, kind = record.kind(), "cannot write to the log");
+                if self.failing_records == 0 {
+                    tracing::error!(shard = %self.id, %error, kind = record.kind(), "log: cannot write a record; this is logged once until writes resume");
+                }
+                self.failing_records += 1;
                 None
+            }
+        }
+    }
+
+    /// Payload bytes of the messages this core holds for its sessions.
+    pub fn stored_bytes(&self) -> u64 {
+        self.messages.bytes()
+    }
+
+    /// An inbound QoS 2 PUBLISH whose message could not be stored everywhere it was
+    /// routed: its PUBREC says so (or the connection closes), so its packet id is let go
+    /// at once and the journaled routing confirmed as ended, so that neither the client's
+    /// next PUBLISH with this id nor a recovery takes it as already routed.
+    pub fn refuse_qos2(&mut self, client_id: &ByteString, packet_id: PacketId) {
+        let Some(slot) = self.sessions.get_mut(client_id) else {
+            return;
+        };
+        slot.session.on_pub_rel(packet_id);
+        if let Some(sid) = slot.sid {
+            if self.routing.remove(&(sid, packet_id.get())).is_some() {
+                self.journal(&Record::Qos2Released {
+                    sid,
+                    packet_id: packet_id.get(),
+                });
             }
         }
     }
@@ -638,3 +691,5 @@ impl Broker {
 mod exactly_once_tests;
 #[cfg(test)]
 mod persist_tests;
+#[cfg(test)]
+mod store_full_tests;

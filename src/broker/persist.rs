@@ -122,8 +122,11 @@ impl Broker {
     /// Whether the log has grown enough since the last checkpoint to rewrite it: twice
     /// what the last checkpoint wrote, and at least four segments. This bounds the disk
     /// to a small multiple of the live state, however long a session stays away.
+    /// Not while the log is down to its reserve (disk full): a checkpoint writes a copy
+    /// of everything held, which is what the reserve cannot take.
     pub fn checkpoint_due(&self) -> bool {
         self.journal.segment_count() >= (2 * self.checkpoint_segments + 2).max(4)
+            && self.journal.room_for_messages().is_none()
     }
 
     /// Rewrites the live state at the head of the log and deletes the segments before it.
@@ -136,6 +139,38 @@ impl Broker {
             next_seq: self.messages.next_seq,
             next_sid: self.next_sid,
         })?;
+        let written = self.checkpoint_after(id, begin, now, &mut report);
+        if written.is_err() {
+            // A BEGIN with no END swallows every record after it at recovery until an
+            // ABORT: write one before anything else goes to the log (now, or once there
+            // is room again).
+            self.abort_pending = Some(id);
+            self.write_pending_abort();
+        }
+        written.map(|()| report)
+    }
+
+    /// Appends ABORT for a checkpoint that failed after its BEGIN, if one is owed. False
+    /// while it cannot be written (nothing else may be appended then).
+    pub(super) fn write_pending_abort(&mut self) -> bool {
+        let Some(id) = self.abort_pending else {
+            return true;
+        };
+        let written = self.append(&Record::CheckpointAbort { id }).is_ok();
+        if written {
+            self.abort_pending = None;
+        }
+        written
+    }
+
+    /// Everything of a checkpoint after its BEGIN, which is at `begin`.
+    fn checkpoint_after(
+        &mut self,
+        id: u64,
+        begin: crate::store::Position,
+        now: Instant,
+        report: &mut CheckpointReport,
+    ) -> Result<(), StoreError> {
         let mut retained: Vec<_> = self
             .retained
             .values()
@@ -215,7 +250,7 @@ impl Broker {
         report.bytes_freed = self.journal.remove_segments_before(begin.segment)?;
         self.checkpoint_segments = self.journal.segment_count();
         self.counters.checkpoints += 1;
-        Ok(report)
+        Ok(())
     }
 
     /// Like `journal`, but an error stops the caller (a checkpoint must be whole).

@@ -281,7 +281,12 @@ impl Broker {
             publisher: publisher.clone(),
             publish: journal::encode_publish(&publish),
         };
-        self.journal(&routing.record());
+        if self.journal(&routing.record()).is_none() {
+            // Not routed: without the record a crash before PUBREC could not tell whether
+            // it had been. The PUBREC refuses it (the connection reads `store_refused`).
+            self.counters.store_refused += 1;
+            return Effects::default();
+        }
         self.routing.insert((sid, routing.packet_id), routing);
         let origin = Origin {
             core: self.id.0 as u16,
@@ -431,7 +436,9 @@ impl Broker {
                 publisher: message.publisher.clone(),
                 publish,
             };
-            self.journal(&record);
+            if self.journal(&record).is_none() {
+                self.counters.store_refused += 1;
+            }
         }
     }
 
@@ -503,7 +510,7 @@ impl Broker {
     pub(super) fn deliver_to(
         &mut self,
         message: &Arc<Message>,
-        targets: Vec<(ByteString, QoS, bool, Vec<u32>)>,
+        mut targets: Vec<(ByteString, QoS, bool, Vec<u32>)>,
         origin: Option<Origin>,
         now: Instant,
         effects: &mut Effects,
@@ -511,6 +518,30 @@ impl Broker {
         if targets.is_empty() || message.expires_at.is_some_and(|at| at <= now) {
             return;
         }
+        let logged = match self.journal.room_for_messages() {
+            None => None,
+            Some(room) => match self.fit_in_reserve(message, &targets, room) {
+                Some(publish) => Some(publish),
+                None if message.qos == QoS::AtMostOnce => {
+                    // QoS 0 goes on to whoever needs no record: the online sessions.
+                    let before = targets.len();
+                    let sessions = &self.sessions;
+                    targets.retain(|(client, ..)| {
+                        sessions
+                            .get(client)
+                            .is_some_and(|slot| slot.online || slot.sid.is_none())
+                    });
+                    self.counters.dropped += (before - targets.len()) as u64;
+                    None
+                }
+                None => {
+                    // A message this core cannot store, it does not take: the publisher
+                    // is refused (`store_refused`), no session here holds it.
+                    self.counters.store_refused += 1;
+                    return;
+                }
+            },
+        };
         let seq = self.messages.allocate();
         // The QoS 0 PUBLISH for every online target without Subscription Identifiers or
         // Retain As Published: the same packet for all of them, made once (see `outgoing`).
@@ -610,9 +641,16 @@ impl Broker {
                     publisher: message.publisher.clone(),
                     payload_len: message.payload.len() as u32,
                     targets: persistent,
-                    publish: journal::encode_publish(&publish_for_log(message)),
+                    publish: logged
+                        .unwrap_or_else(|| journal::encode_publish(&publish_for_log(message))),
                 });
-                self.journal(&record)
+                let pos = self.journal(&record);
+                if pos.is_none() {
+                    // Taken in memory but not stored: the publisher is refused all the
+                    // same (at worst it publishes again and some sessions get it twice).
+                    self.counters.store_refused += 1;
+                }
+                pos
             };
             self.messages.insert(
                 seq,
@@ -627,6 +665,36 @@ impl Broker {
         for (sid, mut changes) in settled {
             self.settle(sid, &mut changes);
         }
+    }
+}
+
+impl Broker {
+    /// While the log is down to its reserve (disk full): the message as the MESSAGE record
+    /// would carry it when that record, at its largest for these targets, fits in the
+    /// `room` left for messages (or no target needs it stored: clean sessions, QoS 0 to
+    /// online ones); `None` when it does not fit.
+    fn fit_in_reserve(
+        &self,
+        message: &Message,
+        targets: &[(ByteString, QoS, bool, Vec<u32>)],
+        room: usize,
+    ) -> Option<Bytes> {
+        let publish = journal::encode_publish(&publish_for_log(message));
+        let per_target: usize = targets
+            .iter()
+            .filter(|(client, qos, ..)| {
+                self.sessions.get(client).is_some_and(|slot| {
+                    slot.sid.is_some() && (*qos != QoS::AtMostOnce || !slot.online)
+                })
+            })
+            .map(|(_, _, _, ids)| 8 + 1 + 1 + 4 * ids.len())
+            .sum();
+        if per_target == 0 {
+            return Some(publish); // Nothing to store.
+        }
+        let bound =
+            journal::MESSAGE_RECORD_OVERHEAD + message.publisher.len() + publish.len() + per_target;
+        (bound <= room).then_some(publish)
     }
 }
 

@@ -47,6 +47,9 @@ pub enum Stat {
     /// take one, a connected client's outbox held `max_outbox_bytes` of QoS 0 already,
     /// or one was above the client's Maximum Packet Size.
     PublishDropped,
+    /// QoS 1/2 PUBLISH packets refused because the store could not take them (disk full,
+    /// `max_stored_bytes`).
+    PublishRefused,
     BytesReceived,
     BytesSent,
     /// Bytes of log segments on disk, all cores together.
@@ -69,7 +72,7 @@ pub enum Combine {
 }
 
 impl Stat {
-    pub const ALL: [Stat; 15] = [
+    pub const ALL: [Stat; 16] = [
         Stat::ClientsConnected,
         Stat::ClientsDisconnected,
         Stat::Subscriptions,
@@ -79,6 +82,7 @@ impl Stat {
         Stat::PublishReceived,
         Stat::PublishSent,
         Stat::PublishDropped,
+        Stat::PublishRefused,
         Stat::BytesReceived,
         Stat::BytesSent,
         Stat::StoreBytes,
@@ -99,6 +103,7 @@ impl Stat {
             Stat::PublishReceived => "$SYS/broker/publish/messages/received",
             Stat::PublishSent => "$SYS/broker/publish/messages/sent",
             Stat::PublishDropped => "$SYS/broker/publish/messages/dropped",
+            Stat::PublishRefused => "$SYS/broker/publish/messages/refused",
             Stat::BytesReceived => "$SYS/broker/bytes/received",
             Stat::BytesSent => "$SYS/broker/bytes/sent",
             Stat::StoreBytes => "$SYS/broker/store/bytes",

@@ -18,6 +18,7 @@ use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use tracing::Instrument;
 
+use super::gate::Closed;
 use super::handoff;
 use super::outbox::Outbox;
 use super::ownership::{assign_client_id, owner_of, ShardId};
@@ -381,6 +382,8 @@ pub async fn serve(
             expiry: granted,
             zero_expiry_at_connect: requested.is_zero(),
             taken_over: None,
+            version,
+            refusals_before: None,
         };
         let end = read_loop(&mut conn, reader, rest, link, control).await;
         tracing::debug!(?end, "connection ending");
@@ -495,19 +498,28 @@ struct Conn<'a> {
     zero_expiry_at_connect: bool,
     /// Held until this connection has fully stopped, when another takes its client id.
     taken_over: Option<LocalSender<()>>,
+    version: ProtocolVersion,
+    /// What every core had refused to store before this read's first QoS 1/2 PUBLISH was
+    /// routed: its acknowledgements leave as success only if no figure rose (`gate`).
+    refusals_before: Option<Vec<u64>>,
 }
 
 // Fields are read through `Debug` in the log lines.
 #[allow(dead_code)]
 #[derive(Debug)]
 enum End {
-    ClientDisconnected { publish_will: bool },
+    ClientDisconnected {
+        publish_will: bool,
+    },
     Closed,
     Io(std::io::Error),
     KeepAliveTimeout,
     Violation(ReasonCode, String),
     TakenOver,
     Shutdown,
+    /// A 3.x client published QoS 1/2 while the store could not take it: it has no
+    /// negative acknowledgement, so the connection closes unacknowledged.
+    StoreFull(Closed),
 }
 
 impl End {
@@ -529,7 +541,7 @@ impl End {
             End::Violation(code, _) => Some(*code),
             End::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
             End::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
-            End::ClientDisconnected { .. } | End::Closed | End::Io(_) => None,
+            End::ClientDisconnected { .. } | End::Closed | End::Io(_) | End::StoreFull(_) => None,
         }
     }
 }
@@ -563,7 +575,7 @@ async fn read_loop(
                     Ok(LinkEvent::Forward(packet)) => {
                         if let Err(end) = forward(conn, packet, now, &mut pending, &mut acks).await
                         {
-                            flush(conn, pending, &mut acks).await;
+                            let _ = flush(conn, pending, &mut acks).await;
                             return end;
                         }
                     }
@@ -571,7 +583,7 @@ async fn read_loop(
                         publish_will,
                         session_expiry,
                     }) => {
-                        flush(conn, pending, &mut acks).await;
+                        let _ = flush(conn, pending, &mut acks).await;
                         if let Some(secs) = session_expiry {
                             if conn.zero_expiry_at_connect && secs != 0 {
                                 return End::Violation(
@@ -585,18 +597,20 @@ async fn read_loop(
                         return End::ClientDisconnected { publish_will };
                     }
                     Err(violation) => {
-                        flush(conn, pending, &mut acks).await;
+                        let _ = flush(conn, pending, &mut acks).await;
                         return End::Violation(violation.reason_code, violation.rule.to_string());
                     }
                 },
                 Ok(None) => break,
                 Err(error) => {
-                    flush(conn, pending, &mut acks).await;
+                    let _ = flush(conn, pending, &mut acks).await;
                     return End::Violation(error.reason_code(), error.to_string());
                 }
             }
         }
-        flush(conn, pending, &mut acks).await;
+        if let Some(end) = flush(conn, pending, &mut acks).await {
+            return end;
+        }
         let deadline = link.deadline();
         let wake = future::or(
             future::or(
@@ -639,7 +653,10 @@ async fn read_loop(
 /// back: a PUBACK/PUBREC leaves only once the message is in the log of this core and of
 /// every core it was routed to (durable as far as `fsync` says), so a crash never loses
 /// a message its publisher was told is stored.
-async fn flush(conn: &Conn<'_>, pending: Effects, acks: &mut Vec<Packet>) {
+/// An acknowledgement is refused (v5 0x97; a 3.x connection closes instead) when a core
+/// could not store a message of the batch (`gate::Refusals`). Returns the end of a 3.x
+/// connection so refused.
+async fn flush(conn: &mut Conn<'_>, pending: Effects, acks: &mut Vec<Packet>) -> Option<End> {
     let routed_on = !acks.is_empty()
         && pending.to_cores.iter().any(|(_, msg)| match msg {
             CoreMsg::Publish(m) => m.qos != QoS::AtMostOnce,
@@ -647,8 +664,9 @@ async fn flush(conn: &Conn<'_>, pending: Effects, acks: &mut Vec<Packet>) {
             _ => false,
         });
     conn.shard.apply(pending).await;
+    let before = conn.refusals_before.take();
     if acks.is_empty() {
-        return;
+        return None;
     }
     if routed_on {
         conn.shard.sync_peers().await;
@@ -659,15 +677,46 @@ async fn flush(conn: &Conn<'_>, pending: Effects, acks: &mut Vec<Packet>) {
             tracing::error!(%error, "the log could not be made durable");
         }
     }
-    for ack in acks.drain(..) {
-        if let Packet::PubRec(rec) = &ack {
-            conn.shard
-                .broker
-                .borrow_mut()
-                .journal_qos2_received(&conn.client_id, rec.packet_id);
-        }
-        conn.out.send(ack);
+    let refused = before.is_some_and(|before| conn.shard.refused_since(&before));
+    if refused {
+        tracing::warn!(
+            publishes = acks.len(),
+            "QoS 1/2 publishes refused: a core could not store them (disk full)"
+        );
     }
+    for mut ack in acks.drain(..) {
+        let (Packet::PubAck(a) | Packet::PubRec(a)) = &mut ack else {
+            conn.out.send(ack);
+            continue;
+        };
+        if refused && a.reason_code == ReasonCode::SUCCESS {
+            conn.shard.stats.publish_refused();
+            refuse_ack(a, Closed::DiskFull);
+        }
+        let packet_id = a.packet_id;
+        let stored = a.reason_code == ReasonCode::SUCCESS;
+        if matches!(ack, Packet::PubRec(_)) {
+            let mut broker = conn.shard.broker.borrow_mut();
+            if stored {
+                broker.journal_qos2_received(&conn.client_id, packet_id);
+            } else {
+                broker.refuse_qos2(&conn.client_id, packet_id);
+            }
+        }
+        if stored || conn.version.is_v5() {
+            conn.out.send(ack);
+        }
+    }
+    (refused && !conn.version.is_v5()).then_some(End::StoreFull(Closed::DiskFull))
+}
+
+/// Makes `ack` say that its message was not stored (MQTT 5.0 0x97 Quota exceeded).
+fn refuse_ack(ack: &mut crate::protocol::Ack, why: Closed) {
+    ack.reason_code = ReasonCode::QUOTA_EXCEEDED;
+    ack.properties.reason_string = Some(ByteString::from_static(match why {
+        Closed::DiskFull => "the broker cannot store messages now: its disk is full",
+        Closed::StoredBytes => "the broker holds max_stored_bytes of messages already",
+    }));
 }
 
 /// A packet for the publish/subscribe engine. Effects for other cores gather in `pending`
@@ -691,6 +740,9 @@ async fn forward(
                 ));
             }
             let (qos, packet_id) = (publish.qos, publish.packet_id);
+            if qos != QoS::AtMostOnce && conn.refusals_before.is_none() {
+                conn.refusals_before = Some(shard.refusals());
+            }
             let route = match (qos, packet_id) {
                 (QoS::ExactlyOnce, Some(id)) => {
                     let mut broker = shard.broker.borrow_mut();
@@ -706,6 +758,28 @@ async fn forward(
                 }
                 _ => true,
             };
+            let closed = match packet_id {
+                Some(_) if route => shard.gate.closed(),
+                _ => None,
+            };
+            if let (Some(why), Some(id)) = (closed, packet_id) {
+                // Refused before it is routed: the store cannot take new messages.
+                shard.stats.publish_refused();
+                if qos == QoS::ExactlyOnce {
+                    shard.broker.borrow_mut().refuse_qos2(&conn.client_id, id);
+                }
+                if !conn.version.is_v5() {
+                    return Err(End::StoreFull(why));
+                }
+                let mut ack = state::ack(id, ReasonCode::SUCCESS);
+                refuse_ack(&mut ack, why);
+                acks.push(if qos == QoS::ExactlyOnce {
+                    Packet::PubRec(ack)
+                } else {
+                    Packet::PubAck(ack)
+                });
+                return Ok(());
+            }
             if route {
                 let mut broker = shard.broker.borrow_mut();
                 let effects = match (qos, packet_id) {

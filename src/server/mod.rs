@@ -9,6 +9,7 @@
 #![allow(unsafe_code)] // Only in `handoff` and `listener`, each block with its SAFETY note.
 
 mod connection;
+mod gate;
 mod handoff;
 mod listener;
 mod outbox;
@@ -75,6 +76,7 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
         }
     }
 
+    let gate = Arc::new(gate::StoreGate::new(cores, config.max_stored_bytes));
     let online = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -94,6 +96,7 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
         let config = config.clone();
         let shutdown = shutdown.clone();
         let announced = announced.clone();
+        let gate = gate.clone();
         let ready_tx = ready_tx.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("berth-core-{index}"))
@@ -112,14 +115,14 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
                         None => None,
                     });
                 }
-                let (broker, announce) = match storage::open_core(&config, id, cores) {
+                let (broker, announce) = match storage::open_core(&config, id, cores, gate.signal(index)) {
                     Ok(opened) => opened,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
-                let shard = Rc::new(Shard::new(id, config, peers, broker));
+                let shard = Rc::new(Shard::new(id, config, peers, broker, gate));
                 for task in inbox_tasks {
                     glommio::spawn_local(inbox_loop(shard.clone(), task.await)).detach();
                 }
@@ -142,8 +145,10 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
                 let sys = (!sys_interval.is_zero()).then(|| glommio::spawn_local(sys::sys_loop(shard.clone(), sys_interval, started)));
                 let accept = glommio::spawn_local(shard::accept_loop(shard.clone(), listener::into_listener(listener_fd)));
                 let _ = ready_tx.send(Ok(()));
+                let mut over_bound = false;
                 while !shutdown.load(Ordering::Relaxed) {
                     glommio::timer::sleep(SHUTDOWN_POLL).await;
+                    report_stored(&shard, &mut over_bound);
                 }
                 drop(accept);
                 drop(expiry);
@@ -222,7 +227,12 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardMsg>) {
                 // to a core that may be waiting on us.
                 // The answer also says that what was routed here is as durable as the
                 // `fsync` setting promises.
-                let durable = shard.broker.borrow().durable();
+                // So does the count of messages this core refused to store: the asking
+                // core compares it with what it saw before it routed (`gate::Refusals`).
+                let (durable, refused) = {
+                    let broker = shard.broker.borrow();
+                    (broker.durable(), broker.counters.store_refused)
+                };
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
                     if let Some(durable) = durable {
@@ -230,11 +240,45 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardMsg>) {
                             tracing::error!(%error, "the log could not be made durable");
                         }
                     }
-                    let _ = shard.send_to(from, ShardMsg::Synced { token }).await;
+                    let reply = ShardMsg::Synced {
+                        token,
+                        from: shard.id,
+                        refused,
+                    };
+                    let _ = shard.send_to(from, reply).await;
                 })
                 .detach();
             }
-            ShardMsg::Synced { token } => shard.synced(token),
+            ShardMsg::Synced {
+                token,
+                from,
+                refused,
+            } => shard.synced_by(token, from, refused),
+        }
+    }
+}
+
+/// Tells the store gate what this core holds (every 100 ms, the period
+/// as the shutdown poll); core 0 logs when the broker-wide bound starts and stops refusing.
+fn report_stored(shard: &Shard, over_bound: &mut bool) {
+    let bytes = shard.broker.borrow().stored_bytes();
+    shard.gate.set_stored(shard.id.0, bytes);
+    if shard.id.0 != 0 {
+        return;
+    }
+    let over = shard.gate.closed() == Some(gate::Closed::StoredBytes);
+    if over != *over_bound {
+        *over_bound = over;
+        let stored = shard.gate.stored_bytes();
+        let max = shard.gate.max_stored_bytes();
+        if over {
+            tracing::warn!(stored_bytes = stored, max_stored_bytes = max, "messages held reached max_stored_bytes: QoS 1/2 publishes are refused until sessions take some");
+        } else {
+            tracing::warn!(
+                stored_bytes = stored,
+                max_stored_bytes = max,
+                "messages held are below max_stored_bytes again: QoS 1/2 publishes are accepted"
+            );
         }
     }
 }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -18,6 +19,7 @@ use glommio::channels::local_channel::{self, LocalSender};
 use glommio::channels::shared_channel::ConnectedSender;
 use glommio::net::TcpListener;
 
+use super::gate::{Refusals, StoreGate};
 use super::outbox::Outbox;
 use super::ownership::ShardId;
 use crate::broker::{Broker, CoreMsg, CoreStats, Effects, SessionPolicy, Stat};
@@ -33,12 +35,12 @@ pub enum ShardMsg {
     /// Routing work for the receiving core's engine, batched.
     Core(Vec<CoreMsg>),
     /// Asks for a [`ShardMsg::Synced`] once everything sent before it is processed.
-    Sync {
-        from: ShardId,
-        token: u64,
-    },
+    Sync { from: ShardId, token: u64 },
     Synced {
         token: u64,
+        from: ShardId,
+        /// Messages the replying core has refused to store so far (see `gate::Refusals`).
+        refused: u64,
     },
 }
 
@@ -85,6 +87,9 @@ pub struct ShardStats {
     /// PUBLISH packets not sent to a connected client: its outbox held `max_outbox_bytes`
     /// of QoS 0 already, or the packet was above its Maximum Packet Size.
     pub publish_dropped: Cell<u64>,
+    /// QoS 1/2 PUBLISH packets refused because the store could not take their message
+    /// (disk full, `max_stored_bytes`): v5 0x97, or a closed 3.x connection.
+    pub publish_refused: Cell<u64>,
 }
 
 impl ShardStats {
@@ -121,6 +126,10 @@ impl ShardStats {
         add(&self.publish_dropped, 1);
     }
 
+    pub fn publish_refused(&self) {
+        add(&self.publish_refused, 1);
+    }
+
     /// Fills in the connection figures of a `$SYS` snapshot.
     pub fn fill(&self, stats: &mut CoreStats) {
         stats.set(Stat::BytesReceived, self.bytes_received.get());
@@ -129,6 +138,7 @@ impl ShardStats {
         stats.set(Stat::MessagesSent, self.packets_sent.get());
         stats.set(Stat::PublishReceived, self.publish_received.get());
         stats.set(Stat::PublishSent, self.publish_sent.get());
+        stats.set(Stat::PublishRefused, self.publish_refused.get());
         // The engine counts its own drops (queues, share groups); these add to them.
         let dropped = stats.get(Stat::PublishDropped);
         stats.set(
@@ -156,6 +166,10 @@ pub struct Shard {
     pub broker: RefCell<Broker>,
     /// Outstanding [`Shard::sync_peers`] calls: token -> (replies missing, waker channel).
     syncs: RefCell<HashMap<u64, (usize, LocalSender<()>)>>,
+    /// Whether new QoS 1/2 messages are taken (shared by every core).
+    pub gate: Arc<StoreGate>,
+    /// What every core has refused to store so far, as this core last heard.
+    refusals: RefCell<Refusals>,
 }
 
 impl Shard {
@@ -164,6 +178,7 @@ impl Shard {
         config: Config,
         peers: Vec<Option<ConnectedSender<ShardMsg>>>,
         broker: Broker,
+        gate: Arc<StoreGate>,
     ) -> Shard {
         let policy = ConnectPolicy {
             max_packet_size: config.max_packet_size,
@@ -171,9 +186,10 @@ impl Shard {
             receive_maximum: config.receive_maximum,
             topic_alias_maximum: config.topic_alias_maximum,
         };
+        let peers_len = peers.len();
         Shard {
             id,
-            cores: peers.len(),
+            cores: peers_len,
             broker: RefCell::new(broker),
             config,
             policy,
@@ -182,6 +198,8 @@ impl Shard {
             next_serial: Cell::new(0),
             stats: ShardStats::default(),
             syncs: RefCell::new(HashMap::new()),
+            gate,
+            refusals: RefCell::new(Refusals::new(peers_len)),
         }
     }
 
@@ -320,6 +338,30 @@ impl Shard {
         }
         // `None` once the last reply dropped the sender.
         let _ = done_rx.recv().await;
+    }
+
+    /// How many messages every core has refused to store so far, as far as this core
+    /// knows now (see `gate::Refusals`).
+    pub fn refusals(&self) -> Vec<u64> {
+        self.hear_own_refusals();
+        self.refusals.borrow().snapshot()
+    }
+
+    /// Whether any core refused to store a message since `before` (a [`Shard::refusals`]).
+    pub fn refused_since(&self, before: &[u64]) -> bool {
+        self.hear_own_refusals();
+        self.refusals.borrow().rose_since(before)
+    }
+
+    fn hear_own_refusals(&self) {
+        let own = self.broker.borrow().counters.store_refused;
+        self.refusals.borrow_mut().heard(self.id.0, own);
+    }
+
+    /// A core answered a sync, having refused `refused` messages so far.
+    pub fn synced_by(&self, token: u64, from: ShardId, refused: u64) {
+        self.refusals.borrow_mut().heard(from.0, refused);
+        self.synced(token);
     }
 
     /// A core answered a sync.

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::config::FsyncMode;
 use crate::server::shard::session_policy;
 use crate::server::ShardId;
-use crate::store::{FsyncPolicy, Log, LogConfig};
+use crate::store::{FsyncPolicy, Log, LogConfig, RoomSignal};
 
 const LAYOUT_FILE: &str = "layout.toml";
 
@@ -55,12 +55,17 @@ pub fn check_layout(data_dir: &Path, cores: usize) -> anyhow::Result<()> {
 }
 
 /// Opens core `id`'s log, replays it, and returns the engine it describes.
-pub fn open_core(config: &Config, id: ShardId, cores: usize) -> anyhow::Result<(Broker, Effects)> {
+pub fn open_core(
+    config: &Config,
+    id: ShardId,
+    cores: usize,
+    lacking_room: RoomSignal,
+) -> anyhow::Result<(Broker, Effects)> {
     let started = Instant::now();
     let clock = WallClock::now_from_system();
     let mut rebuild = Rebuild::new(clock);
     let dir = config.data_dir.join(format!("core-{}", id.0));
-    let journal = open_log(config, &dir, &mut rebuild)?;
+    let journal = open_log(config, &dir, &mut rebuild, lacking_room)?;
     let (broker, mut report) = Broker::recover(
         id,
         cores,
@@ -89,6 +94,7 @@ fn open_log(
     config: &Config,
     dir: &Path,
     rebuild: &mut Rebuild,
+    lacking_room: RoomSignal,
 ) -> anyhow::Result<Box<dyn Journal>> {
     let fsync = match config.fsync {
         FsyncMode::Never => FsyncPolicy::Never,
@@ -99,6 +105,7 @@ fn open_log(
         dir: dir.to_path_buf(),
         segment_size: config.segment_size,
         fsync,
+        lacking_room,
     };
     let (log, report) = Log::open(log_config, |pos, kind, body| rebuild.visit(pos, kind, body))
         .with_context(|| format!("cannot open the log in {}", dir.display()))?;

@@ -29,6 +29,7 @@ fn config(dir: &Path, interval: bool) -> LogConfig {
         dir: dir.to_path_buf(),
         segment_size: 64 << 10,
         fsync,
+        lacking_room: Default::default(),
     }
 }
 

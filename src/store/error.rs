@@ -26,6 +26,8 @@ pub enum StoreError {
     Corrupt { pos: Position, reason: &'static str },
     #[error("the log was closed before its data was made durable")]
     Closed,
+    #[error("no room in the log: its next segment cannot be made yet (disk full)")]
+    NoRoom,
 }
 
 impl StoreError {

@@ -99,6 +99,7 @@ mod tests;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -136,6 +137,31 @@ impl Default for FsyncPolicy {
     }
 }
 
+/// Raised while a log cannot make its next segment (disk full): it then has only what is
+/// left of its head segment. Shared with whoever must stop taking new data meanwhile (the
+/// server's store gate); set and cleared by the log's background thread.
+#[derive(Clone, Debug, Default)]
+pub struct RoomSignal(Arc<AtomicBool>);
+
+impl RoomSignal {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, lacking: bool) {
+        self.0.store(lacking, Ordering::Relaxed);
+    }
+}
+
+/// Two configurations are the same whatever signal they report to.
+impl PartialEq for RoomSignal {
+    fn eq(&self, _: &RoomSignal) -> bool {
+        true
+    }
+}
+
+impl Eq for RoomSignal {}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogConfig {
     /// The log's own directory, `<data-dir>/core-<n>`; created if missing.
@@ -144,6 +170,8 @@ pub struct LogConfig {
     /// below 4 GiB (offsets are 32 bits). Existing segments keep the size they were made with.
     pub segment_size: u64,
     pub fsync: FsyncPolicy,
+    /// Raised while the next segment cannot be made.
+    pub lacking_room: RoomSignal,
 }
 
 impl LogConfig {
@@ -153,6 +181,7 @@ impl LogConfig {
             dir: dir.into(),
             segment_size: DEFAULT_SEGMENT_SIZE,
             fsync: FsyncPolicy::default(),
+            lacking_room: RoomSignal::default(),
         }
     }
 
@@ -228,7 +257,7 @@ impl Log {
         } else {
             None
         };
-        let mut worker = Worker::start(config.dir.clone(), durable)?;
+        let mut worker = Worker::start(config.dir.clone(), durable, config.lacking_room.clone())?;
         worker.prepare(current.id + 1, config.segment_size);
         let disk_bytes = older.iter().map(Sealed::size).sum::<u64>() + current.size;
         let log = Log {
@@ -329,6 +358,14 @@ impl Log {
             Slot::End => Err(StoreError::NoRecord(pos)),
             Slot::Damaged(reason) => Err(StoreError::Corrupt { pos, reason }),
         }
+    }
+
+    /// `None` while the next segment is ready or being made; while it cannot be made (disk
+    /// full), the bytes left in the head segment: all that appends can still use.
+    pub fn reserve_left(&self) -> Option<usize> {
+        self.worker
+            .lacking()
+            .then(|| self.current.map.len() - self.head.offset as usize)
     }
 
     /// Where the next record will start.

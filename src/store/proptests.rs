@@ -52,7 +52,7 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let fsync = if always { FsyncPolicy::Always } else { FsyncPolicy::Never };
-        let config = LogConfig { dir: dir.path().to_path_buf(), segment_size: 4096, fsync };
+        let config = LogConfig { fsync, segment_size: 4096, ..LogConfig::new(dir.path()) };
         let mut model: Model = Vec::new();
         let mut log = reopen(&config, &model)?;
         let mut stamp = 0u8;

@@ -20,6 +20,7 @@ fn config(dir: &Path, fsync: FsyncPolicy) -> LogConfig {
         dir: dir.to_path_buf(),
         segment_size: SMALL,
         fsync,
+        lacking_room: Default::default(),
     }
 }
 

@@ -8,6 +8,7 @@ test fails.
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
@@ -48,3 +49,26 @@ def start_broker(tmp_path):
 @pytest.fixture
 def broker(start_broker) -> Broker:
     return start_broker()
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """Factory: small_fs(mib) -> the path of a tmpfs of that size, unmounted at the end (for
+    data directories on a nearly full disk). Needs root, as CI runs; skipped otherwise."""
+    mounted = []
+
+    def mount(mib: int = 32) -> str:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small filesystem needs root")
+        path = tmp_path / f"fs{len(mounted)}"
+        path.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", str(path)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(path)
+        return str(path)
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

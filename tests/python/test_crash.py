@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import os
 import random
+import shutil
 import struct
 import threading
 import time
@@ -56,7 +57,8 @@ def subscribe_offline(addr) -> None:
             c.send(b"\xe0\x00")
 
 
-def publish_until_killed(addr, client_id: str, qos: int, first: int, acked: set[int]) -> None:
+def publish_until_killed(addr, client_id: str, qos: int, first: int, acked: set[int],
+                         pad: int = 0) -> None:
     """Publishes `first`.. with a window of WINDOW unacknowledged; records each sequence
     number whose PUBACK (QoS 1) or PUBREC (QoS 2) arrived. Returns when the broker dies or
     PER_ROUND messages are acknowledged."""
@@ -73,7 +75,7 @@ def publish_until_killed(addr, client_id: str, qos: int, first: int, acked: set[
                 pid = next_pid
                 next_pid = next_pid % 65535 + 1
                 pending[pid] = seq
-                payload = f"{client_id}:{seq}".encode()
+                payload = f"{client_id}:{seq}".encode() + b" " * pad
                 c.send(publish(f"crash/{client_id}", payload, V311, first_byte=0x30 | qos << 1,
                                packet_id=pid))
                 seq += 1
@@ -118,6 +120,28 @@ def drain(addr, client_id: str, marker: bytes) -> list[bytes]:
 def test_sigkill_during_publishing_loses_no_acknowledged_message(tmp_path):
     data = str(tmp_path / "data")
     os.makedirs(data)
+    sigkill_rounds(data, tmp_path)
+
+
+def test_sigkill_on_a_nearly_full_disk_loses_no_acknowledged_message(tmp_path, small_fs):
+    """The same with the data directory on a filesystem that fills during the rounds:
+    publishers are refused (3.1.1: closed unacknowledged, they reconnect), and whatever
+    was acknowledged comes back."""
+    fs = small_fs(64)
+    data = os.path.join(fs, "data")
+    os.makedirs(data)
+    # The broker's first segments take 4 MiB; what it writes beyond about 3 MiB more fails.
+    filler = os.path.join(fs, "filler")
+    with open(filler, "wb") as f:
+        f.write(b"\xff" * (shutil.disk_usage(fs).free - (7 << 20)))
+    log = sigkill_rounds(data, tmp_path, payload_pad=2048, make_room=lambda: os.remove(filler))
+    assert "cannot make the next segment" in log, "the disk never filled: the test tests nothing"
+
+
+def sigkill_rounds(data: str, tmp_path, payload_pad: int = 0, make_room=None) -> str:
+    """Three rounds of publishing and kill -9, then (after `make_room`) every acknowledged
+    message is checked. Returns the logs of the brokers of the rounds."""
+    logs = []
     broker = start(data, str(tmp_path / "b0"))
     subscribe_offline(broker.addr)
     acked = {client_id: set() for client_id, _ in PUBLISHERS}
@@ -125,7 +149,7 @@ def test_sigkill_during_publishing_loses_no_acknowledged_message(tmp_path):
     for round_ in range(3):
         threads = [
             threading.Thread(target=publish_until_killed,
-                             args=(broker.addr, cid, qos, round_ * PER_ROUND, acked[cid]))
+                             args=(broker.addr, cid, qos, round_ * PER_ROUND, acked[cid], payload_pad))
             for cid, qos in PUBLISHERS
         ]
         for t in threads:
@@ -134,21 +158,31 @@ def test_sigkill_during_publishing_loses_no_acknowledged_message(tmp_path):
         broker.kill()
         for t in threads:
             t.join(timeout=30)
+        logs.append(broker.stderr_text())
         broker.stop(sig=None)
         broker = start(data, str(tmp_path / f"b{round_ + 1}"))
     assert sum(len(a) for a in acked.values()) > 0, "nothing was acknowledged before the kills"
 
+    if make_room:
+        make_room()
     marker = b"END"
-    with Conn(*broker.addr, version=V311) as c:
-        c.connect("crash-marker", clean=True)
-        c.send(publish("crash/end", marker, V311, first_byte=0x32, packet_id=1))
-        assert c.read_packet().ptype == PUBACK
+    deadline = time.monotonic() + 15
+    while True:  # Refused (closed) until the broker has room again, if it ran out.
+        with Conn(*broker.addr, version=V311) as c:
+            c.connect("crash-marker", clean=True)
+            c.send(publish("crash/end", marker, V311, first_byte=0x32, packet_id=1))
+            try:
+                assert c.read_packet().ptype == PUBACK
+                break
+            except Closed:
+                assert time.monotonic() < deadline, f"the marker is still refused\n{broker.describe()}"
+                time.sleep(0.3)
     try:
         for sid in SUBSCRIBERS:
             got = drain(broker.addr, sid, marker)
             by_publisher: dict[str, list[int]] = {cid: [] for cid, _ in PUBLISHERS}
             for payload in got:
-                cid, seq = payload.decode().rsplit(":", 1)
+                cid, seq = payload.decode().rstrip(" ").rsplit(":", 1)
                 by_publisher[cid].append(int(seq))
             for cid, qos in PUBLISHERS:
                 seqs = by_publisher[cid]
@@ -160,7 +194,9 @@ def test_sigkill_during_publishing_loses_no_acknowledged_message(tmp_path):
                     dups = len(seqs) - len(set(seqs))
                     assert dups == 0, f"{sid}: {dups} duplicate QoS 2 messages of {cid}"
     finally:
+        logs.append(broker.stderr_text())
         broker.assert_clean_exit()
+    return "".join(logs)
 
 
 def test_a_record_cut_in_half_is_cut_and_the_rest_recovers(tmp_path):
