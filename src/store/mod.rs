@@ -105,7 +105,7 @@ use std::time::Duration;
 
 pub use error::StoreError;
 pub use flusher::Durable;
-pub use recovery::RecoveryReport;
+pub use recovery::{Damaged, RecoveryReport};
 
 use flusher::Flusher;
 use format::{framed_len, read_slot, seal_record, Slot, ALIGN, RECORD_HEADER, SEGMENT_HEADER};
