@@ -61,6 +61,9 @@ pub struct Rebuild {
     next_checkpoint_id: u64,
     pub records: u64,
     pub undecodable: u64,
+    /// Queue entries of checkpointed sessions whose message copy was not in the log (lost to
+    /// damage): dropped from their queue.
+    pub missing_messages: u64,
 }
 
 /// What recovery found, for the start-up log line.
@@ -71,6 +74,8 @@ pub struct Recovered {
     pub announce: super::Effects,
     pub records: u64,
     pub undecodable: u64,
+    /// See [`Rebuild::missing_messages`].
+    pub missing_messages: u64,
     pub sessions: usize,
     pub queued: usize,
     pub messages: usize,
@@ -127,6 +132,7 @@ impl Rebuild {
             next_checkpoint_id: 1,
             records: 0,
             undecodable: 0,
+            missing_messages: 0,
         }
     }
 
@@ -372,7 +378,8 @@ impl Rebuild {
                 }
                 for e in s.entries {
                     let Some(message) = state.messages.get_mut(&e.seq) else {
-                        continue; // its copy was unreadable: counted there
+                        self.missing_messages += 1; // its copy was lost to damage
+                        continue;
                     };
                     message.refs += 1;
                     let entry = Queued::new(e.seq, e.qos, e.retain);
@@ -451,6 +458,7 @@ impl Broker {
         let mut report = Recovered {
             records: rebuild.records,
             undecodable: rebuild.undecodable,
+            missing_messages: rebuild.missing_messages,
             ..Recovered::default()
         };
         let aborted = rebuild.stash.as_ref().map(|(id, _)| *id);

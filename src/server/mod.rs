@@ -2,11 +2,12 @@
 //! its own listener on the shared address, its own connections and its links to the
 //! other cores.
 //!
-//! Start-up binds every listener before any executor starts (so port 0 resolves to one
-//! port for all cores), wires a full mesh of bounded `shared_channel`s between the cores,
+//! Start-up locks the data directory, then binds every listener before any executor starts
+//! (so port 0 resolves to one port for all cores, and an address another process listens on
+//! is refused), wires a full mesh of bounded `shared_channel`s between the cores,
 //! and prints the ready line only once every core accepts.
 
-#![allow(unsafe_code)] // Only in `handoff` and `listener`, each block with its SAFETY note.
+#![allow(unsafe_code)] // Only in `handoff`, `listener` and `storage` (flock), each block with its SAFETY note.
 
 mod connection;
 mod gate;
@@ -47,8 +48,11 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
     let started = std::time::Instant::now();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    // Held until the process ends: a second broker on this data directory stops here.
+    let _data_dir_lock = storage::lock_data_dir(&config.data_dir)?;
     storage::check_layout(&config.data_dir, cores)?;
-    let (listeners, bound) = listener::bind_all(config.listen, cores)
+    // The guard is held until the process ends too: a second broker on this address fails.
+    let (listeners, bound, _address_guard) = listener::bind_all(config.listen, cores)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
 
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -80,7 +84,7 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
     let online = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<storage::Replayed>>();
     let mut executors = Vec::with_capacity(cores);
     for (index, ((listener_fd, outboxes), inboxes)) in listeners
         .into_iter()
@@ -115,7 +119,7 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
                         None => None,
                     });
                 }
-                let (broker, announce) = match storage::open_core(&config, id, cores, gate.signal(index)) {
+                let (broker, announce, replayed) = match storage::open_core(&config, id, cores, gate.signal(index)) {
                     Ok(opened) => opened,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -144,7 +148,7 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
                 let sys_interval = shard.config.sys_interval;
                 let sys = (!sys_interval.is_zero()).then(|| glommio::spawn_local(sys::sys_loop(shard.clone(), sys_interval, started)));
                 let accept = glommio::spawn_local(shard::accept_loop(shard.clone(), listener::into_listener(listener_fd)));
-                let _ = ready_tx.send(Ok(()));
+                let _ = ready_tx.send(Ok(replayed));
                 let mut over_bound = false;
                 while !shutdown.load(Ordering::Relaxed) {
                     glommio::timer::sleep(SHUTDOWN_POLL).await;
@@ -164,12 +168,14 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
         executors.push(handle);
     }
     drop(ready_tx);
+    let mut replayed = storage::Replayed::default();
     for _ in 0..cores {
         match ready_rx.recv() {
-            Ok(result) => result?,
+            Ok(result) => replayed.add(result?),
             Err(_) => anyhow::bail!("an executor stopped during start-up"),
         }
     }
+    replayed.log_summary();
     ready(bound);
     let trimmer = std::thread::Builder::new()
         .name("berth-trim".into())

@@ -136,7 +136,7 @@ fn kill9_at_a_random_moment_keeps_every_reported_record() {
             "round {round}: reported {last}, replayed only {replayed}"
         );
         assert!(
-            report.corrupt.is_empty() && report.bad_segments.is_empty(),
+            report.damaged.is_empty() && report.sealed.is_empty() && report.bad_segments.is_empty(),
             "{report:?}"
         );
         expected_at_least = replayed;

@@ -129,31 +129,96 @@ pub fn read_slot(data: &[u8], offset: usize) -> Slot<'_> {
     }
 }
 
-/// How the scan of a segment ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ScanEnd {
-    /// The data ends cleanly at this offset.
-    Clean { end: usize },
-    /// The record at this offset is damaged; nothing after it is read.
-    Damaged { at: usize, reason: &'static str },
+/// Bytes of a segment that are not records, found by [`scan`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// Where the scan stopped reading records (a record boundary).
+    pub at: usize,
+    /// Where it read records again: the next offset, at a multiple of 8, holding a frame whose
+    /// length and CRC check; for a tail (nothing valid after it), one past its last non-zero
+    /// byte.
+    pub until: usize,
+    /// The check that failed at `at`.
+    pub reason: &'static str,
+}
+
+/// What a segment's bytes hold.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Records passed to `visit`.
+    pub records: u64,
+    /// One past the last record read (the segment header's end when there is none): where
+    /// appends would continue.
+    pub end: usize,
+    /// Damaged ranges followed by valid records, in order.
+    pub damaged: Vec<Damage>,
+    /// Non-zero bytes after the last valid record, with nothing valid after them: a write
+    /// cut short, or damage to the last records.
+    pub tail: Option<Damage>,
+}
+
+impl Scan {
+    /// True when the segment's bytes are intact records followed by zeroes.
+    pub fn is_clean(&self) -> bool {
+        self.damaged.is_empty() && self.tail.is_none()
+    }
 }
 
 /// Reads every record of a segment's bytes in order, calling `visit(offset, kind, body)`.
-/// Returns the number of records visited and how the scan ended.
-pub fn scan(data: &[u8], mut visit: impl FnMut(usize, u8, &[u8])) -> (u64, ScanEnd) {
+///
+/// Where the records stop (a record that fails its checks, or zeroes followed by non-zero
+/// bytes), the scan resynchronises: it looks for the next offset, at a multiple of 8, holding
+/// a frame whose length stays in the segment and whose CRC matches, and reads on from there.
+/// A random 8-byte-aligned candidate passes the CRC with a probability of about 2^-32, so a
+/// resynchronisation on garbage is possible but rare; a damaged range with nothing valid
+/// after it is the segment's tail.
+pub fn scan(data: &[u8], mut visit: impl FnMut(usize, u8, &[u8])) -> Scan {
     let mut offset = SEGMENT_HEADER;
-    let mut records = 0;
+    let mut out = Scan::default();
     loop {
-        match read_slot(data, offset) {
+        let reason = match read_slot(data, offset) {
             Slot::Record { kind, body, next } => {
                 visit(offset, kind, body);
-                records += 1;
+                out.records += 1;
+                out.end = next;
+                offset = next;
+                continue;
+            }
+            Slot::End => None,
+            Slot::Damaged(reason) => Some(reason),
+        };
+        out.end = out.end.max(SEGMENT_HEADER).min(data.len());
+        let from = offset.min(data.len());
+        let garbage_end = last_nonzero_end(data, from);
+        if reason.is_none() && garbage_end == from {
+            return out; // Zeroes to the end: the clean end of data.
+        }
+        match resync(data, from + ALIGN, garbage_end) {
+            Some(next) => {
+                out.damaged.push(Damage {
+                    at: from,
+                    until: next,
+                    reason: reason.unwrap_or("zeroed bytes before valid records"),
+                });
                 offset = next;
             }
-            Slot::End => return (records, ScanEnd::Clean { end: offset }),
-            Slot::Damaged(reason) => return (records, ScanEnd::Damaged { at: offset, reason }),
+            None => {
+                out.tail = Some(Damage {
+                    at: from,
+                    until: garbage_end.max(from),
+                    reason: reason.unwrap_or("non-zero bytes after the end of data"),
+                });
+                return out;
+            }
         }
     }
+}
+
+/// The first offset in `from..limit`, at a multiple of 8, that holds a valid record.
+fn resync(data: &[u8], from: usize, limit: usize) -> Option<usize> {
+    (from..limit)
+        .step_by(ALIGN)
+        .find(|&at| matches!(read_slot(data, at), Slot::Record { .. }))
 }
 
 /// One past the last non-zero byte of `data` at or after `from` (or `from` when all are zero).
@@ -229,27 +294,22 @@ mod tests {
     fn records_are_aligned_and_read_back() {
         let data = segment_with(&[(1, b"hello"), (0, b""), (255, &[9u8; 100])], 4096);
         let mut seen = Vec::new();
-        let (n, end) = scan(&data, |off, kind, body| {
+        let scanned = scan(&data, |off, kind, body| {
             seen.push((off, kind, body.to_vec()))
         });
-        assert_eq!(n, 3);
+        assert_eq!(scanned.records, 3);
         assert_eq!(seen[0], (64, 1, b"hello".to_vec()));
         assert_eq!(seen[1], (64 + framed_len(5), 0, vec![]));
         assert_eq!(seen[2].0, 64 + framed_len(5) + framed_len(0));
-        assert_eq!(
-            end,
-            ScanEnd::Clean {
-                end: seen[2].0 + framed_len(100)
-            }
-        );
+        assert_eq!(scanned.end, seen[2].0 + framed_len(100));
+        assert!(scanned.is_clean());
         assert!(seen.iter().all(|(off, _, _)| off % ALIGN == 0));
     }
 
     #[test]
     fn empty_body_kind_zero_record_is_not_end_of_data() {
         let data = segment_with(&[(0, b"")], 4096);
-        let (n, _) = scan(&data, |_, _, _| {});
-        assert_eq!(n, 1);
+        assert_eq!(scan(&data, |_, _, _| {}).records, 1);
     }
 
     #[test]
@@ -279,6 +339,67 @@ mod tests {
     fn no_room_for_a_header_is_end_of_data() {
         let data = segment_with(&[], 4096);
         assert_eq!(read_slot(&data, 4096 - 8), Slot::End);
+    }
+
+    fn offsets(data: &[u8]) -> (Vec<usize>, Scan) {
+        let mut seen = Vec::new();
+        let scanned = scan(data, |off, _, _| seen.push(off));
+        (seen, scanned)
+    }
+
+    #[test]
+    fn the_scan_resynchronises_after_a_damaged_record() {
+        let records: Vec<(u8, &[u8])> = vec![(1, b"one"), (2, b"two-two"), (3, b"three"), (4, b"")];
+        let clean = segment_with(&records, 4096);
+        let (all, _) = offsets(&clean);
+        // A flipped body byte, a huge length, a zeroed record: the others are all read.
+        for damage in 0..3 {
+            let mut data = clean.clone();
+            match damage {
+                0 => data[all[1] + RECORD_HEADER + 2] ^= 0x10,
+                1 => data[all[1]..all[1] + 4].copy_from_slice(&u32::MAX.to_le_bytes()),
+                _ => data[all[1]..all[2]].fill(0),
+            }
+            let (seen, scanned) = offsets(&data);
+            assert_eq!(seen, [all[0], all[2], all[3]], "damage {damage}");
+            assert_eq!(scanned.damaged.len(), 1, "damage {damage}");
+            assert_eq!(
+                (scanned.damaged[0].at, scanned.damaged[0].until),
+                (all[1], all[2])
+            );
+            assert_eq!(scanned.tail, None);
+            assert_eq!(scanned.end, all[3] + framed_len(0));
+        }
+    }
+
+    #[test]
+    fn damage_with_nothing_valid_after_it_is_the_tail() {
+        let clean = segment_with(&[(1, b"one"), (2, b"two-two")], 4096);
+        let (all, _) = offsets(&clean);
+        let mut data = clean.clone();
+        data[all[1] + RECORD_HEADER] ^= 0x01;
+        let (seen, scanned) = offsets(&data);
+        assert_eq!(seen, [all[0]]);
+        assert!(scanned.damaged.is_empty());
+        let tail = scanned.tail.unwrap();
+        assert_eq!((tail.at, tail.reason), (all[1], "CRC mismatch"));
+        assert_eq!(tail.until, all[1] + RECORD_HEADER + 7);
+        assert_eq!(scanned.end, all[1]);
+    }
+
+    #[test]
+    fn a_truncated_segment_reads_every_record_before_the_cut() {
+        let clean = segment_with(&[(1, b"one"), (2, b"two-two"), (3, b"three")], 4096);
+        let (all, _) = offsets(&clean);
+        for cut in all[2] + 1..all[2] + RECORD_HEADER + 5 {
+            let (seen, scanned) = offsets(&clean[..cut]);
+            assert_eq!(seen, all[..2], "cut at {cut}");
+            assert_eq!(scanned.tail.map(|t| t.at), Some(all[2]), "cut at {cut}");
+        }
+        // Cut right after the last record's body (its padding gone): all three are read.
+        let (seen, scanned) = offsets(&clean[..all[2] + RECORD_HEADER + 5]);
+        assert_eq!(seen, all);
+        assert!(scanned.is_clean());
     }
 
     #[test]

@@ -8,10 +8,11 @@
 //! runs on another background thread. A record that [`Log::append`] returned a position for
 //! survives a crash of the process (the page cache keeps it); it survives a crash of the
 //! machine once a [`Log::durable`] future covering it resolved under [`FsyncPolicy::Always`]
-//! (or one interval later under [`FsyncPolicy::Interval`]). Open replays exactly the intact
-//! records, in the order they were appended, and never appends after damaged bytes.
-//! A log directory belongs to one `Log` in one process: files of a live log must not be
-//! written, truncated or deleted by anything else (they are memory-mapped).
+//! (or one interval later under [`FsyncPolicy::Interval`]). Open replays the intact records,
+//! every one it can reach past damaged bytes, in the order they were appended, and never
+//! appends after damaged bytes. A log directory belongs to one `Log` in one process (the
+//! broker holds a lock on its data directory): files of a live log must not be written,
+//! truncated or deleted by anything else (they are memory-mapped).
 //!
 //! # On-disk format, version 1
 //!
@@ -55,32 +56,52 @@
 //!
 //! # Recovery: what [`Log::open`] does, in order
 //!
-//! 1. Segment files are read in id order. A segment whose header fails a check (file shorter
-//!    than 64 bytes, magic, CRC, version, alignment, reserved bytes, id different from the file
-//!    name, size different from the file length) is *unreadable*: listed in
-//!    [`RecoveryReport::bad_segments`], none of its records read, kept on disk until reclaimed,
-//!    never appended to.
-//! 2. In a readable segment, records are read from offset 64 in order. Each must have a frame
-//!    length of at least 16 that stays inside the segment, a matching CRC, or be the end of
-//!    data. The first record that fails ends that segment: it and everything after it in that
-//!    segment are skipped, because a length that fails its CRC cannot be trusted to find the
-//!    next record. Later segments are still read. `visit` sees every intact record, in
-//!    (segment, offset) order, which is the order they were appended in.
-//! 3. Trailing empty segments (readable, no record, clean end: segments made ahead of need) are
-//!    deleted ([`RecoveryReport::empty_removed`]).
-//! 4. If the newest remaining segment is readable, it is the head and appends continue at the
-//!    end of its intact records. Every byte of it from there on must be zero. If one is not
-//!    (its scan stopped at a damaged record, or a write was cut short before the record's
-//!    header was written), that is a **torn tail**: the bytes from there to the last non-zero
-//!    byte of the segment are zeroed ([`RecoveryReport::torn_tail`],
-//!    [`RecoveryReport::cut_bytes`]), so that the next append starts on clean zeroes and the
-//!    next open reads clean.
-//! 5. A damaged record in any other segment is listed in [`RecoveryReport::corrupt`] and left
-//!    as it is: nothing is appended after it, since appends only go to the head segment.
-//! 6. If the newest remaining segment is unreadable, or there is none, the first of the
-//!    trailing empty segments is kept as the head instead (and cut as in 4), or else a new
-//!    segment with the next id (0 in an empty directory) is created.
-//! 7. Under `Interval` and `Always`, the replayed data is msynced before open returns (a process
+//! Recovery keeps every record whose frame checks that it can reach, and never appends after
+//! damaged bytes.
+//!
+//! 1. Segment files are read in the order of the ids in their names. Ids missing between the
+//!    oldest and the newest file are reported ([`RecoveryReport::missing`]): berth never makes
+//!    such a gap (checkpoints delete the oldest segments, open deletes empty ones at the end),
+//!    so their records were lost.
+//! 2. A file shorter than 64 bytes, or a header whose CRC checks but that names another format
+//!    version or record alignment, is *unreadable*: listed in [`RecoveryReport::bad_segments`],
+//!    none of its records read, kept on disk until reclaimed, never appended to. Any other
+//!    failed header check (magic, CRC, reserved bytes, id different from the file name, size
+//!    different from the file length: a truncated file) *seals* the segment
+//!    ([`RecoveryReport::sealed`]): its records are read all the same (each carries its own
+//!    CRC), it is never appended to, and it is mapped at the length the file has, never past
+//!    its end (touching a map past the end of its file is SIGBUS).
+//! 3. Records are read from offset 64 in order. Each must have a frame length of at least 16
+//!    that stays inside the file and a matching CRC, or be the end of data. Where one fails,
+//!    or where zeroes are followed by non-zero bytes, the scan **resynchronises**: it tries
+//!    each following multiple of 8 for a frame whose length and CRC check, and reads on from
+//!    the first one found; the bytes skipped are listed in [`RecoveryReport::damaged`] with
+//!    `valid_after`. Damage with nothing valid after it is the segment's *tail*. A random
+//!    candidate passes the CRC-32C with a probability of about 2^-32, so reading garbage as a
+//!    record is possible but rare; a record whose body holds a well-formed frame (a client
+//!    may publish one) can yield that frame when the record's own header is damaged. Zeroes
+//!    at the end of a segment look like its clean end: records zeroed there are lost unseen.
+//!    `visit` sees every record read, in (segment, offset) order, which is the order they
+//!    were appended in.
+//! 4. Trailing empty segments (readable, not sealed, no record, clean end: segments made ahead
+//!    of need) are deleted ([`RecoveryReport::empty_removed`]).
+//! 5. The newest remaining segment is the head, and appends continue at the end of its last
+//!    record, if it is readable, not sealed, and damaged at most in its tail. Such a tail is a
+//!    **torn tail** (a write cut short, or damage to the last records, with nothing valid
+//!    after it): the bytes from there to the last non-zero byte of the segment are zeroed
+//!    ([`RecoveryReport::torn_tail`], [`RecoveryReport::cut_bytes`]), so that the next append
+//!    starts on clean zeroes and the next open reads clean.
+//! 6. Otherwise (damage followed by valid records is corruption, not a tear; or the segment is
+//!    sealed or unreadable) the newest segment is left exactly as it is and sealed (reason
+//!    "damaged records followed by valid ones"), and the first trailing empty segment, or else
+//!    a new segment with the next id (0 in an empty directory), becomes the head. The damaged
+//!    file keeps its name rather than being moved aside: the positions recovery handed out in
+//!    it must stay readable through [`Log::read`] for as long as queues point at them, and it
+//!    must be read again at the next open; the next checkpoint reclaims it like any other old
+//!    segment. Until then each open reports its damage again.
+//! 7. Damage in any other segment is left as it is: nothing is appended after it, since appends
+//!    only go to the head segment.
+//! 8. Under `Interval` and `Always`, the replayed data is msynced before open returns (a process
 //!    killed without msync leaves its writes in the page cache only).
 
 mod error;
@@ -106,7 +127,7 @@ use std::time::Duration;
 
 pub use error::StoreError;
 pub use flusher::Durable;
-pub use recovery::RecoveryReport;
+pub use recovery::{Damaged, RecoveryReport};
 
 use flusher::Flusher;
 use format::{framed_len, read_slot, seal_record, Slot, ALIGN, RECORD_HEADER, SEGMENT_HEADER};

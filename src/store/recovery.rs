@@ -1,14 +1,15 @@
-//! Opening a log directory: reading every segment back in order, cutting a torn tail and
-//! choosing the head segment. The rules are listed in the module documentation above.
+//! Opening a log directory: reading every segment back in order, salvaging the intact records
+//! of damaged ones, cutting a torn tail and choosing the head segment. The rules are listed in
+//! the module documentation above.
 
 use std::collections::VecDeque;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use memmap2::Advice;
 
-use super::format::{last_nonzero_end, scan, ScanEnd, SegmentHeader, SEGMENT_HEADER};
+use super::format::{last_nonzero_end, scan, Scan, SegmentHeader, SEGMENT_HEADER};
 use super::segment::{self, Sealed, Segment};
 use super::{Position, StoreError};
 
@@ -23,26 +24,57 @@ pub struct RecoveryReport {
     pub records: u64,
     /// Their body bytes.
     pub body_bytes: u64,
-    /// Where a torn tail was cut off the newest segment.
+    /// Where a torn tail was cut off the head segment.
     pub torn_tail: Option<Position>,
     /// Bytes zeroed when cutting it (from the torn record to the last non-zero byte).
     pub cut_bytes: u64,
-    /// Damaged records in older segments, with the check that failed. The rest of each of those
-    /// segments was not read; the segment is left as it is.
-    pub corrupt: Vec<(Position, &'static str)>,
-    /// Segments whose header could not be trusted, with the reason; none of their records
-    /// were read. They stay on disk until reclaimed.
+    /// Damaged bytes that were skipped and left on disk as they are, in log order.
+    pub damaged: Vec<Damaged>,
+    /// Segments that were read (their intact records replayed) but are never appended to
+    /// again, with the reason: a header that fails its checks, a file length other than the
+    /// header says, damage followed by valid records. They stay on disk, readable, until
+    /// reclaimed.
+    pub sealed: Vec<(u64, &'static str)>,
+    /// Segments none of whose records could be read (file shorter than a header, another
+    /// format version or alignment), with the reason. They stay on disk until reclaimed.
     pub bad_segments: Vec<(u64, &'static str)>,
+    /// Segment ids missing between the oldest and the newest segment file: (first, last).
+    pub missing: Vec<(u64, u64)>,
     /// Empty segments after the newest data (made ahead of need) that were deleted.
     pub empty_removed: u64,
 }
 
+/// A damaged range of a segment that recovery skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Damaged {
+    /// Where the records stopped.
+    pub at: Position,
+    /// Bytes skipped: to the next valid record, or to the last non-zero byte of the segment.
+    pub bytes: u64,
+    /// The check that failed.
+    pub reason: &'static str,
+    /// Whether valid records followed in the same segment (read on from there).
+    pub valid_after: bool,
+}
+
 impl RecoveryReport {
-    /// True when nothing was damaged: no torn tail, no corrupt record, no bad segment.
+    /// True when nothing was damaged or missing.
     pub fn is_clean(&self) -> bool {
-        self.torn_tail.is_none() && self.corrupt.is_empty() && self.bad_segments.is_empty()
+        self.torn_tail.is_none()
+            && self.damaged.is_empty()
+            && self.sealed.is_empty()
+            && self.bad_segments.is_empty()
+            && self.missing.is_empty()
+    }
+
+    /// Bytes of data that were not replayed: damaged ranges, the torn tail, unreadable
+    /// segments whole.
+    pub fn dropped_bytes(&self) -> u64 {
+        self.damaged.iter().map(|d| d.bytes).sum::<u64>() + self.cut_bytes
     }
 }
+
+const VALID_AFTER_DAMAGE: &str = "damaged records followed by valid ones";
 
 pub struct Recovered {
     pub older: VecDeque<Sealed>,
@@ -55,21 +87,26 @@ pub struct Recovered {
 enum Found {
     Readable {
         segment: Segment,
-        records: u64,
-        end: ScanEnd,
+        scan: Scan,
+        /// Why it must never be appended to, if it must not.
+        sealed: Option<&'static str>,
     },
     Unreadable(Sealed),
 }
 
 impl Found {
+    fn id(&self) -> u64 {
+        match self {
+            Found::Readable { segment, .. } => segment.id,
+            Found::Unreadable(sealed) => sealed.id(),
+        }
+    }
+
+    /// Readable, appendable and without a single record: made ahead of need.
     fn is_trailing_empty(&self) -> bool {
         matches!(
             self,
-            Found::Readable {
-                records: 0,
-                end: ScanEnd::Clean { .. },
-                ..
-            }
+            Found::Readable { scan, sealed: None, .. } if scan.records == 0 && scan.is_clean()
         )
     }
 }
@@ -83,11 +120,17 @@ pub fn recover(
     let started = Instant::now();
     fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
     let mut report = RecoveryReport::default();
-    let mut found = Vec::new();
+    let mut found: Vec<Found> = Vec::new();
     for (id, path, len) in list_segments(dir)? {
         report.segments_scanned += 1;
+        if let Some(previous) = found.last().map(Found::id) {
+            if id > previous + 1 {
+                report.missing.push((previous + 1, id - 1));
+            }
+        }
         found.push(read_segment(id, path, len, &mut report, &mut visit)?);
     }
+    let newest_id = found.last().map(Found::id);
 
     let trailing = found
         .iter()
@@ -95,21 +138,25 @@ pub fn recover(
         .take_while(|f| f.is_trailing_empty())
         .count();
     let mut empties = found.split_off(found.len() - trailing).into_iter();
-    let mut older: VecDeque<Sealed> = VecDeque::with_capacity(found.len());
     let (mut current, head_offset) = match found.pop() {
-        Some(Found::Readable { segment, end, .. }) => {
-            let from = match end {
-                ScanEnd::Clean { end } => end,
-                ScanEnd::Damaged { at, .. } => at,
-            };
-            (segment, from)
-        }
+        Some(Found::Readable {
+            segment,
+            scan,
+            sealed: None,
+        }) if scan.damaged.is_empty() => (segment, scan.end),
         last => {
-            let newest_id = last.as_ref().map(|f| match f {
-                Found::Readable { segment, .. } => segment.id,
-                Found::Unreadable(sealed) => sealed.id(),
-            });
-            if let Some(f) = last {
+            if let Some(mut f) = last {
+                // The newest data cannot take appends: damage followed by valid records
+                // (kept, so never written after), or a sealed or unreadable segment.
+                if let Found::Readable {
+                    segment,
+                    sealed: sealed @ None,
+                    ..
+                } = &mut f
+                {
+                    *sealed = Some(VALID_AFTER_DAMAGE);
+                    report.sealed.push((segment.id, VALID_AFTER_DAMAGE));
+                }
                 found.push(f);
             }
             match empties.next() {
@@ -132,20 +179,13 @@ pub fn recover(
             report.empty_removed += 1;
         }
     }
+    let mut older: VecDeque<Sealed> = VecDeque::with_capacity(found.len());
     for f in found {
         older.push_back(match f {
-            Found::Readable { segment, end, .. } => {
-                if let ScanEnd::Damaged { at, reason } = end {
-                    report.corrupt.push((
-                        Position {
-                            segment: segment.id,
-                            offset: at as u32,
-                        },
-                        reason,
-                    ));
-                }
+            Found::Readable { segment, scan, .. } => {
+                note_damage(&mut report, segment.id, &scan);
                 if durable {
-                    sync_data(&segment, end)?;
+                    sync_data(&segment)?;
                 }
                 Sealed::Readable(segment)
             }
@@ -154,12 +194,7 @@ pub fn recover(
     }
     cut_tail(&mut current, head_offset, &mut report);
     if durable {
-        sync_data(
-            &current,
-            ScanEnd::Clean {
-                end: current.map.len(),
-            },
-        )?;
+        sync_data(&current)?;
     }
     current.prefault_from(head_offset);
     report.elapsed = started.elapsed();
@@ -175,9 +210,26 @@ pub fn recover(
     })
 }
 
+/// Lists the damage of a segment that is not the head (whose tail is cut instead).
+fn note_damage(report: &mut RecoveryReport, segment: u64, scan: &Scan) {
+    let ranges = scan.damaged.iter().map(|d| (d, true));
+    for (d, valid_after) in ranges.chain(scan.tail.iter().map(|d| (d, false))) {
+        report.damaged.push(Damaged {
+            at: Position {
+                segment,
+                offset: d.at as u32,
+            },
+            bytes: (d.until - d.at) as u64,
+            reason: d.reason,
+            valid_after,
+        });
+    }
+}
+
 /// Zeroes the head segment from `from` (the end of its intact records) to its last non-zero
-/// byte: a damaged record, or a record whose write was cut short before its header was written.
-/// Either way the bytes past the head are zero again, as appends expect.
+/// byte: a damaged record, or a record whose write was cut short before its header was
+/// written, with no valid record after it (the head is never chosen otherwise). Either way
+/// the bytes past the head are zero again, as appends expect.
 fn cut_tail(head: &mut Segment, from: usize, report: &mut RecoveryReport) {
     let cut_end = last_nonzero_end(&head.map, from);
     if cut_end > from {
@@ -192,7 +244,7 @@ fn cut_tail(head: &mut Segment, from: usize, report: &mut RecoveryReport) {
 
 /// Segment files of `dir` as (id, path, length), in id order. Deletes `.tmp` leftovers of a
 /// segment whose creation was interrupted.
-fn list_segments(dir: &Path) -> Result<Vec<(u64, std::path::PathBuf, u64)>, StoreError> {
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf, u64)>, StoreError> {
     let mut segments = Vec::new();
     let entries = fs::read_dir(dir).map_err(|e| StoreError::io("list", dir, e))?;
     for entry in entries {
@@ -220,14 +272,18 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, std::path::PathBuf, u64)>, Stor
     Ok(segments)
 }
 
+/// Maps one segment file and replays its intact records. Only a file too short for a header,
+/// or a header that is intact and names another format, keeps its records unread; any other
+/// header damage seals the segment (never appended to) but its records, each checked by its
+/// own CRC, are read.
 fn read_segment(
     id: u64,
-    path: std::path::PathBuf,
+    path: PathBuf,
     len: u64,
     report: &mut RecoveryReport,
     visit: &mut impl FnMut(Position, u8, &[u8]),
 ) -> Result<Found, StoreError> {
-    if len < SEGMENT_HEADER as u64 || len > u32::MAX as u64 {
+    if len < SEGMENT_HEADER as u64 || len > u64::from(u32::MAX) {
         report.bad_segments.push((id, "file length out of bounds"));
         return Ok(Found::Unreadable(Sealed::Unreadable {
             id,
@@ -235,28 +291,31 @@ fn read_segment(
             size: len,
         }));
     }
-    let segment = Segment::open(id, path, len)?;
-    let checked = SegmentHeader::decode(&segment.map).and_then(|header| {
-        if header.id != id {
-            Err("segment id differs from the file name")
-        } else if header.size != len {
-            Err("segment size differs from the file length")
-        } else {
-            Ok(())
+    let segment = Segment::open(id, path)?;
+    let len = segment.size;
+    let sealed = match SegmentHeader::decode(&segment.map) {
+        Err(reason @ ("unknown format version" | "unknown record alignment"))
+        | Err(reason @ "shorter than a segment header") => {
+            report.bad_segments.push((id, reason));
+            let Segment { path, .. } = segment;
+            return Ok(Found::Unreadable(Sealed::Unreadable {
+                id,
+                path,
+                size: len,
+            }));
         }
-    });
-    if let Err(reason) = checked {
-        report.bad_segments.push((id, reason));
-        let Segment { path, .. } = segment;
-        return Ok(Found::Unreadable(Sealed::Unreadable {
-            id,
-            path,
-            size: len,
-        }));
+        Err(reason) => Some(reason),
+        Ok(header) if header.id != id => Some("segment id differs from the file name"),
+        Ok(header) if header.size > len => Some("file shorter than its header says (truncated)"),
+        Ok(header) if header.size < len => Some("file longer than its header says"),
+        Ok(_) => None,
+    };
+    if let Some(reason) = sealed {
+        report.sealed.push((id, reason));
     }
     // Fault the whole file in with one call instead of one fault per page; only a hint.
     let _ = segment.map.advise(Advice::PopulateRead);
-    let (records, end) = scan(&segment.map, |offset, kind, body| {
+    let scanned = scan(&segment.map, |offset, kind, body| {
         report.body_bytes += body.len() as u64;
         visit(
             Position {
@@ -267,22 +326,19 @@ fn read_segment(
             body,
         );
     });
-    report.records += records;
+    report.records += scanned.records;
     Ok(Found::Readable {
         segment,
-        records,
-        end,
+        scan: scanned,
+        sealed,
     })
 }
 
 /// Makes the replayed data of a segment durable: a crashed process leaves its writes in the
 /// page cache, unsynced.
-fn sync_data(segment: &Segment, end: ScanEnd) -> Result<(), StoreError> {
-    let end = match end {
-        ScanEnd::Clean { end } | ScanEnd::Damaged { at: end, .. } => end,
-    };
+fn sync_data(segment: &Segment) -> Result<(), StoreError> {
     segment
         .map
-        .flush_range(0, end)
+        .flush_range(0, segment.map.len())
         .map_err(|e| StoreError::io("msync", &segment.path, e))
 }

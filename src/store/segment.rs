@@ -92,9 +92,15 @@ impl Segment {
         Segment::map(id, path, &file, size, durable)
     }
 
-    /// Maps an existing segment file of `size` bytes (its header is checked by the caller).
-    pub fn open(id: u64, path: PathBuf, size: u64) -> Result<Segment, StoreError> {
+    /// Maps an existing segment file whole, at the length the open file has now (its header
+    /// is checked by the caller). A file shorter than its header says is mapped only as far as
+    /// it goes: touching a map past the end of its file is SIGBUS.
+    pub fn open(id: u64, path: PathBuf) -> Result<Segment, StoreError> {
         let file = open_rw(&path)?;
+        let size = file
+            .metadata()
+            .map_err(|e| StoreError::io("stat", &path, e))?
+            .len();
         Segment::map(id, path, &file, size, false)
     }
 

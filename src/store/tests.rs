@@ -188,7 +188,7 @@ fn torn_tail_is_cut_and_appends_continue_cleanly() {
         assert_eq!(seen, written[..999], "{damage}");
         assert_eq!(report.torn_tail, Some(last), "{damage}");
         assert!(
-            report.cut_bytes > 0 && report.corrupt.is_empty(),
+            report.cut_bytes > 0 && report.damaged.is_empty() && report.sealed.is_empty(),
             "{damage}: {report:?}"
         );
         assert_eq!(
@@ -208,7 +208,7 @@ fn torn_tail_is_cut_and_appends_continue_cleanly() {
 }
 
 #[test]
-fn corrupt_record_in_an_older_segment_loses_only_the_rest_of_that_segment() {
+fn corrupt_record_in_an_older_segment_loses_only_that_record() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _, _) = open(dir.path());
     let written = fill(&mut log, 3000);
@@ -216,6 +216,7 @@ fn corrupt_record_in_an_older_segment_loses_only_the_rest_of_that_segment() {
     let in_seg1: Vec<&(Position, u8, Vec<u8>)> =
         written.iter().filter(|(p, _, _)| p.segment == 1).collect();
     let victim = in_seg1[in_seg1.len() / 2].0;
+    let next = in_seg1[in_seg1.len() / 2 + 1].0;
     patch(
         dir.path(),
         1,
@@ -225,15 +226,25 @@ fn corrupt_record_in_an_older_segment_loses_only_the_rest_of_that_segment() {
 
     let expected: Replayed = written
         .iter()
-        .filter(|(p, _, _)| p.segment != 1 || *p < victim)
+        .filter(|(p, _, _)| *p != victim)
         .cloned()
         .collect();
     let (mut log, report, seen) = open(dir.path());
     assert_eq!(seen.len(), expected.len());
     assert_eq!(seen, expected);
-    assert_eq!(report.corrupt, vec![(victim, "CRC mismatch")]);
+    let damage = Damaged {
+        at: victim,
+        bytes: u64::from(next.offset - victim.offset),
+        reason: "CRC mismatch",
+        valid_after: true,
+    };
+    assert_eq!(report.damaged, vec![damage]);
     assert_eq!(report.torn_tail, None);
     assert!(matches!(log.read(victim), Err(StoreError::Corrupt { .. })));
+    assert_eq!(
+        log.read(next).unwrap().0,
+        written.iter().find(|r| r.0 == next).unwrap().1
+    );
     // Appends go on in the head segment, never after the damage.
     let pos = log.append(1, b"new").unwrap();
     assert!(pos.segment > 1);
@@ -241,19 +252,29 @@ fn corrupt_record_in_an_older_segment_loses_only_the_rest_of_that_segment() {
 
     // The damage is left as it is, and reported again.
     let (_, report, seen) = open(dir.path());
-    assert_eq!(report.corrupt, vec![(victim, "CRC mismatch")]);
+    assert_eq!(report.damaged, vec![damage]);
     assert_eq!(seen[..expected.len()], expected[..]);
     assert_eq!(seen[expected.len()..], [(pos, 1, b"new".to_vec())]);
 }
 
+/// Rewrites segment `id`'s header with another format version, its CRC valid.
+fn write_header_of_version(dir: &Path, id: u64, version: u32) {
+    use super::format::SegmentHeader;
+    let mut header = SegmentHeader { id, size: SMALL }.encode();
+    header[8..12].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32c::crc32c(&header[0..32]);
+    header[32..36].copy_from_slice(&crc.to_le_bytes());
+    patch(dir, id, 0, &header);
+}
+
 #[test]
-fn segment_with_a_bad_header_is_skipped_and_kept() {
+fn segment_of_another_format_version_is_skipped_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _, _) = open(dir.path());
     let written = fill(&mut log, 3000);
     let last_segment = log.head().segment;
     drop(log);
-    patch(dir.path(), 1, 0, b"NOTALOG!");
+    write_header_of_version(dir.path(), 1, 2);
 
     let (mut log, report, seen) = open(dir.path());
     let expected: Replayed = written
@@ -262,7 +283,7 @@ fn segment_with_a_bad_header_is_skipped_and_kept() {
         .cloned()
         .collect();
     assert_eq!(seen, expected);
-    assert_eq!(report.bad_segments, vec![(1, "bad magic")]);
+    assert_eq!(report.bad_segments, vec![(1, "unknown format version")]);
     assert_eq!(
         log.segments().collect::<Vec<_>>(),
         (0..=last_segment).collect::<Vec<_>>()
@@ -275,7 +296,24 @@ fn segment_with_a_bad_header_is_skipped_and_kept() {
 }
 
 #[test]
-fn newest_segment_with_a_bad_header_is_never_appended_to() {
+fn a_damaged_header_seals_its_segment_but_its_records_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _, _) = open(dir.path());
+    let written = fill(&mut log, 3000);
+    drop(log);
+    patch(dir.path(), 1, 0, b"NOTALOG!");
+
+    let (log, report, seen) = open(dir.path());
+    assert_eq!(seen, written);
+    assert_eq!(report.sealed, vec![(1, "bad magic")]);
+    assert!(report.bad_segments.is_empty() && report.damaged.is_empty());
+    for (pos, kind, body) in &written {
+        assert_eq!(log.read(*pos).unwrap(), (*kind, &body[..]));
+    }
+}
+
+#[test]
+fn newest_segment_with_a_bad_header_is_read_but_never_appended_to() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _, _) = open(dir.path());
     let written = fill(&mut log, 1000);
@@ -285,14 +323,8 @@ fn newest_segment_with_a_bad_header_is_never_appended_to() {
     patch(dir.path(), newest, 24, &(SMALL * 2).to_le_bytes());
 
     let (mut log, report, seen) = open(dir.path());
-    assert_eq!(report.bad_segments, vec![(newest, "header CRC mismatch")]);
-    assert_eq!(
-        seen.len(),
-        written
-            .iter()
-            .filter(|(p, _, _)| p.segment != newest)
-            .count()
-    );
+    assert_eq!(report.sealed, vec![(newest, "header CRC mismatch")]);
+    assert_eq!(seen, written);
     assert_eq!(
         log.head(),
         Position {
@@ -303,6 +335,7 @@ fn newest_segment_with_a_bad_header_is_never_appended_to() {
     log.append(3, b"fresh").unwrap();
     drop(log);
     let (_, _, seen) = open(dir.path());
+    assert_eq!(seen[..written.len()], written[..]);
     assert_eq!(
         seen.last().unwrap(),
         &(
@@ -531,4 +564,98 @@ fn a_write_cut_short_before_its_header_is_cut_at_open() {
     let (_, report, seen) = open(dir.path());
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(seen.len(), 11);
+}
+
+#[test]
+fn corruption_in_the_newest_segment_with_valid_records_after_is_kept_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _, _) = open(dir.path());
+    let written = fill(&mut log, 100);
+    let newest = log.head().segment;
+    drop(log);
+    let victim = written
+        .iter()
+        .find(|(p, _, _)| p.segment == newest)
+        .unwrap()
+        .0;
+    patch(
+        dir.path(),
+        newest,
+        u64::from(victim.offset) + RECORD_HEADER as u64,
+        b"\xFF",
+    );
+    let before = std::fs::read(dir.path().join(file_name(newest))).unwrap();
+
+    let (mut log, report, seen) = open(dir.path());
+    let expected: Replayed = written.iter().filter(|r| r.0 != victim).cloned().collect();
+    assert_eq!(seen, expected);
+    assert_eq!(
+        report.torn_tail, None,
+        "valid records follow: not a torn tail"
+    );
+    assert!(report.damaged[0].valid_after, "{report:?}");
+    assert_eq!(
+        report.sealed,
+        vec![(newest, "damaged records followed by valid ones")]
+    );
+    // A fresh head after it; the damaged file is never written.
+    assert_eq!(log.head().segment, newest + 1);
+    let pos = log.append(1, b"new").unwrap();
+    drop(log);
+    assert_eq!(
+        std::fs::read(dir.path().join(file_name(newest))).unwrap(),
+        before
+    );
+    let (_, _, seen) = open(dir.path());
+    assert_eq!(seen[..expected.len()], expected[..]);
+    assert_eq!(seen[expected.len()..], [(pos, 1, b"new".to_vec())]);
+}
+
+#[test]
+fn a_segment_truncated_mid_record_keeps_the_records_before_the_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _, _) = open(dir.path());
+    let written = fill(&mut log, 3000);
+    drop(log);
+    // Cut segment 0, the oldest, in the middle of one of its records.
+    let in_seg0: Vec<_> = written.iter().filter(|r| r.0.segment == 0).collect();
+    let cut = in_seg0[in_seg0.len() / 2].0;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(dir.path().join(file_name(0)))
+        .unwrap();
+    file.set_len(u64::from(cut.offset) + 11).unwrap();
+
+    let (log, report, seen) = open(dir.path());
+    let expected: Replayed = written
+        .iter()
+        .filter(|r| r.0.segment != 0 || r.0 < cut)
+        .cloned()
+        .collect();
+    assert_eq!(seen, expected);
+    assert_eq!(
+        report.sealed,
+        vec![(0, "file shorter than its header says (truncated)")]
+    );
+    assert_eq!(report.damaged.len(), 1);
+    assert_eq!(report.damaged[0].at, cut);
+    let first = written[0].0;
+    assert_eq!(log.read(first).unwrap().1, &written[0].2[..]);
+}
+
+#[test]
+fn a_deleted_middle_segment_is_reported_as_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _, _) = open(dir.path());
+    let written = fill(&mut log, 3000);
+    drop(log);
+    std::fs::remove_file(dir.path().join(file_name(2))).unwrap();
+    let (_, report, seen) = open(dir.path());
+    assert_eq!(report.missing, vec![(2, 2)]);
+    let expected: Replayed = written
+        .iter()
+        .filter(|r| r.0.segment != 2)
+        .cloned()
+        .collect();
+    assert_eq!(seen, expected);
 }
