@@ -221,7 +221,10 @@ mod tests {
         };
         for i in 0..100u32 {
             let f = format!("f/{i}");
-            assert_eq!(subs.insert(f.as_str().into(), sub(QoS::AtMostOnce, i)), None);
+            assert_eq!(
+                subs.insert(f.as_str().into(), sub(QoS::AtMostOnce, i)),
+                None
+            );
             model.insert(f, i);
         }
         assert!(indexed(&subs));
