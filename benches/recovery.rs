@@ -5,9 +5,16 @@
 //! Not a criterion bench: each step runs once at full size (1,000,000 sessions and
 //! 10,000,000 queued references by default), as a restart would.
 //!
+//! A second case holds one session with many subscriptions (25,000, 50,000 and 100,000
+//! filters by default): one SUBSCRIBE carrying them all, then the replay of the log as
+//! written (SUBSCRIBE records) and after a checkpoint (one SNAPSHOT record). Both must stay
+//! linear in the number of filters, or one client could slow every restart.
+//!
 //! ```sh
-//! cargo bench --bench recovery                     # full size
+//! cargo bench --bench recovery                     # full size, both cases
 //! BERTH_BENCH_SESSIONS=100000 cargo bench --bench recovery
+//! BERTH_BENCH_CASE=subscriptions BERTH_BENCH_SUBSCRIPTIONS=25000,50000,100000 \
+//!     cargo bench --bench recovery                 # one session, many subscriptions
 //! ```
 //! The journal is the broker's own memory-mapped log, in a temporary directory under
 //! `BERTH_BENCH_DIR` (default: the system's temporary directory), with `fsync = never` so
@@ -52,11 +59,79 @@ fn policy() -> SessionPolicy {
             ..QueueLimits::default()
         },
         max_sessions: usize::MAX,
+        max_subscriptions: usize::MAX,
     }
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is taken from the command line.
+    let case = std::env::var("BERTH_BENCH_CASE").unwrap_or_else(|_| "all".to_owned());
+    if case == "all" || case == "subscriptions" {
+        let sizes = std::env::var("BERTH_BENCH_SUBSCRIPTIONS")
+            .unwrap_or_else(|_| "25000,50000,100000".to_owned());
+        for n in sizes.split(',').filter_map(|n| n.trim().parse().ok()) {
+            one_session(n);
+        }
+    }
+    if case == "all" || case == "fleet" {
+        fleet();
+    }
+}
+
+/// One persistent session subscribed to `n` filters in one SUBSCRIBE, then replayed.
+fn one_session(n: usize) {
+    let store = Store::from_env();
+    let clock = WallClock::now_from_system();
+    let now = clock.base;
+    let mut broker = Broker::with_journal(ShardId(0), 1, policy(), store.fresh(), clock);
+    let id = ByteString::from_static("many-filters");
+    broker
+        .connect(&id, false, Duration::from_secs(3600), 100, now)
+        .expect("session limit");
+    let filters = (0..n)
+        .map(|i| {
+            let filter = ByteString::from(format!("site/{}/sensor/{i}/+", i % 100));
+            let options = SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..Default::default()
+            };
+            (filter, options)
+        })
+        .collect();
+    let subscribe = Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        properties: Properties::default(),
+        filters,
+    };
+    let rss0 = rss_bytes();
+    let started = Instant::now();
+    let outcome = broker.subscribe(&id, subscribe, now);
+    let elapsed = started.elapsed();
+    assert_eq!(outcome.sub_ack.reason_codes.len(), n);
+    drop(outcome);
+    println!(
+        "one session, {n} subscriptions in one SUBSCRIBE: {:.3} s, {} B of memory per subscription",
+        elapsed.as_secs_f64(),
+        (rss_bytes() - store.memory_bytes()).saturating_sub(rss0) / n as u64
+    );
+    broker.disconnect(&id, None, now);
+    drop(broker);
+    let mut broker = replay(
+        &format!("one session, {n} subscriptions, replay of SUBSCRIBE records"),
+        &store,
+        clock,
+    );
+    broker.checkpoint(now).expect("checkpoint");
+    drop(broker);
+    drop(replay(
+        &format!("one session, {n} subscriptions, replay of a SNAPSHOT"),
+        &store,
+        clock,
+    ));
+}
+
+/// A fleet of persistent sessions, each with one subscription and a few queued messages.
+fn fleet() {
     let sessions = env("BERTH_BENCH_SESSIONS", 1_000_000);
     let per_session = env("BERTH_BENCH_QUEUED", 10);
     let group = env("BERTH_BENCH_GROUP", 1000).min(sessions);

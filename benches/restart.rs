@@ -45,6 +45,7 @@ fn policy() -> SessionPolicy {
             ..QueueLimits::default()
         },
         max_sessions: usize::MAX,
+        max_subscriptions: usize::MAX,
     }
 }
 

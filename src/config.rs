@@ -89,7 +89,8 @@ pub struct Args {
     /// Seconds between `$SYS/broker/...` updates; 0 turns `$SYS` off.
     #[arg(long)]
     pub sys_interval: Option<u64>,
-    /// Payload bytes queued per session; 0 means no limit beyond `max_queued_messages`.
+    /// Payload bytes queued per session (default 16 MiB); 0 means no limit beyond
+    /// `max_queued_messages`.
     #[arg(long)]
     pub max_queued_bytes: Option<usize>,
     /// Payload bytes of messages held for sessions, the whole broker together, beyond which
@@ -105,6 +106,10 @@ pub struct Args {
     /// Most sessions the broker holds; 0 means no limit. Each core holds its share.
     #[arg(long)]
     pub max_sessions: Option<usize>,
+    /// Subscriptions one session may hold (default 10,000); beyond it a SUBSCRIBE's new
+    /// filters get 0x97 Quota exceeded (3.1.1: 0x80). 0 means no limit.
+    #[arg(long)]
+    pub max_subscriptions: Option<usize>,
     /// How far the log is made durable before acknowledging: `never` (page cache: survives
     /// a process crash), `interval` (also msync every `fsync_interval_ms`), `always` (msync
     /// before every acknowledgement, in group commits: survives an OS crash).
@@ -149,6 +154,7 @@ struct FileConfig {
     queue_overflow: Option<Overflow>,
     queue_qos0: Option<bool>,
     max_sessions: Option<usize>,
+    max_subscriptions: Option<usize>,
     fsync: Option<FsyncMode>,
     fsync_interval_ms: Option<u64>,
     segment_size: Option<u64>,
@@ -177,6 +183,8 @@ pub struct Config {
     pub queue_overflow: Overflow,
     pub queue_qos0: bool,
     pub max_sessions: usize,
+    /// Subscriptions per session; 0: no limit.
+    pub max_subscriptions: usize,
     pub fsync: FsyncMode,
     pub fsync_interval: Duration,
     pub segment_size: u64,
@@ -202,11 +210,14 @@ impl Default for Config {
             max_inflight_messages: 1024,
             max_session_expiry: Duration::from_secs(2 * 60 * 60),
             max_queued_messages: 1000,
-            max_queued_bytes: 0,
+            // 16 max-size messages, or the 1,000 of `max_queued_messages` at 16 KiB each:
+            // the count binds for ordinary payloads, this for large ones.
+            max_queued_bytes: 16 << 20,
             max_stored_bytes: 4 << 30,
             queue_overflow: Overflow::DropOldest,
             queue_qos0: false,
             max_sessions: 0,
+            max_subscriptions: 10_000,
             fsync: FsyncMode::Interval,
             fsync_interval: Duration::from_millis(1000),
             segment_size: 64 << 20,
@@ -270,6 +281,7 @@ impl Config {
         config.queue_overflow = file.queue_overflow.unwrap_or(config.queue_overflow);
         config.queue_qos0 = file.queue_qos0.unwrap_or(config.queue_qos0);
         config.max_sessions = file.max_sessions.unwrap_or(config.max_sessions);
+        config.max_subscriptions = file.max_subscriptions.unwrap_or(config.max_subscriptions);
         config.fsync = file.fsync.unwrap_or(config.fsync);
         if let Some(v) = file.fsync_interval_ms {
             config.fsync_interval = Duration::from_millis(v);
@@ -308,6 +320,7 @@ impl Config {
         config.queue_overflow = args.queue_overflow.unwrap_or(config.queue_overflow);
         config.queue_qos0 = args.queue_qos0.unwrap_or(config.queue_qos0);
         config.max_sessions = args.max_sessions.unwrap_or(config.max_sessions);
+        config.max_subscriptions = args.max_subscriptions.unwrap_or(config.max_subscriptions);
         config.fsync = args.fsync.unwrap_or(config.fsync);
         if let Some(v) = args.fsync_interval_ms {
             config.fsync_interval = Duration::from_millis(v);
@@ -510,5 +523,23 @@ mod tests {
         })
         .unwrap();
         assert_eq!(config.sys_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn session_bounds_default_to_limits_and_zero_lifts_them() {
+        let config = Config::from_args(Args::default()).unwrap();
+        assert_eq!(config.max_subscriptions, 10_000);
+        assert_eq!(config.max_queued_bytes, 16 << 20);
+        assert_eq!(config.max_queued_messages, 1000);
+        let config = with_file("max_subscriptions = 0\nmax_queued_bytes = 0\n").unwrap();
+        assert_eq!(config.max_subscriptions, 0);
+        assert_eq!(config.max_queued_bytes, 0);
+        let err = with_file("max_subscriptions = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max_subscriptions") && err.contains("berth.toml"),
+            "{err}"
+        );
     }
 }

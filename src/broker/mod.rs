@@ -95,6 +95,9 @@ pub struct SessionPolicy {
     pub limits: QueueLimits,
     /// Sessions this core may hold (its share of the server's maximum).
     pub max_sessions: usize,
+    /// Subscriptions one session may hold (plain and shared together); a SUBSCRIBE's
+    /// filters beyond it are refused with 0x97 Quota exceeded.
+    pub max_subscriptions: usize,
 }
 
 impl Default for SessionPolicy {
@@ -103,6 +106,7 @@ impl Default for SessionPolicy {
             max_session_expiry: Duration::from_secs(7200),
             limits: QueueLimits::default(),
             max_sessions: usize::MAX,
+            max_subscriptions: usize::MAX,
         }
     }
 }
@@ -134,6 +138,8 @@ pub struct Counters {
     pub checkpoints: u64,
     /// Inbound QoS 2 messages routed again by a recovery and skipped: taken before the crash.
     pub duplicates_skipped: u64,
+    /// Filters of a SUBSCRIBE refused because the session held `max_subscriptions`.
+    pub subscriptions_refused: u64,
 }
 
 pub struct Broker {
@@ -693,3 +699,5 @@ mod exactly_once_tests;
 mod persist_tests;
 #[cfg(test)]
 mod store_full_tests;
+#[cfg(test)]
+mod subscribe_tests;

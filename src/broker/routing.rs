@@ -60,6 +60,11 @@ impl Broker {
                 reason_codes.push(ReasonCode::TOPIC_FILTER_INVALID);
                 continue;
             };
+            if self.subscriptions_full(client_id, &raw) {
+                self.counters.subscriptions_refused += 1;
+                reason_codes.push(ReasonCode::QUOTA_EXCEEDED);
+                continue;
+            }
             let subscription = Subscription {
                 options,
                 identifier,
@@ -89,6 +94,17 @@ impl Broker {
             effects,
             interest_changed,
         }
+    }
+
+    /// Whether a new subscription to `raw` would take `client_id`'s session past
+    /// `max_subscriptions`. Subscribing again to a filter it holds replaces that
+    /// subscription [MQTT-3.8.4-3], so it is never refused. Only SUBSCRIBE asks: a
+    /// restored subscription was granted already and comes back whatever the limit is now.
+    fn subscriptions_full(&self, client_id: &ByteString, raw: &str) -> bool {
+        self.sessions.get(client_id).is_some_and(|slot| {
+            let held = &slot.session.subscriptions;
+            held.len() >= self.policy.max_subscriptions && !held.contains(raw)
+        })
     }
 
     /// Adds a subscription of `client_id` (plain or shared) to this core's tables and to

@@ -389,6 +389,7 @@ mod tests {
                     ..Default::default()
                 },
                 max_sessions: usize::MAX,
+                max_subscriptions: usize::MAX,
             };
             Cluster {
                 cores: (0..n)

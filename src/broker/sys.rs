@@ -60,6 +60,9 @@ pub enum Stat {
     StoreQueued,
     /// Records the log could not take (disk full, I/O error).
     StoreErrors,
+    /// Filters of a SUBSCRIBE refused with Quota exceeded: the session held
+    /// `max_subscriptions` already.
+    SubscriptionsRefused,
 }
 
 /// How the figures of the cores make the broker's.
@@ -72,7 +75,7 @@ pub enum Combine {
 }
 
 impl Stat {
-    pub const ALL: [Stat; 16] = [
+    pub const ALL: [Stat; 17] = [
         Stat::ClientsConnected,
         Stat::ClientsDisconnected,
         Stat::Subscriptions,
@@ -89,6 +92,7 @@ impl Stat {
         Stat::StoreMessages,
         Stat::StoreQueued,
         Stat::StoreErrors,
+        Stat::SubscriptionsRefused,
     ];
 
     /// The topic the figure is published on (Mosquitto's name for it).
@@ -110,6 +114,7 @@ impl Stat {
             Stat::StoreMessages => "$SYS/broker/store/messages",
             Stat::StoreQueued => "$SYS/broker/store/queued",
             Stat::StoreErrors => "$SYS/broker/store/errors",
+            Stat::SubscriptionsRefused => "$SYS/broker/subscriptions/refused",
         }
     }
 
@@ -211,6 +216,10 @@ impl Broker {
         stats.set(Stat::StoreQueued, queued as u64);
         stats.set(Stat::StoreErrors, self.counters.journal_errors);
         stats.set(
+            Stat::SubscriptionsRefused,
+            self.counters.subscriptions_refused,
+        );
+        stats.set(
             Stat::PublishDropped,
             self.counters.dropped + self.shares.undeliverable,
         );
@@ -265,6 +274,7 @@ mod tests {
                 ..Default::default()
             },
             max_sessions: usize::MAX,
+            max_subscriptions: usize::MAX,
         };
         Broker::new(ShardId(id), cores, policy)
     }

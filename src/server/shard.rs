@@ -405,6 +405,10 @@ pub fn session_policy(config: &Config, cores: usize) -> SessionPolicy {
             0 => usize::MAX,
             n => n.div_ceil(cores.max(1)),
         },
+        max_subscriptions: match config.max_subscriptions {
+            0 => usize::MAX,
+            n => n,
+        },
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod connect;
 mod link;
 pub mod state;
+mod subscriptions;
 
 pub use connect::{accept_connect, Accepted, ConnectPolicy};
 pub use link::{Link, LinkEvent};

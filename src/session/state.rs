@@ -20,6 +20,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use bytestring::ByteString;
 
+pub use super::subscriptions::Subscriptions;
 use crate::protocol::{
     Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode, SubscriptionOptions,
 };
@@ -223,61 +224,6 @@ pub struct InFlight {
     /// as many PUBLISH as the new Receive Maximum allows, the rest as acknowledgements
     /// free room [MQTT-3.3.4-9].
     pub awaiting_resend: bool,
-}
-
-/// A session's subscriptions: a short list, since a session rarely holds more than a
-/// few (a map would cost ~200 bytes per idle session; the tree does the matching).
-#[derive(Debug, Default)]
-pub struct Subscriptions(Vec<(ByteString, Subscription)>);
-
-impl Subscriptions {
-    pub fn insert(
-        &mut self,
-        filter: ByteString,
-        subscription: Subscription,
-    ) -> Option<Subscription> {
-        match self.0.iter_mut().find(|(f, _)| *f == filter) {
-            Some((_, old)) => Some(std::mem::replace(old, subscription)),
-            None => {
-                self.0.push((filter, subscription));
-                self.0.shrink_to_fit();
-                None
-            }
-        }
-    }
-
-    pub fn remove(&mut self, filter: &ByteString) -> Option<Subscription> {
-        let pos = self.0.iter().position(|(f, _)| f == filter)?;
-        Some(self.0.swap_remove(pos).1)
-    }
-
-    pub fn get(&self, filter: &str) -> Option<&Subscription> {
-        self.0.iter().find(|(f, _)| f == filter).map(|(_, s)| s)
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = &ByteString> {
-        self.0.iter().map(|(f, _)| f)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&ByteString, &Subscription)> {
-        self.0.iter().map(|(f, s)| (f, s))
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl<'a> IntoIterator for &'a Subscriptions {
-    type Item = (&'a ByteString, &'a Subscription);
-    type IntoIter = Box<dyn Iterator<Item = Self::Item> + 'a>;
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
-    }
 }
 
 #[derive(Debug)]
