@@ -66,12 +66,6 @@ impl RecoveryReport {
             && self.bad_segments.is_empty()
             && self.missing.is_empty()
     }
-
-    /// Bytes of data that were not replayed: damaged ranges, the torn tail, unreadable
-    /// segments whole.
-    pub fn dropped_bytes(&self) -> u64 {
-        self.damaged.iter().map(|d| d.bytes).sum::<u64>() + self.cut_bytes
-    }
 }
 
 const VALID_AFTER_DAMAGE: &str = "damaged records followed by valid ones";
