@@ -210,19 +210,30 @@ impl Replayed {
     /// The one line that ends recovery: what came back, and what was dropped and why.
     pub fn log_summary(&self) {
         let mut dropped = Vec::new();
-        let mut note = |n: u64, what: &str| {
+        let mut note = |n: u64, one: &str, many: &str| {
             if n > 0 {
-                dropped.push(format!("{n} {what}"));
+                dropped.push(format!("{n} {}", if n == 1 { one } else { many }));
             }
         };
-        note(self.damaged as u64, "damaged ranges of records");
-        note(self.damaged_bytes, "damaged bytes");
-        note(self.torn_bytes, "bytes of a torn tail");
-        note(self.unreadable_segments as u64, "unreadable segments");
-        note(self.missing_segments, "missing segments");
-        note(self.undecodable, "undecodable records");
+        let bytes = self.damaged_bytes;
+        note(self.damaged as u64, "damaged range", "damaged ranges");
+        note(bytes, "damaged byte", "damaged bytes");
+        note(
+            self.torn_bytes,
+            "byte of a torn tail",
+            "bytes of a torn tail",
+        );
+        let unreadable = self.unreadable_segments as u64;
+        note(unreadable, "unreadable segment", "unreadable segments");
+        note(self.missing_segments, "missing segment", "missing segments");
+        note(
+            self.undecodable,
+            "undecodable record",
+            "undecodable records",
+        );
         note(
             self.missing_messages,
+            "queued message whose record was lost",
             "queued messages whose record was lost",
         );
         let dropped = if dropped.is_empty() {
@@ -241,9 +252,11 @@ impl Replayed {
             missing_segments = self.missing_segments,
             undecodable = self.undecodable,
             missing_messages = self.missing_messages,
-            "recovery: {} sessions, {} queued messages; dropped: {dropped}",
+            "recovery: {} session{}, {} queued message{}; dropped: {dropped}",
             self.sessions,
+            if self.sessions == 1 { "" } else { "s" },
             self.queued,
+            if self.queued == 1 { "" } else { "s" },
         );
     }
 }

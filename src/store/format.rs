@@ -224,9 +224,12 @@ fn resync(data: &[u8], from: usize, limit: usize) -> Option<usize> {
 /// One past the last non-zero byte of `data` at or after `from` (or `from` when all are zero).
 /// Checks whole pages first: the usual answer is a long run of zeroes.
 pub fn last_nonzero_end(data: &[u8], from: usize) -> usize {
+    // Compared with a zero page, which is a memcmp: the check runs over every segment's
+    // zeroed remainder at each open.
+    static ZERO_PAGE: [u8; 4096] = [0; 4096];
     let mut end = data.len();
     for chunk in data[from..].rchunks(4096) {
-        if !chunk.iter().all(|&b| b == 0) {
+        if chunk != &ZERO_PAGE[..chunk.len()] {
             if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
                 return end - chunk.len() + i + 1;
             }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use memmap2::Advice;
 
-use super::format::{last_nonzero_end, scan, Scan, SegmentHeader, SEGMENT_HEADER};
+use super::format::{scan, Damage, Scan, SegmentHeader, SEGMENT_HEADER};
 use super::segment::{self, Sealed, Segment};
 use super::{Position, StoreError};
 
@@ -65,12 +65,6 @@ impl RecoveryReport {
             && self.sealed.is_empty()
             && self.bad_segments.is_empty()
             && self.missing.is_empty()
-    }
-
-    /// Bytes of data that were not replayed: damaged ranges, the torn tail, unreadable
-    /// segments whole.
-    pub fn dropped_bytes(&self) -> u64 {
-        self.damaged.iter().map(|d| d.bytes).sum::<u64>() + self.cut_bytes
     }
 }
 
@@ -138,12 +132,12 @@ pub fn recover(
         .take_while(|f| f.is_trailing_empty())
         .count();
     let mut empties = found.split_off(found.len() - trailing).into_iter();
-    let (mut current, head_offset) = match found.pop() {
+    let (mut current, head_offset, torn) = match found.pop() {
         Some(Found::Readable {
             segment,
             scan,
             sealed: None,
-        }) if scan.damaged.is_empty() => (segment, scan.end),
+        }) if scan.damaged.is_empty() => (segment, scan.end, scan.tail),
         last => {
             if let Some(mut f) = last {
                 // The newest data cannot take appends: damage followed by valid records
@@ -160,12 +154,13 @@ pub fn recover(
                 found.push(f);
             }
             match empties.next() {
-                Some(Found::Readable { segment, .. }) => (segment, SEGMENT_HEADER),
+                Some(Found::Readable { segment, .. }) => (segment, SEGMENT_HEADER, None),
                 _ => {
                     let id = newest_id.map_or(0, |id| id + 1);
                     (
                         Segment::create(dir, id, segment_size, durable)?,
                         SEGMENT_HEADER,
+                        None,
                     )
                 }
             }
@@ -192,7 +187,9 @@ pub fn recover(
             Found::Unreadable(sealed) => sealed,
         });
     }
-    cut_tail(&mut current, head_offset, &mut report);
+    if let Some(tail) = torn {
+        cut_tail(&mut current, tail, &mut report);
+    }
     if durable {
         sync_data(&current)?;
     }
@@ -226,20 +223,17 @@ fn note_damage(report: &mut RecoveryReport, segment: u64, scan: &Scan) {
     }
 }
 
-/// Zeroes the head segment from `from` (the end of its intact records) to its last non-zero
-/// byte: a damaged record, or a record whose write was cut short before its header was
-/// written, with no valid record after it (the head is never chosen otherwise). Either way
-/// the bytes past the head are zero again, as appends expect.
-fn cut_tail(head: &mut Segment, from: usize, report: &mut RecoveryReport) {
-    let cut_end = last_nonzero_end(&head.map, from);
-    if cut_end > from {
-        head.map[from..cut_end].fill(0);
-        report.torn_tail = Some(Position {
-            segment: head.id,
-            offset: from as u32,
-        });
-        report.cut_bytes = (cut_end - from) as u64;
-    }
+/// Zeroes the head segment's torn tail: from the end of its intact records to its last
+/// non-zero byte (a damaged record, or a record whose write was cut short before its header
+/// was written, with no valid record after it: the head is never chosen otherwise). Either
+/// way the bytes past the head are zero again, as appends expect.
+fn cut_tail(head: &mut Segment, tail: Damage, report: &mut RecoveryReport) {
+    head.map[tail.at..tail.until].fill(0);
+    report.torn_tail = Some(Position {
+        segment: head.id,
+        offset: tail.at as u32,
+    });
+    report.cut_bytes = (tail.until - tail.at) as u64;
 }
 
 /// Segment files of `dir` as (id, path, length), in id order. Deletes `.tmp` leftovers of a
