@@ -60,10 +60,11 @@ def v5_ack_code(p) -> int:
     return p.body[2] if len(p.body) > 2 else 0
 
 
-def publish_until_refused(addr, client_id: str, qos: int, acked: list[int], first: int = 0,
-                          limit: int = 4000) -> int:
-    """Publishes QoS `qos` messages of PAYLOAD bytes (one at a time, v5) until one is refused
-    with 0x97; records the acknowledged sequence numbers. Returns the refused one."""
+def publish_some(addr, client_id: str, qos: int, acked: list[int], first: int,
+                 limit: int) -> int | None:
+    """Publishes up to `limit` QoS `qos` messages of PAYLOAD bytes (one at a time, v5) and
+    stops at the first refused with 0x97, which it returns (None: all were acknowledged).
+    Records the acknowledged sequence numbers in `acked`."""
     with Conn(*addr, version=V5) as c:
         c.connect(client_id, clean=True)
         for seq in range(first, first + limit):
@@ -80,7 +81,21 @@ def publish_until_refused(addr, client_id: str, qos: int, acked: list[int], firs
                 return seq
             assert code == 0, f"unexpected reason code {code:#x}"
             acked.append(seq)
-    raise AssertionError(f"{limit} messages of {PAYLOAD} bytes were all acknowledged on a full disk")
+    return None
+
+
+def publish_until_refused(addr, client_id: str, qos: int, acked: list[int], limit: int = 4000) -> int:
+    refused = publish_some(addr, client_id, qos, acked, 0, limit)
+    assert refused is not None, f"{limit} messages of {PAYLOAD} bytes were all acknowledged on a full disk"
+    return refused
+
+
+def wait_until_accepted(addr, client_id: str, acked: list[int], first: int, within: float) -> None:
+    """Publishes a few messages now and then until all of them are acknowledged."""
+    deadline = time.monotonic() + within
+    while (first := publish_some(addr, client_id, 1, acked, first + 1, 5)) is not None:
+        assert time.monotonic() < deadline, f"still refusing after {within} s"
+        time.sleep(0.3)
 
 
 def drain(addr, client_id: str, until: int | None = None, take: int | None = None) -> list[int]:
@@ -154,16 +169,7 @@ def test_a_full_disk_refuses_what_it_cannot_store_and_loses_nothing_acknowledged
 
         # Space is back: the broker takes messages again by itself.
         os.remove(filler)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                publish_until_refused(broker.addr, "full-pub", 1, acked, first=refused + 1, limit=20)
-            except AssertionError as e:
-                if "were all acknowledged" in str(e):
-                    break
-                raise
-            assert time.monotonic() < deadline, "still refusing 15 s after space came back"
-            time.sleep(0.3)
+        wait_until_accepted(broker.addr, "full-pub", acked, refused, within=15)
         assert "space is back" in broker.stderr_text(), broker.describe()
     finally:
         broker.kill()
@@ -220,16 +226,7 @@ def test_max_stored_bytes_refuses_like_a_full_disk_until_sessions_take_their_mes
         assert 20 <= len(acked) <= 200, len(acked)
         for sid in SUBSCRIBERS:
             assert sorted(drain(broker.addr, sid)) == acked
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                publish_until_refused(broker.addr, "bound-pub", 1, acked, first=refused + 1, limit=5)
-            except AssertionError as e:
-                if "were all acknowledged" in str(e):
-                    break
-                raise
-            assert time.monotonic() < deadline, "still refusing after the queues were drained"
-            time.sleep(0.2)
+        wait_until_accepted(broker.addr, "bound-pub", acked, refused, within=10)
         assert "max_stored_bytes" in broker.stderr_text(), broker.describe()
     finally:
         broker.assert_clean_exit()
