@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
-use glommio::channels::local_channel::{LocalReceiver, LocalSender};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use tracing::Instrument;
 
@@ -31,11 +31,15 @@ use crate::protocol::{
 use crate::session::{accept_connect, state, Link, LinkEvent};
 
 const READ_CHUNK: usize = 16 * 1024;
+/// After its last packet to a client it is closing on (a DISCONNECT with a reason code, a
+/// refusing CONNACK), the server shuts its sending side and reads and discards what the
+/// client still sends, for at most this long and this many bytes, before it closes the
+/// socket. Closing a socket with unread input sends a TCP reset, and a reset makes the
+/// client's kernel drop what it received but had not yet read: the reason code with it.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 4 << 20;
 /// Response Information given to a v5 client that asks for it: this, its client id, `/`.
 const RESPONSE_PREFIX: &str = "berth/response/";
-/// A client that does not read its socket for this long is dropped, so that it cannot
-/// hold its writer (and the connection's memory) forever.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Entry point for a freshly accepted socket.
 pub async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
@@ -43,6 +47,10 @@ pub async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
         Ok(peer) => peer,
         Err(_) => return,
     };
+    let listener = stream
+        .local_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    tracing::info!(shard = %shard.id, %peer, %listener, "connection accepted");
     let mut stream = stream;
     let mut buf = BytesMut::with_capacity(1024);
     let timeout = shard.config.connect_timeout;
@@ -66,9 +74,12 @@ pub async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
                 .stats
                 .connect_failures
                 .set(shard.stats.connect_failures.get() + 1);
-            tracing::debug!(shard = %shard.id, %peer, ?failure, "connection closed before CONNECT completed");
             if let ConnectFailure::Decode { error, level } = failure {
-                refuse_malformed_connect(&mut stream, &error, level).await;
+                let code = refuse_malformed_connect(&mut stream, &error, level).await;
+                tracing::info!(shard = %shard.id, client_id = "<unknown>", %peer, reason_code = code.map(hex), %error, "CONNECT refused");
+                linger(stream).await;
+            } else {
+                tracing::info!(shard = %shard.id, %peer, ?failure, "connection closed before CONNECT completed");
             }
             return;
         }
@@ -158,11 +169,13 @@ fn claimed_level(buf: &[u8]) -> Option<u8> {
     rest.get(2 + name_len).copied()
 }
 
+/// Answers a CONNECT that failed to decode, where the client's version has an answer;
+/// returns the reason code sent, if any.
 async fn refuse_malformed_connect(
     stream: &mut TcpStream,
     error: &protocol::DecodeError,
     level: Option<u8>,
-) {
+) -> Option<ReasonCode> {
     let (version, reason_code) = match error {
         // [MQTT-3.1.2-2] answer an unknown level with return code 0x01 in the 3.1.1 format.
         protocol::DecodeError::UnsupportedProtocolVersion(_) => (
@@ -171,7 +184,7 @@ async fn refuse_malformed_connect(
         ),
         // A v5 client learns why; earlier versions are just closed [MQTT-4.8.0-1].
         _ if level == Some(5) => (ProtocolVersion::V5, error.reason_code()),
-        _ => return,
+        _ => return None,
     };
     let mut conn_ack = ConnAck {
         session_present: false,
@@ -189,6 +202,66 @@ async fn refuse_malformed_connect(
     };
     send_refusal(stream, conn_ack, limits).await;
     let _ = stream.flush().await;
+    Some(reason_code)
+}
+
+/// Shuts the sending side after a refusal and lets the client's input drain (see
+/// [`LINGER_TIME`]).
+async fn linger(stream: TcpStream) {
+    let mut stream = stream;
+    let _ = stream.shutdown(std::net::Shutdown::Write).await;
+    Linger::new().after(&mut stream).await;
+}
+
+/// Reading and dropping a closing client's input, at most [`LINGER_BYTES`] in all.
+struct Linger {
+    left: usize,
+    scratch: Vec<u8>,
+}
+
+impl Linger {
+    fn new() -> Linger {
+        Linger {
+            left: LINGER_BYTES,
+            scratch: vec![0; 4096],
+        }
+    }
+
+    /// Drains until `writer` has ended (and shut the sending side).
+    async fn during(
+        &mut self,
+        reader: &mut (impl futures_lite::AsyncRead + Unpin),
+        writer: glommio::Task<()>,
+    ) {
+        let drain = async {
+            self.drain(reader).await;
+            future::pending::<()>().await
+        };
+        future::or(writer, drain).await;
+    }
+
+    /// Drains until the client closes or [`LINGER_TIME`] has passed.
+    async fn after(&mut self, reader: &mut (impl futures_lite::AsyncRead + Unpin)) {
+        future::or(self.drain(reader), glommio::timer::sleep(LINGER_TIME)).await;
+    }
+
+    /// Reads until the end of input, an error, or the byte budget is spent.
+    async fn drain(&mut self, reader: &mut (impl futures_lite::AsyncRead + Unpin)) {
+        while self.left > 0 {
+            match reader.read(&mut self.scratch).await {
+                Ok(0) | Err(_) => {
+                    self.left = 0;
+                    return;
+                }
+                Ok(n) => self.left = self.left.saturating_sub(n),
+            }
+        }
+    }
+}
+
+/// A reason code as operators read it in the logs (`0x93`).
+fn hex(code: ReasonCode) -> tracing::field::DisplayValue<String> {
+    tracing::field::display(format!("0x{:02X}", code.0))
 }
 
 /// Writes a refusing CONNACK, with a Reason String for a v5 client when it fits the
@@ -260,8 +333,12 @@ pub async fn serve(
     let mut accepted = match accepted {
         Ok(accepted) => accepted,
         Err(conn_ack) => {
-            tracing::debug!(shard = %shard.id, %peer, client_id = %connect.client_id, reason = ?conn_ack.reason_code, "CONNECT refused");
+            let code = conn_ack.reason_code;
+            let why = conn_ack.properties.reason_string.clone();
+            let reason = why.as_deref().unwrap_or(code.description());
+            tracing::info!(shard = %shard.id, client_id = %connect.client_id, %peer, reason_code = %hex(code), reason, "CONNECT refused");
             send_refusal(&mut stream, conn_ack, client_limits(&connect)).await;
+            linger(stream).await;
             return;
         }
     };
@@ -292,7 +369,6 @@ pub async fn serve(
             // Wait until the connection we take over has stopped, so the two never overlap.
             let _ = previous.recv().await;
         }
-        tracing::debug!(accepted_on = %accepted_on, keep_alive = ?accepted.keep_alive, "connected");
         let requested = requested_expiry(&connect, shard.config.max_session_expiry);
         let now = Instant::now();
         let connected = shard.broker.borrow_mut().connect(
@@ -306,7 +382,7 @@ pub async fn serve(
         );
         let Some((present, granted, resume, effects)) = connected else {
             // The core holds its share of `max_sessions` already.
-            tracing::warn!("CONNECT refused: session limit reached");
+            tracing::warn!(client_id = %client_id, %peer, reason_code = %hex(ReasonCode::QUOTA_EXCEEDED), "CONNECT refused: session limit reached");
             let mut conn_ack = accepted.conn_ack.clone();
             // 3.1.1 has no quota code: the encoder sends 0x03 Server unavailable.
             conn_ack.reason_code = ReasonCode::QUOTA_EXCEEDED;
@@ -314,6 +390,7 @@ pub async fn serve(
             conn_ack.properties.reason_string = Some("session limit reached".into());
             send_refusal(&mut stream, conn_ack, client_limits(&connect)).await;
             shard.unregister(&client_id, serial);
+            linger(stream).await;
             return;
         };
         if let Some((will, delay)) = will_of(&connect) {
@@ -325,6 +402,14 @@ pub async fn serve(
         shard.apply(effects).await;
         let mut conn_ack = accepted.conn_ack.clone();
         conn_ack.session_present = present;
+        tracing::info!(
+            protocol = ?version,
+            clean_start = connect.clean_start,
+            session_present = present,
+            keep_alive = accepted.keep_alive.as_secs(),
+            %accepted_on,
+            "CONNECT accepted"
+        );
         if version.is_v5() {
             let props = &mut conn_ack.properties;
             let asked = connect.properties.session_expiry_interval.unwrap_or(0);
@@ -347,7 +432,9 @@ pub async fn serve(
         }
 
         let _ = stream.set_nodelay(true);
-        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        // A client that does not read its socket for this long is dropped, so that it
+        // cannot hold its writer (and the connection's memory) forever.
+        let _ = stream.set_write_timeout(Some(shard.config.write_timeout));
         let (reader, writer) = futures_lite::io::split(stream);
         let (out, out_rx, queued) = Outbox::new(shard.config.max_outbox_bytes);
         let out = Rc::new(out);
@@ -357,6 +444,7 @@ pub async fn serve(
             topic_alias_maximum: accepted.client_topic_alias_maximum,
             request_problem_information: accepted.request_problem_information,
         };
+        let (write_failed, writer_failed) = local_channel::new_bounded(1);
         let writer_task = glommio::spawn_local(write_loop(
             shard.clone(),
             (client_id.clone(), serial),
@@ -364,6 +452,7 @@ pub async fn serve(
             out_rx,
             queued,
             limits,
+            write_failed,
         ));
         out.send(Packet::ConnAck(conn_ack));
         for packet in resume {
@@ -382,8 +471,14 @@ pub async fn serve(
             zero_expiry_at_connect: requested.is_zero(),
             taken_over: None,
         };
-        let end = read_loop(&mut conn, reader, rest, link, control).await;
-        tracing::debug!(?end, "connection ending");
+        let mut reader = reader;
+        let end = read_loop(&mut conn, &mut reader, rest, link, (control, writer_failed)).await;
+        let reason_code = end.disconnect_reason().map(hex);
+        if matches!(end, End::WriteStalled(_)) {
+            tracing::warn!(reason = %end, "client disconnected");
+        } else {
+            tracing::info!(reason = %end, reason_code, "client disconnected");
+        }
         if let Some(reason_code) = end.disconnect_reason() {
             if version.is_v5() {
                 let mut properties = Properties::default();
@@ -441,10 +536,22 @@ pub async fn serve(
         // The writer ends once every sender is gone, the registry's included.
         shard.detach_outbox(&client_id, serial);
         drop(out);
-        let _ = writer_task.await;
+        // After a DISCONNECT the input is drained while the writer still writes (a client
+        // that sends without reading would otherwise hold the writer until `write_timeout`),
+        // and for a while after it has shut the sending side (see `LINGER_TIME`).
+        let mut linger = (version.is_v5() && end.disconnect_reason().is_some()).then(Linger::new);
+        match &mut linger {
+            Some(linger) => linger.during(&mut reader, writer_task).await,
+            None => {
+                let _ = writer_task.await;
+            }
+        }
         shard.unregister(&client_id, serial);
         // Releases a connection waiting to take over from this one.
         drop(taken_over);
+        if let Some(mut linger) = linger {
+            linger.after(&mut reader).await;
+        }
     }
     .instrument(span)
     .await
@@ -501,13 +608,40 @@ struct Conn<'a> {
 #[allow(dead_code)]
 #[derive(Debug)]
 enum End {
-    ClientDisconnected { publish_will: bool },
+    ClientDisconnected {
+        publish_will: bool,
+    },
     Closed,
     Io(std::io::Error),
     KeepAliveTimeout,
     Violation(ReasonCode, String),
     TakenOver,
     Shutdown,
+    /// The writer made no progress for `write_timeout` (or failed): the client stopped reading.
+    WriteStalled(std::io::Error),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::ClientDisconnected {
+                publish_will: false,
+            } => f.write_str("client sent DISCONNECT"),
+            End::ClientDisconnected { publish_will: true } => {
+                f.write_str("client sent DISCONNECT with will (0x04)")
+            }
+            End::Closed => f.write_str("client closed the connection"),
+            End::Io(e) => write!(f, "read error: {e}"),
+            End::KeepAliveTimeout => f.write_str("keep alive timeout"),
+            End::Violation(_, why) => write!(f, "protocol violation: {why}"),
+            End::TakenOver => f.write_str("session taken over"),
+            End::Shutdown => f.write_str("server shutting down"),
+            End::WriteStalled(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                f.write_str("client stopped reading (no write progress for write_timeout)")
+            }
+            End::WriteStalled(e) => write!(f, "write error: {e}"),
+        }
+    }
 }
 
 impl End {
@@ -529,7 +663,9 @@ impl End {
             End::Violation(code, _) => Some(*code),
             End::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
             End::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
-            End::ClientDisconnected { .. } | End::Closed | End::Io(_) => None,
+            End::ClientDisconnected { .. } | End::Closed | End::Io(_) | End::WriteStalled(_) => {
+                None
+            }
         }
     }
 }
@@ -538,14 +674,15 @@ enum Wake {
     Read(std::io::Result<usize>),
     Control(Option<Control>),
     Deadline,
+    WriterFailed(Option<std::io::Error>),
 }
 
 async fn read_loop(
     conn: &mut Conn<'_>,
-    mut reader: ReadHalf<TcpStream>,
+    reader: &mut ReadHalf<TcpStream>,
     mut buf: BytesMut,
     mut link: Link,
-    control: LocalReceiver<Control>,
+    (control, writer_failed): (LocalReceiver<Control>, LocalReceiver<std::io::Error>),
 ) -> End {
     let max = conn.shard.config.max_packet_size;
     let mut acks = Vec::new();
@@ -600,8 +737,10 @@ async fn read_loop(
         let deadline = link.deadline();
         let wake = future::or(
             future::or(
-                async { Wake::Read(read_more(&mut reader, &mut buf, &conn.shard.stats).await) },
-                async { Wake::Control(control.recv().await) },
+                async { Wake::Read(read_more(&mut *reader, &mut buf, &conn.shard.stats).await) },
+                future::or(async { Wake::Control(control.recv().await) }, async {
+                    Wake::WriterFailed(writer_failed.recv().await)
+                }),
             ),
             async {
                 match deadline {
@@ -624,6 +763,10 @@ async fn read_loop(
             }
             Wake::Control(Some(Control::Shutdown)) => return End::Shutdown,
             Wake::Control(None) => return End::Shutdown,
+            Wake::WriterFailed(error) => {
+                let error = error.unwrap_or_else(|| std::io::ErrorKind::BrokenPipe.into());
+                return End::WriteStalled(error);
+            }
             Wake::Deadline => {
                 if link.deadline().is_some_and(|at| at <= Instant::now()) {
                     return End::KeepAliveTimeout;
