@@ -19,6 +19,7 @@ use glommio::net::TcpStream;
 use tracing::Instrument;
 
 use super::handoff;
+use super::linger::{linger, Linger};
 use super::outbox::Outbox;
 use super::ownership::{assign_client_id, owner_of, ShardId};
 use super::shard::{Control, Handoff, Shard, ShardMsg, ShardStats};
@@ -31,13 +32,6 @@ use crate::protocol::{
 use crate::session::{accept_connect, state, Link, LinkEvent};
 
 const READ_CHUNK: usize = 16 * 1024;
-/// After its last packet to a client it is closing on (a DISCONNECT with a reason code, a
-/// refusing CONNACK), the server shuts its sending side and reads and discards what the
-/// client still sends, for at most this long and this many bytes, before it closes the
-/// socket. Closing a socket with unread input sends a TCP reset, and a reset makes the
-/// client's kernel drop what it received but had not yet read: the reason code with it.
-const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 4 << 20;
 /// Response Information given to a v5 client that asks for it: this, its client id, `/`.
 const RESPONSE_PREFIX: &str = "berth/response/";
 
@@ -203,60 +197,6 @@ async fn refuse_malformed_connect(
     send_refusal(stream, conn_ack, limits).await;
     let _ = stream.flush().await;
     Some(reason_code)
-}
-
-/// Shuts the sending side after a refusal and lets the client's input drain (see
-/// [`LINGER_TIME`]).
-async fn linger(stream: TcpStream) {
-    let mut stream = stream;
-    let _ = stream.shutdown(std::net::Shutdown::Write).await;
-    Linger::new().after(&mut stream).await;
-}
-
-/// Reading and dropping a closing client's input, at most [`LINGER_BYTES`] in all.
-struct Linger {
-    left: usize,
-    scratch: Vec<u8>,
-}
-
-impl Linger {
-    fn new() -> Linger {
-        Linger {
-            left: LINGER_BYTES,
-            scratch: vec![0; 4096],
-        }
-    }
-
-    /// Drains until `writer` has ended (and shut the sending side).
-    async fn during(
-        &mut self,
-        reader: &mut (impl futures_lite::AsyncRead + Unpin),
-        writer: glommio::Task<()>,
-    ) {
-        let drain = async {
-            self.drain(reader).await;
-            future::pending::<()>().await
-        };
-        future::or(writer, drain).await;
-    }
-
-    /// Drains until the client closes or [`LINGER_TIME`] has passed.
-    async fn after(&mut self, reader: &mut (impl futures_lite::AsyncRead + Unpin)) {
-        future::or(self.drain(reader), glommio::timer::sleep(LINGER_TIME)).await;
-    }
-
-    /// Reads until the end of input, an error, or the byte budget is spent.
-    async fn drain(&mut self, reader: &mut (impl futures_lite::AsyncRead + Unpin)) {
-        while self.left > 0 {
-            match reader.read(&mut self.scratch).await {
-                Ok(0) | Err(_) => {
-                    self.left = 0;
-                    return;
-                }
-                Ok(n) => self.left = self.left.saturating_sub(n),
-            }
-        }
-    }
 }
 
 /// A reason code as operators read it in the logs (`0x93`).

@@ -13,6 +13,7 @@
 
 mod connection;
 mod handoff;
+mod linger;
 mod listener;
 mod outbox;
 pub mod ownership;
