@@ -33,7 +33,7 @@ pub enum ConfigError {
 
 /// Command-line flags. Each is optional here so that a flag that was not given does not
 /// override the config file.
-#[derive(Debug, Parser, Default)]
+#[derive(Debug, Parser, Default, Clone)]
 #[command(
     name = "berth",
     version,
@@ -52,7 +52,9 @@ pub struct Args {
     /// TOML config file; every flag has a key of the same name.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Log filter: error, warn, info, debug, trace, or a tracing directive.
+    /// Log level: error, warning, notice, information, debug (Mosquitto's names), error,
+    /// warn, info, debug, trace (tracing's), none or off; or a tracing directive
+    /// (`berth=debug,info`). Re-read from the config file on SIGHUP; this flag still wins.
     #[arg(long)]
     pub log: Option<String>,
     /// Seconds an accepted connection may take to send its CONNECT.
@@ -121,6 +123,15 @@ pub struct Args {
     /// Size of each log segment file, in bytes.
     #[arg(long)]
     pub segment_size: Option<u64>,
+    /// Seconds a connection's writer may go without making progress (the client does not
+    /// read) before the connection is closed.
+    #[arg(long)]
+    pub write_timeout: Option<u64>,
+    /// Longest keep alive a client may ask for (Mosquitto's `max_keepalive`): a v5 client
+    /// asking for more, or for 0, gets this as Server Keep Alive; a 3.1.1 client is
+    /// refused with CONNACK 0x02. 0 or 65535: no cap.
+    #[arg(long)]
+    pub max_keepalive: Option<u16>,
 }
 
 /// How far the log reaches beyond the page cache.
@@ -159,6 +170,8 @@ struct FileConfig {
     fsync_interval_ms: Option<u64>,
     segment_size: Option<u64>,
     sys_interval: Option<u64>,
+    write_timeout: Option<u64>,
+    max_keepalive: Option<u16>,
 }
 
 /// The configuration in force, after flags, file and defaults are merged and checked.
@@ -190,6 +203,10 @@ pub struct Config {
     pub segment_size: u64,
     /// How often core 0 publishes `$SYS`; zero: never.
     pub sys_interval: Duration,
+    /// How long a writer may make no progress before its connection is closed.
+    pub write_timeout: Duration,
+    /// Cap on keep alive (`max_keepalive`); `None` when 0 or 65535 (no cap).
+    pub max_keepalive: Option<u16>,
 }
 
 impl Default for Config {
@@ -222,6 +239,8 @@ impl Default for Config {
             fsync_interval: Duration::from_millis(1000),
             segment_size: 64 << 20,
             sys_interval: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            max_keepalive: None,
         }
     }
 }
@@ -290,12 +309,18 @@ impl Config {
         if let Some(v) = file.sys_interval {
             config.sys_interval = Duration::from_secs(v);
         }
+        if let Some(v) = file.write_timeout {
+            config.write_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = file.max_keepalive {
+            config.max_keepalive = keepalive_cap(v);
+        }
 
         // Flags win over the file.
         config.listen = args.listen.unwrap_or(config.listen);
         config.cores = args.cores.unwrap_or(config.cores);
         config.data_dir = args.data_dir.unwrap_or(config.data_dir);
-        config.log = args.log.unwrap_or(config.log);
+        config.log = args.log.clone().unwrap_or(config.log);
         if let Some(v) = args.connect_timeout {
             config.connect_timeout = Duration::from_secs(v);
         }
@@ -328,6 +353,12 @@ impl Config {
         config.segment_size = args.segment_size.unwrap_or(config.segment_size);
         if let Some(v) = args.sys_interval {
             config.sys_interval = Duration::from_secs(v);
+        }
+        if let Some(v) = args.write_timeout {
+            config.write_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = args.max_keepalive {
+            config.max_keepalive = keepalive_cap(v);
         }
 
         // A bad value names the file only when it came from the file.
@@ -393,8 +424,60 @@ impl Config {
                 "must be at least 1 second".into(),
             ));
         }
+        if config.write_timeout.is_zero() {
+            return Err(bad(
+                "write_timeout",
+                args.write_timeout.is_some(),
+                "must be at least 1 second".into(),
+            ));
+        }
+        if let (Some(cap), Some(server)) = (config.max_keepalive, config.server_keep_alive) {
+            if server == 0 || server > cap {
+                let message = format!("{server} is not in 1..={cap} (`max_keepalive`)");
+                return Err(bad(
+                    "server_keep_alive",
+                    args.server_keep_alive.is_some(),
+                    message,
+                ));
+            }
+        }
+        config.log =
+            log_filter(&config.log).map_err(|message| bad("log", args.log.is_some(), message))?;
         Ok(config)
     }
+}
+
+/// `max_keepalive` 0 and 65535 both mean that every keep alive is allowed (Mosquitto 2.0.13+
+/// takes 0 that way; 65535 is the largest value there is).
+fn keepalive_cap(v: u16) -> Option<u16> {
+    (v != 0 && v != u16::MAX).then_some(v)
+}
+
+/// The tracing filter for a `log` value: a level by Mosquitto's name or tracing's, or a
+/// tracing directive (`berth=debug,info`). A bare word that is no level is an error:
+/// tracing would read it as a target name and silently log nothing.
+pub fn log_filter(value: &str) -> Result<String, String> {
+    let word = value.trim().to_ascii_lowercase();
+    let level = match word.as_str() {
+        "none" | "off" => "off",
+        "error" => "error",
+        "warning" | "warn" => "warn",
+        "notice" | "information" | "info" => "info",
+        "debug" => "debug",
+        "trace" => "trace",
+        _ if word.contains(['=', ',', ':', '[']) => {
+            return tracing_subscriber::EnvFilter::try_new(value)
+                .map(|_| value.to_string())
+                .map_err(|e| format!("`{value}` is not a tracing directive: {e}"));
+        }
+        _ => {
+            return Err(format!(
+                "unknown log level `{value}` (error, warning, notice, information, debug, \
+                 warn, info, trace, none, off, or a tracing directive such as `berth=debug`)"
+            ))
+        }
+    };
+    Ok(level.to_string())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -541,5 +624,58 @@ mod tests {
             err.contains("max_subscriptions") && err.contains("berth.toml"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn log_levels_take_mosquitto_and_tracing_names_and_refuse_others() {
+        for (given, filter) in [
+            ("error", "error"),
+            ("warning", "warn"),
+            ("warn", "warn"),
+            ("notice", "info"),
+            ("information", "info"),
+            ("info", "info"),
+            ("debug", "debug"),
+            ("trace", "trace"),
+            ("none", "off"),
+            ("off", "off"),
+            ("WARNING", "warn"),
+            ("berth=debug,info", "berth=debug,info"),
+        ] {
+            assert_eq!(log_filter(given).as_deref(), Ok(filter), "{given}");
+        }
+        let err = with_file("log = \"loud\"\n").unwrap_err().to_string();
+        assert!(
+            err.contains("`log`") && err.contains("berth.toml") && err.contains("loud"),
+            "{err}"
+        );
+        let err = Config::from_args(Args {
+            log: Some("verbose".into()),
+            ..Args::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`log`") && !err.contains(" in "), "{err}");
+        assert!(log_filter("berth=loud").is_err());
+    }
+
+    #[test]
+    fn write_timeout_and_max_keepalive_keys() {
+        let config = Config::from_args(Args::default()).unwrap();
+        assert_eq!(config.write_timeout, Duration::from_secs(30));
+        assert_eq!(config.max_keepalive, None);
+        let config = with_file("write_timeout = 2\nmax_keepalive = 60\n").unwrap();
+        assert_eq!(config.write_timeout, Duration::from_secs(2));
+        assert_eq!(config.max_keepalive, Some(60));
+        for no_cap in ["0", "65535"] {
+            let config = with_file(&format!("max_keepalive = {no_cap}\n")).unwrap();
+            assert_eq!(config.max_keepalive, None, "{no_cap}");
+        }
+        let err = with_file("write_timeout = 0\n").unwrap_err().to_string();
+        assert!(err.contains("`write_timeout`"), "{err}");
+        let err = with_file("max_keepalive = 60\nserver_keep_alive = 61\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`server_keep_alive`"), "{err}");
     }
 }

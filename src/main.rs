@@ -1,35 +1,45 @@
-//! The `berth` binary: parse flags, load config, start the cores.
+//! The `berth` binary: parse flags, load config, set up logging (reloadable on SIGHUP),
+//! start the cores.
 
 use std::io::Write;
 
 use clap::Parser;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter};
 
 use berth::config::{Args, Config};
+use berth::server::Reload;
 
 fn main() -> std::process::ExitCode {
-    let config = match Config::from_args(Args::parse()) {
+    let args = Args::parse();
+    let config = match Config::from_args(args.clone()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("berth: error: {e}");
             return std::process::ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|e| {
-        eprintln!(
-            "berth: warning: bad log filter `{}` ({e}); using `info`",
-            config.log
-        );
-        tracing_subscriber::EnvFilter::new("info")
-    });
+    // `Config` has checked the level already (config::log_filter).
+    let (filter, level) = reload::Layer::new(filter_for(&config.log));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .init();
+    let mut reload = Reload::new(args);
+    reload.on_reload("log", move |config| {
+        if let Err(error) = level.reload(filter_for(&config.log)) {
+            tracing::error!(%error, "cannot change the log level");
+        }
+    });
 
     let cores = config.cores;
-    let result = berth::server::run(config, |addr| {
+    let result = berth::server::run(config, reload, |addr| {
         tracing::info!(%addr, cores, "ready");
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "berth listening on {addr}");
@@ -42,4 +52,8 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn filter_for(log: &str) -> EnvFilter {
+    EnvFilter::try_new(log).unwrap_or_else(|_| EnvFilter::new("info"))
 }

@@ -14,12 +14,13 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
-use glommio::channels::local_channel::{LocalReceiver, LocalSender};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use tracing::Instrument;
 
 use super::gate::Closed;
 use super::handoff;
+use super::linger::{linger, Linger};
 use super::outbox::Outbox;
 use super::ownership::{assign_client_id, owner_of, ShardId};
 use super::shard::{Control, Handoff, Shard, ShardMsg, ShardStats};
@@ -34,9 +35,6 @@ use crate::session::{accept_connect, state, Link, LinkEvent};
 const READ_CHUNK: usize = 16 * 1024;
 /// Response Information given to a v5 client that asks for it: this, its client id, `/`.
 const RESPONSE_PREFIX: &str = "berth/response/";
-/// A client that does not read its socket for this long is dropped, so that it cannot
-/// hold its writer (and the connection's memory) forever.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Entry point for a freshly accepted socket.
 pub async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
@@ -44,6 +42,10 @@ pub async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
         Ok(peer) => peer,
         Err(_) => return,
     };
+    let listener = stream
+        .local_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    tracing::info!(shard = %shard.id, %peer, %listener, "connection accepted");
     let mut stream = stream;
     let mut buf = BytesMut::with_capacity(1024);
     let timeout = shard.config.connect_timeout;
@@ -67,9 +69,12 @@ pub async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
                 .stats
                 .connect_failures
                 .set(shard.stats.connect_failures.get() + 1);
-            tracing::debug!(shard = %shard.id, %peer, ?failure, "connection closed before CONNECT completed");
             if let ConnectFailure::Decode { error, level } = failure {
-                refuse_malformed_connect(&mut stream, &error, level).await;
+                let code = refuse_malformed_connect(&mut stream, &error, level).await;
+                tracing::info!(shard = %shard.id, client_id = "<unknown>", %peer, reason_code = code.map(hex), %error, "CONNECT refused");
+                linger(stream).await;
+            } else {
+                tracing::info!(shard = %shard.id, %peer, ?failure, "connection closed before CONNECT completed");
             }
             return;
         }
@@ -159,11 +164,13 @@ fn claimed_level(buf: &[u8]) -> Option<u8> {
     rest.get(2 + name_len).copied()
 }
 
+/// Answers a CONNECT that failed to decode, where the client's version has an answer;
+/// returns the reason code sent, if any.
 async fn refuse_malformed_connect(
     stream: &mut TcpStream,
     error: &protocol::DecodeError,
     level: Option<u8>,
-) {
+) -> Option<ReasonCode> {
     let (version, reason_code) = match error {
         // [MQTT-3.1.2-2] answer an unknown level with return code 0x01 in the 3.1.1 format.
         protocol::DecodeError::UnsupportedProtocolVersion(_) => (
@@ -172,7 +179,7 @@ async fn refuse_malformed_connect(
         ),
         // A v5 client learns why; earlier versions are just closed [MQTT-4.8.0-1].
         _ if level == Some(5) => (ProtocolVersion::V5, error.reason_code()),
-        _ => return,
+        _ => return None,
     };
     let mut conn_ack = ConnAck {
         session_present: false,
@@ -190,6 +197,12 @@ async fn refuse_malformed_connect(
     };
     send_refusal(stream, conn_ack, limits).await;
     let _ = stream.flush().await;
+    Some(reason_code)
+}
+
+/// A reason code as operators read it in the logs (`0x93`).
+fn hex(code: ReasonCode) -> tracing::field::DisplayValue<String> {
+    tracing::field::display(format!("0x{:02X}", code.0))
 }
 
 /// Writes a refusing CONNACK, with a Reason String for a v5 client when it fits the
@@ -261,8 +274,12 @@ pub async fn serve(
     let mut accepted = match accepted {
         Ok(accepted) => accepted,
         Err(conn_ack) => {
-            tracing::debug!(shard = %shard.id, %peer, client_id = %connect.client_id, reason = ?conn_ack.reason_code, "CONNECT refused");
+            let code = conn_ack.reason_code;
+            let why = conn_ack.properties.reason_string.clone();
+            let reason = why.as_deref().unwrap_or(code.description());
+            tracing::info!(shard = %shard.id, client_id = %connect.client_id, %peer, reason_code = %hex(code), reason, "CONNECT refused");
             send_refusal(&mut stream, conn_ack, client_limits(&connect)).await;
+            linger(stream).await;
             return;
         }
     };
@@ -293,7 +310,6 @@ pub async fn serve(
             // Wait until the connection we take over has stopped, so the two never overlap.
             let _ = previous.recv().await;
         }
-        tracing::debug!(accepted_on = %accepted_on, keep_alive = ?accepted.keep_alive, "connected");
         let requested = requested_expiry(&connect, shard.config.max_session_expiry);
         let now = Instant::now();
         let connected = shard.broker.borrow_mut().connect(
@@ -307,7 +323,7 @@ pub async fn serve(
         );
         let Some((present, granted, resume, effects)) = connected else {
             // The core holds its share of `max_sessions` already.
-            tracing::warn!("CONNECT refused: session limit reached");
+            tracing::warn!(client_id = %client_id, %peer, reason_code = %hex(ReasonCode::QUOTA_EXCEEDED), "CONNECT refused: session limit reached");
             let mut conn_ack = accepted.conn_ack.clone();
             // 3.1.1 has no quota code: the encoder sends 0x03 Server unavailable.
             conn_ack.reason_code = ReasonCode::QUOTA_EXCEEDED;
@@ -315,6 +331,7 @@ pub async fn serve(
             conn_ack.properties.reason_string = Some("session limit reached".into());
             send_refusal(&mut stream, conn_ack, client_limits(&connect)).await;
             shard.unregister(&client_id, serial);
+            linger(stream).await;
             return;
         };
         if let Some((will, delay)) = will_of(&connect) {
@@ -326,6 +343,14 @@ pub async fn serve(
         shard.apply(effects).await;
         let mut conn_ack = accepted.conn_ack.clone();
         conn_ack.session_present = present;
+        tracing::info!(
+            protocol = ?version,
+            clean_start = connect.clean_start,
+            session_present = present,
+            keep_alive = accepted.keep_alive.as_secs(),
+            %accepted_on,
+            "CONNECT accepted"
+        );
         if version.is_v5() {
             let props = &mut conn_ack.properties;
             let asked = connect.properties.session_expiry_interval.unwrap_or(0);
@@ -348,7 +373,9 @@ pub async fn serve(
         }
 
         let _ = stream.set_nodelay(true);
-        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        // A client that does not read its socket for this long is dropped, so that it
+        // cannot hold its writer (and the connection's memory) forever.
+        let _ = stream.set_write_timeout(Some(shard.config.write_timeout));
         let (reader, writer) = futures_lite::io::split(stream);
         let (out, out_rx, queued) = Outbox::new(shard.config.max_outbox_bytes);
         let out = Rc::new(out);
@@ -358,6 +385,7 @@ pub async fn serve(
             topic_alias_maximum: accepted.client_topic_alias_maximum,
             request_problem_information: accepted.request_problem_information,
         };
+        let (write_failed, writer_failed) = local_channel::new_bounded(1);
         let writer_task = glommio::spawn_local(write_loop(
             shard.clone(),
             (client_id.clone(), serial),
@@ -365,6 +393,7 @@ pub async fn serve(
             out_rx,
             queued,
             limits,
+            write_failed,
         ));
         out.send(Packet::ConnAck(conn_ack));
         for packet in resume {
@@ -385,8 +414,14 @@ pub async fn serve(
             version,
             refusals_before: None,
         };
-        let end = read_loop(&mut conn, reader, rest, link, control).await;
-        tracing::debug!(?end, "connection ending");
+        let mut reader = reader;
+        let end = read_loop(&mut conn, &mut reader, rest, link, (control, writer_failed)).await;
+        let reason_code = end.disconnect_reason().map(hex);
+        if matches!(end, End::WriteStalled(_)) {
+            tracing::warn!(reason = %end, "client disconnected");
+        } else {
+            tracing::info!(reason = %end, reason_code, "client disconnected");
+        }
         if let Some(reason_code) = end.disconnect_reason() {
             if version.is_v5() {
                 let mut properties = Properties::default();
@@ -444,10 +479,22 @@ pub async fn serve(
         // The writer ends once every sender is gone, the registry's included.
         shard.detach_outbox(&client_id, serial);
         drop(out);
-        let _ = writer_task.await;
+        // After a DISCONNECT the input is drained while the writer still writes (a client
+        // that sends without reading would otherwise hold the writer until `write_timeout`),
+        // and for a while after it has shut the sending side (see `LINGER_TIME`).
+        let mut linger = (version.is_v5() && end.disconnect_reason().is_some()).then(Linger::new);
+        match &mut linger {
+            Some(linger) => linger.during(&mut reader, writer_task).await,
+            None => {
+                let _ = writer_task.await;
+            }
+        }
         shard.unregister(&client_id, serial);
         // Releases a connection waiting to take over from this one.
         drop(taken_over);
+        if let Some(mut linger) = linger {
+            linger.after(&mut reader).await;
+        }
     }
     .instrument(span)
     .await
@@ -517,9 +564,40 @@ enum End {
     Violation(ReasonCode, String),
     TakenOver,
     Shutdown,
+    /// The writer made no progress for `write_timeout` (or failed): the client stopped reading.
+    WriteStalled(std::io::Error),
     /// A 3.x client published QoS 1/2 while the store could not take it: it has no
     /// negative acknowledgement, so the connection closes unacknowledged.
     StoreFull(Closed),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::ClientDisconnected {
+                publish_will: false,
+            } => f.write_str("client sent DISCONNECT"),
+            End::ClientDisconnected { publish_will: true } => {
+                f.write_str("client sent DISCONNECT with will (0x04)")
+            }
+            End::Closed => f.write_str("client closed the connection"),
+            End::Io(e) => write!(f, "read error: {e}"),
+            End::KeepAliveTimeout => f.write_str("keep alive timeout"),
+            End::Violation(_, why) => write!(f, "protocol violation: {why}"),
+            End::TakenOver => f.write_str("session taken over"),
+            End::Shutdown => f.write_str("server shutting down"),
+            End::WriteStalled(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                f.write_str("client stopped reading (no write progress for write_timeout)")
+            }
+            End::WriteStalled(e) => write!(f, "write error: {e}"),
+            End::StoreFull(Closed::DiskFull) => {
+                f.write_str("QoS 1/2 PUBLISH refused: the store is full (3.x has no negative ack)")
+            }
+            End::StoreFull(Closed::StoredBytes) => f.write_str(
+                "QoS 1/2 PUBLISH refused: max_stored_bytes reached (3.x has no negative ack)",
+            ),
+        }
+    }
 }
 
 impl End {
@@ -541,7 +619,11 @@ impl End {
             End::Violation(code, _) => Some(*code),
             End::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
             End::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
-            End::ClientDisconnected { .. } | End::Closed | End::Io(_) | End::StoreFull(_) => None,
+            End::ClientDisconnected { .. }
+            | End::Closed
+            | End::Io(_)
+            | End::WriteStalled(_)
+            | End::StoreFull(_) => None,
         }
     }
 }
@@ -550,14 +632,15 @@ enum Wake {
     Read(std::io::Result<usize>),
     Control(Option<Control>),
     Deadline,
+    WriterFailed(Option<std::io::Error>),
 }
 
 async fn read_loop(
     conn: &mut Conn<'_>,
-    mut reader: ReadHalf<TcpStream>,
+    reader: &mut ReadHalf<TcpStream>,
     mut buf: BytesMut,
     mut link: Link,
-    control: LocalReceiver<Control>,
+    (control, writer_failed): (LocalReceiver<Control>, LocalReceiver<std::io::Error>),
 ) -> End {
     let max = conn.shard.config.max_packet_size;
     let mut acks = Vec::new();
@@ -614,8 +697,10 @@ async fn read_loop(
         let deadline = link.deadline();
         let wake = future::or(
             future::or(
-                async { Wake::Read(read_more(&mut reader, &mut buf, &conn.shard.stats).await) },
-                async { Wake::Control(control.recv().await) },
+                async { Wake::Read(read_more(&mut *reader, &mut buf, &conn.shard.stats).await) },
+                future::or(async { Wake::Control(control.recv().await) }, async {
+                    Wake::WriterFailed(writer_failed.recv().await)
+                }),
             ),
             async {
                 match deadline {
@@ -638,6 +723,10 @@ async fn read_loop(
             }
             Wake::Control(Some(Control::Shutdown)) => return End::Shutdown,
             Wake::Control(None) => return End::Shutdown,
+            Wake::WriterFailed(error) => {
+                let error = error.unwrap_or_else(|| std::io::ErrorKind::BrokenPipe.into());
+                return End::WriteStalled(error);
+            }
             Wake::Deadline => {
                 if link.deadline().is_some_and(|at| at <= Instant::now()) {
                     return End::KeepAliveTimeout;

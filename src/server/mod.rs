@@ -6,15 +6,20 @@
 //! (so port 0 resolves to one port for all cores, and an address another process listens on
 //! is refused), wires a full mesh of bounded `shared_channel`s between the cores,
 //! and prints the ready line only once every core accepts.
+//!
+//! Signals: SIGINT and SIGTERM set the shutdown flag every core polls; SIGHUP re-reads the
+//! configuration on a thread of its own and re-applies what can change (see [`reload`]).
 
 #![allow(unsafe_code)] // Only in `handoff`, `listener` and `storage` (flock), each block with its SAFETY note.
 
 mod connection;
 mod gate;
 mod handoff;
+mod linger;
 mod listener;
 mod outbox;
 pub mod ownership;
+pub mod reload;
 mod shard;
 mod storage;
 mod sys;
@@ -31,6 +36,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 pub use ownership::{owner_of, ShardId};
+pub use reload::Reload;
 use shard::{Shard, ShardMsg};
 
 /// Messages that may wait in one core-to-core channel before senders wait.
@@ -41,9 +47,13 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 /// How long connections get to say goodbye at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs the broker until SIGINT or SIGTERM. `ready` is called with the bound address once
-/// every core accepts connections.
-pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::Result<()> {
+/// Runs the broker until SIGINT or SIGTERM; SIGHUP runs `reload`. `ready` is called with
+/// the bound address once every core accepts connections.
+pub fn run(
+    config: Config,
+    reload: Reload,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
     let cores = config.cores;
     let started = std::time::Instant::now();
     std::fs::create_dir_all(&config.data_dir)
@@ -62,6 +72,19 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
         signal_hook::flag::register(signal, shutdown.clone())
             .context("cannot install signal handlers")?;
     }
+    // Installed before the ready line: SIGHUP's default action would end the process.
+    let mut hangups = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .context("cannot install the SIGHUP handler")?;
+    let hangup_handle = hangups.handle();
+    let reloader = std::thread::Builder::new()
+        .name("berth-reload".into())
+        .spawn(move || {
+            let mut reload = reload;
+            for _ in hangups.forever() {
+                reload_now(&mut reload);
+            }
+        })
+        .context("cannot start the reload thread")?;
 
     // senders[from][to] / receivers[to][from]: a channel for every ordered pair of cores.
     let mut senders: Vec<Vec<Option<SharedSender<ShardMsg>>>> =
@@ -190,7 +213,25 @@ pub fn run(config: Config, ready: impl FnOnce(std::net::SocketAddr)) -> anyhow::
             .map_err(|e| anyhow::anyhow!("executor failed: {e:?}"))?;
     }
     let _ = trimmer.join();
+    hangup_handle.close();
+    let _ = reloader.join();
     Ok(())
+}
+
+/// One SIGHUP: re-reads the configuration and says in the log what it re-applied.
+fn reload_now(reload: &mut Reload) {
+    let file = reload
+        .config_file()
+        .map_or_else(|| "none".to_string(), |p| p.display().to_string());
+    tracing::info!(config = %file, "SIGHUP: reloading the configuration");
+    match reload.reload() {
+        Ok(applied) => {
+            tracing::info!(config = %file, applied = %applied.join(","), "configuration reloaded")
+        }
+        Err(error) => {
+            tracing::error!(config = %file, %error, "configuration not reloaded; nothing changed")
+        }
+    }
 }
 
 /// How often freed heap memory is handed back to the OS.

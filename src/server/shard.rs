@@ -183,6 +183,7 @@ impl Shard {
         let policy = ConnectPolicy {
             max_packet_size: config.max_packet_size,
             server_keep_alive: config.server_keep_alive,
+            max_keepalive: config.max_keepalive,
             receive_maximum: config.receive_maximum,
             topic_alias_maximum: config.topic_alias_maximum,
         };

@@ -17,6 +17,11 @@
 //!   Properties, first. An oversized PUBLISH is discarded and counted as dropped, and one
 //!   of QoS 1 or 2 is treated as delivered, so it never holds the client's window
 //!   [MQTT-3.1.2-25].
+//!
+//! A write that makes no progress for `write_timeout` (the socket's write timeout: the
+//! client has stopped reading) or fails ends the writer, which tells the read loop through
+//! `failed` so that the whole connection closes; a connection never lives on without a
+//! writer.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -25,7 +30,7 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 use futures_lite::future;
 use futures_lite::io::{AsyncWriteExt, WriteHalf};
-use glommio::channels::local_channel::LocalReceiver;
+use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 
 use super::outbox::QueuedBytes;
@@ -53,6 +58,7 @@ pub async fn write_loop(
     packets: LocalReceiver<Outgoing>,
     queued: QueuedBytes,
     limits: ClientLimits,
+    failed: LocalSender<std::io::Error>,
 ) {
     let mut fit = Fitter::new(limits);
     let mut buf = BytesMut::with_capacity(4096);
@@ -88,7 +94,8 @@ pub async fn write_loop(
         if buf.is_empty() {
             continue;
         }
-        if writer.write_all(&buf).await.is_err() {
+        if let Err(error) = writer.write_all(&buf).await {
+            let _ = failed.try_send(error);
             return;
         }
         shard.stats.wrote(buf.len());

@@ -1,4 +1,11 @@
 //! CONNECT validation and the CONNACK it earns.
+//!
+//! Keep alive: `server_keep_alive` replaces a v5 client's value outright. `max_keepalive`
+//! (Mosquitto's name and meaning) caps it: a v5 client that asks for more, or for 0 (no
+//! keep alive at all), is told the cap as Server Keep Alive (MQTT 5.0 3.2.2.3.14) and held
+//! to it [MQTT-3.2.2-21]. 3.1.1 has no Server Keep Alive and the server must honour the
+//! client's value [MQTT-3.1.2-24], so such a 3.1.1 (or 3.1) client can only be refused:
+//! CONNACK 0x02 Identifier rejected, as Mosquitto answers it.
 
 use std::time::Duration;
 
@@ -12,6 +19,8 @@ pub struct ConnectPolicy {
     pub max_packet_size: u32,
     /// Overrides the client's keep alive when set (v5 Server Keep Alive).
     pub server_keep_alive: Option<u16>,
+    /// The longest keep alive allowed (`max_keepalive`); `None`: any, 0 included.
+    pub max_keepalive: Option<u16>,
     pub receive_maximum: u16,
     pub topic_alias_maximum: u16,
 }
@@ -70,12 +79,27 @@ pub fn accept_connect(
         connect.client_id.clone()
     };
 
-    let keep_alive = match policy.server_keep_alive {
-        Some(server) if v5 => {
+    let asked = connect.keep_alive;
+    let over_cap = policy
+        .max_keepalive
+        .filter(|&cap| asked == 0 || asked > cap);
+    let keep_alive = match (policy.server_keep_alive, over_cap) {
+        (Some(server), _) if v5 => {
             properties.server_keep_alive = Some(server);
             server
         }
-        _ => connect.keep_alive,
+        (None, Some(cap)) if v5 => {
+            properties.server_keep_alive = Some(cap);
+            cap
+        }
+        (_, Some(cap)) if !v5 => {
+            // The 3.1.1 encoder sends 0x85 as return code 0x02 Identifier rejected.
+            let mut refused = refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+            refused.properties.reason_string =
+                Some(format!("keep alive {asked} is not in 1..={cap} (max_keepalive)").into());
+            return Err(refused);
+        }
+        _ => asked,
     };
     if v5 {
         properties.receive_maximum = Some(policy.receive_maximum);
@@ -106,6 +130,7 @@ mod tests {
         ConnectPolicy {
             max_packet_size: 1 << 20,
             server_keep_alive: None,
+            max_keepalive: None,
             receive_maximum: 100,
             topic_alias_maximum: 0,
         }
@@ -181,6 +206,51 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v3.keep_alive, Duration::from_secs(30));
+    }
+
+    fn with_keep_alive(protocol: ProtocolVersion, keep_alive: u16) -> Connect {
+        Connect {
+            keep_alive,
+            ..connect(protocol, "a", true)
+        }
+    }
+
+    #[test]
+    fn max_keepalive_caps_v5_and_refuses_v311_above_it_or_at_zero() {
+        let capped = ConnectPolicy {
+            max_keepalive: Some(60),
+            ..policy()
+        };
+        let policy = &capped;
+        for asked in [0, 61, u16::MAX] {
+            let v5 = accept_connect(&with_keep_alive(ProtocolVersion::V5, asked), policy, || {
+                "x".into()
+            })
+            .unwrap();
+            assert_eq!(v5.keep_alive, Duration::from_secs(60), "asked {asked}");
+            assert_eq!(v5.conn_ack.properties.server_keep_alive, Some(60));
+            for version in [ProtocolVersion::V3_1_1, ProtocolVersion::V3_1] {
+                let refused =
+                    accept_connect(&with_keep_alive(version, asked), policy, || "x".into())
+                        .unwrap_err();
+                assert_eq!(refused.reason_code.to_v3_connack(), 2, "asked {asked}");
+            }
+        }
+        for asked in [1, 60] {
+            for version in [ProtocolVersion::V5, ProtocolVersion::V3_1_1] {
+                let ok = accept_connect(&with_keep_alive(version, asked), policy, || "x".into())
+                    .unwrap();
+                assert_eq!(ok.keep_alive, Duration::from_secs(u64::from(asked)));
+                assert_eq!(ok.conn_ack.properties.server_keep_alive, None);
+            }
+        }
+        let uncapped = accept_connect(
+            &with_keep_alive(ProtocolVersion::V3_1_1, 0),
+            &self::policy(),
+            || "x".into(),
+        )
+        .unwrap();
+        assert_eq!(uncapped.keep_alive, Duration::ZERO);
     }
 
     #[test]
