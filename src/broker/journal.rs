@@ -773,6 +773,27 @@ impl MemJournal {
         }
     }
 
+    /// A journal of its own holding `records` at their positions, appending after the
+    /// last (a crash that kept exactly these records).
+    pub fn with_records(segment_len: u32, records: BTreeMap<Position, (u8, Bytes)>) -> MemJournal {
+        let journal = MemJournal::new(segment_len);
+        if let Some(last) = records.keys().next_back() {
+            let mut next = Position {
+                segment: last.segment,
+                offset: last.offset + 1,
+            };
+            if next.offset >= journal.segment_len {
+                next = Position {
+                    segment: last.segment + 1,
+                    offset: 0,
+                };
+            }
+            journal.head.set(next);
+        }
+        *journal.records.borrow_mut() = records;
+        journal
+    }
+
     /// Replays every record, in order, as the log's `open` does.
     pub fn replay(&self, mut visit: impl FnMut(Position, u8, &[u8])) {
         for (pos, (kind, body)) in self.records.borrow().iter() {

@@ -431,7 +431,9 @@ impl Broker {
         let mut append = |record: &Record| {
             scratch.clear();
             record.encode(scratch);
-            journal.append(record.kind(), scratch).map(|_| scratch.len())
+            journal
+                .append(record.kind(), scratch)
+                .map(|_| scratch.len())
         };
         let mut iterated = 0;
         let mut exhausted = true;

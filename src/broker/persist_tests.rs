@@ -14,6 +14,8 @@ use crate::protocol::{
 };
 use crate::server::ShardId;
 
+mod checkpoint_model;
+
 struct Harness {
     journal: MemJournal,
     broker: Broker,
