@@ -56,6 +56,8 @@ struct State {
 /// A checkpoint being read: its id and the state its records build.
 struct Reading {
     id: u64,
+    /// BEGIN's next session number: the checkpoint restates the sessions below it.
+    begin_sid: u64,
     state: State,
 }
 
@@ -158,7 +160,11 @@ impl Rebuild {
                         keep_released: true,
                         ..State::default()
                     };
-                    self.checkpoint = Some(Reading { id, state });
+                    self.checkpoint = Some(Reading {
+                        id,
+                        begin_sid: next_sid,
+                        state,
+                    });
                 } else {
                     self.undecodable += 1;
                 }
@@ -198,13 +204,15 @@ impl Rebuild {
         }
         let clock = self.clock;
         let mut ok = true;
+        // Inside a checkpoint, the SNAPSHOT of a session that existed at BEGIN restates
+        // what this state has from the records before: skipped here (it would only cost
+        // the time and memory of a second copy of every session).
+        let mut restated = 0;
         if let Some(reading) = &mut self.checkpoint {
-            ok &= reading.state.apply(clock, pos, kind, record.clone(), false);
+            ok &= reading.state.apply(clock, pos, kind, record.clone(), 0);
+            restated = reading.begin_sid;
         }
-        // Inside a checkpoint this state has had every record before it, so a SNAPSHOT of
-        // a session it holds only restates it (`restating`).
-        let restating = self.checkpoint.is_some();
-        ok &= self.state.apply(clock, pos, kind, record, restating);
+        ok &= self.state.apply(clock, pos, kind, record, restated);
         if !ok {
             self.undecodable += 1;
         }
@@ -212,15 +220,15 @@ impl Rebuild {
 }
 
 impl State {
-    /// Applies one decoded record; false if part of it does not decode. `restating`: a
-    /// SNAPSHOT of a session this state holds already is skipped (see `visit`).
+    /// Applies one decoded record; false if part of it does not decode. A SNAPSHOT of a
+    /// session numbered below `restated` is skipped (see `visit`).
     fn apply(
         &mut self,
         clock: WallClock,
         pos: Position,
         kind: u8,
         record: Record,
-        restating: bool,
+        restated: u64,
     ) -> bool {
         let state = self;
         match record {
@@ -390,7 +398,7 @@ impl State {
                 state.retained.remove(&topic);
             }
             Record::Snapshot(s) => {
-                if restating && state.sessions.contains_key(&s.sid) {
+                if s.sid < restated {
                     return true;
                 }
                 match state.by_client.insert(s.client_id.clone(), s.sid) {
