@@ -203,16 +203,19 @@ impl Rebuild {
             _ => {}
         }
         let clock = self.clock;
-        let mut ok = true;
-        // Inside a checkpoint, the SNAPSHOT of a session that existed at BEGIN restates
-        // what this state has from the records before: skipped here (it would only cost
-        // the time and memory of a second copy of every session).
-        let mut restated = 0;
-        if let Some(reading) = &mut self.checkpoint {
-            ok &= reading.state.apply(clock, pos, kind, record.clone(), 0);
-            restated = reading.begin_sid;
-        }
-        ok &= self.state.apply(clock, pos, kind, record, restated);
+        let ok = match &mut self.checkpoint {
+            None => self.state.apply(clock, pos, kind, record),
+            // The SNAPSHOT of a session that existed at BEGIN restates what the state read
+            // so far has from the records before: that state skips it (a second copy of
+            // every session would cost time and memory for nothing).
+            Some(reading) if matches!(&record, Record::Snapshot(s) if s.sid < reading.begin_sid) => {
+                reading.state.apply(clock, pos, kind, record)
+            }
+            Some(reading) => {
+                let fresh = reading.state.apply(clock, pos, kind, record.clone());
+                self.state.apply(clock, pos, kind, record) && fresh
+            }
+        };
         if !ok {
             self.undecodable += 1;
         }
@@ -220,16 +223,8 @@ impl Rebuild {
 }
 
 impl State {
-    /// Applies one decoded record; false if part of it does not decode. A SNAPSHOT of a
-    /// session numbered below `restated` is skipped (see `visit`).
-    fn apply(
-        &mut self,
-        clock: WallClock,
-        pos: Position,
-        kind: u8,
-        record: Record,
-        restated: u64,
-    ) -> bool {
+    /// Applies one decoded record; false if part of it does not decode.
+    fn apply(&mut self, clock: WallClock, pos: Position, kind: u8, record: Record) -> bool {
         let state = self;
         match record {
             Record::SessionOpen {
@@ -398,9 +393,6 @@ impl State {
                 state.retained.remove(&topic);
             }
             Record::Snapshot(s) => {
-                if s.sid < restated {
-                    return true;
-                }
                 match state.by_client.insert(s.client_id.clone(), s.sid) {
                     Some(old) if old != s.sid => state.end(old),
                     _ => {}
