@@ -52,11 +52,25 @@ pub struct CheckpointLimits {
 impl Default for CheckpointLimits {
     fn default() -> CheckpointLimits {
         CheckpointLimits {
-            sessions: 1024,
+            sessions: 512,
             bytes: 2 << 20,
         }
     }
 }
+
+/// How fast a checkpoint writes at most, on average: the pause after a step is what it
+/// wrote at this rate. The log prepares each next segment (allocated and prefaulted) on a
+/// background thread, 64 MiB in about 45 ms on a quiet machine; a checkpoint that wrote
+/// faster would catch up with it and wait in the middle of a step.
+const WRITE_RATE: u64 = 256 << 20;
+
+/// Session map entries walked at once to collect the ids a checkpoint still has to look
+/// at (walking resumes by skipping the entries walked before, so a walk costs the
+/// position it starts from: fewer, longer walks keep that small).
+const KEYS_PER_FILL: usize = 4 << 10;
+
+/// The shortest pause between steps: time for the executor to poll its sockets.
+const MIN_PAUSE: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// What a record costs a segment beyond its payload (header, topic, properties), for
 /// the estimate of how full of live messages the old segments are.
@@ -90,12 +104,16 @@ pub(super) struct Run {
     /// Where the phase has got to (in the session phase: sessions passed in the map's
     /// iteration order, which the map may change; `pending` is what decides the end).
     cursor: usize,
+    /// Ids of sessions the walk found not looked at yet, waiting for their turn.
+    keys: Vec<bytestring::ByteString>,
     /// Sessions of the pass so far that the run had not looked at yet.
     found_in_pass: usize,
     /// Whole passes in a row that found none.
     empty_passes: u32,
     /// Sessions that existed at BEGIN and were neither looked at nor ended since.
     pub(super) pending: usize,
+    /// Bytes the last step wrote.
+    written: u64,
     report: CheckpointReport,
 }
 
@@ -195,6 +213,16 @@ impl Broker {
         self.checkpoint.is_some()
     }
 
+    /// How long to let other work run before the next step of the running checkpoint:
+    /// long enough for the executor to poll its sockets, and for what the last step wrote
+    /// to take [`WRITE_RATE`] on average.
+    pub fn checkpoint_pause(&self) -> std::time::Duration {
+        let written = self.checkpoint.as_ref().map_or(0, |run| run.written);
+        MIN_PAUSE.max(std::time::Duration::from_secs_f64(
+            written as f64 / WRITE_RATE as f64,
+        ))
+    }
+
     /// How much each step of a checkpoint may do.
     pub fn set_checkpoint_limits(&mut self, limits: CheckpointLimits) {
         self.checkpoint_limits = limits;
@@ -219,6 +247,7 @@ impl Broker {
         &mut self,
         now: Instant,
     ) -> Result<Option<CheckpointReport>, StoreError> {
+        let head = self.journal.head();
         let result = match self.checkpoint.take() {
             None => self.begin_checkpoint().map(|run| (run, false)),
             Some(mut run) => self.advance(&mut run, now).map(|done| (run, done)),
@@ -226,6 +255,7 @@ impl Broker {
         match result {
             Ok((mut run, false)) => {
                 run.report.steps += 1;
+                run.written = written_since(head, self.journal.head(), self.journal.as_ref());
                 self.checkpoint = Some(run);
                 Ok(None)
             }
@@ -278,9 +308,11 @@ impl Broker {
             messages: messages.into_iter().map(|m| m.0).collect(),
             retained,
             cursor: 0,
+            keys: Vec::new(),
             found_in_pass: 0,
             empty_passes: 0,
             pending: self.sessions.len(),
+            written: 0,
             report: CheckpointReport::default(),
         }))
     }
@@ -323,6 +355,7 @@ impl Broker {
         let mut budget = Budget {
             items: limits.sessions.max(1),
             bytes: limits.bytes.max(1),
+            walked: false,
         };
         loop {
             match run.phase {
@@ -409,17 +442,27 @@ impl Broker {
         Ok(())
     }
 
-    /// Looks at the sessions in the map's order, from where the last step stopped: a
-    /// persistent one that existed at BEGIN and was not looked at yet is restated
-    /// (SNAPSHOT, then its WILL). The map's order can change between steps (it grows,
-    /// or rehashes in place), so a pass can miss a session: passes repeat until every
-    /// session that existed at BEGIN was looked at or has ended (`pending` is zero).
+    /// Restates the sessions that existed at BEGIN: each persistent one not looked at yet
+    /// gets its SNAPSHOT, then its WILL. The session map is walked in its own order,
+    /// `KEYS_PER_FILL` entries at a time from where the last walk stopped, collecting the
+    /// ids of sessions not looked at; later steps take them a few at a time. The map's
+    /// order can change between steps (it grows, or rehashes in place), so a pass can
+    /// miss a session: passes repeat until every session that existed at BEGIN was looked
+    /// at or has ended (`pending` is zero).
     fn restate_sessions(
         &mut self,
         run: &mut Run,
         budget: &mut Budget,
         now: Instant,
     ) -> Result<(), StoreError> {
+        if run.keys.is_empty() && run.pending > 0 {
+            if budget.walked {
+                budget.items = 0; // one walk per step
+                return Ok(());
+            }
+            budget.walked = true;
+            self.collect_keys(run);
+        }
         let Broker {
             sessions,
             journal,
@@ -435,21 +478,19 @@ impl Broker {
                 .append(record.kind(), scratch)
                 .map(|_| scratch.len())
         };
-        let mut iterated = 0;
-        let mut exhausted = true;
-        for (_, slot) in sessions.iter_mut().skip(run.cursor) {
-            if run.pending == 0 || budget.spent() {
-                exhausted = false;
+        while run.pending > 0 && !budget.spent() {
+            let Some(key) = run.keys.pop() else {
                 break;
-            }
-            iterated += 1;
+            };
             budget.items -= 1;
+            let Some(slot) = sessions.get_mut(&key) else {
+                continue; // ended since
+            };
             if slot.checkpoint == run.mark {
                 continue;
             }
             slot.checkpoint = run.mark;
             run.pending -= 1;
-            run.found_in_pass += 1;
             let Some(sid) = slot.sid.filter(|&sid| sid < run.begin_sid) else {
                 continue; // not persistent, or restated by its own records after BEGIN
             };
@@ -465,25 +506,45 @@ impl Broker {
             }
             run.report.sessions += 1;
         }
-        run.cursor += iterated;
         if run.pending == 0 {
+            run.keys = Vec::new();
             run.phase = Phase::Finish;
-        } else if exhausted {
+        }
+        Ok(())
+    }
+
+    /// The next `KEYS_PER_FILL` entries of the session map's walk: the ids of those not
+    /// looked at yet. At the end of a pass, a pass that found none twice in a row while
+    /// `pending` says otherwise means the count is wrong: the checkpoint finishes.
+    fn collect_keys(&self, run: &mut Run) {
+        let mut walked = 0;
+        let mut exhausted = true;
+        for (key, slot) in self.sessions.iter().skip(run.cursor) {
+            if walked == KEYS_PER_FILL {
+                exhausted = false;
+                break;
+            }
+            walked += 1;
+            if slot.checkpoint != run.mark {
+                run.keys.push(key.clone());
+            }
+        }
+        run.cursor += walked;
+        run.found_in_pass += run.keys.len();
+        if exhausted {
             run.empty_passes = if run.found_in_pass == 0 {
                 run.empty_passes + 1
             } else {
                 0
             };
             if run.empty_passes >= 2 {
-                // Two whole passes found nothing left: the count is wrong, not the map.
                 debug_assert!(false, "checkpoint: {} sessions pending", run.pending);
                 tracing::warn!(shard = %self.id, pending = run.pending, "checkpoint: sessions counted but not found");
-                run.phase = Phase::Finish;
+                run.pending = 0;
             }
             run.cursor = 0;
             run.found_in_pass = 0;
         }
-        Ok(())
     }
 
     /// Every unconfirmed inbound QoS 2 message (now that every session is restated), END,
@@ -525,10 +586,23 @@ impl Broker {
     }
 }
 
+/// Roughly the bytes appended from `from` to `to` (whole segments counted at the
+/// journal's average segment size).
+fn written_since(from: Position, to: Position, journal: &dyn super::journal::Journal) -> u64 {
+    if to.segment == from.segment {
+        return u64::from(to.offset.saturating_sub(from.offset));
+    }
+    let segment_bytes = journal.disk_bytes() / journal.segment_count().max(1) as u64;
+    (to.segment - from.segment) * segment_bytes + u64::from(to.offset)
+        - u64::from(from.offset).min(segment_bytes)
+}
+
 /// What is left of one step's allowance.
 struct Budget {
     items: usize,
     bytes: usize,
+    /// Whether the step walked the session map already.
+    walked: bool,
 }
 
 impl Budget {

@@ -253,9 +253,10 @@ async fn expiry_loop(shard: Rc<Shard>) {
     }
 }
 
-/// Runs a checkpoint a bounded step at a time, with a short sleep between steps so that
-/// the executor polls its sockets in between (a plain yield keeps the task queue busy and
-/// the reactor waits). `checkpoint_due` is false while it runs.
+/// Runs a checkpoint a bounded step at a time, sleeping between steps (`checkpoint_pause`)
+/// so that the executor polls its sockets in between (a plain yield keeps the task queue
+/// busy and the reactor waits) and the checkpoint's writes stay behind the log's segment
+/// preparation. `checkpoint_due` is false while it runs.
 async fn checkpoint(shard: Rc<Shard>) {
     let started = std::time::Instant::now();
     let mut longest = Duration::ZERO;
@@ -264,7 +265,10 @@ async fn checkpoint(shard: Rc<Shard>) {
         let result = shard.broker.borrow_mut().checkpoint_step(step);
         longest = longest.max(step.elapsed());
         match result {
-            Ok(None) => glommio::timer::sleep(Duration::from_micros(50)).await,
+            Ok(None) => {
+                let pause = shard.broker.borrow().checkpoint_pause();
+                glommio::timer::sleep(pause).await
+            }
             Ok(Some(report)) => {
                 tracing::info!(
                     shard = %shard.id,
