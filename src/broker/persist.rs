@@ -47,6 +47,10 @@ pub struct CheckpointLimits {
     pub sessions: usize,
     /// Bytes of records written per step (a copied message counts its payload).
     pub bytes: usize,
+    /// Session map entries one walk passes (it collects the ids a checkpoint still has
+    /// to look at; a walk resumes by skipping the entries walked before, so it costs the
+    /// position it starts from, and fewer, longer walks keep that small).
+    pub walk: usize,
 }
 
 impl Default for CheckpointLimits {
@@ -54,6 +58,7 @@ impl Default for CheckpointLimits {
         CheckpointLimits {
             sessions: 512,
             bytes: 2 << 20,
+            walk: 4 << 10,
         }
     }
 }
@@ -63,11 +68,6 @@ impl Default for CheckpointLimits {
 /// background thread, 64 MiB in about 45 ms on a quiet machine; a checkpoint that wrote
 /// faster would catch up with it and wait in the middle of a step.
 const WRITE_RATE: u64 = 256 << 20;
-
-/// Session map entries walked at once to collect the ids a checkpoint still has to look
-/// at (walking resumes by skipping the entries walked before, so a walk costs the
-/// position it starts from: fewer, longer walks keep that small).
-const KEYS_PER_FILL: usize = 4 << 10;
 
 /// The shortest pause between steps: time for the executor to poll its sockets.
 const MIN_PAUSE: std::time::Duration = std::time::Duration::from_micros(50);
@@ -444,7 +444,7 @@ impl Broker {
 
     /// Restates the sessions that existed at BEGIN: each persistent one not looked at yet
     /// gets its SNAPSHOT, then its WILL. The session map is walked in its own order,
-    /// `KEYS_PER_FILL` entries at a time from where the last walk stopped, collecting the
+    /// `CheckpointLimits::walk` entries at a time from where the last walk stopped, collecting the
     /// ids of sessions not looked at; later steps take them a few at a time. The map's
     /// order can change between steps (it grows, or rehashes in place), so a pass can
     /// miss a session: passes repeat until every session that existed at BEGIN was looked
@@ -513,14 +513,15 @@ impl Broker {
         Ok(())
     }
 
-    /// The next `KEYS_PER_FILL` entries of the session map's walk: the ids of those not
+    /// The next `CheckpointLimits::walk` entries of the session map's walk: the ids of those not
     /// looked at yet. At the end of a pass, a pass that found none twice in a row while
     /// `pending` says otherwise means the count is wrong: the checkpoint finishes.
     fn collect_keys(&self, run: &mut Run) {
         let mut walked = 0;
         let mut exhausted = true;
+        let walk = self.checkpoint_limits.walk.max(1);
         for (key, slot) in self.sessions.iter().skip(run.cursor) {
-            if walked == KEYS_PER_FILL {
+            if walked == walk {
                 exhausted = false;
                 break;
             }

@@ -133,6 +133,7 @@ impl Model {
         h.broker.set_checkpoint_limits(CheckpointLimits {
             sessions: 2,
             bytes: 1,
+            walk: 2,
         });
         Model {
             h,
