@@ -86,6 +86,7 @@ pub mod kind {
     pub const WILL_CLEAR: u8 = 21;
     pub const QOS2_ROUTING: u8 = 22;
     pub const ORIGINS: u8 = 23;
+    pub const MESSAGE_AT: u8 = 24;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +246,14 @@ pub enum Record {
     },
     /// A checkpoint's copy of the origins a core has taken lately (its dedupe window).
     Origins(Vec<Origin>),
+    /// Message `seq` is the MESSAGE record at `at`, which stays: written by a checkpoint
+    /// for a message it keeps in place rather than copy, and by a promotion, so that the
+    /// SNAPSHOT after it finds the message without the records before it.
+    MessageAt {
+        seq: Seq,
+        at: Position,
+        payload_len: u32,
+    },
 }
 
 impl Record {
@@ -273,6 +282,7 @@ impl Record {
             Record::WillClear { .. } => kind::WILL_CLEAR,
             Record::Qos2Routing { .. } => kind::QOS2_ROUTING,
             Record::Origins(_) => kind::ORIGINS,
+            Record::MessageAt { .. } => kind::MESSAGE_AT,
         }
     }
 
@@ -426,6 +436,16 @@ impl Record {
                 buf.put_u64_le(*next_sid);
             }
             Record::CheckpointEnd { id } | Record::CheckpointAbort { id } => buf.put_u64_le(*id),
+            Record::MessageAt {
+                seq,
+                at,
+                payload_len,
+            } => {
+                buf.put_u64_le(*seq);
+                buf.put_u64_le(at.segment);
+                buf.put_u32_le(at.offset);
+                buf.put_u32_le(*payload_len);
+            }
         }
     }
 
@@ -590,6 +610,14 @@ impl Record {
                 }
                 Record::Origins(origins)
             }
+            kind::MESSAGE_AT => Record::MessageAt {
+                seq: r.u64()?,
+                at: Position {
+                    segment: r.u64()?,
+                    offset: r.u32()?,
+                },
+                payload_len: r.u32()?,
+            },
             other => return Err(JournalError::UnknownKind(other)),
         };
         if !r.buf.is_empty()
@@ -757,6 +785,27 @@ impl MemJournal {
             })),
             full_after: Default::default(),
         }
+    }
+
+    /// A journal of its own holding `records` at their positions, appending after the
+    /// last (a crash that kept exactly these records).
+    pub fn with_records(segment_len: u32, records: BTreeMap<Position, (u8, Bytes)>) -> MemJournal {
+        let journal = MemJournal::new(segment_len);
+        if let Some(last) = records.keys().next_back() {
+            let mut next = Position {
+                segment: last.segment,
+                offset: last.offset + 1,
+            };
+            if next.offset >= journal.segment_len {
+                next = Position {
+                    segment: last.segment + 1,
+                    offset: 0,
+                };
+            }
+            journal.head.set(next);
+        }
+        *journal.records.borrow_mut() = records;
+        journal
     }
 
     /// Replays every record, in order, as the log's `open` does.
@@ -1037,6 +1086,14 @@ mod tests {
                 publish: publish.clone(),
             },
             Record::Origins(vec![Origin { core: 0, seq: 1 }, Origin { core: 3, seq: 9 }]),
+            Record::MessageAt {
+                seq: 99,
+                at: Position {
+                    segment: 4,
+                    offset: 4096,
+                },
+                payload_len: 1 << 20,
+            },
         ] {
             roundtrip(record);
         }

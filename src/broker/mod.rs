@@ -43,7 +43,7 @@ use journal::{Journal, Record};
 pub use messages::WallClock;
 use messages::{Lookup, MessageTable};
 pub use outgoing::{Outgoing, SharedPublish};
-pub use persist::CheckpointReport;
+pub use persist::{CheckpointLimits, CheckpointReport};
 pub use recovery::{Rebuild, Recovered};
 pub use routing::Added;
 pub use routing::SubscribeOutcome;
@@ -121,6 +121,8 @@ pub(crate) struct Slot {
     /// The session's number in this core's log; `None` for a session that is never
     /// journaled (no expiry).
     pub sid: Option<u64>,
+    /// The mark of the checkpoint that last looked at it (`persist::Run::mark`).
+    pub checkpoint: u32,
 }
 
 /// Per-core counters, summed across cores for $SYS.
@@ -164,6 +166,9 @@ pub struct Broker {
     /// Log segments written by the last checkpoint (its size, for the next trigger).
     checkpoint_segments: usize,
     next_checkpoint_id: u64,
+    /// The checkpoint in progress, advanced a step at a time (`checkpoint_step`).
+    checkpoint: Option<Box<persist::Run>>,
+    checkpoint_limits: CheckpointLimits,
     /// Reused encoding buffer for records.
     scratch: BytesMut,
     /// v5 wills waiting for their Will Delay Interval (or the end of their session):
@@ -232,6 +237,8 @@ impl Broker {
             expiries: BinaryHeap::new(),
             checkpoint_segments: 1,
             next_checkpoint_id: 1,
+            checkpoint: None,
+            checkpoint_limits: CheckpointLimits::default(),
             scratch: BytesMut::new(),
             wills: HashMap::new(),
             wills_due: BinaryHeap::new(),
@@ -392,6 +399,7 @@ impl Broker {
                 self.next_sid += 1;
                 sid
             });
+            let checkpoint = self.checkpoint_mark();
             self.sessions.insert(
                 client_id.clone(),
                 Box::new(Slot {
@@ -400,6 +408,7 @@ impl Broker {
                     expiry,
                     expires_at: None,
                     sid,
+                    checkpoint,
                 }),
             );
             if let Some(sid) = sid {
@@ -585,6 +594,7 @@ impl Broker {
         let Some(slot) = self.sessions.remove(client_id) else {
             return;
         };
+        self.checkpoint_forget(&slot);
         for filter in slot.session.subscriptions.keys() {
             self.remove_subscription(client_id, filter, effects);
         }

@@ -1,29 +1,120 @@
-//! Keeping the log small: checkpoints that rewrite the live state at the head of the log
+//! Keeping the log small: checkpoints that restate the live state at the head of the log
 //! so the segments behind it can be deleted, and the promotion of a session that becomes
 //! persistent after the fact.
 //!
-//! A checkpoint is written in one go on the core (nothing else interleaves): BEGIN, every
-//! retained message, a copy of every message some persistent session still holds, one
-//! SNAPSHOT per persistent session, END. Only after END are the older segments removed, so
-//! a crash in the middle leaves the previous state whole; recovery ignores a BEGIN that has
-//! no END and the next start writes ABORT after it.
+//! A checkpoint runs a step at a time ([`Broker::checkpoint_step`]), each bounded by
+//! [`CheckpointLimits`], with the core's ordinary work (and its ordinary records) in
+//! between: BEGIN and ORIGINS; then every message a session holds, as a copy (MESSAGE with
+//! no targets) when its record lies in a segment the checkpoint will delete, or as
+//! MESSAGE_AT (where its record stays) otherwise; every retained message; one SNAPSHOT per
+//! persistent session that existed at BEGIN, each followed by its WILL; every unconfirmed
+//! QOS2_ROUTING; END. Only after END are the older segments removed. Each restatement is
+//! true when it is written, and every change after it is an ordinary record after it, so
+//! recovery can apply both in log order (ARCHITECTURE.md, "Checkpoints").
+//!
+//! Invariant: a session that existed at BEGIN is either restated before END or ended
+//! before END; `Run::pending` counts those still owed, and END waits for zero.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::journal::{Record, Snapshot, SnapshotEntry};
-use super::messages::read_message;
+use super::messages::WallClock;
 use super::routing::publish_for_log;
 use super::{journal, Broker, Slot};
 use crate::session::state::Seq;
-use crate::store::StoreError;
+use crate::session::Message;
+use crate::store::{Position, StoreError};
 
 /// What a checkpoint did.
 #[derive(Debug, Clone, Default)]
 pub struct CheckpointReport {
     pub sessions: usize,
+    /// Messages copied out of segments the checkpoint deleted.
     pub messages: usize,
+    /// Messages left where they were (MESSAGE_AT).
+    pub kept: usize,
     pub retained: usize,
     pub bytes_freed: u64,
+    /// Steps it took (BEGIN's included).
+    pub steps: usize,
+}
+
+/// How much one step of a checkpoint may do: the executor runs other tasks between steps.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointLimits {
+    /// Sessions looked at per step.
+    pub sessions: usize,
+    /// Bytes of records written per step (a copied message counts its payload).
+    pub bytes: usize,
+    /// Session map entries one walk passes (it collects the ids a checkpoint still has
+    /// to look at; a walk resumes by skipping the entries walked before, so it costs the
+    /// position it starts from, and fewer, longer walks keep that small).
+    pub walk: usize,
+}
+
+impl Default for CheckpointLimits {
+    fn default() -> CheckpointLimits {
+        CheckpointLimits {
+            sessions: 512,
+            bytes: 2 << 20,
+            walk: 4 << 10,
+        }
+    }
+}
+
+/// How fast a checkpoint writes at most, on average: the pause after a step is what it
+/// wrote at this rate. The log prepares each next segment (allocated and prefaulted) on a
+/// background thread, 64 MiB in about 45 ms on a quiet machine; a checkpoint that wrote
+/// faster would catch up with it and wait in the middle of a step.
+const WRITE_RATE: u64 = 256 << 20;
+
+/// The shortest pause between steps: time for the executor to poll its sockets.
+const MIN_PAUSE: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// What a record costs a segment beyond its payload (header, topic, properties), for
+/// the estimate of how full of live messages the old segments are.
+const RECORD_OVERHEAD: u64 = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Messages,
+    Retained,
+    Sessions,
+    Finish,
+}
+
+/// A checkpoint in progress.
+pub(super) struct Run {
+    id: u64,
+    /// What `Slot::checkpoint` holds for a session this run has looked at or that was
+    /// made during it.
+    pub(super) mark: u32,
+    begin: Position,
+    /// Sessions with a number from here on were opened (or promoted) after BEGIN: their
+    /// own SESSION_OPEN / SNAPSHOT is after BEGIN.
+    begin_sid: u64,
+    /// Messages stored in segments before this one are copied; the others stay where
+    /// they are, and END deletes the segments before this one.
+    keep_from: u64,
+    phase: Phase,
+    /// Messages held at BEGIN that had a record in the log.
+    messages: Vec<Seq>,
+    retained: Vec<Arc<Message>>,
+    /// Where the phase has got to (in the session phase: sessions passed in the map's
+    /// iteration order, which the map may change; `pending` is what decides the end).
+    cursor: usize,
+    /// Ids of sessions the walk found not looked at yet, waiting for their turn.
+    keys: Vec<bytestring::ByteString>,
+    /// Sessions of the pass so far that the run had not looked at yet.
+    found_in_pass: usize,
+    /// Whole passes in a row that found none.
+    empty_passes: u32,
+    /// Sessions that existed at BEGIN and were neither looked at nor ended since.
+    pub(super) pending: usize,
+    /// Bytes the last step wrote.
+    written: u64,
+    report: CheckpointReport,
 }
 
 impl Broker {
@@ -43,114 +134,155 @@ impl Broker {
         if let Some(snapshot) = self
             .sessions
             .get(client_id)
-            .map(|s| self.snapshot_of(s, now))
+            .map(|s| snapshot_of(self.clock, s, now))
         {
             self.journal(&Record::Snapshot(snapshot));
         }
     }
 
-    /// Writes the message `seq` to the log if only memory holds it.
+    /// Writes what a SNAPSHOT naming message `seq` needs before it: the message itself if
+    /// only memory holds it (or its record is in a segment a running checkpoint deletes),
+    /// otherwise where its record is (MESSAGE_AT), since the records that say so may be
+    /// before a checkpoint that recovery starts from.
     fn ensure_logged(&mut self, seq: Seq) {
         let Some(entry) = self.messages.get(seq) else {
             return;
         };
-        if entry.pos.is_some() {
-            return;
-        }
-        let Some(message) = entry.message.clone() else {
-            return;
-        };
-        let record = Record::Message(journal::MessageRecord {
-            origin: None,
-            seq,
-            expires_ms: message.expires_at.map_or(0, |at| self.clock.unix_ms(at)),
-            publisher: message.publisher.clone(),
-            payload_len: message.payload.len() as u32,
-            targets: Vec::new(),
-            publish: journal::encode_publish(&publish_for_log(&message)),
-        });
-        let pos = self.journal(&record);
-        if let Some(entry) = self.messages.get_mut(seq) {
-            entry.pos = pos;
+        let keep_from = self.checkpoint.as_ref().map_or(0, |run| run.keep_from);
+        match (entry.pos, entry.message.clone()) {
+            (Some(pos), _) if pos.segment >= keep_from => {
+                let record = Record::MessageAt {
+                    seq,
+                    at: pos,
+                    payload_len: entry.size,
+                };
+                self.journal(&record);
+            }
+            (Some(pos), _) => {
+                if let Err(error) = self.copy_message(seq, pos) {
+                    self.counters.journal_errors += 1;
+                    tracing::error!(shard = %self.id, seq, %error, "cannot copy a message");
+                }
+            }
+            (None, Some(message)) => {
+                let record = Record::Message(journal::MessageRecord {
+                    origin: None,
+                    seq,
+                    expires_ms: message.expires_at.map_or(0, |at| self.clock.unix_ms(at)),
+                    publisher: message.publisher.clone(),
+                    payload_len: message.payload.len() as u32,
+                    targets: Vec::new(),
+                    publish: journal::encode_publish(&publish_for_log(&message)),
+                });
+                let pos = self.journal(&record);
+                if let Some(entry) = self.messages.get_mut(seq) {
+                    entry.pos = pos;
+                }
+            }
+            (None, None) => {}
         }
     }
 
-    fn snapshot_of(&self, slot: &Slot, now: Instant) -> Snapshot {
-        let session = &slot.session;
-        let entry = |seq: Seq, qos, retain, in_flight| SnapshotEntry {
-            seq,
-            qos,
-            retain,
-            in_flight,
-            ids: session.ids_of(seq).to_vec(),
+    /// Copies the MESSAGE record of `seq` at `old` to the head of the log, without its
+    /// targets (the snapshots say who holds it), and points the table at the copy.
+    fn copy_message(&mut self, seq: Seq, old: Position) -> Result<usize, StoreError> {
+        let (kind, body) = self.journal.read(old)?;
+        let Ok(Record::Message(mut record)) = Record::decode(kind, &body) else {
+            return Err(StoreError::NoRecord(old));
         };
-        let mut entries: Vec<SnapshotEntry> = session
-            .in_flight_entries()
-            .map(|f| {
-                let e = f.entry;
-                entry(e.seq(), e.qos(), e.retain(), Some((f.packet_id, f.state)))
-            })
-            .collect();
-        entries.extend(
-            session
-                .queued_entries()
-                .map(|e| entry(e.seq(), e.qos(), e.retain(), None)),
-        );
-        let mut subscriptions: Vec<_> = session
-            .subscriptions
-            .iter()
-            .map(|(filter, s)| (filter.clone(), s.options, s.identifier.unwrap_or(0)))
-            .collect();
-        subscriptions.sort_by(|a, b| a.0.cmp(&b.0));
-        Snapshot {
-            sid: slot.sid.unwrap_or(0),
-            client_id: session.client_id.clone(),
-            expiry_secs: slot.expiry.as_secs(),
-            offline_ms: match (slot.online, slot.expires_at) {
-                (false, Some(at)) => self
-                    .clock
-                    .unix_ms(at.checked_sub(slot.expiry).unwrap_or(now))
-                    .max(1),
-                _ => 0,
-            },
-            subscriptions,
-            entries,
-            awaiting_release: session.awaiting_release_ids().collect(),
+        record.targets.clear();
+        record.origin = None;
+        let bytes = record.publish.len();
+        let pos = self.append(&Record::Message(record))?;
+        if let Some(entry) = self.messages.get_mut(seq) {
+            entry.pos = Some(pos);
         }
+        Ok(bytes)
     }
 
     /// Whether the log has grown enough since the last checkpoint to rewrite it: twice
-    /// what the last checkpoint wrote, and at least four segments. This bounds the disk
+    /// what the last checkpoint left, and at least four segments. This bounds the disk
     /// to a small multiple of the live state, however long a session stays away.
-    /// Not while the log is down to its reserve (disk full): a checkpoint writes a copy
-    /// of everything held, which is what the reserve cannot take.
+    /// Not while the log is down to its reserve (disk full).
     pub fn checkpoint_due(&self) -> bool {
-        self.journal.segment_count() >= (2 * self.checkpoint_segments + 2).max(4)
+        self.checkpoint.is_none()
+            && self.journal.segment_count() >= (2 * self.checkpoint_segments + 2).max(4)
             && self.journal.room_for_messages().is_none()
     }
 
-    /// Rewrites the live state at the head of the log and deletes the segments before it.
-    pub fn checkpoint(&mut self, now: Instant) -> Result<CheckpointReport, StoreError> {
-        let id = self.next_checkpoint_id;
-        self.next_checkpoint_id += 1;
-        let mut report = CheckpointReport::default();
-        let begin = self.append(&Record::CheckpointBegin {
-            id,
-            next_seq: self.messages.next_seq,
-            next_sid: self.next_sid,
-        })?;
-        let written = self.checkpoint_after(id, begin, now, &mut report);
-        if written.is_err() {
-            // A BEGIN with no END swallows every record after it at recovery until an
-            // ABORT: write one before anything else goes to the log (now, or once there
-            // is room again).
-            self.abort_pending = Some(id);
-            self.write_pending_abort();
-        }
-        written.map(|()| report)
+    /// Whether a checkpoint has begun and not yet ended.
+    pub fn checkpoint_running(&self) -> bool {
+        self.checkpoint.is_some()
     }
 
-    /// Appends ABORT for a checkpoint that failed after its BEGIN, if one is owed. False
+    /// How long to let other work run before the next step of the running checkpoint:
+    /// long enough for the executor to poll its sockets, and for what the last step wrote
+    /// to take [`WRITE_RATE`] on average.
+    pub fn checkpoint_pause(&self) -> std::time::Duration {
+        let written = self.checkpoint.as_ref().map_or(0, |run| run.written);
+        MIN_PAUSE.max(std::time::Duration::from_secs_f64(
+            written as f64 / WRITE_RATE as f64,
+        ))
+    }
+
+    /// How much each step of a checkpoint may do.
+    pub fn set_checkpoint_limits(&mut self, limits: CheckpointLimits) {
+        self.checkpoint_limits = limits;
+    }
+
+    /// Runs a whole checkpoint in one go (tests, benches, tools): the steps of
+    /// [`Broker::checkpoint_step`] with nothing in between.
+    pub fn checkpoint(&mut self, now: Instant) -> Result<CheckpointReport, StoreError> {
+        loop {
+            if let Some(report) = self.checkpoint_step(now)? {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// One bounded step of a checkpoint, beginning one if none is running. Returns the
+    /// report once END is written and the old segments are deleted, `None` while steps
+    /// remain; the caller lets other work run between steps. An error abandons the
+    /// checkpoint (ABORT is written if it can be): the state in memory is unchanged, and
+    /// recovery reads the log as if it had never begun.
+    pub fn checkpoint_step(
+        &mut self,
+        now: Instant,
+    ) -> Result<Option<CheckpointReport>, StoreError> {
+        let head = self.journal.head();
+        let result = match self.checkpoint.take() {
+            // Down to its reserve (disk full), the log keeps what is left for the records
+            // that follow sent data: a checkpoint is abandoned, and not begun.
+            _ if self.journal.room_for_messages().is_some() => Err(StoreError::NoRoom),
+            None => self.begin_checkpoint().map(|run| (run, false)),
+            Some(mut run) => self.advance(&mut run, now).map(|done| (run, done)),
+        };
+        match result {
+            Ok((mut run, false)) => {
+                run.report.steps += 1;
+                run.written = written_since(head, self.journal.head(), self.journal.as_ref());
+                self.checkpoint = Some(run);
+                Ok(None)
+            }
+            Ok((run, true)) => {
+                let mut report = run.report;
+                report.steps += 1;
+                self.checkpoint_segments = self.journal.segment_count();
+                self.counters.checkpoints += 1;
+                Ok(Some(report))
+            }
+            Err(error) => {
+                // A BEGIN with no END makes recovery keep only what it read before it:
+                // the ABORT must precede every later record, so one that cannot be
+                // written now (disk full) is written before the next record that can.
+                self.abort_pending = self.next_checkpoint_id.checked_sub(1);
+                self.write_pending_abort();
+                Err(error)
+            }
+        }
+    }
+
+    /// Appends ABORT for a checkpoint abandoned after its BEGIN, if one is owed. False
     /// while it cannot be written (nothing else may be appended then).
     pub(super) fn write_pending_abort(&mut self) -> bool {
         let Some(id) = self.abort_pending else {
@@ -163,81 +295,282 @@ impl Broker {
         written
     }
 
-    /// Everything of a checkpoint after its BEGIN, which is at `begin`.
-    fn checkpoint_after(
-        &mut self,
-        id: u64,
-        begin: crate::store::Position,
-        now: Instant,
-        report: &mut CheckpointReport,
-    ) -> Result<(), StoreError> {
-        let mut retained: Vec<_> = self
+    /// BEGIN, ORIGINS, and the lists the later steps work through.
+    fn begin_checkpoint(&mut self) -> Result<Box<Run>, StoreError> {
+        let id = self.next_checkpoint_id;
+        self.next_checkpoint_id += 1;
+        let begin = self.append(&Record::CheckpointBegin {
+            id,
+            next_seq: self.messages.next_seq,
+            next_sid: self.next_sid,
+        })?;
+        self.append(&Record::Origins(self.origins.list()))?;
+        let messages: Vec<(Seq, Position, u32)> = self
+            .messages
+            .iter()
+            .filter_map(|(seq, e)| Some((seq, e.pos?, e.size)))
+            .collect();
+        let keep_from = self.keep_from(begin, &messages);
+        let retained = self
             .retained
             .values()
             .filter(|m| super::routing::outlives_restart(&m.topic))
             .cloned()
             .collect();
-        retained.sort_by(|a, b| a.topic.cmp(&b.topic));
-        for message in retained {
+        let mark = (id as u32).max(1);
+        Ok(Box::new(Run {
+            id,
+            mark,
+            begin,
+            begin_sid: self.next_sid,
+            keep_from,
+            phase: Phase::Messages,
+            messages: messages.into_iter().map(|m| m.0).collect(),
+            retained,
+            cursor: 0,
+            keys: Vec::new(),
+            found_in_pass: 0,
+            empty_passes: 0,
+            pending: self.sessions.len(),
+            written: 0,
+            report: CheckpointReport::default(),
+        }))
+    }
+
+    /// The oldest segment to keep: the lowest one from which on the segments before
+    /// BEGIN are at least half live messages (so keeping them costs at most twice their
+    /// live bytes); messages before it are copied.
+    fn keep_from(&self, begin: Position, messages: &[(Seq, Position, u32)]) -> u64 {
+        let count = self.journal.segment_count().max(1) as u64;
+        let first = (self.journal.head().segment + 1).saturating_sub(count);
+        if begin.segment <= first {
+            return begin.segment;
+        }
+        let segment_bytes = (self.journal.disk_bytes() / count).max(1);
+        let mut live = vec![0u64; (begin.segment - first) as usize];
+        for (_, pos, size) in messages {
+            if let Some(bytes) = pos
+                .segment
+                .checked_sub(first)
+                .and_then(|i| live.get_mut(i as usize))
+            {
+                *bytes += u64::from(*size) + RECORD_OVERHEAD;
+            }
+        }
+        let mut keep_from = begin.segment;
+        let mut kept = 0;
+        for (i, bytes) in live.iter().enumerate().rev() {
+            kept += bytes;
+            let segment = first + i as u64;
+            if 2 * kept >= (begin.segment - segment) * segment_bytes {
+                keep_from = segment;
+            }
+        }
+        keep_from
+    }
+
+    /// One step after BEGIN; true once END is written.
+    fn advance(&mut self, run: &mut Run, now: Instant) -> Result<bool, StoreError> {
+        let limits = self.checkpoint_limits;
+        let mut budget = Budget {
+            items: limits.sessions.max(1),
+            bytes: limits.bytes.max(1),
+            walked: false,
+        };
+        loop {
+            match run.phase {
+                Phase::Messages => self.restate_messages(run, &mut budget)?,
+                Phase::Retained => self.restate_retained(run, &mut budget)?,
+                Phase::Sessions => self.restate_sessions(run, &mut budget, now)?,
+                Phase::Finish => {
+                    self.finish(run)?;
+                    return Ok(true);
+                }
+            }
+            if budget.spent() {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn restate_messages(&mut self, run: &mut Run, budget: &mut Budget) -> Result<(), StoreError> {
+        while let Some(&seq) = run.messages.get(run.cursor) {
+            if budget.spent() {
+                return Ok(());
+            }
+            run.cursor += 1;
+            budget.items -= 1;
+            let Some((pos, size)) = self.messages.get(seq).and_then(|e| Some((e.pos?, e.size)))
+            else {
+                continue; // let go since BEGIN
+            };
+            if pos >= run.begin {
+                continue; // copied since BEGIN (a promotion)
+            }
+            if pos.segment < run.keep_from {
+                match self.copy_message(seq, pos) {
+                    Ok(bytes) => {
+                        budget.take(bytes);
+                        run.report.messages += 1;
+                    }
+                    Err(StoreError::NoRecord(_)) | Err(StoreError::Corrupt { .. }) => {
+                        tracing::error!(shard = %self.id, seq, ?pos, "checkpoint cannot copy a message");
+                    }
+                    Err(error) => return Err(error),
+                }
+            } else {
+                self.append(&Record::MessageAt {
+                    seq,
+                    at: pos,
+                    payload_len: size,
+                })?;
+                budget.take(32);
+                run.report.kept += 1;
+            }
+        }
+        run.phase = Phase::Retained;
+        run.cursor = 0;
+        Ok(())
+    }
+
+    fn restate_retained(&mut self, run: &mut Run, budget: &mut Budget) -> Result<(), StoreError> {
+        while let Some(message) = run.retained.get(run.cursor).cloned() {
+            if budget.spent() {
+                return Ok(());
+            }
+            run.cursor += 1;
+            budget.items -= 1;
+            // One replaced or cleared since BEGIN was journaled then.
+            if !self
+                .retained
+                .get(&message.topic)
+                .is_some_and(|current| Arc::ptr_eq(current, &message))
+            {
+                continue;
+            }
             self.append(&Record::Retained {
                 expires_ms: message.expires_at.map_or(0, |at| self.clock.unix_ms(at)),
                 publisher: message.publisher.clone(),
                 publish: journal::encode_publish(&publish_for_log(&message)),
             })?;
-            report.retained += 1;
+            budget.take(message.payload.len());
+            run.report.retained += 1;
         }
-        let mut logged: Vec<(Seq, crate::store::Position)> = self
-            .messages
-            .iter()
-            .filter_map(|(seq, e)| e.pos.map(|pos| (seq, pos)))
-            .collect();
-        logged.sort_unstable();
-        for (seq, old) in logged {
-            let message = match read_message(self.journal.as_ref(), old, self.clock) {
-                Ok(message) => message,
-                Err(error) => {
-                    tracing::error!(shard = %self.id, seq, %error, "checkpoint cannot copy a message");
-                    continue;
-                }
-            };
-            let pos = self.append(&Record::Message(journal::MessageRecord {
-                origin: None,
-                seq,
-                expires_ms: message.expires_at.map_or(0, |at| self.clock.unix_ms(at)),
-                publisher: message.publisher.clone(),
-                payload_len: message.payload.len() as u32,
-                targets: Vec::new(),
-                publish: journal::encode_publish(&publish_for_log(&message)),
-            }))?;
-            if let Some(entry) = self.messages.get_mut(seq) {
-                entry.pos = Some(pos);
+        run.retained = Vec::new();
+        run.phase = Phase::Sessions;
+        run.cursor = 0;
+        Ok(())
+    }
+
+    /// Restates the sessions that existed at BEGIN: each persistent one not looked at yet
+    /// gets its SNAPSHOT, then its WILL. The session map is walked in its own order,
+    /// `CheckpointLimits::walk` entries at a time from where the last walk stopped, collecting the
+    /// ids of sessions not looked at; later steps take them a few at a time. The map's
+    /// order can change between steps (it grows, or rehashes in place), so a pass can
+    /// miss a session: passes repeat until every session that existed at BEGIN was looked
+    /// at or has ended (`pending` is zero).
+    fn restate_sessions(
+        &mut self,
+        run: &mut Run,
+        budget: &mut Budget,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        if run.keys.is_empty() && run.pending > 0 {
+            if budget.walked {
+                budget.items = 0; // one walk per step
+                return Ok(());
             }
-            report.messages += 1;
+            budget.walked = true;
+            self.collect_keys(run);
         }
-        let snapshots: Vec<Snapshot> = self
-            .sessions
-            .values()
-            .filter(|slot| slot.sid.is_some())
-            .map(|slot| self.snapshot_of(slot, now))
-            .collect();
-        for snapshot in snapshots {
-            self.append(&Record::Snapshot(snapshot))?;
-            report.sessions += 1;
+        let Broker {
+            sessions,
+            journal,
+            scratch,
+            logged_wills,
+            clock,
+            ..
+        } = self;
+        let mut append = |record: &Record| {
+            scratch.clear();
+            record.encode(scratch);
+            journal
+                .append(record.kind(), scratch)
+                .map(|_| scratch.len())
+        };
+        while run.pending > 0 && !budget.spent() {
+            let Some(key) = run.keys.pop() else {
+                break;
+            };
+            budget.items -= 1;
+            let Some(slot) = sessions.get_mut(&key) else {
+                continue; // ended since
+            };
+            if slot.checkpoint == run.mark {
+                continue;
+            }
+            slot.checkpoint = run.mark;
+            run.pending -= 1;
+            let Some(sid) = slot.sid.filter(|&sid| sid < run.begin_sid) else {
+                continue; // not persistent, or restated by its own records after BEGIN
+            };
+            let bytes = append(&Record::Snapshot(snapshot_of(*clock, slot, now)))?;
+            budget.take(bytes);
+            if let Some((delay_secs, publish)) = logged_wills.get(&sid) {
+                let bytes = append(&Record::Will {
+                    sid,
+                    delay_secs: *delay_secs,
+                    publish: publish.clone(),
+                })?;
+                budget.take(bytes);
+            }
+            run.report.sessions += 1;
         }
-        let mut wills: Vec<_> = self
-            .logged_wills
-            .iter()
-            .map(|(&sid, (delay_secs, publish))| (sid, *delay_secs, publish.clone()))
-            .collect();
-        wills.sort_by_key(|w| w.0);
-        for (sid, delay_secs, publish) in wills {
-            self.append(&Record::Will {
-                sid,
-                delay_secs,
-                publish,
-            })?;
+        if run.pending == 0 {
+            run.keys = Vec::new();
+            run.phase = Phase::Finish;
         }
-        self.append(&Record::Origins(self.origins.list()))?;
+        Ok(())
+    }
+
+    /// The next `CheckpointLimits::walk` entries of the session map's walk: the ids of those not
+    /// looked at yet. At the end of a pass, a pass that found none twice in a row while
+    /// `pending` says otherwise means the count is wrong: the checkpoint finishes.
+    fn collect_keys(&self, run: &mut Run) {
+        let mut walked = 0;
+        let mut exhausted = true;
+        let walk = self.checkpoint_limits.walk.max(1);
+        for (key, slot) in self.sessions.iter().skip(run.cursor) {
+            if walked == walk {
+                exhausted = false;
+                break;
+            }
+            walked += 1;
+            if slot.checkpoint != run.mark {
+                run.keys.push(key.clone());
+            }
+        }
+        run.cursor += walked;
+        run.found_in_pass += run.keys.len();
+        if exhausted {
+            run.empty_passes = if run.found_in_pass == 0 {
+                run.empty_passes + 1
+            } else {
+                0
+            };
+            if run.empty_passes >= 2 {
+                debug_assert!(false, "checkpoint: {} sessions pending", run.pending);
+                tracing::warn!(shard = %self.id, pending = run.pending, "checkpoint: sessions counted but not found");
+                run.pending = 0;
+            }
+            run.cursor = 0;
+            run.found_in_pass = 0;
+        }
+    }
+
+    /// Every unconfirmed inbound QoS 2 message (now that every session is restated), END,
+    /// and the deletion of the segments nothing needs any more.
+    fn finish(&mut self, run: &mut Run) -> Result<(), StoreError> {
         let mut routing: Vec<_> = self.routing.values().map(|r| r.record()).collect();
         routing.sort_by_key(|r| match r {
             Record::Qos2Routing { origin_seq, .. } => *origin_seq,
@@ -246,17 +579,102 @@ impl Broker {
         for record in routing {
             self.append(&record)?;
         }
-        self.append(&Record::CheckpointEnd { id })?;
-        report.bytes_freed = self.journal.remove_segments_before(begin.segment)?;
-        self.checkpoint_segments = self.journal.segment_count();
-        self.counters.checkpoints += 1;
+        self.append(&Record::CheckpointEnd { id: run.id })?;
+        run.report.bytes_freed = self.journal.remove_segments_before(run.keep_from)?;
         Ok(())
     }
 
+    /// A session that ended: a running checkpoint no longer waits for it.
+    pub(super) fn checkpoint_forget(&mut self, slot: &Slot) {
+        if let Some(run) = &mut self.checkpoint {
+            if slot.checkpoint != run.mark {
+                run.pending = run.pending.saturating_sub(1);
+            }
+        }
+    }
+
+    /// What `Slot::checkpoint` starts as: a session made while a checkpoint runs needs
+    /// nothing from it (its own records are after BEGIN).
+    pub(super) fn checkpoint_mark(&self) -> u32 {
+        self.checkpoint.as_ref().map_or(0, |run| run.mark)
+    }
+
     /// Like `journal`, but an error stops the caller (a checkpoint must be whole).
-    fn append(&mut self, record: &Record) -> Result<crate::store::Position, StoreError> {
+    fn append(&mut self, record: &Record) -> Result<Position, StoreError> {
         self.scratch.clear();
         record.encode(&mut self.scratch);
         self.journal.append(record.kind(), &self.scratch)
+    }
+}
+
+/// Roughly the bytes appended from `from` to `to` (whole segments counted at the
+/// journal's average segment size).
+fn written_since(from: Position, to: Position, journal: &dyn super::journal::Journal) -> u64 {
+    if to.segment == from.segment {
+        return u64::from(to.offset.saturating_sub(from.offset));
+    }
+    let segment_bytes = journal.disk_bytes() / journal.segment_count().max(1) as u64;
+    (to.segment - from.segment) * segment_bytes + u64::from(to.offset)
+        - u64::from(from.offset).min(segment_bytes)
+}
+
+/// What is left of one step's allowance.
+struct Budget {
+    items: usize,
+    bytes: usize,
+    /// Whether the step walked the session map already.
+    walked: bool,
+}
+
+impl Budget {
+    fn take(&mut self, bytes: usize) {
+        self.bytes = self.bytes.saturating_sub(bytes);
+    }
+
+    fn spent(&self) -> bool {
+        self.items == 0 || self.bytes == 0
+    }
+}
+
+fn snapshot_of(clock: WallClock, slot: &Slot, now: Instant) -> Snapshot {
+    let session = &slot.session;
+    let entry = |seq: Seq, qos, retain, in_flight| SnapshotEntry {
+        seq,
+        qos,
+        retain,
+        in_flight,
+        ids: session.ids_of(seq).to_vec(),
+    };
+    let mut entries: Vec<SnapshotEntry> = session
+        .in_flight_entries()
+        .map(|f| {
+            let e = f.entry;
+            entry(e.seq(), e.qos(), e.retain(), Some((f.packet_id, f.state)))
+        })
+        .collect();
+    entries.extend(
+        session
+            .queued_entries()
+            .map(|e| entry(e.seq(), e.qos(), e.retain(), None)),
+    );
+    let mut subscriptions: Vec<_> = session
+        .subscriptions
+        .iter()
+        .map(|(filter, s)| (filter.clone(), s.options, s.identifier.unwrap_or(0)))
+        .collect();
+    subscriptions.sort_by(|a, b| a.0.cmp(&b.0));
+    Snapshot {
+        sid: slot.sid.unwrap_or(0),
+        client_id: session.client_id.clone(),
+        expiry_secs: slot.expiry.as_secs(),
+        offline_ms: match (slot.online, slot.expires_at) {
+            (false, Some(at)) => clock
+                .unix_ms(at.checked_sub(slot.expiry).unwrap_or(now))
+                .max(1),
+            _ => 0,
+        },
+        subscriptions,
+        entries,
+        awaiting_release: session.awaiting_release_ids().collect(),
     }
 }

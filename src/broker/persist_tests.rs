@@ -14,6 +14,8 @@ use crate::protocol::{
 };
 use crate::server::ShardId;
 
+mod checkpoint_model;
+
 struct Harness {
     journal: MemJournal,
     broker: Broker,
@@ -490,4 +492,118 @@ fn queue_references_take_eight_bytes_per_message_per_session() {
         .count();
     assert_eq!(message_records, 50, "each message is written once");
     assert_eq!(std::mem::size_of::<crate::session::state::Queued>(), 8);
+}
+
+/// A log as the checkpoints before stepwise ones wrote it: BEGIN, copies, SNAPSHOTs,
+/// WILL, ORIGINS, END in one go, the segments before BEGIN's deleted (or, cut by a crash,
+/// all still there and no END).
+#[test]
+fn a_log_written_by_one_go_checkpoints_still_recovers() {
+    use super::journal::{MessageRecord, Record, Snapshot, SnapshotEntry, Target};
+    let publish = super::journal::encode_publish(&Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: "t".into(),
+        packet_id: PacketId::new(1),
+        properties: Properties::default(),
+        payload: Bytes::from_static(b"kept"),
+    });
+    let message = |targets: Vec<Target>| {
+        Record::Message(MessageRecord {
+            seq: 5,
+            origin: None,
+            expires_ms: 0,
+            publisher: "p".into(),
+            payload_len: 4,
+            targets,
+            publish: publish.clone(),
+        })
+    };
+    let target = Target {
+        sid: 1,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        ids: vec![],
+    };
+    let before = [
+        Record::SessionOpen {
+            sid: 1,
+            client_id: "old".into(),
+            expiry_secs: 300,
+        },
+        Record::Subscribe {
+            sid: 1,
+            filter: "t".into(),
+            options: SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..Default::default()
+            },
+            identifier: 0,
+        },
+        message(vec![target]),
+        Record::Will {
+            sid: 1,
+            delay_secs: 0,
+            publish: publish.clone(),
+        },
+    ];
+    let checkpoint = [
+        Record::CheckpointBegin {
+            id: 1,
+            next_seq: 6,
+            next_sid: 2,
+        },
+        message(vec![]),
+        Record::Snapshot(Snapshot {
+            sid: 1,
+            client_id: "old".into(),
+            expiry_secs: 300,
+            offline_ms: 0,
+            subscriptions: vec![(
+                "t".into(),
+                SubscriptionOptions {
+                    qos: QoS::AtLeastOnce,
+                    ..Default::default()
+                },
+                0,
+            )],
+            entries: vec![SnapshotEntry {
+                seq: 5,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                in_flight: None,
+                ids: vec![],
+            }],
+            awaiting_release: vec![],
+        }),
+        Record::Will {
+            sid: 1,
+            delay_secs: 0,
+            publish: publish.clone(),
+        },
+        Record::Origins(vec![]),
+    ];
+    let expected = "old expiry=300s subs=[\"t:1\"] window=[] queue=[5] rel=[]\nretained=[]";
+    for whole in [true, false] {
+        let journal = MemJournal::new(4);
+        let mut writer = journal.clone();
+        let mut write = |record: &Record| {
+            let mut body = bytes::BytesMut::new();
+            record.encode(&mut body);
+            writer.append(record.kind(), &body).unwrap();
+        };
+        before.iter().for_each(&mut write);
+        checkpoint.iter().for_each(&mut write);
+        if whole {
+            write(&Record::CheckpointEnd { id: 1 });
+            writer.remove_segments_before(1).unwrap();
+        }
+        let mut h = Harness::new(4);
+        h.restart_from(journal);
+        assert_eq!(h.describe(), expected, "whole: {whole}");
+        assert_eq!(h.broker.logged_wills.len(), 1);
+        let (_, resume) = h.connect("old", 300);
+        assert_eq!(payloads(&resume)[0].0, "kept");
+    }
 }

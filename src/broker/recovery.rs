@@ -1,10 +1,14 @@
 //! Rebuilding a core's engine from its log: sessions, subscriptions, queues, the window
 //! of each session, inbound QoS 2 state and retained messages.
 //!
-//! Records are applied in log order. A checkpoint's records (BEGIN .. END) are held aside
-//! until its END is read and then replace everything before them; a BEGIN without END (a
-//! crash during the checkpoint) is dropped, and ABORT is written after it so that the
-//! records that follow are read normally next time.
+//! Records are applied in log order. A checkpoint is written a slice at a time, with the
+//! core's ordinary records between its slices, so from its BEGIN on every record is applied
+//! twice: to the state read so far, and to a second state that starts empty at BEGIN (the
+//! checkpoint's restatements plus what changed after them). At END the second state
+//! replaces the first; a BEGIN without END (a crash during the checkpoint) leaves the
+//! first, which has had every record, ordinary ones included; ABORT is written after it so
+//! that the records that follow are read normally next time. ARCHITECTURE.md, "Recovery
+//! rules", gives the reasoning per record kind.
 //!
 //! Time offline counts across restarts: a session that was offline keeps its wall-clock
 //! offline time; one that was online when the broker stopped counts as offline from the
@@ -44,26 +48,34 @@ struct State {
     by_client: HashMap<ByteString, u64>,
     retained: HashMap<ByteString, Arc<Message>>,
     messages: HashMap<Seq, Entry>,
+    /// Set in the state a checkpoint builds until its END: a message whose last reference
+    /// goes is kept, since the SNAPSHOT of a session not yet restated may still name it.
+    keep_released: bool,
+    /// Queue entries of checkpointed sessions whose message copy was not in the log (lost
+    /// to damage): dropped from their queue.
+    missing_messages: u64,
 }
 
-/// A record held aside while its checkpoint is read: position, kind, body.
-type Held = (Position, u8, Bytes);
+/// A checkpoint being read: its id and the state its records build.
+struct Reading {
+    id: u64,
+    /// BEGIN's next session number: the checkpoint restates the sessions below it.
+    begin_sid: u64,
+    state: State,
+}
 
 /// Collects the log's records as they are read back; [`Broker::recover`] turns the result
 /// into an engine.
 pub struct Rebuild {
     clock: WallClock,
     state: State,
-    /// The checkpoint being read: its id and records, applied when its END arrives.
-    stash: Option<(u64, Vec<Held>)>,
+    /// The checkpoint being read, whose state replaces `state` when its END arrives.
+    checkpoint: Option<Reading>,
     next_seq: Seq,
     next_sid: u64,
     next_checkpoint_id: u64,
     pub records: u64,
     pub undecodable: u64,
-    /// Queue entries of checkpointed sessions whose message copy was not in the log (lost to
-    /// damage): dropped from their queue.
-    pub missing_messages: u64,
 }
 
 /// What recovery found, for the start-up log line.
@@ -74,7 +86,8 @@ pub struct Recovered {
     pub announce: super::Effects,
     pub records: u64,
     pub undecodable: u64,
-    /// See [`Rebuild::missing_messages`].
+    /// Queue entries of checkpointed sessions whose message copy was not in the log (lost
+    /// to damage): dropped from their queue.
     pub missing_messages: u64,
     pub sessions: usize,
     pub queued: usize,
@@ -126,13 +139,12 @@ impl Rebuild {
         Rebuild {
             clock,
             state: State::default(),
-            stash: None,
+            checkpoint: None,
             next_seq: 1,
             next_sid: 1,
             next_checkpoint_id: 1,
             records: 0,
             undecodable: 0,
-            missing_messages: 0,
         }
     }
 
@@ -150,7 +162,15 @@ impl Rebuild {
                     self.next_seq = self.next_seq.max(next_seq);
                     self.next_sid = self.next_sid.max(next_sid);
                     self.next_checkpoint_id = self.next_checkpoint_id.max(id + 1);
-                    self.stash = Some((id, Vec::new()));
+                    let state = State {
+                        keep_released: true,
+                        ..State::default()
+                    };
+                    self.checkpoint = Some(Reading {
+                        id,
+                        begin_sid: next_sid,
+                        state,
+                    });
                 } else {
                     self.undecodable += 1;
                 }
@@ -158,28 +178,19 @@ impl Rebuild {
             }
             kind::CHECKPOINT_END | kind::CHECKPOINT_ABORT => {
                 let ended = Record::decode(kind, &Bytes::copy_from_slice(body));
-                let Some((id, records)) = self.stash.take() else {
+                let Some(reading) = self.checkpoint.take() else {
                     return;
                 };
-                let matches = matches!(ended, Ok(Record::CheckpointEnd { id: e }) if e == id);
+                let matches = matches!(ended, Ok(Record::CheckpointEnd { id }) if id == reading.id);
                 if kind == kind::CHECKPOINT_END && matches {
-                    self.state = State::default();
-                    for (pos, kind, body) in records {
-                        self.apply(pos, kind, body);
-                    }
+                    self.state = reading.state;
+                    self.state.keep_released = false;
                 }
                 return;
             }
             _ => {}
         }
         let body = Bytes::copy_from_slice(body);
-        match &mut self.stash {
-            Some((_, records)) => records.push((pos, kind, body)),
-            None => self.apply(pos, kind, body),
-        }
-    }
-
-    fn apply(&mut self, pos: Position, kind: u8, body: Bytes) {
         let record = match Record::decode(kind, &body) {
             Ok(record) => record,
             Err(error) => {
@@ -188,14 +199,45 @@ impl Rebuild {
                 return;
             }
         };
-        let state = &mut self.state;
+        match &record {
+            Record::SessionOpen { sid, .. } => self.next_sid = self.next_sid.max(sid + 1),
+            Record::Snapshot(s) => self.next_sid = self.next_sid.max(s.sid + 1),
+            Record::Message(m) => self.next_seq = self.next_seq.max(m.seq + 1),
+            Record::Qos2Routing { origin_seq, .. } => {
+                self.next_seq = self.next_seq.max(origin_seq + 1)
+            }
+            _ => {}
+        }
+        let clock = self.clock;
+        let ok = match &mut self.checkpoint {
+            None => self.state.apply(clock, pos, kind, record),
+            // The SNAPSHOT of a session that existed at BEGIN restates what the state read
+            // so far has from the records before: that state skips it (a second copy of
+            // every session would cost time and memory for nothing).
+            Some(reading) if matches!(&record, Record::Snapshot(s) if s.sid < reading.begin_sid) => {
+                reading.state.apply(clock, pos, kind, record)
+            }
+            Some(reading) => {
+                let fresh = reading.state.apply(clock, pos, kind, record.clone());
+                self.state.apply(clock, pos, kind, record) && fresh
+            }
+        };
+        if !ok {
+            self.undecodable += 1;
+        }
+    }
+}
+
+impl State {
+    /// Applies one decoded record; false if part of it does not decode.
+    fn apply(&mut self, clock: WallClock, pos: Position, kind: u8, record: Record) -> bool {
+        let state = self;
         match record {
             Record::SessionOpen {
                 sid,
                 client_id,
                 expiry_secs,
             } => {
-                self.next_sid = self.next_sid.max(sid + 1);
                 if let Some(old) = state.by_client.insert(client_id.clone(), sid) {
                     state.end(old);
                 }
@@ -237,7 +279,6 @@ impl Rebuild {
                 publisher,
                 publish,
             } => {
-                self.next_seq = self.next_seq.max(origin_seq + 1);
                 if state.sessions.contains_key(&sid) {
                     let routing = Routing {
                         sid,
@@ -291,7 +332,6 @@ impl Rebuild {
                 }
             }
             Record::Message(m) => {
-                self.next_seq = self.next_seq.max(m.seq + 1);
                 if let Some(origin) = m.origin {
                     state.origins.admit(origin);
                 }
@@ -304,16 +344,14 @@ impl Rebuild {
                         refs += 1;
                     }
                 }
-                state.messages.insert(
-                    m.seq,
-                    Entry {
-                        pos: Some(pos),
-                        refs,
-                        size: m.payload_len,
-                        message: None,
-                    },
-                );
+                // A copy (no targets) moves the message and keeps who holds it.
+                state.locate(m.seq, pos, m.payload_len, refs);
             }
+            Record::MessageAt {
+                seq,
+                at,
+                payload_len,
+            } => state.locate(seq, at, payload_len, 0),
             Record::Sent {
                 sid,
                 seq,
@@ -349,21 +387,21 @@ impl Rebuild {
                 expires_ms,
                 publisher,
                 publish,
-            } => match message_of(kind, &publish, publisher, expires_ms, self.clock) {
+            } => match message_of(kind, &publish, publisher, expires_ms, clock) {
                 Ok(message) => {
                     state
                         .retained
                         .insert(message.topic.clone(), Arc::new(message));
                 }
-                Err(_) => self.undecodable += 1,
+                Err(_) => return false,
             },
             Record::RetainedClear { topic } => {
                 state.retained.remove(&topic);
             }
             Record::Snapshot(s) => {
-                self.next_sid = self.next_sid.max(s.sid + 1);
-                if let Some(old) = state.by_client.insert(s.client_id.clone(), s.sid) {
-                    state.end(old);
+                match state.by_client.insert(s.client_id.clone(), s.sid) {
+                    Some(old) if old != s.sid => state.end(old),
+                    _ => {}
                 }
                 let mut session = Session::new(s.client_id);
                 for (filter, options, identifier) in s.subscriptions {
@@ -378,7 +416,7 @@ impl Rebuild {
                 }
                 for e in s.entries {
                     let Some(message) = state.messages.get_mut(&e.seq) else {
-                        self.missing_messages += 1; // its copy was lost to damage
+                        state.missing_messages += 1; // its copy was lost to damage
                         continue;
                     };
                     message.refs += 1;
@@ -399,20 +437,28 @@ impl Rebuild {
                 for packet_id in s.awaiting_release {
                     session.restore_awaiting_release(packet_id, true);
                 }
-                state.sessions.insert(
-                    s.sid,
-                    Rebuilt {
-                        session,
-                        expiry: Duration::from_secs(s.expiry_secs),
-                        offline_ms: (s.offline_ms != 0).then_some(s.offline_ms),
-                        will: None,
-                    },
-                );
+                let rebuilt = Rebuilt {
+                    session,
+                    expiry: Duration::from_secs(s.expiry_secs),
+                    offline_ms: (s.offline_ms != 0).then_some(s.offline_ms),
+                    will: None,
+                };
+                // A snapshot of a session held already replaces it (its new references
+                // were taken above, before the old ones go); its will stays.
+                if let Some(old) = state.sessions.insert(s.sid, rebuilt) {
+                    if let Some(new) = state.sessions.get_mut(&s.sid) {
+                        new.will = old.will;
+                    }
+                    for seq in old.session.references().collect::<Vec<_>>() {
+                        state.release(seq);
+                    }
+                }
             }
             Record::CheckpointBegin { .. }
             | Record::CheckpointEnd { .. }
             | Record::CheckpointAbort { .. } => {}
         }
+        true
     }
 }
 
@@ -424,10 +470,23 @@ impl State {
     fn release(&mut self, seq: Seq) {
         if let Some(entry) = self.messages.get_mut(&seq) {
             entry.refs = entry.refs.saturating_sub(1);
-            if entry.refs == 0 {
+            if entry.refs == 0 && !self.keep_released {
                 self.messages.remove(&seq);
             }
         }
+    }
+
+    /// Message `seq` is stored at `pos`; `refs` more sessions hold it.
+    fn locate(&mut self, seq: Seq, pos: Position, size: u32, refs: u32) {
+        let entry = self.messages.entry(seq).or_insert(Entry {
+            pos: None,
+            refs: 0,
+            size,
+            message: None,
+        });
+        entry.pos = Some(pos);
+        entry.size = size;
+        entry.refs += refs;
     }
 
     fn end(&mut self, sid: u64) {
@@ -458,10 +517,10 @@ impl Broker {
         let mut report = Recovered {
             records: rebuild.records,
             undecodable: rebuild.undecodable,
-            missing_messages: rebuild.missing_messages,
+            missing_messages: rebuild.state.missing_messages,
             ..Recovered::default()
         };
-        let aborted = rebuild.stash.as_ref().map(|(id, _)| *id);
+        let aborted = rebuild.checkpoint.as_ref().map(|reading| reading.id);
         let mut broker = Broker::with_journal(id, cores, policy, journal, clock);
         broker.next_sid = rebuild.next_sid;
         broker.next_checkpoint_id = rebuild.next_checkpoint_id;
@@ -544,6 +603,7 @@ impl Broker {
                     expiry,
                     expires_at: Some(expires_at),
                     sid: Some(sid),
+                    checkpoint: 0,
                 }),
             );
         }

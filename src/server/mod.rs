@@ -330,28 +330,54 @@ fn report_stored(shard: &Shard, over_bound: &mut bool) {
     }
 }
 
-/// Once a second: ends offline sessions whose expiry has passed, and rewrites the log in
-/// a checkpoint once it has grown enough.
+/// Once a second: ends offline sessions whose expiry has passed, and starts a checkpoint
+/// of the log once it has grown enough.
 async fn expiry_loop(shard: Rc<Shard>) {
     loop {
         glommio::timer::sleep(Duration::from_secs(1)).await;
         let now = std::time::Instant::now();
         let effects = shard.broker.borrow_mut().expire(now);
         shard.apply(effects).await;
-        let mut broker = shard.broker.borrow_mut();
-        if broker.checkpoint_due() {
-            let started = std::time::Instant::now();
-            match broker.checkpoint(now) {
-                Ok(report) => tracing::info!(
+        if shard.broker.borrow().checkpoint_due() {
+            glommio::spawn_local(checkpoint(shard.clone())).detach();
+        }
+    }
+}
+
+/// Runs a checkpoint a bounded step at a time, sleeping between steps (`checkpoint_pause`)
+/// so that the executor polls its sockets in between (a plain yield keeps the task queue
+/// busy and the reactor waits) and the checkpoint's writes stay behind the log's segment
+/// preparation. `checkpoint_due` is false while it runs.
+async fn checkpoint(shard: Rc<Shard>) {
+    let started = std::time::Instant::now();
+    let mut longest = Duration::ZERO;
+    loop {
+        let step = std::time::Instant::now();
+        let result = shard.broker.borrow_mut().checkpoint_step(step);
+        longest = longest.max(step.elapsed());
+        match result {
+            Ok(None) => {
+                let pause = shard.broker.borrow().checkpoint_pause();
+                glommio::timer::sleep(pause).await
+            }
+            Ok(Some(report)) => {
+                tracing::info!(
                     shard = %shard.id,
                     sessions = report.sessions,
                     messages = report.messages,
+                    kept = report.kept,
                     retained = report.retained,
                     freed_bytes = report.bytes_freed,
+                    steps = report.steps,
+                    longest_step_us = longest.as_micros() as u64,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "log checkpoint"
-                ),
-                Err(error) => tracing::error!(shard = %shard.id, %error, "log checkpoint failed"),
+                );
+                return;
+            }
+            Err(error) => {
+                tracing::error!(shard = %shard.id, %error, "log checkpoint failed");
+                return;
             }
         }
     }
