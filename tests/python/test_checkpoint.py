@@ -32,8 +32,8 @@ LOG_WAIT = 60.0
 def start(tmp_path, name: str, data: str) -> Broker:
     workdir = tmp_path / name
     workdir.mkdir()
-    return Broker.start("--fsync", "never", "--max-queued-messages", "1000000", cores=1,
-                        workdir=str(workdir), data_dir=data)
+    return Broker.start("--fsync", "never", "--max-queued-messages", "1000000",
+                        "--max-queued-bytes", "0", cores=1, workdir=str(workdir), data_dir=data)
 
 
 def persistent(c: Conn, client_id: str, clean: bool = False):

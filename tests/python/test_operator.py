@@ -258,8 +258,14 @@ def test_a_subscriber_that_stops_reading_is_dropped_after_write_timeout(start_br
         pub.connect("stall-pub")
         message = b"p" * 65536
         line = None
-        for batch in range(64):  # up to 64 MiB, far more than the socket buffers hold
-            ids = range(16 * batch + 1, 16 * batch + 17)
+        # Publishing goes on until the drop: the timeout is armed while a write waits, and
+        # the kernel's send buffer for the stalled client grows for a while before writes
+        # wait for good (with nothing more to send, an idle writer waits on nothing).
+        deadline = time.monotonic() + 40
+        batch = 0
+        while time.monotonic() < deadline:
+            batch += 1
+            ids = [(16 * batch + n) % 65535 + 1 for n in range(16)]
             pub.send(b"".join(publish_with("stall/t", message, V5, qos=qos, packet_id=n if qos else None)
                               for n in ids))
             if qos:
