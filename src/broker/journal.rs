@@ -792,20 +792,25 @@ impl MemJournal {
     pub fn with_records(segment_len: u32, records: BTreeMap<Position, (u8, Bytes)>) -> MemJournal {
         let journal = MemJournal::new(segment_len);
         if let Some(last) = records.keys().next_back() {
-            let mut next = Position {
-                segment: last.segment,
-                offset: last.offset + 1,
-            };
-            if next.offset >= journal.segment_len {
-                next = Position {
-                    segment: last.segment + 1,
-                    offset: 0,
-                };
-            }
-            journal.head.set(next);
+            journal.head.set(journal.after(*last));
         }
         *journal.records.borrow_mut() = records;
         journal
+    }
+
+    /// Where the record after the one at `pos` goes: `segment_len` records a segment.
+    fn after(&self, pos: Position) -> Position {
+        if pos.offset + 1 >= self.segment_len {
+            Position {
+                segment: pos.segment + 1,
+                offset: 0,
+            }
+        } else {
+            Position {
+                segment: pos.segment,
+                offset: pos.offset + 1,
+            }
+        }
     }
 
     /// Replays every record, in order, as the log's `open` does.
@@ -826,17 +831,7 @@ impl Journal for MemJournal {
         self.records
             .borrow_mut()
             .insert(pos, (kind, Bytes::copy_from_slice(body)));
-        let mut next = Position {
-            segment: pos.segment,
-            offset: pos.offset + 1,
-        };
-        if next.offset >= self.segment_len {
-            next = Position {
-                segment: pos.segment + 1,
-                offset: 0,
-            };
-        }
-        self.head.set(next);
+        self.head.set(self.after(pos));
         Ok(pos)
     }
     fn read(&self, pos: Position) -> Result<(u8, Bytes), StoreError> {
