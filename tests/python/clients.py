@@ -153,7 +153,11 @@ class RawSession:
             got.append(pub)
 
     def disconnect(self, raw: bytes = b"\xe0\x00") -> None:
+        """Sends DISCONNECT and waits for the broker to close its end, which it does once it
+        has taken the session offline: what the test publishes next finds the session
+        offline (queued, not sent on this connection and resent with DUP)."""
         self.conn.send(raw)
+        self.conn.read_until_closed(timeout=10)
         self.close()
 
     def close(self) -> None:
