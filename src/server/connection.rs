@@ -778,7 +778,9 @@ async fn flush(conn: &mut Conn<'_>, pending: Effects, acks: &mut Vec<Packet>) ->
             conn.out.send(ack);
             continue;
         };
-        if refused && a.reason_code == ReasonCode::SUCCESS {
+        // Acks refused at the gate already let their QoS 2 id go in `forward`.
+        let refused_now = refused && a.reason_code == ReasonCode::SUCCESS;
+        if refused_now {
             conn.shard.stats.publish_refused();
             refuse_ack(a, Closed::DiskFull);
         }
@@ -788,7 +790,7 @@ async fn flush(conn: &mut Conn<'_>, pending: Effects, acks: &mut Vec<Packet>) ->
             let mut broker = conn.shard.broker.borrow_mut();
             if stored {
                 broker.journal_qos2_received(&conn.client_id, packet_id);
-            } else {
+            } else if refused_now {
                 broker.refuse_qos2(&conn.client_id, packet_id);
             }
         }

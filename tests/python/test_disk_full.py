@@ -128,6 +128,20 @@ def sys_value(addr, topic: str) -> int:
         return int(p.payload)
 
 
+def assert_nothing_acknowledged_lost(data: str, workdir: str, acked: list[int],
+                                     taken: dict[str, set[int]] | None = None) -> None:
+    """Restarts on `data` and drains every subscriber: each acknowledged message arrives,
+    now or (`taken`) before the restart."""
+    broker = start(data, workdir)
+    try:
+        for sid in SUBSCRIBERS:
+            got = (taken or {}).get(sid, set()) | set(drain(broker.addr, sid))
+            missing = sorted(set(acked) - got)
+            assert not missing, f"{sid} lost {len(missing)} acknowledged messages: {missing[:10]}"
+    finally:
+        broker.assert_clean_exit()
+
+
 def test_a_full_disk_refuses_what_it_cannot_store_and_loses_nothing_acknowledged(small_fs, tmp_path):
     fs = small_fs(32)
     data = os.path.join(fs, "data")
@@ -175,14 +189,7 @@ def test_a_full_disk_refuses_what_it_cannot_store_and_loses_nothing_acknowledged
         broker.kill()
         broker.stop(sig=None)
 
-    broker = start(data, str(tmp_path / "b1"))
-    try:
-        for sid in SUBSCRIBERS:
-            got = set(drain(broker.addr, sid))
-            missing = sorted(set(acked) - got)
-            assert not missing, f"{sid} lost {len(missing)} acknowledged messages: {missing[:10]}"
-    finally:
-        broker.assert_clean_exit()
+    assert_nothing_acknowledged_lost(data, str(tmp_path / "b1"), acked)
 
 
 def test_draining_on_a_full_disk_then_kill_9_loses_nothing(small_fs, tmp_path):
@@ -203,14 +210,7 @@ def test_draining_on_a_full_disk_then_kill_9_loses_nothing(small_fs, tmp_path):
     finally:
         broker.kill()
         broker.stop(sig=None)
-    broker = start(data, str(tmp_path / "b1"))
-    try:
-        for sid in SUBSCRIBERS:
-            got = taken[sid] | set(drain(broker.addr, sid))
-            missing = sorted(set(acked) - got)
-            assert not missing, f"{sid} lost {len(missing)} acknowledged messages: {missing[:10]}"
-    finally:
-        broker.assert_clean_exit()
+    assert_nothing_acknowledged_lost(data, str(tmp_path / "b1"), acked, taken)
 
 
 def test_max_stored_bytes_refuses_like_a_full_disk_until_sessions_take_their_messages(tmp_path):
