@@ -31,10 +31,10 @@ use bytestring::ByteString;
 
 use berth::broker::journal::{Journal, LogJournal};
 use berth::broker::{Broker, SessionPolicy, WallClock};
+use berth::ownership::CoreId;
 use berth::protocol::{
     Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
 };
-use berth::server::ShardId;
 use berth::session::state::QueueLimits;
 use berth::store::{FsyncPolicy, Log, LogConfig};
 
@@ -113,7 +113,7 @@ fn core(held: usize) -> Core {
     let (log, _) = Log::open(config, |_, _, _| {}).expect("open the log");
     let journal: Box<dyn Journal> = Box::new(LogJournal::new(log, false));
     let clock = WallClock::now_from_system();
-    let broker = Broker::with_journal(ShardId(0), 1, policy(held), journal, clock);
+    let broker = Broker::with_journal(CoreId(0), 1, policy(held), journal, clock);
     Core { broker, _dir: dir }
 }
 

@@ -37,8 +37,8 @@ use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use berth::broker::{Broker, CoreMsg, SessionPolicy};
+use berth::ownership::CoreId;
 use berth::protocol::{PacketId, Properties, Publish, QoS, Subscribe, SubscriptionOptions};
-use berth::server::ShardId;
 
 const CAPACITY: usize = 4096;
 /// The consumer's signal that a one-way run is complete.
@@ -345,7 +345,12 @@ fn broker(core: usize) -> Broker {
         max_session_expiry: Duration::from_secs(60),
         ..SessionPolicy::default()
     };
-    Broker::new(ShardId(core), 2, policy)
+    Broker::new(
+        CoreId(core),
+        2,
+        policy,
+        berth::broker::WallClock::now_from_system(),
+    )
 }
 
 /// Connects `clients` sessions to `engine` and subscribes each to `filter`; returns what

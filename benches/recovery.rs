@@ -29,8 +29,8 @@ use bytestring::ByteString;
 
 use berth::broker::journal::{Journal, LogJournal, MemJournal};
 use berth::broker::{Broker, Rebuild, SessionPolicy, WallClock};
+use berth::ownership::CoreId;
 use berth::protocol::{PacketId, Properties, Publish, QoS, Subscribe, SubscriptionOptions};
-use berth::server::ShardId;
 use berth::session::state::QueueLimits;
 use berth::store::{FsyncPolicy, Log, LogConfig};
 
@@ -83,7 +83,7 @@ fn one_session(n: usize) {
     let store = Store::from_env();
     let clock = WallClock::now_from_system();
     let now = clock.base;
-    let mut broker = Broker::with_journal(ShardId(0), 1, policy(), store.fresh(), clock);
+    let mut broker = Broker::with_journal(CoreId(0), 1, policy(), store.fresh(), clock);
     let id = ByteString::from_static("many-filters");
     broker
         .connect(&id, false, Duration::from_secs(3600), 100, now)
@@ -139,7 +139,7 @@ fn fleet() {
     let store = Store::from_env();
     let clock = WallClock::now_from_system();
     let now = clock.base;
-    let mut broker = Broker::with_journal(ShardId(0), 1, policy(), store.fresh(), clock);
+    let mut broker = Broker::with_journal(CoreId(0), 1, policy(), store.fresh(), clock);
 
     let rss0 = rss_bytes();
     let started = Instant::now();
@@ -292,7 +292,7 @@ fn replay(what: &str, store: &Store, clock: WallClock) -> Broker {
     let journal = store.open(|pos, kind, body| rebuild.visit(pos, kind, body));
     let records = rebuild.records;
     let (broker, report) =
-        Broker::recover(ShardId(0), 1, policy(), journal, rebuild, Instant::now());
+        Broker::recover(CoreId(0), 1, policy(), journal, rebuild, Instant::now());
     let elapsed = started.elapsed();
     println!(
         "{what}: {records} records -> {} sessions, {} queued references in {:.2} s ({:.0} records/s, {:.0} references/s)",

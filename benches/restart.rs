@@ -23,8 +23,8 @@ use bytestring::ByteString;
 
 use berth::broker::journal::LogJournal;
 use berth::broker::{Broker, SessionPolicy, WallClock};
+use berth::ownership::{owner_of, CoreId};
 use berth::protocol::{PacketId, Properties, Publish, QoS, Subscribe, SubscriptionOptions};
-use berth::server::{owner_of, ShardId};
 use berth::session::state::QueueLimits;
 use berth::store::{FsyncPolicy, Log, LogConfig};
 
@@ -59,7 +59,7 @@ fn populate(data: &Path, core: usize, sessions: usize, group: usize, queued: usi
     let clock = WallClock::now_from_system();
     let now = clock.base;
     let mut broker = Broker::with_journal(
-        ShardId(core),
+        CoreId(core),
         CORES,
         policy(),
         Box::new(LogJournal::new(log, false)),
@@ -71,7 +71,7 @@ fn populate(data: &Path, core: usize, sessions: usize, group: usize, queued: usi
         let filter = ByteString::from(format!("fleet/{g}/cmd"));
         for i in 0..group {
             let id = ByteString::from(format!("device-{g:05}-{i:05}"));
-            if owner_of(&id, CORES) != ShardId(core) {
+            if owner_of(&id, CORES) != CoreId(core) {
                 continue;
             }
             broker

@@ -7,8 +7,10 @@
 #![deny(unsafe_code)]
 
 pub mod broker;
+mod clock;
 pub mod config;
 pub(crate) mod hash;
+pub mod ownership;
 pub mod protocol;
 pub mod server;
 pub mod session;

@@ -73,6 +73,14 @@ cargo --version
 section "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 
+section "Lints: cargo fmt --check, cargo clippy -D warnings"
+# Rules the build checks (the layering and `//!` rules are tests/tidy.rs, run below).
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+
 section "cargo test --workspace"
 cargo test --workspace
 

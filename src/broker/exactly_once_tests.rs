@@ -9,10 +9,10 @@ use bytestring::ByteString;
 
 use super::journal::MemJournal;
 use super::{Broker, CoreMsg, Effects, Rebuild, SessionPolicy, WallClock};
+use crate::ownership::CoreId;
 use crate::protocol::{
     Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
 };
-use crate::server::ShardId;
 
 const A: usize = 0;
 const B: usize = 1;
@@ -34,7 +34,7 @@ impl World {
         let journals = [MemJournal::new(1 << 20), MemJournal::new(1 << 20)];
         let cores = [0, 1].map(|c| {
             Broker::with_journal(
-                ShardId(c),
+                CoreId(c),
                 2,
                 SessionPolicy::default(),
                 Box::new(journals[c].clone()),
@@ -50,7 +50,7 @@ impl World {
     }
 
     /// Hands core-to-core messages to their cores, and what those send on, until quiet.
-    fn carry(&mut self, mut msgs: Vec<(ShardId, CoreMsg)>) {
+    fn carry(&mut self, mut msgs: Vec<(CoreId, CoreMsg)>) {
         while !msgs.is_empty() {
             let mut next = Vec::new();
             for (to, msg) in msgs {
@@ -68,7 +68,7 @@ impl World {
             let mut rebuild = Rebuild::new(self.clock);
             self.journals[c].replay(|pos, kind, body| rebuild.visit(pos, kind, body));
             let (broker, report) = Broker::recover(
-                ShardId(c),
+                CoreId(c),
                 2,
                 SessionPolicy::default(),
                 Box::new(self.journals[c].clone()),

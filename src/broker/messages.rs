@@ -179,16 +179,6 @@ pub struct WallClock {
 }
 
 impl WallClock {
-    pub fn now_from_system() -> WallClock {
-        let unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        WallClock {
-            base: Instant::now(),
-            base_unix_ms: unix.as_millis() as u64,
-        }
-    }
-
     pub fn unix_ms(&self, at: Instant) -> u64 {
         match at.checked_duration_since(self.base) {
             Some(d) => self.base_unix_ms + d.as_millis() as u64,

@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
+use crate::ownership::CoreId;
 use crate::protocol::{Packet, PacketId, Publish};
-use crate::server::ShardId;
 use crate::session::state::{Change, QueueLimits};
 use crate::session::{Message, Session};
 use crate::topic::{SharedFilter, SubscriptionTree};
@@ -56,7 +56,7 @@ pub enum CoreMsg {
     Publish(Arc<Message>),
     /// The sending core gained (`present`) or lost interest in a filter.
     Interest {
-        from: ShardId,
+        from: CoreId,
         filter: ByteString,
         present: bool,
     },
@@ -72,19 +72,19 @@ pub enum CoreMsg {
     /// The sending core now holds `members` members of a share group, `online` of them
     /// with a connected client.
     ShareCount {
-        from: ShardId,
+        from: CoreId,
         group: SharedFilter,
         members: u32,
         online: u32,
     },
     /// A core's figures for `$SYS`, sent to core 0 every `sys_interval`.
-    Stats { from: ShardId, stats: CoreStats },
+    Stats { from: CoreId, stats: CoreStats },
 }
 
 #[derive(Debug, Default)]
 pub struct Effects {
     pub to_clients: Vec<(ByteString, Outgoing)>,
-    pub to_cores: Vec<(ShardId, CoreMsg)>,
+    pub to_cores: Vec<(CoreId, CoreMsg)>,
 }
 
 /// The server's session policy.
@@ -145,7 +145,7 @@ pub struct Counters {
 }
 
 pub struct Broker {
-    pub id: ShardId,
+    pub id: CoreId,
     pub cores: usize,
     policy: SessionPolicy,
     /// Boxed: an idle session should cost its size, not its size over the map's load factor.
@@ -153,7 +153,7 @@ pub struct Broker {
     /// Local subscriptions: (client id) -> subscription.
     subscriptions: SubscriptionTree<ByteString, crate::session::Subscription>,
     /// Which other cores subscribe to which filters.
-    interest: SubscriptionTree<ShardId, ()>,
+    interest: SubscriptionTree<CoreId, ()>,
     retained: FastMap<ByteString, Arc<Message>>,
     pub counters: Counters,
     messages: MessageTable,
@@ -204,18 +204,18 @@ pub struct Broker {
 
 impl Broker {
     /// An engine with an empty journal in memory (tests, benches).
-    pub fn new(id: ShardId, cores: usize, policy: SessionPolicy) -> Broker {
+    pub fn new(id: CoreId, cores: usize, policy: SessionPolicy, clock: WallClock) -> Broker {
         Broker::with_journal(
             id,
             cores,
             policy,
             Box::new(journal::MemJournal::new(1 << 16)),
-            WallClock::now_from_system(),
+            clock,
         )
     }
 
     pub fn with_journal(
-        id: ShardId,
+        id: CoreId,
         cores: usize,
         policy: SessionPolicy,
         journal: Box<dyn Journal>,
@@ -300,7 +300,7 @@ impl Broker {
         match appended {
             Ok(pos) => {
                 if self.failing_records > 0 {
-                    tracing::warn!(shard = %self.id, failed_records = self.failing_records, "log: writes resumed");
+                    tracing::warn!(core = %self.id, failed_records = self.failing_records, "log: writes resumed");
                     self.failing_records = 0;
                 }
                 Some(pos)
@@ -308,7 +308,7 @@ impl Broker {
             Err(error) => {
                 self.counters.journal_errors += 1;
                 if self.failing_records == 0 {
-                    tracing::error!(shard = %self.id, %error, kind = record.kind(), "log: cannot write a record; this is logged once until writes resume");
+                    tracing::error!(core = %self.id, %error, kind = record.kind(), "log: cannot write a record; this is logged once until writes resume");
                 }
                 self.failing_records += 1;
                 None

@@ -161,7 +161,7 @@ impl Broker {
             (Some(pos), _) => {
                 if let Err(error) = self.copy_message(seq, pos) {
                     self.counters.journal_errors += 1;
-                    tracing::error!(shard = %self.id, seq, %error, "cannot copy a message");
+                    tracing::error!(core = %self.id, seq, %error, "cannot copy a message");
                 }
             }
             (None, Some(message)) => {
@@ -414,7 +414,7 @@ impl Broker {
                         run.report.messages += 1;
                     }
                     Err(StoreError::NoRecord(_)) | Err(StoreError::Corrupt { .. }) => {
-                        tracing::error!(shard = %self.id, seq, ?pos, "checkpoint cannot copy a message");
+                        tracing::error!(core = %self.id, seq, ?pos, "checkpoint cannot copy a message");
                     }
                     Err(error) => return Err(error),
                 }
@@ -560,7 +560,7 @@ impl Broker {
             };
             if run.empty_passes >= 2 {
                 debug_assert!(false, "checkpoint: {} sessions pending", run.pending);
-                tracing::warn!(shard = %self.id, pending = run.pending, "checkpoint: sessions counted but not found");
+                tracing::warn!(core = %self.id, pending = run.pending, "checkpoint: sessions counted but not found");
                 run.pending = 0;
             }
             run.cursor = 0;

@@ -9,10 +9,10 @@ use bytestring::ByteString;
 
 use super::journal::{kind, Journal, MemJournal};
 use super::{Broker, Rebuild, SessionPolicy, WallClock};
+use crate::ownership::CoreId;
 use crate::protocol::{
     Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
 };
-use crate::server::ShardId;
 
 mod checkpoint_model;
 
@@ -31,8 +31,7 @@ impl Harness {
     fn new(segment_len: u32) -> Harness {
         let journal = MemJournal::new(segment_len);
         let clock = WallClock::now_from_system();
-        let broker =
-            Broker::with_journal(ShardId(0), 1, policy(), Box::new(journal.clone()), clock);
+        let broker = Broker::with_journal(CoreId(0), 1, policy(), Box::new(journal.clone()), clock);
         Harness {
             journal,
             broker,
@@ -50,7 +49,7 @@ impl Harness {
         let mut rebuild = Rebuild::new(self.clock);
         journal.replay(|pos, kind, body| rebuild.visit(pos, kind, body));
         let (broker, report) = Broker::recover(
-            ShardId(0),
+            CoreId(0),
             1,
             policy(),
             Box::new(journal.clone()),

@@ -25,7 +25,7 @@ use super::exactly_once::{Origins, Routing};
 use super::journal::{kind, Journal, Record};
 use super::messages::{message_of, Entry, MessageTable, WallClock};
 use super::{Broker, SessionPolicy, Slot};
-use crate::server::ShardId;
+use crate::ownership::CoreId;
 use crate::session::state::{InFlight, Origin, Queued, Seq};
 use crate::session::{Message, Session, Subscription};
 use crate::store::Position;
@@ -506,7 +506,7 @@ impl Broker {
     /// The engine as the log left it. Sessions come back offline; their expiry counts from
     /// when they went offline (or from now, if they were online when the broker stopped).
     pub fn recover(
-        id: ShardId,
+        id: CoreId,
         cores: usize,
         policy: SessionPolicy,
         journal: Box<dyn Journal>,

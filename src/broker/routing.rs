@@ -12,10 +12,10 @@ use super::journal::{self, MessageRecord, Record, Target};
 use super::messages::{Entry, Lookup};
 use super::sys::is_sys_topic;
 use super::{Broker, CoreMsg, Effects, Outgoing, SharedPublish};
+use crate::ownership::CoreId;
 use crate::protocol::{
     PacketId, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
-use crate::server::ShardId;
 use crate::session::state::{copy_topic_and_payload, publish_of, Delivery, Origin, Queued};
 use crate::session::{Message, Subscription};
 use crate::topic::{ParsedFilter, TopicFilter, TopicName};
@@ -260,8 +260,8 @@ impl Broker {
         }
     }
 
-    pub(super) fn broadcast(&self, effects: &mut Effects, msg: impl Fn(ShardId) -> CoreMsg) {
-        for core in (0..self.cores).map(ShardId).filter(|&c| c != self.id) {
+    pub(super) fn broadcast(&self, effects: &mut Effects, msg: impl Fn(CoreId) -> CoreMsg) {
+        for core in (0..self.cores).map(CoreId).filter(|&c| c != self.id) {
             effects.to_cores.push((core, msg(self.id)));
         }
     }
@@ -363,7 +363,7 @@ impl Broker {
             .iter()
             .enumerate()
             .filter(|(_, &seen)| seen)
-            .map(|(i, _)| ShardId(i))
+            .map(|(i, _)| CoreId(i))
             .chain(extra_cores)
         {
             effects
@@ -810,7 +810,12 @@ mod tests {
     #[test]
     fn plain_qos0_subscribers_share_one_publish_and_the_rest_get_their_own() {
         let now = Instant::now();
-        let mut core = Broker::new(ShardId(0), 1, super::super::SessionPolicy::default());
+        let mut core = Broker::new(
+            CoreId(0),
+            1,
+            super::super::SessionPolicy::default(),
+            crate::broker::WallClock::now_from_system(),
+        );
         let mut with_id = subscribe("a/#", QoS::AtMostOnce);
         with_id.properties = crate::protocol::PropertyValues {
             subscription_identifiers: vec![7],
@@ -877,7 +882,12 @@ mod tests {
     #[test]
     fn fan_out_from_another_core_delivers_the_same_message_from_a_local_copy() {
         let now = Instant::now();
-        let mut core = Broker::new(ShardId(1), 2, super::super::SessionPolicy::default());
+        let mut core = Broker::new(
+            CoreId(1),
+            2,
+            super::super::SessionPolicy::default(),
+            crate::broker::WallClock::now_from_system(),
+        );
         let n = LOCAL_COPY_FANOUT + 4;
         for i in 0..n {
             let client = ByteString::from(format!("sub-{i}"));
@@ -922,7 +932,12 @@ mod tests {
         }
         assert_eq!(clients.len(), n, "one copy per subscriber");
         // A narrow fan-out keeps sharing the message it was sent.
-        let mut narrow = Broker::new(ShardId(1), 2, super::super::SessionPolicy::default());
+        let mut narrow = Broker::new(
+            CoreId(1),
+            2,
+            super::super::SessionPolicy::default(),
+            crate::broker::WallClock::now_from_system(),
+        );
         let client = ByteString::from("one");
         narrow
             .connect(&client, true, Duration::ZERO, 10, now)

@@ -29,7 +29,7 @@ use std::time::Instant;
 use bytestring::ByteString;
 
 use super::{Broker, CoreMsg, Effects};
-use crate::server::ShardId;
+use crate::ownership::CoreId;
 use crate::session::{Message, Subscription};
 use crate::topic::{
     GroupPlacement, ParsedFilter, ShareName, SharedFilter, SharedSubscriptions, SubscriptionTree,
@@ -73,7 +73,7 @@ impl Shares {
     }
 
     /// Records that `core` holds `members` members of `group`, `online` of them connected.
-    pub fn set_count(&mut self, core: ShardId, group: &SharedFilter, members: u32, online: u32) {
+    pub fn set_count(&mut self, core: CoreId, group: &SharedFilter, members: u32, online: u32) {
         if let Some(row) = self.placements.get_mut(&group.filter, &group.group) {
             row.cores.set(core.0, members, online);
             if row.cores.is_empty() {
@@ -95,7 +95,7 @@ impl Shares {
             .insert(&group.filter, group.group.clone(), row);
     }
 
-    fn counts(&self, core: ShardId, group: &SharedFilter) -> (u32, u32) {
+    fn counts(&self, core: CoreId, group: &SharedFilter) -> (u32, u32) {
         self.placements
             .get(&group.filter, &group.group)
             .map_or((0, 0), |row| row.cores.counts(core.0))
@@ -231,12 +231,12 @@ impl Broker {
         if self.shares.placements.is_empty() {
             return;
         }
-        let mut picks: Vec<(ShardId, SharedFilter)> = Vec::new();
+        let mut picks: Vec<(CoreId, SharedFilter)> = Vec::new();
         self.shares.placements.matches_mut(topic, |group, row| {
             if let Some(core) = row.cores.pick(None) {
                 let filter = row.filter.clone();
                 picks.push((
-                    ShardId(core),
+                    CoreId(core),
                     SharedFilter {
                         group: group.clone(),
                         filter,
@@ -322,7 +322,7 @@ impl Broker {
         effects: &mut Effects,
     ) {
         effects.to_cores.push((
-            ShardId(core),
+            CoreId(core),
             CoreMsg::Shared {
                 message: message.clone(),
                 groups: vec![group.clone()],
@@ -376,7 +376,7 @@ mod tests {
     struct Cluster {
         cores: Vec<Broker>,
         /// Packets delivered, by client id, with the core that delivered them.
-        inbox: Vec<(ShardId, ByteString, Packet)>,
+        inbox: Vec<(CoreId, ByteString, Packet)>,
         now: Instant,
     }
 
@@ -393,7 +393,14 @@ mod tests {
             };
             Cluster {
                 cores: (0..n)
-                    .map(|i| Broker::new(ShardId(i), n, policy.clone()))
+                    .map(|i| {
+                        Broker::new(
+                            CoreId(i),
+                            n,
+                            policy.clone(),
+                            crate::broker::WallClock::now_from_system(),
+                        )
+                    })
                     .collect(),
                 inbox: Vec::new(),
                 now: Instant::now(),
@@ -401,7 +408,7 @@ mod tests {
         }
 
         fn run(&mut self, from: usize, effects: Effects) {
-            let mut pending = vec![(ShardId(from), effects)];
+            let mut pending = vec![(CoreId(from), effects)];
             while let Some((core, effects)) = pending.pop() {
                 for (client, packet) in effects.to_clients {
                     self.inbox.push((core, client, packet.into_packet()));
@@ -561,7 +568,7 @@ mod tests {
         assert_eq!(
             cluster.cores[1]
                 .shares
-                .counts(ShardId(1), &group("$share/g/t")),
+                .counts(CoreId(1), &group("$share/g/t")),
             (0, 0)
         );
     }
@@ -582,7 +589,7 @@ mod tests {
             assert_eq!(
                 cluster.cores[core]
                     .shares
-                    .counts(ShardId(1), &group("$share/g/t")),
+                    .counts(CoreId(1), &group("$share/g/t")),
                 (1, 0),
                 "core {core} sees the offline member"
             );
@@ -640,7 +647,7 @@ mod tests {
         assert!(matches!(
             passed.to_cores.as_slice(),
             [(
-                ShardId(0),
+                CoreId(0),
                 CoreMsg::Shared {
                     redirected: true,
                     ..

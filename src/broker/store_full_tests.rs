@@ -9,8 +9,8 @@ use bytestring::ByteString;
 
 use super::journal::MemJournal;
 use super::{Broker, Rebuild, SessionPolicy, WallClock};
+use crate::ownership::CoreId;
 use crate::protocol::{PacketId, Properties, Publish, QoS, Subscribe, SubscriptionOptions};
-use crate::server::ShardId;
 
 struct Core {
     journal: MemJournal,
@@ -25,7 +25,7 @@ impl Core {
         let journal = MemJournal::new(64);
         let clock = WallClock::now_from_system();
         let broker = Broker::with_journal(
-            ShardId(0),
+            CoreId(0),
             1,
             policy.clone(),
             Box::new(journal.clone()),
@@ -46,7 +46,7 @@ impl Core {
             .replay(|pos, kind, body| rebuild.visit(pos, kind, body));
         let journal = Box::new(self.journal.clone());
         let policy = self.policy.clone();
-        self.broker = Broker::recover(ShardId(0), 1, policy, journal, rebuild, self.now).0;
+        self.broker = Broker::recover(CoreId(0), 1, policy, journal, rebuild, self.now).0;
     }
 
     fn session(&mut self, id: &str, expiry_secs: u64, filter: &str, qos: QoS, online: bool) {

@@ -7,10 +7,10 @@ use bytestring::ByteString;
 
 use super::journal::MemJournal;
 use super::{Broker, Rebuild, SessionPolicy, WallClock};
+use crate::ownership::CoreId;
 use crate::protocol::{
     PacketId, Properties, QoS, ReasonCode, Subscribe, SubscriptionOptions, Unsubscribe,
 };
-use crate::server::ShardId;
 
 fn policy(max_subscriptions: usize) -> SessionPolicy {
     SessionPolicy {
@@ -44,7 +44,7 @@ fn filters_beyond_the_quota_are_refused_and_the_others_of_the_packet_granted() {
     let journal = MemJournal::new(4096);
     let clock = WallClock::now_from_system();
     let now = clock.base;
-    let mut core = Broker::with_journal(ShardId(0), 1, policy(2), Box::new(journal.clone()), clock);
+    let mut core = Broker::with_journal(CoreId(0), 1, policy(2), Box::new(journal.clone()), clock);
     let c = ByteString::from("c");
     core.connect(&c, false, Duration::from_secs(3600), 10, now)
         .unwrap();
@@ -82,7 +82,7 @@ fn filters_beyond_the_quota_are_refused_and_the_others_of_the_packet_granted() {
     let mut rebuild = Rebuild::new(clock);
     journal.replay(|pos, kind, body| rebuild.visit(pos, kind, body));
     let (mut core, _) = Broker::recover(
-        ShardId(0),
+        CoreId(0),
         1,
         policy(1),
         Box::new(journal.clone()),
@@ -107,7 +107,12 @@ fn filters_beyond_the_quota_are_refused_and_the_others_of_the_packet_granted() {
 
 #[test]
 fn no_limit_by_default_in_the_engine() {
-    let mut core = Broker::new(ShardId(0), 1, SessionPolicy::default());
+    let mut core = Broker::new(
+        CoreId(0),
+        1,
+        SessionPolicy::default(),
+        WallClock::now_from_system(),
+    );
     let now = std::time::Instant::now();
     let c = ByteString::from("c");
     core.connect(&c, true, Duration::ZERO, 10, now).unwrap();

@@ -20,8 +20,8 @@ use bytes::Bytes;
 use bytestring::ByteString;
 
 use super::{Broker, Effects};
+use crate::ownership::CoreId;
 use crate::protocol::{Properties, Publish, QoS};
-use crate::server::ShardId;
 pub use crate::topic::is_sys_topic;
 
 /// One measured figure.
@@ -227,7 +227,7 @@ impl Broker {
     }
 
     /// Keeps a core's latest figures (core 0 only uses them).
-    pub fn record_stats(&mut self, from: ShardId, stats: CoreStats) {
+    pub fn record_stats(&mut self, from: CoreId, stats: CoreStats) {
         if let Some(slot) = self.sys.latest.get_mut(from.0) {
             *slot = Some(stats);
         }
@@ -276,7 +276,12 @@ mod tests {
             max_sessions: usize::MAX,
             max_subscriptions: usize::MAX,
         };
-        Broker::new(ShardId(id), cores, policy)
+        Broker::new(
+            CoreId(id),
+            cores,
+            policy,
+            crate::broker::WallClock::now_from_system(),
+        )
     }
 
     fn retained_topics(effects: &Effects) -> Vec<String> {
@@ -317,14 +322,14 @@ mod tests {
         assert_eq!(mine.get(Stat::ClientsConnected), 1);
         assert_eq!(mine.get(Stat::ClientsDisconnected), 1);
         mine.set(Stat::BytesReceived, 100);
-        core0.record_stats(ShardId(0), mine);
+        core0.record_stats(CoreId(0), mine);
         let mut theirs = CoreStats::default();
         theirs.set(Stat::ClientsConnected, 5);
         theirs.set(Stat::BytesReceived, 23);
         theirs.set(Stat::RetainedMessages, 99);
         let effects = core0.on_core_msg(
             CoreMsg::Stats {
-                from: ShardId(1),
+                from: CoreId(1),
                 stats: theirs,
             },
             now,

@@ -21,11 +21,11 @@ use tracing::Instrument;
 use super::gate::Closed;
 use super::handoff;
 use super::linger::{linger, Linger};
+use super::local::{Control, Core, CoreMail, Handoff, IoStats};
 use super::outbox::Outbox;
-use super::ownership::{assign_client_id, owner_of, ShardId};
-use super::shard::{Control, Handoff, Shard, ShardMsg, ShardStats};
 use super::writer::{write_loop, ClientLimits, Fitted, Fitter};
 use crate::broker::{CoreMsg, Effects};
+use crate::ownership::{assign_client_id, owner_of, CoreId};
 use crate::protocol::{
     self, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS,
     ReasonCode,
@@ -37,7 +37,7 @@ const READ_CHUNK: usize = 16 * 1024;
 const RESPONSE_PREFIX: &str = "berth/response/";
 
 /// Entry point for a freshly accepted socket.
-pub async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
+pub async fn accepted(core: Rc<Core>, stream: TcpStream) {
     let peer = match stream.peer_addr() {
         Ok(peer) => peer,
         Err(_) => return,
@@ -45,16 +45,16 @@ pub async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
     let listener = stream
         .local_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
-    tracing::info!(shard = %shard.id, %peer, %listener, "connection accepted");
+    tracing::info!(core = %core.id, %peer, %listener, "connection accepted");
     let mut stream = stream;
     let mut buf = BytesMut::with_capacity(1024);
-    let timeout = shard.config.connect_timeout;
+    let timeout = core.config.connect_timeout;
     let first = future::or(
         read_connect(
             &mut stream,
             &mut buf,
-            shard.config.max_packet_size,
-            &shard.stats,
+            core.config.max_packet_size,
+            &core.stats,
         ),
         async {
             glommio::timer::sleep(timeout).await;
@@ -65,16 +65,15 @@ pub async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
     let connect = match first {
         Ok(connect) => connect,
         Err(failure) => {
-            shard
-                .stats
+            core.stats
                 .connect_failures
-                .set(shard.stats.connect_failures.get() + 1);
+                .set(core.stats.connect_failures.get() + 1);
             if let ConnectFailure::Decode { error, level } = failure {
                 let code = refuse_malformed_connect(&mut stream, &error, level).await;
-                tracing::info!(shard = %shard.id, client_id = "<unknown>", %peer, reason_code = code.map(hex), %error, "CONNECT refused");
+                tracing::info!(core = %core.id, client_id = "<unknown>", %peer, reason_code = code.map(hex), %error, "CONNECT refused");
                 linger(stream).await;
             } else {
-                tracing::info!(shard = %shard.id, %peer, ?failure, "connection closed before CONNECT completed");
+                tracing::info!(core = %core.id, %peer, ?failure, "connection closed before CONNECT completed");
             }
             return;
         }
@@ -82,18 +81,18 @@ pub async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
     let connect = Box::new(connect);
     // A client without an id gets one that this core owns (see `serve`), so it never moves.
     let owner = if connect.client_id.is_empty() {
-        shard.id
+        core.id
     } else {
-        owner_of(&connect.client_id, shard.cores)
+        owner_of(&connect.client_id, core.cores)
     };
-    if owner == shard.id {
-        serve(shard.clone(), stream, connect, buf, shard.id, peer).await;
+    if owner == core.id {
+        serve(core.clone(), stream, connect, buf, core.id, peer).await;
         return;
     }
     let fd = match handoff::detach(stream) {
         Ok(fd) => fd,
         Err(e) => {
-            tracing::warn!(shard = %shard.id, %peer, error = %e, "cannot duplicate socket for hand-off");
+            tracing::warn!(core = %core.id, %peer, error = %e, "cannot duplicate socket for hand-off");
             return;
         }
     };
@@ -101,16 +100,16 @@ pub async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
         fd,
         connect,
         rest: buf,
-        accepted_on: shard.id,
+        accepted_on: core.id,
         peer,
     };
-    shard.stats.handed_off.set(shard.stats.handed_off.get() + 1);
-    if shard
-        .send_to(owner, ShardMsg::Handoff(handoff))
+    core.stats.handed_off.set(core.stats.handed_off.get() + 1);
+    if core
+        .send_to(owner, CoreMail::Handoff(handoff))
         .await
         .is_err()
     {
-        tracing::warn!(shard = %shard.id, %owner, "owner core is gone; dropping connection");
+        tracing::warn!(core = %core.id, %owner, "owner core is gone; dropping connection");
     }
 }
 
@@ -131,7 +130,7 @@ async fn read_connect(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     max_packet_size: u32,
-    stats: &ShardStats,
+    stats: &IoStats,
 ) -> Result<Connect, ConnectFailure> {
     loop {
         // Read before decoding: a failed decode may have consumed the packet.
@@ -232,7 +231,7 @@ fn client_limits(connect: &Connect) -> ClientLimits {
 async fn read_more(
     stream: &mut (impl futures_lite::AsyncRead + Unpin),
     buf: &mut BytesMut,
-    stats: &ShardStats,
+    stats: &IoStats,
 ) -> std::io::Result<usize> {
     let start = buf.len();
     buf.resize(start + READ_CHUNK, 0);
@@ -244,11 +243,11 @@ async fn read_more(
 }
 
 /// Runs on the core that received a hand-off.
-pub fn take_handoff(shard: &Rc<Shard>, handoff: Handoff) {
-    shard.stats.taken_in.set(shard.stats.taken_in.get() + 1);
+pub fn take_handoff(core: &Rc<Core>, handoff: Handoff) {
+    core.stats.taken_in.set(core.stats.taken_in.get() + 1);
     let stream = handoff::attach(handoff.fd);
     glommio::spawn_local(serve(
-        shard.clone(),
+        core.clone(),
         stream,
         handoff.connect,
         handoff.rest,
@@ -260,16 +259,16 @@ pub fn take_handoff(shard: &Rc<Shard>, handoff: Handoff) {
 
 /// Serves a connection on the core that owns its client id.
 pub async fn serve(
-    shard: Rc<Shard>,
+    core: Rc<Core>,
     mut stream: TcpStream,
     connect: Box<Connect>,
     rest: BytesMut,
-    accepted_on: ShardId,
+    accepted_on: CoreId,
     peer: SocketAddr,
 ) {
     let version = connect.protocol;
-    let accepted = accept_connect(&connect, &shard.policy, || {
-        assign_client_id(shard.id, shard.cores, rand::random)
+    let accepted = accept_connect(&connect, &core.policy, || {
+        assign_client_id(core.id, core.cores, rand::random)
     });
     let mut accepted = match accepted {
         Ok(accepted) => accepted,
@@ -277,7 +276,7 @@ pub async fn serve(
             let code = conn_ack.reason_code;
             let why = conn_ack.properties.reason_string.clone();
             let reason = why.as_deref().unwrap_or(code.description());
-            tracing::info!(shard = %shard.id, client_id = %connect.client_id, %peer, reason_code = %hex(code), reason, "CONNECT refused");
+            tracing::info!(core = %core.id, client_id = %connect.client_id, %peer, reason_code = %hex(code), reason, "CONNECT refused");
             send_refusal(&mut stream, conn_ack, client_limits(&connect)).await;
             linger(stream).await;
             return;
@@ -286,7 +285,7 @@ pub async fn serve(
     if version.is_v5() {
         // Tells operators (and tests) which core owns the client and which accepted it.
         let props = &mut accepted.conn_ack.properties.user_properties;
-        props.push(("berth-shard".into(), ByteString::from(shard.id.to_string())));
+        props.push(("berth-shard".into(), ByteString::from(core.id.to_string())));
         props.push((
             "berth-accepted-on".into(),
             ByteString::from(accepted_on.to_string()),
@@ -303,22 +302,22 @@ pub async fn serve(
     // A copy of its own: the decoded id is a slice of the read buffer, and a session
     // outlives its connection (an idle session would otherwise pin a whole buffer).
     let client_id = ByteString::from(&*accepted.client_id);
-    let span = tracing::info_span!("conn", client_id = %client_id, shard = %shard.id, %peer);
+    let span = tracing::info_span!("conn", client_id = %client_id, core = %core.id, %peer);
     async move {
-        let (serial, control, previous) = shard.register(&client_id);
+        let (serial, control, previous) = core.register(&client_id);
         if let Some(previous) = previous {
             // Wait until the connection we take over has stopped, so the two never overlap.
             let _ = previous.recv().await;
         }
-        let requested = requested_expiry(&connect, shard.config.max_session_expiry);
+        let requested = requested_expiry(&connect, core.config.max_session_expiry);
         let now = Instant::now();
-        let connected = shard.broker.borrow_mut().connect(
+        let connected = core.broker.borrow_mut().connect(
             &client_id,
             connect.clean_start,
             requested,
             accepted
                 .client_receive_maximum
-                .min(shard.config.max_inflight_messages),
+                .min(core.config.max_inflight_messages),
             now,
         );
         let Some((present, granted, resume, effects)) = connected else {
@@ -330,17 +329,17 @@ pub async fn serve(
             conn_ack.properties = Properties::default();
             conn_ack.properties.reason_string = Some("session limit reached".into());
             send_refusal(&mut stream, conn_ack, client_limits(&connect)).await;
-            shard.unregister(&client_id, serial);
+            core.unregister(&client_id, serial);
             linger(stream).await;
             return;
         };
         if let Some((will, delay)) = will_of(&connect) {
-            shard
+            core
                 .broker
                 .borrow_mut()
                 .hold_will(&client_id, &will, delay);
         }
-        shard.apply(effects).await;
+        core.apply(effects).await;
         let mut conn_ack = accepted.conn_ack.clone();
         conn_ack.session_present = present;
         tracing::info!(
@@ -375,9 +374,9 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         // A client that does not read its socket for this long is dropped, so that it
         // cannot hold its writer (and the connection's memory) forever.
-        let _ = stream.set_write_timeout(Some(shard.config.write_timeout));
+        let _ = stream.set_write_timeout(Some(core.config.write_timeout));
         let (reader, writer) = futures_lite::io::split(stream);
-        let (out, out_rx, queued) = Outbox::new(shard.config.max_outbox_bytes);
+        let (out, out_rx, queued) = Outbox::new(core.config.max_outbox_bytes);
         let out = Rc::new(out);
         let limits = ClientLimits {
             version,
@@ -387,7 +386,7 @@ pub async fn serve(
         };
         let (write_failed, writer_failed) = local_channel::new_bounded(1);
         let writer_task = glommio::spawn_local(write_loop(
-            shard.clone(),
+            core.clone(),
             (client_id.clone(), serial),
             writer,
             out_rx,
@@ -398,16 +397,16 @@ pub async fn serve(
         out.send(Packet::ConnAck(conn_ack));
         for packet in resume {
             if !out.send(packet) {
-                shard.stats.publish_dropped();
+                core.stats.publish_dropped();
             }
         }
-        shard.attach_outbox(&client_id, serial, out.clone());
+        core.attach_outbox(&client_id, serial, out.clone());
         let link = Link::new(version, accepted.keep_alive, now);
         let mut conn = Conn {
-            shard: &shard,
+            core: &core,
             client_id: client_id.clone(),
             out: &out,
-            aliases: vec![None; usize::from(shard.config.topic_alias_maximum)],
+            aliases: vec![None; usize::from(core.config.topic_alias_maximum)],
             expiry: granted,
             zero_expiry_at_connect: requested.is_zero(),
             taken_over: None,
@@ -436,14 +435,14 @@ pub async fn serve(
             }
         }
         if !end.publishes_will() {
-            if shard.is_current(&client_id, serial) {
-                shard.broker.borrow_mut().drop_will(&client_id);
+            if core.is_current(&client_id, serial) {
+                core.broker.borrow_mut().drop_will(&client_id);
             }
         } else if let Some((publish, delay)) = will_of(&connect) {
             let now = Instant::now();
-            let current = shard.is_current(&client_id, serial);
+            let current = core.is_current(&client_id, serial);
             let effects = {
-                let mut broker = shard.broker.borrow_mut();
+                let mut broker = core.broker.borrow_mut();
                 if delay > 0 && !current {
                     // Taken over: the new connection came before the delay passed, which
                     // cancels the will [MQTT-3.1.3-9].
@@ -463,21 +462,21 @@ pub async fn serve(
                 }
             };
             if let Some(effects) = effects {
-                shard.apply(effects).await;
+                core.apply(effects).await;
             }
         }
-        if shard.is_current(&client_id, serial) {
+        if core.is_current(&client_id, serial) {
             let effects =
-                shard
+                core
                     .broker
                     .borrow_mut()
                     .disconnect(&client_id, Some(conn.expiry), Instant::now());
-            shard.apply(effects).await;
+            core.apply(effects).await;
         }
         let taken_over = conn.taken_over.take();
         drop(conn);
         // The writer ends once every sender is gone, the registry's included.
-        shard.detach_outbox(&client_id, serial);
+        core.detach_outbox(&client_id, serial);
         drop(out);
         // After a DISCONNECT the input is drained while the writer still writes (a client
         // that sends without reading would otherwise hold the writer until `write_timeout`),
@@ -489,7 +488,7 @@ pub async fn serve(
                 let _ = writer_task.await;
             }
         }
-        shard.unregister(&client_id, serial);
+        core.unregister(&client_id, serial);
         // Releases a connection waiting to take over from this one.
         drop(taken_over);
         if let Some(mut linger) = linger {
@@ -534,7 +533,7 @@ fn requested_expiry(connect: &Connect, max: Duration) -> Duration {
 
 /// What the read loop needs to know about its connection.
 struct Conn<'a> {
-    shard: &'a Shard,
+    core: &'a Core,
     client_id: ByteString,
     out: &'a Outbox,
     /// Topic aliases the client set on this connection, index alias - 1 (3.3.2.3.4);
@@ -642,7 +641,7 @@ async fn read_loop(
     mut link: Link,
     (control, writer_failed): (LocalReceiver<Control>, LocalReceiver<std::io::Error>),
 ) -> End {
-    let max = conn.shard.config.max_packet_size;
+    let max = conn.core.config.max_packet_size;
     let mut acks = Vec::new();
     loop {
         let mut pending = Effects::default();
@@ -650,7 +649,7 @@ async fn read_loop(
         let now = Instant::now();
         loop {
             match protocol::decode(&mut buf, link.version, max) {
-                Ok(Some(packet)) => match link.on_packet(conn.shard.stats.received(packet), now) {
+                Ok(Some(packet)) => match link.on_packet(conn.core.stats.received(packet), now) {
                     Ok(LinkEvent::Reply(reply)) => {
                         conn.out.send(reply);
                     }
@@ -675,7 +674,7 @@ async fn read_loop(
                                 );
                             }
                             conn.expiry = Duration::from_secs(u64::from(secs))
-                                .min(conn.shard.config.max_session_expiry);
+                                .min(conn.core.config.max_session_expiry);
                         }
                         return End::ClientDisconnected { publish_will };
                     }
@@ -697,7 +696,7 @@ async fn read_loop(
         let deadline = link.deadline();
         let wake = future::or(
             future::or(
-                async { Wake::Read(read_more(&mut *reader, &mut buf, &conn.shard.stats).await) },
+                async { Wake::Read(read_more(&mut *reader, &mut buf, &conn.core.stats).await) },
                 future::or(async { Wake::Control(control.recv().await) }, async {
                     Wake::WriterFailed(writer_failed.recv().await)
                 }),
@@ -752,21 +751,21 @@ async fn flush(conn: &mut Conn<'_>, pending: Effects, acks: &mut Vec<Packet>) ->
             CoreMsg::Retain(_) => true,
             _ => false,
         });
-    conn.shard.apply(pending).await;
+    conn.core.apply(pending).await;
     let before = conn.refusals_before.take();
     if acks.is_empty() {
         return None;
     }
     if routed_on {
-        conn.shard.sync_peers().await;
+        conn.core.sync_peers().await;
     }
-    let durable = conn.shard.broker.borrow().durable();
+    let durable = conn.core.broker.borrow().durable();
     if let Some(durable) = durable {
         if let Err(error) = durable.await {
             tracing::error!(%error, "the log could not be made durable");
         }
     }
-    let refused = before.is_some_and(|before| conn.shard.refused_since(&before));
+    let refused = before.is_some_and(|before| conn.core.refused_since(&before));
     if refused {
         tracing::warn!(
             publishes = acks.len(),
@@ -781,13 +780,13 @@ async fn flush(conn: &mut Conn<'_>, pending: Effects, acks: &mut Vec<Packet>) ->
         // Acks refused at the gate already let their QoS 2 id go in `forward`.
         let refused_now = refused && a.reason_code == ReasonCode::SUCCESS;
         if refused_now {
-            conn.shard.stats.publish_refused();
+            conn.core.stats.publish_refused();
             refuse_ack(a, Closed::DiskFull);
         }
         let packet_id = a.packet_id;
         let stored = a.reason_code == ReasonCode::SUCCESS;
         if matches!(ack, Packet::PubRec(_)) {
-            let mut broker = conn.shard.broker.borrow_mut();
+            let mut broker = conn.core.broker.borrow_mut();
             if stored {
                 broker.journal_qos2_received(&conn.client_id, packet_id);
             } else if refused_now {
@@ -820,7 +819,7 @@ async fn forward(
     pending: &mut Effects,
     acks: &mut Vec<Packet>,
 ) -> Result<(), End> {
-    let shard = conn.shard;
+    let core = conn.core;
     match packet {
         Packet::Publish(mut publish) => {
             resolve_topic_alias(&mut conn.aliases, &mut publish)?;
@@ -832,13 +831,13 @@ async fn forward(
             }
             let (qos, packet_id) = (publish.qos, publish.packet_id);
             if qos != QoS::AtMostOnce && conn.refusals_before.is_none() {
-                conn.refusals_before = Some(shard.refusals());
+                conn.refusals_before = Some(core.refusals());
             }
             let route = match (qos, packet_id) {
                 (QoS::ExactlyOnce, Some(id)) => {
-                    let mut broker = shard.broker.borrow_mut();
+                    let mut broker = core.broker.borrow_mut();
                     if broker.awaiting_release(&conn.client_id)
-                        >= usize::from(shard.config.receive_maximum)
+                        >= usize::from(core.config.receive_maximum)
                     {
                         return Err(End::Violation(
                             ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
@@ -850,14 +849,14 @@ async fn forward(
                 _ => true,
             };
             let closed = match packet_id {
-                Some(_) if route => shard.gate.closed(),
+                Some(_) if route => core.gate.closed(),
                 _ => None,
             };
             if let (Some(why), Some(id)) = (closed, packet_id) {
                 // Refused before it is routed: the store cannot take new messages.
-                shard.stats.publish_refused();
+                core.stats.publish_refused();
                 if qos == QoS::ExactlyOnce {
-                    shard.broker.borrow_mut().refuse_qos2(&conn.client_id, id);
+                    core.broker.borrow_mut().refuse_qos2(&conn.client_id, id);
                 }
                 if !conn.version.is_v5() {
                     return Err(End::StoreFull(why));
@@ -872,7 +871,7 @@ async fn forward(
                 return Ok(());
             }
             if route {
-                let mut broker = shard.broker.borrow_mut();
+                let mut broker = core.broker.borrow_mut();
                 let effects = match (qos, packet_id) {
                     (QoS::ExactlyOnce, Some(id)) => {
                         broker.publish_exactly_once(&conn.client_id, id, publish, now)
@@ -893,39 +892,37 @@ async fn forward(
             }
         }
         Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
-            let effects = shard
+            let effects = core
                 .broker
                 .borrow_mut()
                 .on_ack(&conn.client_id, packet, now);
             pending.to_clients.extend(effects.to_clients);
         }
         Packet::Subscribe(subscribe) => {
-            shard.apply(std::mem::take(pending)).await;
-            let outcome = shard
+            core.apply(std::mem::take(pending)).await;
+            let outcome = core
                 .broker
                 .borrow_mut()
                 .subscribe(&conn.client_id, subscribe, now);
             let (to_clients, to_cores) = (outcome.effects.to_clients, outcome.effects.to_cores);
-            shard
-                .apply(Effects {
-                    to_clients: Vec::new(),
-                    to_cores,
-                })
-                .await;
+            core.apply(Effects {
+                to_clients: Vec::new(),
+                to_cores,
+            })
+            .await;
             if outcome.interest_changed {
-                shard.sync_peers().await;
+                core.sync_peers().await;
             }
             // SUBACK first, then the retained messages it releases.
             conn.out.send(Packet::SubAck(outcome.sub_ack));
-            shard
-                .apply(Effects {
-                    to_clients,
-                    to_cores: Vec::new(),
-                })
-                .await;
+            core.apply(Effects {
+                to_clients,
+                to_cores: Vec::new(),
+            })
+            .await;
         }
         Packet::Unsubscribe(unsubscribe) => {
-            let (unsub_ack, effects) = shard
+            let (unsub_ack, effects) = core
                 .broker
                 .borrow_mut()
                 .unsubscribe(&conn.client_id, unsubscribe);

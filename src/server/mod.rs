@@ -17,10 +17,9 @@ mod gate;
 mod handoff;
 mod linger;
 mod listener;
+mod local;
 mod outbox;
-pub mod ownership;
 pub mod reload;
-mod shard;
 mod storage;
 mod sys;
 mod writer;
@@ -35,9 +34,9 @@ use glommio::channels::shared_channel::{self, ConnectedReceiver, SharedReceiver,
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
-pub use ownership::{owner_of, ShardId};
+pub use crate::ownership::CoreId;
+use local::{Core, CoreMail};
 pub use reload::Reload;
-use shard::{Shard, ShardMsg};
 
 /// Messages that may wait in one core-to-core channel before senders wait.
 const MESH_CAPACITY: usize = 4096;
@@ -87,9 +86,9 @@ pub fn run(
         .context("cannot start the reload thread")?;
 
     // senders[from][to] / receivers[to][from]: a channel for every ordered pair of cores.
-    let mut senders: Vec<Vec<Option<SharedSender<ShardMsg>>>> =
+    let mut senders: Vec<Vec<Option<SharedSender<CoreMail>>>> =
         (0..cores).map(|_| Vec::new()).collect();
-    let mut receivers: Vec<Vec<SharedReceiver<ShardMsg>>> =
+    let mut receivers: Vec<Vec<SharedReceiver<CoreMail>>> =
         (0..cores).map(|_| Vec::new()).collect();
     for (from, row) in senders.iter_mut().enumerate() {
         for (to, inbox) in receivers.iter_mut().enumerate() {
@@ -131,7 +130,7 @@ pub fn run(
             .io_memory(512 << 10)
             .ring_depth(1024)
             .spawn(move || async move {
-                let id = ShardId(index);
+                let id = CoreId(index);
                 let mut peers = Vec::with_capacity(outboxes.len());
                 // Receivers connect in their own tasks: a connect waits for its peer.
                 let inbox_tasks: Vec<_> =
@@ -149,14 +148,14 @@ pub fn run(
                         return;
                     }
                 };
-                let shard = Rc::new(Shard::new(id, config, peers, broker, gate));
+                let core = Rc::new(Core::new(id, config, peers, broker, gate));
                 for task in inbox_tasks {
-                    glommio::spawn_local(inbox_loop(shard.clone(), task.await)).detach();
+                    glommio::spawn_local(inbox_loop(core.clone(), task.await)).detach();
                 }
                 // Every core learns which filters (and shared groups) the recovered
                 // sessions of this one hold before any client can publish.
-                shard.apply(announce).await;
-                shard.sync_peers().await;
+                core.apply(announce).await;
+                core.sync_peers().await;
                 // Once every core knows every other core's subscriptions, inbound QoS 2
                 // messages a crash left unconfirmed are routed again (each core skips
                 // what it took before), and reach their cores before clients connect.
@@ -164,28 +163,28 @@ pub fn run(
                 while announced.load(Ordering::Acquire) < cores && !shutdown.load(Ordering::Relaxed) {
                     glommio::timer::sleep(Duration::from_millis(1)).await;
                 }
-                let rerouted = shard.broker.borrow_mut().route_again(std::time::Instant::now());
-                shard.apply(rerouted).await;
-                shard.sync_peers().await;
-                let expiry = glommio::spawn_local(expiry_loop(shard.clone()));
-                let sys_interval = shard.config.sys_interval;
-                let sys = (!sys_interval.is_zero()).then(|| glommio::spawn_local(sys::sys_loop(shard.clone(), sys_interval, started)));
-                let accept = glommio::spawn_local(shard::accept_loop(shard.clone(), listener::into_listener(listener_fd)));
+                let rerouted = core.broker.borrow_mut().route_again(std::time::Instant::now());
+                core.apply(rerouted).await;
+                core.sync_peers().await;
+                let expiry = glommio::spawn_local(expiry_loop(core.clone()));
+                let sys_interval = core.config.sys_interval;
+                let sys = (!sys_interval.is_zero()).then(|| glommio::spawn_local(sys::sys_loop(core.clone(), sys_interval, started)));
+                let accept = glommio::spawn_local(local::accept_loop(core.clone(), listener::into_listener(listener_fd)));
                 let _ = ready_tx.send(Ok(replayed));
                 let mut over_bound = false;
                 while !shutdown.load(Ordering::Relaxed) {
                     glommio::timer::sleep(SHUTDOWN_POLL).await;
-                    report_stored(&shard, &mut over_bound);
+                    report_stored(&core, &mut over_bound);
                 }
                 drop(accept);
                 drop(expiry);
                 drop(sys);
-                shard.shut_down_connections();
+                core.shut_down_connections();
                 let started = std::time::Instant::now();
-                while shard.connected() > 0 && started.elapsed() < SHUTDOWN_GRACE {
+                while core.connected() > 0 && started.elapsed() < SHUTDOWN_GRACE {
                     glommio::timer::sleep(Duration::from_millis(10)).await;
                 }
-                tracing::info!(shard = %id, accepted = shard.stats.accepted.get(), handed_off = shard.stats.handed_off.get(), "core stopped");
+                tracing::info!(core = %id, accepted = core.stats.accepted.get(), handed_off = core.stats.handed_off.get(), "core stopped");
             })
             .map_err(|e| anyhow::anyhow!("cannot start the executor for core {index}: {e}"))?;
         executors.push(handle);
@@ -258,18 +257,18 @@ fn trim_heap_until(shutdown: &AtomicBool) {
     }
 }
 
-async fn inbox_loop(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardMsg>) {
+async fn inbox_loop(core: Rc<Core>, inbox: ConnectedReceiver<CoreMail>) {
     while let Some(msg) = inbox.recv().await {
         match msg {
-            ShardMsg::Handoff(handoff) => connection::take_handoff(&shard, handoff),
-            ShardMsg::Core(batch) => {
+            CoreMail::Handoff(handoff) => connection::take_handoff(&core, handoff),
+            CoreMail::Core(batch) => {
                 let now = std::time::Instant::now();
                 for msg in batch {
-                    let effects = shard.broker.borrow_mut().on_core_msg(msg, now);
-                    shard.apply(effects).await;
+                    let effects = core.broker.borrow_mut().on_core_msg(msg, now);
+                    core.apply(effects).await;
                 }
             }
-            ShardMsg::Sync { from, token } => {
+            CoreMail::Sync { from, token } => {
                 // Answered from its own task: this loop must never wait on a full channel
                 // to a core that may be waiting on us.
                 // The answer also says that what was routed here is as durable as the
@@ -277,47 +276,47 @@ async fn inbox_loop(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardMsg>) {
                 // So does the count of messages this core refused to store: the asking
                 // core compares it with what it saw before it routed (`gate::Refusals`).
                 let (durable, refused) = {
-                    let broker = shard.broker.borrow();
+                    let broker = core.broker.borrow();
                     (broker.durable(), broker.counters.store_refused)
                 };
-                let shard = shard.clone();
+                let core = core.clone();
                 glommio::spawn_local(async move {
                     if let Some(durable) = durable {
                         if let Err(error) = durable.await {
                             tracing::error!(%error, "the log could not be made durable");
                         }
                     }
-                    let reply = ShardMsg::Synced {
+                    let reply = CoreMail::Synced {
                         token,
-                        from: shard.id,
+                        from: core.id,
                         refused,
                     };
-                    let _ = shard.send_to(from, reply).await;
+                    let _ = core.send_to(from, reply).await;
                 })
                 .detach();
             }
-            ShardMsg::Synced {
+            CoreMail::Synced {
                 token,
                 from,
                 refused,
-            } => shard.synced_by(token, from, refused),
+            } => core.synced_by(token, from, refused),
         }
     }
 }
 
 /// Tells the store gate what this core holds (every 100 ms, the period
 /// as the shutdown poll); core 0 logs when the broker-wide bound starts and stops refusing.
-fn report_stored(shard: &Shard, over_bound: &mut bool) {
-    let bytes = shard.broker.borrow().stored_bytes();
-    shard.gate.set_stored(shard.id.0, bytes);
-    if shard.id.0 != 0 {
+fn report_stored(core: &Core, over_bound: &mut bool) {
+    let bytes = core.broker.borrow().stored_bytes();
+    core.gate.set_stored(core.id.0, bytes);
+    if core.id.0 != 0 {
         return;
     }
-    let over = shard.gate.closed() == Some(gate::Closed::StoredBytes);
+    let over = core.gate.closed() == Some(gate::Closed::StoredBytes);
     if over != *over_bound {
         *over_bound = over;
-        let stored = shard.gate.stored_bytes();
-        let max = shard.gate.max_stored_bytes();
+        let stored = core.gate.stored_bytes();
+        let max = core.gate.max_stored_bytes();
         if over {
             tracing::warn!(stored_bytes = stored, max_stored_bytes = max, "messages held reached max_stored_bytes: QoS 1/2 publishes are refused until sessions take some");
         } else {
@@ -332,14 +331,14 @@ fn report_stored(shard: &Shard, over_bound: &mut bool) {
 
 /// Once a second: ends offline sessions whose expiry has passed, and starts a checkpoint
 /// of the log once it has grown enough.
-async fn expiry_loop(shard: Rc<Shard>) {
+async fn expiry_loop(core: Rc<Core>) {
     loop {
         glommio::timer::sleep(Duration::from_secs(1)).await;
         let now = std::time::Instant::now();
-        let effects = shard.broker.borrow_mut().expire(now);
-        shard.apply(effects).await;
-        if shard.broker.borrow().checkpoint_due() {
-            glommio::spawn_local(checkpoint(shard.clone())).detach();
+        let effects = core.broker.borrow_mut().expire(now);
+        core.apply(effects).await;
+        if core.broker.borrow().checkpoint_due() {
+            glommio::spawn_local(checkpoint(core.clone())).detach();
         }
     }
 }
@@ -348,21 +347,21 @@ async fn expiry_loop(shard: Rc<Shard>) {
 /// so that the executor polls its sockets in between (a plain yield keeps the task queue
 /// busy and the reactor waits) and the checkpoint's writes stay behind the log's segment
 /// preparation. `checkpoint_due` is false while it runs.
-async fn checkpoint(shard: Rc<Shard>) {
+async fn checkpoint(core: Rc<Core>) {
     let started = std::time::Instant::now();
     let mut longest = Duration::ZERO;
     loop {
         let step = std::time::Instant::now();
-        let result = shard.broker.borrow_mut().checkpoint_step(step);
+        let result = core.broker.borrow_mut().checkpoint_step(step);
         longest = longest.max(step.elapsed());
         match result {
             Ok(None) => {
-                let pause = shard.broker.borrow().checkpoint_pause();
+                let pause = core.broker.borrow().checkpoint_pause();
                 glommio::timer::sleep(pause).await
             }
             Ok(Some(report)) => {
                 tracing::info!(
-                    shard = %shard.id,
+                    core = %core.id,
                     sessions = report.sessions,
                     messages = report.messages,
                     kept = report.kept,
@@ -376,7 +375,7 @@ async fn checkpoint(shard: Rc<Shard>) {
                 return;
             }
             Err(error) => {
-                tracing::error!(shard = %shard.id, %error, "log checkpoint failed");
+                tracing::error!(core = %core.id, %error, "log checkpoint failed");
                 return;
             }
         }

@@ -21,8 +21,8 @@ use crate::broker::journal::{Journal, LogJournal};
 use crate::broker::{Broker, Effects, Rebuild, WallClock};
 use crate::config::Config;
 use crate::config::FsyncMode;
-use crate::server::shard::session_policy;
-use crate::server::ShardId;
+use crate::ownership::CoreId;
+use crate::server::local::session_policy;
 use crate::store::{FsyncPolicy, Log, LogConfig, RecoveryReport, RoomSignal};
 
 const LAYOUT_FILE: &str = "layout.toml";
@@ -264,7 +264,7 @@ impl Replayed {
 /// Opens core `id`'s log, replays it, and returns the engine it describes.
 pub fn open_core(
     config: &Config,
-    id: ShardId,
+    id: CoreId,
     cores: usize,
     lacking_room: RoomSignal,
 ) -> anyhow::Result<(Broker, Effects, Replayed)> {
@@ -282,7 +282,7 @@ pub fn open_core(
         Instant::now(),
     );
     tracing::info!(
-        shard = %id,
+        core = %id,
         records = report.records,
         undecodable = report.undecodable,
         sessions = report.sessions,

@@ -5,30 +5,30 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::ownership::ShardId;
-use super::shard::Shard;
+use super::local::Core;
 use crate::broker::{CoreMsg, Effects};
+use crate::ownership::CoreId;
 
 /// The core that publishes `$SYS`.
-const PUBLISHER: ShardId = ShardId(0);
+const PUBLISHER: CoreId = CoreId(0);
 
 /// Runs until dropped. `started` is when the broker started (for the uptime).
-pub async fn sys_loop(shard: Rc<Shard>, interval: Duration, started: Instant) {
+pub async fn sys_loop(core: Rc<Core>, interval: Duration, started: Instant) {
     loop {
         glommio::timer::sleep(interval).await;
-        let mut stats = shard.broker.borrow().core_stats();
-        shard.stats.fill(&mut stats);
-        let effects = if shard.id == PUBLISHER {
-            let mut broker = shard.broker.borrow_mut();
-            broker.record_stats(shard.id, stats);
+        let mut stats = core.broker.borrow().core_stats();
+        core.stats.fill(&mut stats);
+        let effects = if core.id == PUBLISHER {
+            let mut broker = core.broker.borrow_mut();
+            broker.record_stats(core.id, stats);
             broker.publish_sys(started.elapsed(), Instant::now())
         } else {
-            let from = shard.id;
+            let from = core.id;
             Effects {
                 to_clients: Vec::new(),
                 to_cores: vec![(PUBLISHER, CoreMsg::Stats { from, stats })],
             }
         };
-        shard.apply(effects).await;
+        core.apply(effects).await;
     }
 }

@@ -33,8 +33,8 @@ use futures_lite::io::{AsyncWriteExt, WriteHalf};
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 
+use super::local::Core;
 use super::outbox::QueuedBytes;
-use super::shard::Shard;
 use crate::broker::{Outgoing, SharedPublish};
 use crate::protocol::{self, Packet, Properties, ProtocolVersion, Publish, QoS};
 use crate::session::state;
@@ -52,7 +52,7 @@ pub struct ClientLimits {
 }
 
 pub async fn write_loop(
-    shard: Rc<Shard>,
+    core: Rc<Core>,
     (client_id, serial): (ByteString, u64),
     mut writer: WriteHalf<TcpStream>,
     packets: LocalReceiver<Outgoing>,
@@ -72,7 +72,7 @@ pub async fn write_loop(
                 Outgoing::Shared(shared) => match fit.as_is(&shared) {
                     Some(frame) => {
                         buf.extend_from_slice(frame);
-                        shard.stats.sent(shared.packet());
+                        core.stats.sent(shared.packet());
                         None
                     }
                     None => Some(shared.packet().clone()),
@@ -80,8 +80,8 @@ pub async fn write_loop(
             };
             if let Some(packet) = packet {
                 match fit.fit(packet) {
-                    Fitted::Send(packet) => encode(&packet, fit.limits.version, &mut buf, &shard),
-                    Fitted::Dropped(packet) => discard(&shard, &client_id, serial, packet).await,
+                    Fitted::Send(packet) => encode(&packet, fit.limits.version, &mut buf, &core),
+                    Fitted::Dropped(packet) => discard(&core, &client_id, serial, packet).await,
                 }
             }
             if buf.len() >= WRITE_BATCH {
@@ -98,16 +98,16 @@ pub async fn write_loop(
             let _ = failed.try_send(error);
             return;
         }
-        shard.stats.wrote(buf.len());
+        core.stats.wrote(buf.len());
         buf.clear();
     }
     let _ = writer.flush().await;
     let _ = writer.close().await;
 }
 
-fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut, shard: &Shard) {
+fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut, core: &Core) {
     match protocol::encode(packet, version, buf) {
-        Ok(_) => shard.stats.sent(packet),
+        Ok(_) => core.stats.sent(packet),
         Err(e) => tracing::warn!(error = %e, "cannot encode an outgoing packet"),
     }
 }
@@ -116,22 +116,22 @@ fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut, shard: 
 /// client had acknowledged it, which releases the next queued message. Only while this
 /// connection (`serial`) still holds the session: after a takeover the packet id belongs
 /// to the new connection's window.
-async fn discard(shard: &Shard, client_id: &ByteString, serial: u64, packet: Packet) {
+async fn discard(core: &Core, client_id: &ByteString, serial: u64, packet: Packet) {
     tracing::debug!("not sending a packet larger than the client's Maximum Packet Size");
     let Packet::Publish(publish) = packet else {
         return;
     };
-    shard.stats.publish_dropped();
-    if !shard.is_current(client_id, serial) {
+    core.stats.publish_dropped();
+    if !core.is_current(client_id, serial) {
         return;
     }
     if let (QoS::AtLeastOnce | QoS::ExactlyOnce, Some(id)) = (publish.qos, publish.packet_id) {
-        let effects = shard.broker.borrow_mut().on_ack(
+        let effects = core.broker.borrow_mut().on_ack(
             client_id,
             Packet::PubComp(state::ack(id, protocol::ReasonCode::SUCCESS)),
             std::time::Instant::now(),
         );
-        shard.apply(effects).await;
+        core.apply(effects).await;
     }
 }
 

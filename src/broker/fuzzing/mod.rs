@@ -35,11 +35,11 @@ use bytestring::ByteString;
 
 use super::journal::MemJournal;
 use super::{Broker, Effects, SessionPolicy, WallClock};
+use crate::ownership::CoreId;
 use crate::protocol::{
     Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
     Unsubscribe,
 };
-use crate::server::ShardId;
 use client::{receive_publish, token_of, Client, Held};
 pub use ops::{ops, Op};
 use ops::{CLIENTS, CORES, EXPIRIES, FILTERS, RECEIVE_MAXIMA, TOPICS};
@@ -105,7 +105,7 @@ impl World {
             .map(|core| {
                 let journal = Box::new(MemJournal::new(1 << 16));
                 Broker::with_journal(
-                    ShardId(core),
+                    CoreId(core),
                     CORES,
                     SessionPolicy::default(),
                     journal,

@@ -162,7 +162,7 @@ impl Model {
         let mut rebuild = Rebuild::new(self.h.clock);
         journal.replay(|pos, kind, body| rebuild.visit(pos, kind, body));
         let (broker, _) = Broker::recover(
-            ShardId(0),
+            CoreId(0),
             1,
             policy(),
             Box::new(journal.clone()),

@@ -6,11 +6,11 @@
 
 use bytestring::ByteString;
 
-/// Index of a core (and of its executor, shard and log).
+/// Index of a core (and of its executor, core and log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ShardId(pub usize);
+pub struct CoreId(pub usize);
 
-impl std::fmt::Display for ShardId {
+impl std::fmt::Display for CoreId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
     }
@@ -26,21 +26,17 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 }
 
 /// The core that owns `client_id` when the broker runs `cores` cores.
-pub fn owner_of(client_id: &str, cores: usize) -> ShardId {
-    ShardId((fnv1a64(client_id.as_bytes()) % cores.max(1) as u64) as usize)
+pub fn owner_of(client_id: &str, cores: usize) -> CoreId {
+    CoreId((fnv1a64(client_id.as_bytes()) % cores.max(1) as u64) as usize)
 }
 
-/// A fresh client id that `owner_of` maps to `shard`, so that a client without an id stays
+/// A fresh client id that `owner_of` maps to `core`, so that a client without an id stays
 /// on the core that accepted it (no hand-off). `random` supplies entropy; about `cores`
 /// draws are needed on average.
-pub fn assign_client_id(
-    shard: ShardId,
-    cores: usize,
-    mut random: impl FnMut() -> u64,
-) -> ByteString {
+pub fn assign_client_id(core: CoreId, cores: usize, mut random: impl FnMut() -> u64) -> ByteString {
     loop {
         let id = format!("berth-{:016x}", random());
-        if owner_of(&id, cores) == shard {
+        if owner_of(&id, cores) == core {
             return ByteString::from(id);
         }
     }
@@ -71,7 +67,7 @@ mod tests {
     }
 
     #[test]
-    fn assigned_ids_hash_to_the_requested_shard() {
+    fn assigned_ids_hash_to_the_requested_core() {
         let mut seed = 7u64;
         let mut random = move || {
             seed = seed
@@ -79,9 +75,9 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             seed
         };
-        for shard in 0..4 {
-            let id = assign_client_id(ShardId(shard), 4, &mut random);
-            assert_eq!(owner_of(&id, 4), ShardId(shard));
+        for core in 0..4 {
+            let id = assign_client_id(CoreId(core), 4, &mut random);
+            assert_eq!(owner_of(&id, 4), CoreId(core));
         }
     }
 }

@@ -2,7 +2,7 @@
 //! a takeover is a local affair) and its links to the other cores.
 //!
 //! Everything here is owned by one executor and reached through `Rc`; nothing is shared
-//! between threads except the messages that cross cores ([`ShardMsg`]).
+//! between threads except the messages that cross cores ([`CoreMail`]).
 
 use crate::hash::FastMap;
 use std::cell::{Cell, RefCell};
@@ -21,24 +21,24 @@ use glommio::net::TcpListener;
 
 use super::gate::{Refusals, StoreGate};
 use super::outbox::Outbox;
-use super::ownership::ShardId;
 use crate::broker::{Broker, CoreMsg, CoreStats, Effects, SessionPolicy, Stat};
 use crate::config::Config;
+use crate::ownership::CoreId;
 use crate::protocol::{Connect, Packet};
 use crate::session::state::QueueLimits;
 use crate::session::ConnectPolicy;
 
 /// A message from one core to another.
-pub enum ShardMsg {
+pub enum CoreMail {
     /// A connection whose client id this core owns, accepted by another core.
     Handoff(Handoff),
     /// Routing work for the receiving core's engine, batched.
     Core(Vec<CoreMsg>),
-    /// Asks for a [`ShardMsg::Synced`] once everything sent before it is processed.
-    Sync { from: ShardId, token: u64 },
+    /// Asks for a [`CoreMail::Synced`] once everything sent before it is processed.
+    Sync { from: CoreId, token: u64 },
     Synced {
         token: u64,
-        from: ShardId,
+        from: CoreId,
         /// Messages the replying core has refused to store so far (see `gate::Refusals`).
         refused: u64,
     },
@@ -49,7 +49,7 @@ pub struct Handoff {
     pub connect: Box<Connect>,
     /// Bytes the client sent after its CONNECT, already read by the accepting core.
     pub rest: BytesMut,
-    pub accepted_on: ShardId,
+    pub accepted_on: CoreId,
     pub peer: SocketAddr,
 }
 
@@ -71,7 +71,7 @@ struct Registered {
 
 /// Counters for this core; read and summed across cores for $SYS.
 #[derive(Debug, Default)]
-pub struct ShardStats {
+pub struct IoStats {
     pub accepted: Cell<u64>,
     pub handed_off: Cell<u64>,
     pub taken_in: Cell<u64>,
@@ -92,7 +92,7 @@ pub struct ShardStats {
     pub publish_refused: Cell<u64>,
 }
 
-impl ShardStats {
+impl IoStats {
     pub fn read(&self, bytes: usize) {
         add(&self.bytes_received, bytes as u64);
     }
@@ -152,19 +152,19 @@ fn add(counter: &Cell<u64>, n: u64) {
     counter.set(counter.get().wrapping_add(n));
 }
 
-pub struct Shard {
-    pub id: ShardId,
+pub struct Core {
+    pub id: CoreId,
     pub cores: usize,
     pub config: Config,
     pub policy: ConnectPolicy,
-    /// Senders to the other cores, indexed by shard; `None` at our own index.
-    peers: Vec<Option<ConnectedSender<ShardMsg>>>,
+    /// Senders to the other cores, indexed by core; `None` at our own index.
+    peers: Vec<Option<ConnectedSender<CoreMail>>>,
     connections: RefCell<FastMap<ByteString, Registered>>,
     next_serial: Cell<u64>,
-    pub stats: ShardStats,
+    pub stats: IoStats,
     /// The publish/subscribe engine. Borrowed only between awaits, never across one.
     pub broker: RefCell<Broker>,
-    /// Outstanding [`Shard::sync_peers`] calls: token -> (replies missing, waker channel).
+    /// Outstanding [`Core::sync_peers`] calls: token -> (replies missing, waker channel).
     syncs: RefCell<HashMap<u64, (usize, LocalSender<()>)>>,
     /// Whether new QoS 1/2 messages are taken (shared by every core).
     pub gate: Arc<StoreGate>,
@@ -172,14 +172,14 @@ pub struct Shard {
     refusals: RefCell<Refusals>,
 }
 
-impl Shard {
+impl Core {
     pub fn new(
-        id: ShardId,
+        id: CoreId,
         config: Config,
-        peers: Vec<Option<ConnectedSender<ShardMsg>>>,
+        peers: Vec<Option<ConnectedSender<CoreMail>>>,
         broker: Broker,
         gate: Arc<StoreGate>,
-    ) -> Shard {
+    ) -> Core {
         let policy = ConnectPolicy {
             max_packet_size: config.max_packet_size,
             server_keep_alive: config.server_keep_alive,
@@ -188,7 +188,7 @@ impl Shard {
             topic_alias_maximum: config.topic_alias_maximum,
         };
         let peers_len = peers.len();
-        Shard {
+        Core {
             id,
             cores: peers_len,
             broker: RefCell::new(broker),
@@ -197,7 +197,7 @@ impl Shard {
             peers,
             connections: RefCell::new(FastMap::default()),
             next_serial: Cell::new(0),
-            stats: ShardStats::default(),
+            stats: IoStats::default(),
             syncs: RefCell::new(HashMap::new()),
             gate,
             refusals: RefCell::new(Refusals::new(peers_len)),
@@ -206,8 +206,8 @@ impl Shard {
 
     /// Sends to another core, waiting while its channel is full (back-pressure). Fails
     /// only when that core has stopped; the message is dropped then.
-    pub async fn send_to(&self, shard: ShardId, msg: ShardMsg) -> Result<(), ()> {
-        match self.peers.get(shard.0).and_then(Option::as_ref) {
+    pub async fn send_to(&self, core: CoreId, msg: CoreMail) -> Result<(), ()> {
+        match self.peers.get(core.0).and_then(Option::as_ref) {
             Some(sender) => sender.send(msg).await.map_err(drop),
             None => Err(()),
         }
@@ -304,7 +304,7 @@ impl Shard {
         }
         for (core, batch) in batches.into_iter().enumerate() {
             if !batch.is_empty() {
-                let _ = self.send_to(ShardId(core), ShardMsg::Core(batch)).await;
+                let _ = self.send_to(CoreId(core), CoreMail::Core(batch)).await;
             }
         }
     }
@@ -322,11 +322,11 @@ impl Shard {
         self.syncs
             .borrow_mut()
             .insert(token, (self.cores - 1, done));
-        for core in (0..self.cores).map(ShardId).filter(|&c| c != self.id) {
+        for core in (0..self.cores).map(CoreId).filter(|&c| c != self.id) {
             if self
                 .send_to(
                     core,
-                    ShardMsg::Sync {
+                    CoreMail::Sync {
                         from: self.id,
                         token,
                     },
@@ -348,7 +348,7 @@ impl Shard {
         self.refusals.borrow().snapshot()
     }
 
-    /// Whether any core refused to store a message since `before` (a [`Shard::refusals`]).
+    /// Whether any core refused to store a message since `before` (a [`Core::refusals`]).
     pub fn refused_since(&self, before: &[u64]) -> bool {
         self.hear_own_refusals();
         self.refusals.borrow().rose_since(before)
@@ -360,7 +360,7 @@ impl Shard {
     }
 
     /// A core answered a sync, having refused `refused` messages so far.
-    pub fn synced_by(&self, token: u64, from: ShardId, refused: u64) {
+    pub fn synced_by(&self, token: u64, from: CoreId, refused: u64) {
         self.refusals.borrow_mut().heard(from.0, refused);
         self.synced(token);
     }
@@ -415,14 +415,14 @@ pub fn session_policy(config: &Config, cores: usize) -> SessionPolicy {
 
 /// Accepts connections forever, backing off while the process is out of descriptors
 /// (accept fails at once with EMFILE then, and retrying at once would spin).
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+pub async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
     let mut backoff = Duration::from_millis(1);
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 backoff = Duration::from_millis(1);
-                shard.stats.accepted.set(shard.stats.accepted.get() + 1);
-                glommio::spawn_local(super::connection::accepted(shard.clone(), stream)).detach();
+                core.stats.accepted.set(core.stats.accepted.get() + 1);
+                glommio::spawn_local(super::connection::accepted(core.clone(), stream)).detach();
             }
             Err(e) => {
                 let e = std::io::Error::from(e);
@@ -433,11 +433,11 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                         | Some(libc::ENOBUFS)
                         | Some(libc::ENOMEM)
                 ) {
-                    tracing::warn!(shard = %shard.id, error = %e, backoff_ms = backoff.as_millis() as u64, "accept: out of resources, backing off");
+                    tracing::warn!(core = %core.id, error = %e, backoff_ms = backoff.as_millis() as u64, "accept: out of resources, backing off");
                     glommio::timer::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 } else {
-                    tracing::debug!(shard = %shard.id, error = %e, "accept failed");
+                    tracing::debug!(core = %core.id, error = %e, "accept failed");
                 }
             }
         }
