@@ -24,6 +24,8 @@ mod message;
 mod queue;
 mod restore;
 #[cfg(test)]
+mod scenario;
+#[cfg(test)]
 mod tests;
 mod window;
 

@@ -73,3 +73,124 @@ impl Session {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::super::scenario::{holdings, size_of, steps, Record, Run};
+    use super::super::tests::Fixture;
+    use super::super::Delivery;
+    use super::*;
+    use crate::protocol::{Packet, QoS};
+
+    /// A fresh session rebuilt from `log` as recovery does.
+    fn replay(log: &[Record]) -> Session {
+        let mut session = Session::new("c".into());
+        for record in log {
+            match *record {
+                Record::Message(entry) => {
+                    session.restore_queued(entry, Vec::new(), size_of(entry.seq()))
+                }
+                Record::Sent(seq, packet_id) => session.restore_sent(seq, packet_id, size_of(seq)),
+                Record::Received(seq) => session.restore_received(seq),
+                Record::Done(seq) => {
+                    session.restore_done(seq, size_of(seq));
+                }
+            }
+        }
+        session
+    }
+
+    /// A fresh session rebuilt from a SNAPSHOT of `live`.
+    fn from_snapshot(live: &Session) -> Session {
+        let mut session = Session::new("c".into());
+        for f in live.in_flight_entries() {
+            session.restore_in_flight(*f, Vec::new());
+        }
+        for entry in live.queued_entries() {
+            session.restore_queued(entry, Vec::new(), size_of(entry.seq()));
+        }
+        session
+    }
+
+    /// The client comes back with `receive_maximum` and one more message is delivered:
+    /// what it is sent, and what the session reports.
+    fn come_back(f: &mut Fixture, receive_maximum: u16) -> Back {
+        let resumed = f.resume(receive_maximum);
+        let new = match f.deliver(QoS::AtLeastOnce, QoS::AtLeastOnce, true) {
+            Delivery::InFlight(packet) => Some(packet),
+            _ => None,
+        };
+        (resumed, new, std::mem::take(&mut f.changes))
+    }
+
+    /// `packets` with the ids of new (not DUP) PUBLISH taken out.
+    fn without_new_ids(mut packets: Vec<Packet>) -> Vec<Packet> {
+        for packet in &mut packets {
+            if let Packet::Publish(p) = packet {
+                if !p.dup {
+                    p.packet_id = None;
+                }
+            }
+        }
+        packets
+    }
+
+    /// What [`come_back`] sees: the packets of the resume, the new message's PUBLISH (if
+    /// the window had room) and the changes reported.
+    type Back = (Vec<Packet>, Option<Packet>, Vec<super::super::Change>);
+
+    #[test]
+    fn a_sent_record_moves_the_message_from_the_queue_into_the_window() {
+        let mut s = Session::new("c".into());
+        s.restore_queued(Queued::new(1, QoS::AtLeastOnce, false), Vec::new(), 2);
+        s.restore_queued(Queued::new(2, QoS::ExactlyOnce, false), vec![7], 2);
+        s.restore_sent(2, PacketId::new(9), 2);
+        s.restore_received(2);
+        assert_eq!(
+            holdings(&s),
+            (vec![(9, 2, 2, Outbound::Released)], vec![1], 2)
+        );
+        assert_eq!(s.ids_of(2), [7]);
+        assert_eq!(
+            s.next_packet_id, 10,
+            "numbering goes on after the restored id"
+        );
+        assert!(s.restore_done(2, 2) && s.restore_done(1, 2) && !s.restore_done(1, 2));
+        assert_eq!(holdings(&s), (vec![], vec![], 0));
+    }
+
+    proptest! {
+        /// Replaying the log of a live session (or restating it in a snapshot) puts the
+        /// same messages in flight, under the same ids and in the same order, and queues
+        /// the rest; a client that comes back is sent the same packets either way.
+        #[test]
+        fn restore_puts_the_same_messages_in_flight_as_the_live_session(
+            steps in steps(),
+            receive_maximum in 1u16..5,
+        ) {
+            let mut run = Run::new(5);
+            for step in &steps {
+                run.step(step);
+            }
+            let live = holdings(&run.f.session);
+            let replayed = replay(&run.log);
+            prop_assert_eq!(&holdings(&replayed), &live);
+            let snapshot = from_snapshot(&run.f.session);
+            prop_assert_eq!(&holdings(&snapshot), &live);
+
+            let next = run.f.next;
+            let expected = come_back(&mut run.f, receive_maximum);
+            run.f.session = replayed;
+            run.f.next = next;
+            prop_assert_eq!(come_back(&mut run.f, receive_maximum), expected.clone());
+            // A snapshot restates only the ids in flight, so the ids of new messages may
+            // differ from the live session's; all else is the same.
+            run.f.session = snapshot;
+            run.f.next = next;
+            let (resumed, _, _) = come_back(&mut run.f, receive_maximum);
+            prop_assert_eq!(without_new_ids(resumed), without_new_ids(expected.0));
+        }
+    }
+}

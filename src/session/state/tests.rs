@@ -250,3 +250,27 @@ fn offline_qos0_is_queued_only_when_configured() {
     assert!(f.changes.contains(&Change::Done { seq: 1 }));
     assert_eq!(f.session.queued() + f.session.in_flight(), 0);
 }
+
+/// A message delivered while others wait goes behind them, even with room in the window
+/// (the window's room is taken by the queue first) [MQTT-4.6.0-6].
+#[test]
+fn mqtt_4_6_0_6_a_delivery_never_overtakes_the_queue() {
+    let mut f = Fixture::new(10);
+    assert!(matches!(
+        f.deliver(QoS::AtLeastOnce, QoS::AtLeastOnce, false),
+        Delivery::Queued
+    ));
+    assert!(matches!(
+        f.deliver(QoS::ExactlyOnce, QoS::ExactlyOnce, true),
+        Delivery::Queued
+    ));
+    let out = f.resume(10);
+    let payloads: Vec<_> = out
+        .iter()
+        .map(|p| match p {
+            Packet::Publish(p) => p.payload.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(payloads, ["m1", "m2"]);
+}

@@ -291,3 +291,76 @@ impl Session {
         out.push(Packet::PubRel(ack(packet_id, ReasonCode::SUCCESS)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::super::scenario::{steps, Run};
+    use super::super::tests::{sent, Fixture};
+    use super::super::Delivery;
+    use super::*;
+
+    #[test]
+    fn mqtt_4_9_0_2_the_window_fills_to_receive_maximum_and_stays_full_while_messages_wait() {
+        let mut f = Fixture::new(100);
+        f.resume(3);
+        let first: Vec<Publish> = (0..3)
+            .map(|_| sent(f.deliver(QoS::AtLeastOnce, QoS::AtLeastOnce, true)))
+            .collect();
+        for _ in 0..7 {
+            let queued = f.deliver(QoS::ExactlyOnce, QoS::ExactlyOnce, true);
+            assert!(matches!(queued, Delivery::Queued), "{queued:?}");
+        }
+        let mut window: Vec<PacketId> = first.iter().filter_map(|p| p.packet_id).collect();
+        let mut order = Vec::new();
+        while let Some(oldest) = window.first().copied() {
+            window.remove(0);
+            for packet in f.complete(oldest) {
+                let Packet::Publish(p) = packet else {
+                    panic!("{packet:?}")
+                };
+                order.push(p.payload.clone());
+                window.extend(p.packet_id);
+            }
+            assert_eq!(f.session.in_flight(), window.len());
+            assert!(f.session.in_flight() <= 3);
+            if f.session.queued() > 0 {
+                assert_eq!(f.session.in_flight(), 3, "full while messages wait");
+            }
+        }
+        let expected: Vec<String> = (4..=10).map(|seq| format!("m{seq}")).collect();
+        assert_eq!(
+            order, expected,
+            "the queue goes into the window in its own order"
+        );
+    }
+
+    #[test]
+    fn a_new_packet_id_follows_the_newest_and_skips_ids_in_flight() {
+        let mut f = Fixture::new(100);
+        f.resume(u16::MAX);
+        f.session.next_packet_id = u16::MAX;
+        let a = sent(f.deliver(QoS::AtLeastOnce, QoS::AtLeastOnce, true));
+        let b = sent(f.deliver(QoS::AtLeastOnce, QoS::AtLeastOnce, true));
+        assert_eq!(
+            (a.packet_id, b.packet_id),
+            (PacketId::new(u16::MAX), PacketId::new(1))
+        );
+        f.session.next_packet_id = u16::MAX;
+        let c = sent(f.deliver(QoS::AtLeastOnce, QoS::AtLeastOnce, true));
+        assert_eq!(c.packet_id, PacketId::new(2), "65535 and 1 are in flight");
+    }
+
+    proptest! {
+        /// The scenario's client checks every packet: ids unique, never more PUBLISH
+        /// awaiting an answer than Receive Maximum, new messages in delivery order.
+        #[test]
+        fn the_window_never_exceeds_receive_maximum_and_keeps_the_queue_order(steps in steps()) {
+            let mut run = Run::new(5);
+            for step in &steps {
+                run.step(step);
+            }
+        }
+    }
+}
