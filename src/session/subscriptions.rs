@@ -161,14 +161,6 @@ impl Subscriptions {
     }
 }
 
-impl<'a> IntoIterator for &'a Subscriptions {
-    type Item = (&'a ByteString, &'a Subscription);
-    type IntoIter = Box<dyn Iterator<Item = Self::Item> + 'a>;
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -100,6 +100,7 @@ pub fn ack(packet_id: PacketId, reason_code: ReasonCode) -> Ack {
 }
 
 /// The PUBLISH a subscriber receives for `message` delivered as `entry`.
+#[inline]
 pub fn publish_of(
     message: &Message,
     entry: Queued,

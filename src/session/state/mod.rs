@@ -6,10 +6,10 @@
 //! subscriptions, unacknowledged messages and queue while its client is away, and
 //! [`Session::resume`] replays them in order when the client returns.
 //!
-//! The parts: [`message`] (a message as held, and the PUBLISH made from it), [`queue`]
-//! (what waits, under the operator's limits), [`window`] (what is in flight, the one path
-//! into it, resume), [`inbound`] (QoS 2 ids awaiting PUBREL), [`restore`] (rebuilding all
-//! of it from the log). This file holds the [`Session`] itself and [`Session::deliver`],
+//! The parts: `message` (a message as held, and the PUBLISH made from it), `queue` (what
+//! waits, under the operator's limits), `window` (what is in flight, the one path into
+//! it, resume), `inbound` (QoS 2 ids awaiting PUBREL), `restore` (rebuilding all of it
+//! from the log). This file holds the [`Session`] itself and [`Session::deliver`],
 //! which decides for each message whether it goes out, into the window or into the queue.
 //!
 //! Invariants: never more QoS 1/2 PUBLISH in flight than the client's Receive Maximum

@@ -21,15 +21,18 @@ pub struct Queued(u64);
 impl Queued {
     const SEQ_BITS: u32 = 61;
 
+    #[inline]
     pub fn new(seq: Seq, qos: QoS, retain: bool) -> Queued {
         debug_assert!(seq < 1 << Self::SEQ_BITS);
         Queued(seq | (qos as u64) << Self::SEQ_BITS | u64::from(retain) << 63)
     }
 
+    #[inline]
     pub fn seq(self) -> Seq {
         self.0 & ((1 << Self::SEQ_BITS) - 1)
     }
 
+    #[inline]
     pub fn qos(self) -> QoS {
         match (self.0 >> Self::SEQ_BITS) & 3 {
             0 => QoS::AtMostOnce,
@@ -38,6 +41,7 @@ impl Queued {
         }
     }
 
+    #[inline]
     pub fn retain(self) -> bool {
         self.0 >> 63 == 1
     }
@@ -90,7 +94,7 @@ impl Default for QueueLimits {
 impl Session {
     /// Queues `entry` (a payload of `size` bytes) behind what waits already, making room
     /// as `limits.overflow` says: `Queued`, or `Skipped { refused: true }`.
-    #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub(super) fn enqueue(
         &mut self,
         entry: Queued,
