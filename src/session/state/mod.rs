@@ -236,7 +236,9 @@ impl Session {
         }
         // Only past an empty queue: what waits is older and goes first [MQTT-4.6.0-6].
         if online && self.window_has_room() && self.held().queue.is_empty() {
-            self.keep_ids(entry.seq(), ids.clone());
+            if !ids.is_empty() {
+                self.keep_ids(entry.seq(), ids.clone());
+            }
             let publish = self.put_in_flight(entry, message, ids, now, changes);
             return Delivery::InFlight(Packet::Publish(publish));
         }
