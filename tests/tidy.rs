@@ -32,7 +32,6 @@ const TOO_LONG_FOR_NOW: &[&str] = &[
     "src/broker/share.rs",
     "src/broker/routing.rs",
     "src/broker/recovery.rs",
-    "src/session/state.rs",
     "src/store/tests.rs",
     "src/config.rs",
     "tests/interop_rumqttc.rs",

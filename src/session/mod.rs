@@ -2,9 +2,10 @@
 //!
 //! [`connect`] decides whether a CONNECT is accepted and what the CONNACK says;
 //! [`Link`] follows one accepted connection: it checks every packet against the rules of
-//! its protocol version, answers what can be answered locally and reports the rest. Time
-//! comes in as an argument; results go out as packets and a verdict, so all of it is
-//! testable without sockets.
+//! its protocol version, answers what can be answered locally and reports the rest;
+//! [`state`] is what outlives connections: a [`Session`]'s window, queue, inbound QoS 2
+//! ids and (in `subscriptions`) its filters. Time comes in as an argument; results go
+//! out as packets and a verdict, so all of it is testable without sockets.
 
 pub mod connect;
 mod link;

@@ -12,8 +12,15 @@
 
 use bytestring::ByteString;
 
-use super::state::Subscription;
 use crate::hash::FastMap;
+use crate::protocol::SubscriptionOptions;
+
+/// A subscription as the session keeps it: its options and Subscription Identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub options: SubscriptionOptions,
+    pub identifier: Option<u32>,
+}
 
 /// Entries at which the index is built.
 const INDEX_FROM: usize = 16;
@@ -154,18 +161,10 @@ impl Subscriptions {
     }
 }
 
-impl<'a> IntoIterator for &'a Subscriptions {
-    type Item = (&'a ByteString, &'a Subscription);
-    type IntoIter = Box<dyn Iterator<Item = Self::Item> + 'a>;
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{QoS, SubscriptionOptions};
+    use crate::protocol::QoS;
 
     fn sub(qos: QoS, identifier: u32) -> Subscription {
         Subscription {
