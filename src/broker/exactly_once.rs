@@ -22,8 +22,9 @@ use crate::session::state::Origin;
 /// each), all of them recent.
 pub const ORIGIN_WINDOW: usize = 1 << 16;
 
-/// An inbound QoS 2 message waiting for its QOS2_IN.
-#[derive(Debug, Clone)]
+/// An inbound QoS 2 message waiting for its QOS2_IN: what the publisher's core keeps in
+/// memory and what its QOS2_ROUTING record says (`Record::Qos2Routing` holds one).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routing {
     pub sid: u64,
     pub packet_id: u16,
@@ -36,14 +37,7 @@ pub struct Routing {
 
 impl Routing {
     pub fn record(&self) -> Record {
-        Record::Qos2Routing {
-            sid: self.sid,
-            packet_id: self.packet_id,
-            origin_seq: self.origin_seq,
-            expires_ms: self.expires_ms,
-            publisher: self.publisher.clone(),
-            publish: self.publish.clone(),
-        }
+        Record::Qos2Routing(self.clone())
     }
 }
 

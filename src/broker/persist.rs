@@ -18,13 +18,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::journal::{Record, Snapshot, SnapshotEntry};
-use super::messages::WallClock;
+use super::journal::{self, Record};
 use super::routing::publish_for_log;
-use super::{journal, Broker, Slot};
+use super::{Broker, Slot};
 use crate::session::state::Seq;
 use crate::session::Message;
 use crate::store::{Position, StoreError};
+use restate::snapshot_of;
 
 /// What a checkpoint did.
 #[derive(Debug, Clone, Default)]
@@ -76,6 +76,8 @@ const MIN_PAUSE: std::time::Duration = std::time::Duration::from_micros(50);
 /// the estimate of how full of live messages the old segments are.
 const RECORD_OVERHEAD: u64 = 64;
 
+mod restate;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Messages,
@@ -118,88 +120,6 @@ pub(super) struct Run {
 }
 
 impl Broker {
-    /// A session that had no expiry gets one (a takeover or reconnect with a Session
-    /// Expiry): journal it whole, with the messages it holds.
-    pub(super) fn promote(&mut self, client_id: &bytestring::ByteString, now: Instant) {
-        let sid = self.next_sid;
-        self.next_sid += 1;
-        let Some(slot) = self.sessions.get_mut(client_id) else {
-            return;
-        };
-        slot.sid = Some(sid);
-        let seqs: Vec<Seq> = slot.session.references().collect();
-        for seq in seqs {
-            self.ensure_logged(seq);
-        }
-        if let Some(snapshot) = self
-            .sessions
-            .get(client_id)
-            .map(|s| snapshot_of(self.clock, s, now))
-        {
-            self.journal(&Record::Snapshot(snapshot));
-        }
-    }
-
-    /// Writes what a SNAPSHOT naming message `seq` needs before it: the message itself if
-    /// only memory holds it (or its record is in a segment a running checkpoint deletes),
-    /// otherwise where its record is (MESSAGE_AT), since the records that say so may be
-    /// before a checkpoint that recovery starts from.
-    fn ensure_logged(&mut self, seq: Seq) {
-        let Some(entry) = self.messages.get(seq) else {
-            return;
-        };
-        let keep_from = self.checkpoint.as_ref().map_or(0, |run| run.keep_from);
-        match (entry.pos, entry.message.clone()) {
-            (Some(pos), _) if pos.segment >= keep_from => {
-                let record = Record::MessageAt {
-                    seq,
-                    at: pos,
-                    payload_len: entry.size,
-                };
-                self.journal(&record);
-            }
-            (Some(pos), _) => {
-                if let Err(error) = self.copy_message(seq, pos) {
-                    self.counters.journal_errors += 1;
-                    tracing::error!(core = %self.id, seq, %error, "cannot copy a message");
-                }
-            }
-            (None, Some(message)) => {
-                let record = Record::Message(journal::MessageRecord {
-                    origin: None,
-                    seq,
-                    expires_ms: message.expires_at.map_or(0, |at| self.clock.unix_ms(at)),
-                    publisher: message.publisher.clone(),
-                    payload_len: message.payload.len() as u32,
-                    targets: Vec::new(),
-                    publish: journal::encode_publish(&publish_for_log(&message)),
-                });
-                let pos = self.journal(&record);
-                if let Some(entry) = self.messages.get_mut(seq) {
-                    entry.pos = pos;
-                }
-            }
-            (None, None) => {}
-        }
-    }
-
-    /// Copies the MESSAGE record of `seq` at `old` to the head of the log, without its
-    /// targets (the snapshots say who holds it), and points the table at the copy.
-    fn copy_message(&mut self, seq: Seq, old: Position) -> Result<usize, StoreError> {
-        let (kind, body) = self.journal.read(old)?;
-        let Ok(Record::Message(mut record)) = Record::decode(kind, &body) else {
-            return Err(StoreError::NoRecord(old));
-        };
-        record.targets.clear();
-        record.origin = None;
-        let bytes = record.publish.len();
-        let pos = self.append(&Record::Message(record))?;
-        if let Some(entry) = self.messages.get_mut(seq) {
-            entry.pos = Some(pos);
-        }
-        Ok(bytes)
-    }
-
     /// Whether the log has grown enough since the last checkpoint to rewrite it: twice
     /// what the last checkpoint left, and at least four segments. This bounds the disk
     /// to a small multiple of the live state, however long a session stays away.
@@ -571,12 +491,10 @@ impl Broker {
     /// Every unconfirmed inbound QoS 2 message (now that every session is restated), END,
     /// and the deletion of the segments nothing needs any more.
     fn finish(&mut self, run: &mut Run) -> Result<(), StoreError> {
-        let mut routing: Vec<_> = self.routing.values().map(|r| r.record()).collect();
-        routing.sort_by_key(|r| match r {
-            Record::Qos2Routing { origin_seq, .. } => *origin_seq,
-            _ => 0,
-        });
-        for record in routing {
+        let mut routing: Vec<_> = self.routing.values().collect();
+        routing.sort_by_key(|r| r.origin_seq);
+        let records: Vec<_> = routing.into_iter().map(|r| r.record()).collect();
+        for record in records {
             self.append(&record)?;
         }
         self.append(&Record::CheckpointEnd { id: run.id })?;
@@ -633,48 +551,5 @@ impl Budget {
 
     fn spent(&self) -> bool {
         self.items == 0 || self.bytes == 0
-    }
-}
-
-fn snapshot_of(clock: WallClock, slot: &Slot, now: Instant) -> Snapshot {
-    let session = &slot.session;
-    let entry = |seq: Seq, qos, retain, in_flight| SnapshotEntry {
-        seq,
-        qos,
-        retain,
-        in_flight,
-        ids: session.ids_of(seq).to_vec(),
-    };
-    let mut entries: Vec<SnapshotEntry> = session
-        .in_flight_entries()
-        .map(|f| {
-            let e = f.entry;
-            entry(e.seq(), e.qos(), e.retain(), Some((f.packet_id, f.state)))
-        })
-        .collect();
-    entries.extend(
-        session
-            .queued_entries()
-            .map(|e| entry(e.seq(), e.qos(), e.retain(), None)),
-    );
-    let mut subscriptions: Vec<_> = session
-        .subscriptions
-        .iter()
-        .map(|(filter, s)| (filter.clone(), s.options, s.identifier.unwrap_or(0)))
-        .collect();
-    subscriptions.sort_by(|a, b| a.0.cmp(&b.0));
-    Snapshot {
-        sid: slot.sid.unwrap_or(0),
-        client_id: session.client_id.clone(),
-        expiry_secs: slot.expiry.as_secs(),
-        offline_ms: match (slot.online, slot.expires_at) {
-            (false, Some(at)) => clock
-                .unix_ms(at.checked_sub(slot.expiry).unwrap_or(now))
-                .max(1),
-            _ => 0,
-        },
-        subscriptions,
-        entries,
-        awaiting_release: session.awaiting_release_ids().collect(),
     }
 }
