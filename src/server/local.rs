@@ -55,8 +55,8 @@ pub struct Handoff {
 
 /// An order for a running connection from outside its task.
 pub enum Control {
-    /// Another connection took the client id [MQTT-3.1.4-3]. Dropping `done` tells the
-    /// new connection that this one has stopped.
+    /// Another connection took the client id (a takeover, MQTT 5.0 3.1.4). Dropping
+    /// `done` tells the new connection that this one has stopped.
     TakenOver { done: LocalSender<()> },
     /// The broker is shutting down.
     Shutdown,
@@ -186,6 +186,8 @@ impl Core {
             max_keepalive: config.max_keepalive,
             receive_maximum: config.receive_maximum,
             topic_alias_maximum: config.topic_alias_maximum,
+            max_session_expiry: config.max_session_expiry,
+            max_inflight_messages: config.max_inflight_messages,
         };
         let peers_len = peers.len();
         Core {

@@ -1,4 +1,5 @@
-//! CONNECT validation and the CONNACK it earns.
+//! CONNECT validation and the CONNACK it earns, and the refusal of a CONNECT that does
+//! not decode.
 //!
 //! Keep alive: `server_keep_alive` replaces a v5 client's value outright. `max_keepalive`
 //! (Mosquitto's name and meaning) caps it: a v5 client that asks for more, or for 0 (no
@@ -11,7 +12,10 @@ use std::time::Duration;
 
 use bytestring::ByteString;
 
-use crate::protocol::{ConnAck, Connect, Properties, ProtocolVersion, ReasonCode};
+use crate::protocol::{
+    ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion, ReasonCode,
+};
+use crate::session::link::{ClientLimits, Fitted, Fitter};
 
 /// The server's side of the negotiation, from the configuration.
 #[derive(Debug, Clone)]
@@ -23,6 +27,102 @@ pub struct ConnectPolicy {
     pub max_keepalive: Option<u16>,
     pub receive_maximum: u16,
     pub topic_alias_maximum: u16,
+    /// Cap on Session Expiry; also the expiry of 3.1.1 Clean Session 0 sessions.
+    pub max_session_expiry: Duration,
+    /// Cap on the client's Receive Maximum for our outbound window.
+    pub max_inflight_messages: u16,
+}
+
+/// A CONNECT refused: the CONNACK to write before closing, and what to log.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The CONNACK fitted to the client's limits (a Reason String only where it fits its
+    /// Maximum Packet Size [MQTT-3.2.2-19]); `None` when nothing can be sent.
+    pub conn_ack: Option<Packet>,
+    pub version: ProtocolVersion,
+    pub reason_code: ReasonCode,
+    /// Why, for the log: the Reason String, or the code's name.
+    pub reason: String,
+}
+
+impl Refusal {
+    pub fn new(conn_ack: ConnAck, limits: ClientLimits) -> Refusal {
+        let reason_code = conn_ack.reason_code;
+        let reason = conn_ack
+            .properties
+            .reason_string
+            .as_deref()
+            .unwrap_or(reason_code.description())
+            .to_string();
+        let version = limits.version;
+        let conn_ack = match Fitter::new(limits).fit(Packet::ConnAck(conn_ack)) {
+            Fitted::Send(packet) => Some(packet),
+            Fitted::Dropped(_) => None,
+        };
+        Refusal {
+            conn_ack,
+            version,
+            reason_code,
+            reason,
+        }
+    }
+}
+
+/// The protocol level a (possibly malformed) CONNECT claims, read straight from its
+/// variable header, so that a refusal can be written in the client's own version. Read it
+/// before decoding: a failed decode may have consumed the packet.
+pub fn claimed_level(buf: &[u8]) -> Option<u8> {
+    // Fixed header: type byte, then 1-4 bytes of remaining length.
+    let header_len = 1 + buf.iter().skip(1).take(4).position(|b| b & 0x80 == 0)? + 1;
+    let rest = buf.get(header_len..)?;
+    let name_len = usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]));
+    rest.get(2 + name_len).copied()
+}
+
+/// The answer to a CONNECT that failed to decode, where the client's version has one.
+pub fn refuse_malformed(error: &DecodeError, level: Option<u8>) -> Option<Refusal> {
+    let (version, reason_code) = match error {
+        // [MQTT-3.1.2-2] answer an unknown level with return code 0x01 in the 3.1.1 format.
+        DecodeError::UnsupportedProtocolVersion(_) => (
+            ProtocolVersion::V3_1_1,
+            ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+        ),
+        // A v5 client learns why; earlier versions are just closed [MQTT-4.8.0-1].
+        _ if level == Some(5) => (ProtocolVersion::V5, error.reason_code()),
+        _ => return None,
+    };
+    let mut conn_ack = ConnAck {
+        session_present: false,
+        reason_code,
+        properties: Properties::default(),
+    };
+    if version.is_v5() {
+        conn_ack.properties.reason_string = Some(ByteString::from(error.to_string()));
+    }
+    let limits = ClientLimits {
+        version,
+        max_packet_size: None,
+        topic_alias_maximum: 0,
+        request_problem_information: true,
+    };
+    let mut refusal = Refusal::new(conn_ack, limits);
+    refusal.reason = error.to_string();
+    Some(refusal)
+}
+
+/// The Session Expiry a CONNECT asks for: v5 says it outright (absent is 0, 0xFFFFFFFF
+/// is never); 3.1.1 Clean Session 0 means "keep it", which the server caps at its maximum.
+pub fn requested_expiry(connect: &Connect, max: Duration) -> Duration {
+    if connect.protocol.is_v5() {
+        match connect.properties.session_expiry_interval.unwrap_or(0) {
+            u32::MAX => max,
+            secs => Duration::from_secs(u64::from(secs)),
+        }
+    } else if connect.clean_start {
+        Duration::ZERO
+    } else {
+        max
+    }
 }
 
 /// What an accepted CONNECT settles for the life of the connection.
@@ -133,6 +233,8 @@ mod tests {
             max_keepalive: None,
             receive_maximum: 100,
             topic_alias_maximum: 0,
+            max_session_expiry: Duration::from_secs(3600),
+            max_inflight_messages: 1024,
         }
     }
 
@@ -259,5 +361,57 @@ mod tests {
         c.properties.authentication_method = Some("SCRAM".into());
         let refused = accept_connect(&c, &policy(), || "x".into()).unwrap_err();
         assert_eq!(refused.reason_code, ReasonCode::BAD_AUTHENTICATION_METHOD);
+    }
+
+    #[test]
+    fn mqtt_3_1_2_2_an_unknown_level_is_answered_in_the_3_1_1_format() {
+        let refusal = refuse_malformed(&DecodeError::UnsupportedProtocolVersion(9), Some(9))
+            .expect("answered");
+        assert_eq!(refusal.version, ProtocolVersion::V3_1_1);
+        assert_eq!(
+            refusal.reason_code,
+            ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
+        );
+        let Some(Packet::ConnAck(ack)) = refusal.conn_ack else {
+            panic!("a CONNACK");
+        };
+        assert_eq!(ack.reason_code.to_v3_connack(), 1);
+    }
+
+    #[test]
+    fn mqtt_4_8_0_1_a_malformed_connect_is_answered_in_v5_only() {
+        let error = DecodeError::Malformed("x");
+        let v5 = refuse_malformed(&error, Some(5)).expect("v5 learns why");
+        assert_eq!(v5.reason_code, error.reason_code());
+        let Some(Packet::ConnAck(ack)) = v5.conn_ack else {
+            panic!("a CONNACK");
+        };
+        assert!(ack.properties.reason_string.is_some());
+        assert!(refuse_malformed(&error, Some(4)).is_none());
+        assert!(refuse_malformed(&error, None).is_none());
+    }
+
+    #[test]
+    fn claimed_level_reads_the_variable_header() {
+        // CONNECT, remaining length 10, "MQTT", level 5.
+        let bytes = [0x10, 10, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 0];
+        assert_eq!(claimed_level(&bytes), Some(5));
+        assert_eq!(claimed_level(&bytes[..5]), None);
+        assert_eq!(claimed_level(&[]), None);
+    }
+
+    #[test]
+    fn requested_expiry_follows_the_version() {
+        let max = Duration::from_secs(100);
+        let mut v5 = connect(ProtocolVersion::V5, "a", true);
+        assert_eq!(requested_expiry(&v5, max), Duration::ZERO);
+        v5.properties.session_expiry_interval = Some(7);
+        assert_eq!(requested_expiry(&v5, max), Duration::from_secs(7));
+        v5.properties.session_expiry_interval = Some(u32::MAX);
+        assert_eq!(requested_expiry(&v5, max), max);
+        let clean = connect(ProtocolVersion::V3_1_1, "a", true);
+        assert_eq!(requested_expiry(&clean, max), Duration::ZERO);
+        let kept = connect(ProtocolVersion::V3_1_1, "a", false);
+        assert_eq!(requested_expiry(&kept, max), max);
     }
 }

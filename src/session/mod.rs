@@ -1,17 +1,19 @@
 //! The per-connection protocol state machine, free of I/O and clocks.
 //!
 //! [`connect`] decides whether a CONNECT is accepted and what the CONNACK says;
-//! [`Link`] follows one accepted connection: it checks every packet against the rules of
-//! its protocol version, answers what can be answered locally and reports the rest;
+//! [`Link`] is one connection's whole state machine, from CONNECT to its end: it checks
+//! every packet against the rules of its protocol version, calls the engine, and hands
+//! its driver the steps to carry out (packets to write, effects to apply, waits before an
+//! acknowledgement may leave). Time comes in as an argument, so all of it is testable
+//! without sockets.
 //! [`state`] is what outlives connections: a [`Session`]'s window, queue, inbound QoS 2
-//! ids and (in `subscriptions`) its filters. Time comes in as an argument; results go
-//! out as packets and a verdict, so all of it is testable without sockets.
+//! ids and (in `subscriptions`) its filters.
 
 pub mod connect;
-mod link;
+pub mod link;
 pub mod state;
 mod subscriptions;
 
 pub use connect::{accept_connect, Accepted, ConnectPolicy};
-pub use link::{Link, LinkEvent};
+pub use link::{End, Engine, Link, Step};
 pub use state::{Message, Session, Subscription};
