@@ -19,7 +19,7 @@ pub(super) enum Held {
     Released,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Client {
     pub(super) online: bool,
     /// The session exists on the server (in the model's reckoning).
@@ -39,10 +39,14 @@ pub(super) struct Client {
     pub(super) received: HashMap<u64, QoS>,
     /// Inbound QoS 2 packet ids awaiting PUBREL.
     pub(super) awaiting_rel: Vec<u16>,
+    /// Counts the ends of the session's persistence (ended, or expiry 0): a crash check
+    /// compares it with the count at the last durable point.
+    pub(super) epoch: u64,
 }
 
 impl Client {
     pub(super) fn forget_session(&mut self) {
+        self.epoch += 1;
         self.session = false;
         self.expires_at = None;
         self.subscriptions.clear();

@@ -71,6 +71,12 @@ pub enum Op {
     Wait {
         step: u8,
     },
+    /// Every core crashes and recovers from its log: `keep` below 128 keeps every record
+    /// (a process crash), from 128 each core loses a part of what followed its last
+    /// durable point (an OS crash under `fsync = always`).
+    Crash {
+        keep: u8,
+    },
 }
 
 pub(super) const OP_KINDS: u8 = 10;
@@ -151,6 +157,8 @@ impl Op {
                     id: b / 4 % 16 + 1,
                 }
             }
+            // The Wait kind's tags of client 1: no saved input had one.
+            _ if client == 1 => Op::Crash { keep: next() },
             _ => Op::Wait { step: next() % 4 },
         })
     }
@@ -190,6 +198,7 @@ impl Op {
             Op::PubRel { client, id } => (tag(7, client), id - 1),
             Op::StrayAck { client, kind, id } => (tag(8, client), kind + 4 * (id - 1)),
             Op::Wait { step } => (tag(9, 0), step),
+            Op::Crash { keep } => (tag(9, 1), keep),
         };
         out.extend([t, b]);
     }
