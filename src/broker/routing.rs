@@ -650,16 +650,11 @@ impl Broker {
             let pos = if persistent.is_empty() {
                 None
             } else {
-                let record = Record::Message(MessageRecord {
-                    seq,
-                    origin,
-                    expires_ms: message.expires_at.map_or(0, |at| self.clock.unix_ms(at)),
-                    publisher: message.publisher.clone(),
-                    payload_len: message.payload.len() as u32,
-                    targets: persistent,
-                    publish: logged
-                        .unwrap_or_else(|| journal::encode_publish(&publish_for_log(message))),
-                });
+                let publish =
+                    logged.unwrap_or_else(|| journal::encode_publish(&publish_for_log(message)));
+                let record = Record::Message(MessageRecord::new(
+                    seq, origin, message, self.clock, persistent, publish,
+                ));
                 let pos = self.journal(&record);
                 if pos.is_none() {
                     // Taken in memory but not stored: the publisher is refused all the
