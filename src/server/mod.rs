@@ -332,15 +332,18 @@ fn report_stored(core: &Core, over_bound: &mut bool) {
 
 /// Once a second: ends offline sessions whose expiry has passed, and starts a checkpoint
 /// of the log once it has grown enough.
+/// Sweeps expired sessions, delayed wills and messages every second. The first sweep runs
+/// at once: a session that recovery brought back with expiry 0 (it was online with
+/// expiry 0 when the broker stopped) ends before a client can find it present.
 async fn expiry_loop(core: Rc<Core>) {
     loop {
-        glommio::timer::sleep(Duration::from_secs(1)).await;
         let now = std::time::Instant::now();
         let effects = core.broker.borrow_mut().expire(now);
         core.apply(effects).await;
         if core.broker.borrow().checkpoint_due() {
             glommio::spawn_local(checkpoint(core.clone())).detach();
         }
+        glommio::timer::sleep(Duration::from_secs(1)).await;
     }
 }
 
