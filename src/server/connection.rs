@@ -16,14 +16,13 @@ use bytes::BytesMut;
 use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use glommio::net::TcpStream;
 use tracing::Instrument;
 
 use super::engine::CoreEngine;
-use super::handoff;
 use super::linger::{linger, Linger};
 use super::local::{Control, Core, CoreMail, Handoff, IoStats};
 use super::outbox::Outbox;
+use super::transport::{self, Attached, Transport};
 use super::writer::write_loop;
 use crate::ownership::{assign_client_id, owner_of, CoreId};
 use crate::protocol::{self, Connect, ReasonCode};
@@ -32,8 +31,8 @@ use crate::session::{End, Link, Step};
 
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Entry point for a freshly accepted socket.
-pub async fn accepted(core: Rc<Core>, stream: TcpStream) {
+/// Entry point for a freshly accepted connection.
+pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S) {
     let peer = match stream.peer_addr() {
         Ok(peer) => peer,
         Err(_) => return,
@@ -90,8 +89,8 @@ pub async fn accepted(core: Rc<Core>, stream: TcpStream) {
         serve(core.clone(), stream, connect, buf, core.id, peer).await;
         return;
     }
-    let fd = match handoff::detach(stream) {
-        Ok(fd) => fd,
+    let (fd, transport) = match stream.detach() {
+        Ok(detached) => detached,
         Err(e) => {
             tracing::warn!(core = %core.id, %peer, error = %e, "cannot duplicate socket for hand-off");
             return;
@@ -99,6 +98,7 @@ pub async fn accepted(core: Rc<Core>, stream: TcpStream) {
     };
     let handoff = Handoff {
         fd,
+        transport,
         connect,
         rest: buf,
         accepted_on: core.id,
@@ -128,7 +128,7 @@ enum ConnectFailure {
 }
 
 async fn read_connect(
-    stream: &mut TcpStream,
+    stream: &mut impl Transport,
     buf: &mut BytesMut,
     max_packet_size: u32,
     stats: &IoStats,
@@ -160,7 +160,7 @@ fn hex(code: ReasonCode) -> tracing::field::DisplayValue<String> {
 }
 
 /// Writes a refusing CONNACK, if the link left one that fits the client.
-async fn send_refusal(stream: &mut TcpStream, refusal: Refusal) {
+async fn send_refusal(stream: &mut impl Transport, refusal: Refusal) {
     let Some(packet) = refusal.conn_ack else {
         return;
     };
@@ -187,22 +187,33 @@ async fn read_more(
 /// Runs on the core that received a hand-off.
 pub fn take_handoff(core: &Rc<Core>, handoff: Handoff) {
     core.stats.taken_in.set(core.stats.taken_in.get() + 1);
-    let stream = handoff::attach(handoff.fd);
-    glommio::spawn_local(serve(
-        core.clone(),
-        stream,
-        handoff.connect,
-        handoff.rest,
-        handoff.accepted_on,
-        handoff.peer,
-    ))
-    .detach();
+    let Handoff {
+        fd,
+        transport,
+        connect,
+        rest,
+        accepted_on,
+        peer,
+    } = handoff;
+    match transport::attach(fd, transport) {
+        Attached::Plain(stream) => {
+            glommio::spawn_local(serve(
+                core.clone(),
+                stream,
+                connect,
+                rest,
+                accepted_on,
+                peer,
+            ))
+            .detach();
+        }
+    }
 }
 
 /// Serves a connection on the core that owns its client id.
-pub async fn serve(
+pub async fn serve<S: Transport>(
     core: Rc<Core>,
-    mut stream: TcpStream,
+    mut stream: S,
     connect: Box<Connect>,
     rest: BytesMut,
     accepted_on: CoreId,
@@ -339,11 +350,11 @@ enum Wake {
 
 /// Reads, feeds the link one read's worth of packets at a time, and carries out its steps,
 /// until the link or the I/O ends the connection.
-async fn read_loop(
+async fn read_loop<S: Transport>(
     core: &Core,
     out: &Outbox,
     link: &mut Link,
-    (reader, mut buf): (&mut ReadHalf<TcpStream>, BytesMut),
+    (reader, mut buf): (&mut ReadHalf<S>, BytesMut),
     (control, writer_failed): (LocalReceiver<Control>, LocalReceiver<std::io::Error>),
     taken_over: &mut Option<LocalSender<()>>,
 ) -> End {

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use futures_lite::future;
 use futures_lite::io::AsyncReadExt;
-use glommio::net::TcpStream;
+
+use super::transport::Transport;
 
 /// After its last packet to a client it is closing on (a DISCONNECT with a reason code, a
 /// refusing CONNACK), the server shuts its sending side and reads and discards what the
@@ -23,9 +24,9 @@ pub const LINGER_BYTES: usize = 4 << 20;
 
 /// Shuts the sending side after a refusal and lets the client's input drain (see
 /// [`LINGER_TIME`]).
-pub async fn linger(stream: TcpStream) {
+pub async fn linger(stream: impl Transport) {
     let mut stream = stream;
-    let _ = stream.shutdown(std::net::Shutdown::Write).await;
+    let _ = stream.shutdown_write().await;
     Linger::new().after(&mut stream).await;
 }
 

@@ -21,6 +21,7 @@ use glommio::net::TcpListener;
 
 use super::gate::{Refusals, StoreGate};
 use super::outbox::Outbox;
+use super::transport::TransportState;
 use crate::broker::{Broker, CoreMsg, CoreStats, Effects, SessionPolicy, Stat};
 use crate::config::Config;
 use crate::ownership::CoreId;
@@ -46,6 +47,8 @@ pub enum CoreMail {
 
 pub struct Handoff {
     pub fd: OwnedFd,
+    /// What the transport keeps above the socket (`transport::TransportState`).
+    pub transport: TransportState,
     pub connect: Box<Connect>,
     /// Bytes the client sent after its CONNECT, already read by the accepting core.
     pub rest: BytesMut,

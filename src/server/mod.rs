@@ -23,6 +23,7 @@ mod outbox;
 pub mod reload;
 mod storage;
 mod sys;
+mod transport;
 mod writer;
 
 use std::rc::Rc;

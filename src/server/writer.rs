@@ -13,10 +13,10 @@ use bytestring::ByteString;
 use futures_lite::future;
 use futures_lite::io::{AsyncWriteExt, WriteHalf};
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
-use glommio::net::TcpStream;
 
 use super::local::Core;
 use super::outbox::QueuedBytes;
+use super::transport::Transport;
 use crate::broker::Outgoing;
 use crate::protocol::{self, Packet, ProtocolVersion};
 use crate::session::link::{ClientLimits, Dropped, Fitted, Fitter};
@@ -24,10 +24,10 @@ use crate::session::link::{ClientLimits, Dropped, Fitted, Fitter};
 /// The writer stops gathering queued packets into one write at this many bytes.
 const WRITE_BATCH: usize = 16 * 1024;
 
-pub async fn write_loop(
+pub async fn write_loop<S: Transport>(
     core: Rc<Core>,
     (client_id, serial): (ByteString, u64),
-    mut writer: WriteHalf<TcpStream>,
+    mut writer: WriteHalf<S>,
     packets: LocalReceiver<Outgoing>,
     queued: QueuedBytes,
     limits: ClientLimits,
