@@ -160,8 +160,12 @@ pub struct Core {
     pub cores: usize,
     pub config: Config,
     pub policy: ConnectPolicy,
-    /// Senders to the other cores, indexed by core; `None` at our own index.
+    /// Senders to the other cores, indexed by core; `None` at our own index: the primary
+    /// mesh and the relay mesh (see `mesh`).
     peers: Vec<Option<ConnectedSender<CoreMail>>>,
+    relays: Vec<Option<ConnectedSender<CoreMail>>>,
+    /// By core: whether this core passed a message on to it since the last relay sync.
+    relayed: RefCell<Vec<bool>>,
     connections: RefCell<FastMap<ByteString, Registered>>,
     next_serial: Cell<u64>,
     pub stats: IoStats,
@@ -180,6 +184,7 @@ impl Core {
         id: CoreId,
         config: Config,
         peers: Vec<Option<ConnectedSender<CoreMail>>>,
+        relays: Vec<Option<ConnectedSender<CoreMail>>>,
         broker: Broker,
         gate: Arc<StoreGate>,
     ) -> Core {
@@ -200,6 +205,8 @@ impl Core {
             config,
             policy,
             peers,
+            relays,
+            relayed: RefCell::new(vec![false; peers_len]),
             connections: RefCell::new(FastMap::default()),
             next_serial: Cell::new(0),
             stats: IoStats::default(),
@@ -285,9 +292,52 @@ impl Core {
         }
     }
 
-    /// Carries out what the engine decided: packets to this core's clients, batches to
-    /// other cores (one channel message per core, in order).
+    /// Carries out what the engine decided of its own accord (a client's packet, a timer,
+    /// start-up): packets to this core's clients, batches to other cores on the primary
+    /// mesh (one channel message per core, in order).
     pub async fn apply(&self, effects: Effects) {
+        let batches = self.deliver_clients_and_batch(effects);
+        for (core, batch) in batches.into_iter().enumerate() {
+            if !batch.is_empty() {
+                let _ = self.send_to(CoreId(core), CoreMail::Core(batch)).await;
+            }
+        }
+    }
+
+    /// Carries out what the engine decided while handling a message from another core:
+    /// as [`Core::apply`], but what goes to other cores takes the relay mesh (`mesh`).
+    pub async fn relay(&self, effects: Effects) {
+        let batches = self.deliver_clients_and_batch(effects);
+        for (core, batch) in batches.into_iter().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            if let Some(sender) = self.relays.get(core).and_then(Option::as_ref) {
+                self.relayed.borrow_mut()[core] = true;
+                let _ = sender.send(CoreMail::Core(batch)).await;
+            }
+        }
+    }
+
+    /// Carries out what the engine decided while handling a message that came through the
+    /// relay mesh: packets to this core's clients only. The engine passes a message on at
+    /// most once, so there is nothing for other cores; were there, it would be dropped and
+    /// logged rather than sent, since waiting here could deadlock (`mesh`).
+    pub fn deliver_here(&self, effects: Effects) {
+        let batches = self.deliver_clients_and_batch(effects);
+        let dropped: usize = batches.iter().map(Vec::len).sum();
+        if dropped > 0 {
+            debug_assert!(false, "a relayed message asked to go on to another core");
+            tracing::error!(
+                messages = dropped,
+                "messages a relayed message would pass on again were dropped"
+            );
+        }
+    }
+
+    /// Queues `effects.to_clients` on the outboxes of connected clients, and returns
+    /// `effects.to_cores` batched by core.
+    fn deliver_clients_and_batch(&self, effects: Effects) -> Vec<Vec<CoreMsg>> {
         if !effects.to_clients.is_empty() {
             let connections = self.connections.borrow();
             for (client_id, packet) in effects.to_clients {
@@ -298,47 +348,62 @@ impl Core {
                 }
             }
         }
-        if effects.to_cores.is_empty() {
-            return;
-        }
         let mut batches: Vec<Vec<CoreMsg>> = (0..self.cores).map(|_| Vec::new()).collect();
         for (core, msg) in effects.to_cores {
             if let Some(batch) = batches.get_mut(core.0) {
                 batch.push(msg);
             }
         }
-        for (core, batch) in batches.into_iter().enumerate() {
-            if !batch.is_empty() {
-                let _ = self.send_to(CoreId(core), CoreMail::Core(batch)).await;
-            }
-        }
+        batches
+    }
+
+    /// The cores this core passed messages on to since the last call, forgotten.
+    pub fn take_relayed(&self) -> Vec<CoreId> {
+        let mut relayed = self.relayed.borrow_mut();
+        let cores = (0..relayed.len())
+            .filter(|&c| relayed[c])
+            .map(CoreId)
+            .collect();
+        relayed.iter_mut().for_each(|r| *r = false);
+        cores
+    }
+
+    /// Returns once `cores` have processed (and made durable) everything this core passed
+    /// on to them through the relay mesh before the call.
+    pub async fn sync_relays(&self, cores: &[CoreId]) {
+        self.sync_over(cores, &self.relays).await;
     }
 
     /// Returns once every other core has processed everything this core sent it before
     /// the call: a SUBACK waits for this so that a publish which follows it on any core
     /// already knows about the new subscription.
     pub async fn sync_peers(&self) {
-        if self.cores < 2 {
+        let others: Vec<CoreId> = (0..self.cores)
+            .map(CoreId)
+            .filter(|&c| c != self.id)
+            .collect();
+        self.sync_over(&others, &self.peers).await;
+    }
+
+    /// Sends a sync to each of `cores` through `mesh` and returns once all have answered.
+    async fn sync_over(&self, cores: &[CoreId], mesh: &[Option<ConnectedSender<CoreMail>>]) {
+        if cores.is_empty() {
             return;
         }
         let token = self.next_serial.get();
         self.next_serial.set(token + 1);
         let (done, done_rx) = local_channel::new_bounded(1);
-        self.syncs
-            .borrow_mut()
-            .insert(token, (self.cores - 1, done));
-        for core in (0..self.cores).map(CoreId).filter(|&c| c != self.id) {
-            if self
-                .send_to(
-                    core,
-                    CoreMail::Sync {
-                        from: self.id,
-                        token,
-                    },
-                )
-                .await
-                .is_err()
-            {
+        self.syncs.borrow_mut().insert(token, (cores.len(), done));
+        for &core in cores {
+            let sync = CoreMail::Sync {
+                from: self.id,
+                token,
+            };
+            let sent = match mesh.get(core.0).and_then(Option::as_ref) {
+                Some(sender) => sender.send(sync).await.is_ok(),
+                None => false,
+            };
+            if !sent {
                 self.synced(token);
             }
         }

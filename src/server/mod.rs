@@ -4,7 +4,7 @@
 //!
 //! Start-up locks the data directory, then binds every listener before any executor starts
 //! (so port 0 resolves to one port for all cores, and an address another process listens on
-//! is refused), wires a full mesh of bounded `shared_channel`s between the cores,
+//! is refused), wires two full meshes of bounded `shared_channel`s between the cores (`mesh`),
 //! and prints the ready line only once every core accepts.
 //!
 //! Signals: SIGINT and SIGTERM set the shutdown flag every core polls; SIGHUP re-reads the
@@ -19,6 +19,7 @@ mod handoff;
 mod linger;
 mod listener;
 mod local;
+mod mesh;
 mod outbox;
 pub mod reload;
 mod storage;
@@ -32,16 +33,13 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use anyhow::Context;
-use glommio::channels::shared_channel::{self, ConnectedReceiver, SharedReceiver, SharedSender};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 pub use crate::ownership::CoreId;
-use local::{Core, CoreMail};
+use local::Core;
 pub use reload::Reload;
 
-/// Messages that may wait in one core-to-core channel before senders wait.
-const MESH_CAPACITY: usize = 4096;
 /// How often an idle executor checks for a shutdown request. Signals arrive on a plain
 /// thread; a slow poll of an atomic flag avoids busy-polling the executor.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
@@ -87,22 +85,10 @@ pub fn run(
         })
         .context("cannot start the reload thread")?;
 
-    // senders[from][to] / receivers[to][from]: a channel for every ordered pair of cores.
-    let mut senders: Vec<Vec<Option<SharedSender<CoreMail>>>> =
-        (0..cores).map(|_| Vec::new()).collect();
-    let mut receivers: Vec<Vec<SharedReceiver<CoreMail>>> =
-        (0..cores).map(|_| Vec::new()).collect();
-    for (from, row) in senders.iter_mut().enumerate() {
-        for (to, inbox) in receivers.iter_mut().enumerate() {
-            if from == to {
-                row.push(None);
-            } else {
-                let (tx, rx) = shared_channel::new_bounded(MESH_CAPACITY);
-                row.push(Some(tx));
-                inbox.push(rx);
-            }
-        }
-    }
+    // Two meshes of channels between the cores: why two, see `mesh`.
+    let capacity = mesh::capacity();
+    let primary = mesh::full_mesh(cores, capacity);
+    let relay = mesh::full_mesh(cores, capacity);
 
     let gate = Arc::new(gate::StoreGate::new(cores, config.max_stored_bytes));
     let online = std::thread::available_parallelism()
@@ -110,11 +96,8 @@ pub fn run(
         .unwrap_or(1);
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<storage::Replayed>>();
     let mut executors = Vec::with_capacity(cores);
-    for (index, ((listener_fd, outboxes), inboxes)) in listeners
-        .into_iter()
-        .zip(senders)
-        .zip(receivers)
-        .enumerate()
+    for (index, ((listener_fd, primary), relay)) in
+        listeners.into_iter().zip(primary).zip(relay).enumerate()
     {
         let placement = if cores <= online {
             Placement::Fixed(index)
@@ -133,16 +116,8 @@ pub fn run(
             .ring_depth(1024)
             .spawn(move || async move {
                 let id = CoreId(index);
-                let mut peers = Vec::with_capacity(outboxes.len());
-                // Receivers connect in their own tasks: a connect waits for its peer.
-                let inbox_tasks: Vec<_> =
-                    inboxes.into_iter().map(|rx| glommio::spawn_local(async move { rx.connect().await })).collect();
-                for tx in outboxes {
-                    peers.push(match tx {
-                        Some(tx) => Some(tx.connect().await),
-                        None => None,
-                    });
-                }
+                let primary = mesh::connect(primary).await;
+                let relay = mesh::connect(relay).await;
                 let (broker, announce, replayed) = match storage::open_core(&config, id, cores, gate.signal(index)) {
                     Ok(opened) => opened,
                     Err(e) => {
@@ -150,9 +125,12 @@ pub fn run(
                         return;
                     }
                 };
-                let core = Rc::new(Core::new(id, config, peers, broker, gate));
-                for task in inbox_tasks {
-                    glommio::spawn_local(inbox_loop(core.clone(), task.await)).detach();
+                let core = Rc::new(Core::new(id, config, primary.senders, relay.senders, broker, gate));
+                for task in primary.receivers {
+                    glommio::spawn_local(mesh::primary_loop(core.clone(), task.await)).detach();
+                }
+                for task in relay.receivers {
+                    glommio::spawn_local(mesh::relay_loop(core.clone(), task.await)).detach();
                 }
                 // Every core learns which filters (and shared groups) the recovered
                 // sessions of this one hold before any client can publish.
@@ -255,53 +233,6 @@ fn trim_heap_until(shutdown: &AtomicBool) {
             unsafe {
                 libc::malloc_trim(0);
             }
-        }
-    }
-}
-
-async fn inbox_loop(core: Rc<Core>, inbox: ConnectedReceiver<CoreMail>) {
-    while let Some(msg) = inbox.recv().await {
-        match msg {
-            CoreMail::Handoff(handoff) => connection::take_handoff(&core, handoff),
-            CoreMail::Core(batch) => {
-                let now = std::time::Instant::now();
-                for msg in batch {
-                    let effects = core.broker.borrow_mut().on_core_msg(msg, now);
-                    core.apply(effects).await;
-                }
-            }
-            CoreMail::Sync { from, token } => {
-                // Answered from its own task: this loop must never wait on a full channel
-                // to a core that may be waiting on us.
-                // The answer also says that what was routed here is as durable as the
-                // `fsync` setting promises.
-                // So does the count of messages this core refused to store: the asking
-                // core compares it with what it saw before it routed (`gate::Refusals`).
-                let (durable, refused) = {
-                    let broker = core.broker.borrow();
-                    (broker.durable(), broker.counters.store_refused)
-                };
-                let core = core.clone();
-                glommio::spawn_local(async move {
-                    if let Some(durable) = durable {
-                        if let Err(error) = durable.await {
-                            tracing::error!(%error, "the log could not be made durable");
-                        }
-                    }
-                    let reply = CoreMail::Synced {
-                        token,
-                        from: core.id,
-                        refused,
-                    };
-                    let _ = core.send_to(from, reply).await;
-                })
-                .detach();
-            }
-            CoreMail::Synced {
-                token,
-                from,
-                refused,
-            } => core.synced_by(token, from, refused),
         }
     }
 }
