@@ -414,5 +414,46 @@ fn session_seeds() -> Vec<(&'static str, Vec<Op>)> {
     }
     every.push(Op::Wait { step: 3 });
     seeds.push(("every-op", every));
+    // Crashes: a process crash (every record kept) and an OS crash (what was durable and a
+    // prefix of the rest) with messages queued, in flight, and inbound QoS 2 ids awaiting
+    // PUBREL, then the sessions resumed and acknowledged.
+    let crash_then_resume = |keep| {
+        vec![
+            connect(0, true, 3, 2),
+            sub(0, 1, 2),
+            connect(1, true, 3, 3),
+            sub(1, 3, 1),
+            publish(2, 1, 2, false),
+            publish(2, 1, 1, false),
+            publish(2, 0, 2, false),
+            Op::PublishQos2 {
+                client: 1,
+                id: 2,
+                topic: 1,
+            },
+            Op::Disconnect {
+                client: 0,
+                expiry: 2,
+            },
+            publish(2, 1, 2, false),
+            Op::Crash { keep },
+            connect(0, false, 3, 3),
+            ack(0, 0),
+            ack(0, 0),
+            connect(1, false, 3, 3),
+            Op::PublishQos2 {
+                client: 1,
+                id: 2,
+                topic: 1,
+            },
+            Op::PubRel { client: 1, id: 2 },
+            ack(1, 0),
+            Op::Crash { keep },
+            connect(0, false, 3, 3),
+            ack(0, 0),
+        ]
+    };
+    seeds.push(("process-crash", crash_then_resume(7)));
+    seeds.push(("os-crash", crash_then_resume(200)));
     seeds
 }
