@@ -6,6 +6,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod broker;
 mod clock;
 pub mod config;

@@ -1,0 +1,9 @@
+//! Who may connect and what they may do: Mosquitto-compatible password files (`password`).
+//!
+//! Pure: no I/O beyond reading the files it is given, no clock, no executor. Checking a
+//! password is CPU work of milliseconds for the expensive hashes; the server runs it off its
+//! executors.
+
+pub mod password;
+
+pub use password::{Hash, PasswordFile, PasswordFileError};
