@@ -1,9 +1,12 @@
-//! Who may connect and what they may do: Mosquitto-compatible password files (`password`).
+//! Who may connect and what they may do: Mosquitto-compatible password files (`password`)
+//! and ACL files (`acl`).
 //!
 //! Pure: no I/O beyond reading the files it is given, no clock, no executor. Checking a
 //! password is CPU work of milliseconds for the expensive hashes; the server runs it off its
 //! executors.
 
+pub mod acl;
 pub mod password;
 
+pub use acl::{Access, Acl, AclFileError, Who};
 pub use password::{Hash, PasswordFile, PasswordFileError};
