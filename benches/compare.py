@@ -57,6 +57,12 @@ def scenarios(scale: float) -> dict[str, list[str]]:
                             "--source-ips", "16", "--timeout", "60"],
         "qos1-pairs": ["throughput", "--pattern", "pairs", "--pairs", n(1000), "--qos", "1",
                        "--payload", "64", "--duration", "10", "--inflight", "64", "--timeout", "60"],
+        # QoS 0 pairs, publishers flat out (overload), and at a rate the brokers can carry.
+        "qos0-pairs": ["throughput", "--pattern", "pairs", "--pairs", n(100), "--qos", "0",
+                       "--payload", "64", "--duration", "10", "--timeout", "60"],
+        "qos0-pairs-rate": ["throughput", "--pattern", "pairs", "--pairs", n(100), "--qos", "0",
+                            "--payload", "64", "--duration", "10", "--rate", "250000",
+                            "--timeout", "60"],
         "qos0-fan-out": ["throughput", "--pattern", "fan-out", "--publishers", "1",
                          "--subscribers", n(1000), "--qos", "0", "--payload", "64", "--duration", "10",
                          "--timeout", "60"],
@@ -253,6 +259,7 @@ def run_one(tools, broker: str, name: str, args: list[str], out: str, limit: flo
 
 
 KIND = {"resume": "resume", "offline-publish": "resume", "qos1-pairs": "throughput",
+        "qos0-pairs": "throughput", "qos0-pairs-rate": "throughput",
         "qos0-fan-out": "throughput", "idle-sessions": "connect"}
 
 

@@ -273,7 +273,7 @@ pub async fn serve<S: Transport>(
         // cannot hold its writer (and the connection's memory) forever.
         let _ = stream.set_write_timeout(Some(core.config.write_timeout));
         let (reader, writer) = futures_lite::io::split(stream);
-        let (out, out_rx, queued) = Outbox::new(core.config.max_outbox_bytes);
+        let (out, out_rx, queued) = Outbox::new(core.config.max_outbox_bytes, core.egress.clone());
         let out = Rc::new(out);
         let (write_failed, writer_failed) = local_channel::new_bounded(1);
         let writer_task = glommio::spawn_local(write_loop(
@@ -379,6 +379,9 @@ async fn read_loop<S: Transport>(
         if let Some(end) = link.take_end() {
             return end;
         }
+        // Egress before ingress: while most of this core's subscribers are behind, reading
+        // more would only be routing what their outboxes must drop (`egress`).
+        core.egress.caught_up().await;
         let deadline = link.deadline();
         let wake = future::or(
             future::or(

@@ -19,6 +19,7 @@ use glommio::channels::local_channel::{self, LocalSender};
 use glommio::channels::shared_channel::ConnectedSender;
 use glommio::net::TcpListener;
 
+use super::egress::Egress;
 use super::gate::{Refusals, StoreGate};
 use super::outbox::Outbox;
 use super::transport::TransportState;
@@ -177,6 +178,8 @@ pub struct Core {
     pub gate: Arc<StoreGate>,
     /// What every core has refused to store so far, as this core last heard.
     refusals: RefCell<Refusals>,
+    /// Whether this core's writers are behind, so that its readers wait (`egress`).
+    pub egress: Rc<Egress>,
 }
 
 impl Core {
@@ -213,6 +216,7 @@ impl Core {
             syncs: RefCell::new(HashMap::new()),
             gate,
             refusals: RefCell::new(Refusals::new(peers_len)),
+            egress: Egress::new(),
         }
     }
 

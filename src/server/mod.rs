@@ -13,6 +13,7 @@
 #![allow(unsafe_code)] // Only in `handoff`, `listener` and `storage` (flock), each block with its SAFETY note.
 
 mod connection;
+mod egress;
 mod engine;
 mod gate;
 mod handoff;

@@ -6,11 +6,16 @@
 //! the outbox without end. So the outbox counts the bytes of QoS 0 PUBLISH packets it
 //! holds and refuses one that would take it past `max_outbox_bytes`; the caller counts
 //! the drop (`$SYS/broker/publish/messages/dropped`). Nothing else is ever refused.
+//!
+//! It also tells the core's [`Egress`] gauge when it holds more than half its limit
+//! ("backed up"), and when that ends: readers wait while many outboxes are backed up.
 
 use std::cell::Cell;
 use std::rc::Rc;
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+
+use super::egress::Egress;
 
 use crate::broker::Outgoing;
 use crate::protocol::{Packet, QoS};
@@ -25,24 +30,55 @@ pub struct Outbox {
 
 /// Bytes of QoS 0 PUBLISH in an outbox and not yet taken by its writer. The writer holds
 /// this rather than the [`Outbox`], whose sender would keep it from ever ending.
-#[derive(Clone, Default)]
-pub struct QueuedBytes(Rc<Cell<usize>>);
+#[derive(Clone)]
+pub struct QueuedBytes(Rc<Gauge>);
+
+struct Gauge {
+    bytes: Cell<usize>,
+    /// Above this many bytes the outbox is backed up (half its limit).
+    backed_up_above: usize,
+    egress: Rc<Egress>,
+}
+
+impl Gauge {
+    fn set(&self, bytes: usize) {
+        let was = self.bytes.get() > self.backed_up_above;
+        let is = bytes > self.backed_up_above;
+        self.bytes.set(bytes);
+        match (was, is) {
+            (false, true) => self.egress.backed_up(),
+            (true, false) => self.egress.relieved(),
+            _ => {}
+        }
+    }
+}
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        self.egress.closed(self.bytes.get() > self.backed_up_above);
+    }
+}
 
 impl QueuedBytes {
     /// The writer took `packet` off the outbox.
     pub fn taken(&self, packet: &Outgoing) {
         if let Some(size) = qos0_size(packet) {
-            self.0.set(self.0.get().saturating_sub(size));
+            self.0.set(self.0.bytes.get().saturating_sub(size));
         }
     }
 }
 
 impl Outbox {
-    /// `limit` 0 means unbounded.
-    pub fn new(limit: usize) -> (Outbox, LocalReceiver<Outgoing>, QueuedBytes) {
+    /// `limit` 0 means unbounded (never backed up).
+    pub fn new(limit: usize, egress: Rc<Egress>) -> (Outbox, LocalReceiver<Outgoing>, QueuedBytes) {
         let (sender, receiver) = local_channel::new_unbounded();
-        let queued = QueuedBytes::default();
         let limit = if limit == 0 { usize::MAX } else { limit };
+        egress.opened();
+        let queued = QueuedBytes(Rc::new(Gauge {
+            bytes: Cell::new(0),
+            backed_up_above: limit / 2,
+            egress,
+        }));
         let outbox = Outbox {
             sender,
             queued: queued.clone(),
@@ -58,7 +94,7 @@ impl Outbox {
     pub fn send(&self, packet: impl Into<Outgoing>) -> bool {
         let packet = packet.into();
         if let Some(size) = qos0_size(&packet) {
-            let queued = self.queued.0.get();
+            let queued = self.queued.0.bytes.get();
             // An empty outbox takes one message of any size, so a limit below the
             // largest message cannot starve a client of everything.
             if queued > 0 && queued.saturating_add(size) > self.limit {
@@ -106,7 +142,7 @@ mod tests {
     #[test]
     fn qos0_beyond_the_limit_is_refused_until_the_writer_takes_some() {
         glommio::LocalExecutor::default().run(async {
-            let (outbox, rx, queued) = Outbox::new(100);
+            let (outbox, rx, queued) = Outbox::new(100, Egress::new());
             assert!(outbox.send(qos0(50)));
             assert!(!outbox.send(qos0(50)), "67 + 67 bytes is over 100");
             assert!(
@@ -120,9 +156,35 @@ mod tests {
     }
 
     #[test]
+    fn an_outbox_over_half_its_limit_is_backed_up_until_the_writer_takes_some() {
+        glommio::LocalExecutor::default().run(async {
+            let egress = Egress::new();
+            let (a, rx_a, queued_a) = Outbox::new(100, egress.clone());
+            let (b, _rx_b, _) = Outbox::new(100, egress.clone());
+            let (_c, _rx_c, _) = Outbox::new(100, egress.clone());
+            assert!(a.send(qos0(30)));
+            assert!(!egress.behind(), "47 bytes of 100: not backed up");
+            assert!(b.send(qos0(30)));
+            assert!(b.send(qos0(1)));
+            assert!(a.send(qos0(1)));
+            assert!(egress.behind(), "two of three backed up");
+            let taken = rx_a.recv().await.unwrap();
+            queued_a.taken(&taken);
+            assert!(!egress.behind(), "one of three");
+            assert!(a.send(qos0(40)));
+            assert!(egress.behind(), "a backed up again");
+            drop((a, rx_a, queued_a));
+            assert!(
+                !egress.behind(),
+                "a closed takes its backed-up state with it"
+            );
+        });
+    }
+
+    #[test]
     fn an_empty_outbox_takes_one_message_of_any_size() {
         glommio::LocalExecutor::default().run(async {
-            let (outbox, _rx, _) = Outbox::new(10);
+            let (outbox, _rx, _) = Outbox::new(10, Egress::new());
             assert!(outbox.send(qos0(1000)));
             assert!(!outbox.send(qos0(1)));
         });
