@@ -16,10 +16,11 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
-use super::super::wire::MAX_VARIABLE_INT;
-use super::super::wire::{self, check_binary, check_str, field_len, put_field, Reader};
-use super::super::{DecodeError, EncodeError, PropertyValues};
-use super::Context;
+use super::{has_wildcard, Context};
+use crate::protocol::wire::{
+    self, check_binary, check_str, field_len, put_field, Reader, MAX_VARIABLE_INT,
+};
+use crate::protocol::{DecodeError, EncodeError, PropertyValues};
 
 /// The data types of section 1.5 that property values are written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -455,7 +456,7 @@ impl Wire for Utf8String {
                 "[MQTT-4.7.3-1] Response Topic is empty",
             ));
         }
-        if super::has_wildcard(value) {
+        if has_wildcard(value) {
             return Err(DecodeError::TopicNameInvalid(
                 "[MQTT-3.3.2-14] Response Topic contains a wildcard",
             ));

@@ -4,9 +4,9 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::super::super::Properties;
-use super::super::{check, decode, encoded_len, write, Context};
 use super::*;
+use crate::protocol::property_codec::{check, decode, encoded_len, write};
+use crate::protocol::Properties;
 
 /// Table 2-4 of MQTT 5.0 as printed: identifier, name, type, packets / Will Properties.
 const SPEC: &[(u8, &str, &str, &str)] = &[
