@@ -342,3 +342,57 @@ fn unfinished_segment_files_are_deleted_at_open() {
     assert!(!tmp.exists());
     assert!(dir.path().join("README").exists());
 }
+
+#[test]
+fn segments_start_small_and_double_up_to_the_configured_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_size: 4 * FIRST_SEGMENT_SIZE,
+        ..config(dir.path(), FsyncPolicy::Never)
+    };
+    let sizes = |dir: &Path| -> Vec<u64> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| (e.file_name(), e.metadata().unwrap().len()))
+            .collect();
+        files.sort();
+        files.into_iter().map(|(_, len)| len).collect()
+    };
+    let (mut log, _, _) = open_with(config.clone());
+    let m = FIRST_SEGMENT_SIZE;
+    // An idle log: its first segment and the one prepared after it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sizes(dir.path()).len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(sizes(dir.path()), vec![m, 2 * m]);
+    // 12 MiB of 64 KiB records fill segments of 1, 2, 4 and 4 MiB, and then some.
+    let record = vec![7u8; 64 << 10];
+    for _ in 0..192 {
+        log.append(1, &record).unwrap();
+    }
+    let grown = sizes(dir.path());
+    assert_eq!(&grown[..4], &[m, 2 * m, 4 * m, 4 * m], "{grown:?}");
+    // A record bigger than the next segment rolls on until one holds it.
+    drop(log);
+    let fresh = tempfile::tempdir().unwrap();
+    let (mut log, _, _) = open_with(LogConfig {
+        dir: fresh.path().to_path_buf(),
+        ..config.clone()
+    });
+    let big = vec![9u8; (3 * m) as usize];
+    let at = log.append(2, &big).unwrap();
+    assert_eq!(log.read(at).unwrap(), (2, &big[..]));
+    let after = log.append(3, b"after").unwrap();
+    drop(log);
+    let (_, report, replayed) = open_with(LogConfig {
+        dir: fresh.path().to_path_buf(),
+        ..config
+    });
+    assert!(report.is_clean(), "{report:?}");
+    let kinds: Vec<(Position, u8, usize)> =
+        replayed.iter().map(|(p, k, b)| (*p, *k, b.len())).collect();
+    assert_eq!(kinds, vec![(at, 2, big.len()), (after, 3, 5)]);
+}
