@@ -41,12 +41,12 @@ pub(super) struct FileConfig {
 }
 
 impl FileConfig {
-    /// Lays the keys the file holds over `config`; `path` is the file, for errors.
-    pub(super) fn apply(self, config: &mut Config, path: Option<&Path>) -> Result<(), ConfigError> {
+    /// Lays the keys the file holds over `config`; `path` is the file, named in errors.
+    pub(super) fn apply(self, config: &mut Config, path: &Path) -> Result<(), ConfigError> {
         let file = self;
         let invalid = |key, message: String| ConfigError::Invalid {
             key,
-            path: path.map(PathBuf::from),
+            path: Some(path.into()),
             message,
         };
 

@@ -121,7 +121,7 @@ impl Config {
         let mut config = Config::default();
         let path = args.config.clone();
         if let Some(path) = &path {
-            file::read_file(path)?.apply(&mut config, Some(path))?;
+            file::read_file(path)?.apply(&mut config, path)?;
         }
         args.apply(&mut config);
 
