@@ -96,7 +96,7 @@ export BERTH_BIN="$target_dir/debug/berth"
 python3 -m pytest -q tests/python
 
 section "Interop: the session scenarios with paho-mqtt, mosquitto_pub/sub and MQTT.js"
-# (rumqttc runs the same scenarios in tests/interop_rumqttc.rs, part of cargo test.)
+# (rumqttc runs the same scenarios in tests/interop_rumqttc/, part of cargo test.)
 python3 -m pytest -q tests/interop
 
 section "All tests passed"

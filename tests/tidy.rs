@@ -32,8 +32,6 @@ const TOO_LONG_FOR_NOW: &[&str] = &[
     "src/broker/mod.rs",
     "src/broker/share.rs",
     "src/broker/routing.rs",
-    "src/config.rs",
-    "tests/interop_rumqttc.rs",
 ];
 
 fn root() -> PathBuf {

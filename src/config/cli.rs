@@ -1,0 +1,167 @@
+//! The command-line flags (clap). Each flag is optional so that one not given leaves the
+//! config file's value (or the default) in force; [`Args::apply`] lays the given ones over
+//! a [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use super::{keepalive_cap, Config, FsyncMode, Overflow};
+
+/// Command-line flags. Each is optional here so that a flag that was not given does not
+/// override the config file.
+#[derive(Debug, Parser, Default, Clone)]
+#[command(
+    name = "berth",
+    version,
+    about = "MQTT 3.1.1/5.0 broker built for persistent sessions at scale"
+)]
+pub struct Args {
+    /// Address to listen on (every core accepts on it). Port 0 picks a free port.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Number of cores (pinned executors) to run; default all.
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// Directory for the per-core message logs.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file; every flag has a key of the same name.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Log level: error, warning, notice, information, debug (Mosquitto's names), error,
+    /// warn, info, debug, trace (tracing's), none or off; or a tracing directive
+    /// (`berth=debug,info`). Re-read from the config file on SIGHUP; this flag still wins.
+    #[arg(long)]
+    pub log: Option<String>,
+    /// Seconds an accepted connection may take to send its CONNECT.
+    #[arg(long)]
+    pub connect_timeout: Option<u64>,
+    /// Largest packet the broker accepts, in bytes (told to v5 clients in CONNACK).
+    #[arg(long)]
+    pub max_packet_size: Option<u32>,
+    /// Keep alive, in seconds, the server imposes on every client (v5 Server Keep Alive);
+    /// unset means the client's own value is used.
+    #[arg(long)]
+    pub server_keep_alive: Option<u16>,
+    /// How many QoS 1/2 PUBLISH packets a client may have unacknowledged towards the broker.
+    #[arg(long)]
+    pub receive_maximum: Option<u16>,
+    /// Topic aliases a v5 client may set towards the broker (told in CONNACK); 0 disables.
+    #[arg(long)]
+    pub topic_alias_maximum: Option<u16>,
+    /// Bytes of QoS 0 messages waiting to be written to one connected client; beyond it
+    /// QoS 0 messages for that client are dropped (and counted). 0 means no limit.
+    #[arg(long)]
+    pub max_outbox_bytes: Option<usize>,
+    /// How many QoS 1/2 messages the broker has unacknowledged towards one client: the
+    /// smaller of this and the client's own Receive Maximum (3.1.1 clients have none).
+    #[arg(long)]
+    pub max_inflight_messages: Option<u16>,
+    /// Longest Session Expiry granted, in seconds; also how long a 3.1.1 Clean Session 0
+    /// session outlives its connection.
+    #[arg(long)]
+    pub max_session_expiry: Option<u64>,
+    /// Messages queued per session beyond its inflight window (see `queue_overflow`).
+    #[arg(long)]
+    pub max_queued_messages: Option<usize>,
+    /// Seconds between `$SYS/broker/...` updates; 0 turns `$SYS` off.
+    #[arg(long)]
+    pub sys_interval: Option<u64>,
+    /// Payload bytes queued per session (default 16 MiB); 0 means no limit beyond
+    /// `max_queued_messages`.
+    #[arg(long)]
+    pub max_queued_bytes: Option<usize>,
+    /// Payload bytes of messages held for sessions, the whole broker together, beyond which
+    /// QoS 1/2 publishes are refused as on a full disk (v5 0x97); 0 means no limit.
+    #[arg(long)]
+    pub max_stored_bytes: Option<u64>,
+    /// What a full queue does with a new message: drop the oldest, or refuse the newest.
+    #[arg(long, value_enum)]
+    pub queue_overflow: Option<Overflow>,
+    /// Whether QoS 0 messages are queued for offline sessions (`true`/`false`).
+    #[arg(long)]
+    pub queue_qos0: Option<bool>,
+    /// Most sessions the broker holds; 0 means no limit. Each core holds its share.
+    #[arg(long)]
+    pub max_sessions: Option<usize>,
+    /// Subscriptions one session may hold (default 10,000); beyond it a SUBSCRIBE's new
+    /// filters get 0x97 Quota exceeded (3.1.1: 0x80). 0 means no limit.
+    #[arg(long)]
+    pub max_subscriptions: Option<usize>,
+    /// How far the log is made durable before acknowledging: `never` (page cache: survives
+    /// a process crash), `interval` (also msync every `fsync_interval_ms`), `always` (msync
+    /// before every acknowledgement, in group commits: survives an OS crash).
+    #[arg(long, value_enum)]
+    pub fsync: Option<FsyncMode>,
+    /// Milliseconds between background msyncs under `fsync = "interval"`.
+    #[arg(long)]
+    pub fsync_interval_ms: Option<u64>,
+    /// Size of each log segment file, in bytes.
+    #[arg(long)]
+    pub segment_size: Option<u64>,
+    /// Seconds a connection's writer may go without making progress (the client does not
+    /// read) before the connection is closed.
+    #[arg(long)]
+    pub write_timeout: Option<u64>,
+    /// Longest keep alive a client may ask for (Mosquitto's `max_keepalive`): a v5 client
+    /// asking for more, or for 0, gets this as Server Keep Alive; a 3.1.1 client is
+    /// refused with CONNACK 0x02. 0 or 65535: no cap.
+    #[arg(long)]
+    pub max_keepalive: Option<u16>,
+}
+
+impl Args {
+    /// Lays the flags that were given over `config`: flags win over the file.
+    pub(super) fn apply(&self, config: &mut Config) {
+        config.listen = self.listen.unwrap_or(config.listen);
+        config.cores = self.cores.unwrap_or(config.cores);
+        if let Some(v) = &self.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = &self.log {
+            config.log = v.clone();
+        }
+        if let Some(v) = self.connect_timeout {
+            config.connect_timeout = Duration::from_secs(v);
+        }
+        config.max_packet_size = self.max_packet_size.unwrap_or(config.max_packet_size);
+        config.server_keep_alive = self.server_keep_alive.or(config.server_keep_alive);
+        config.receive_maximum = self.receive_maximum.unwrap_or(config.receive_maximum);
+        config.topic_alias_maximum = self
+            .topic_alias_maximum
+            .unwrap_or(config.topic_alias_maximum);
+        config.max_outbox_bytes = self.max_outbox_bytes.unwrap_or(config.max_outbox_bytes);
+        config.max_inflight_messages = self
+            .max_inflight_messages
+            .unwrap_or(config.max_inflight_messages);
+        if let Some(v) = self.max_session_expiry {
+            config.max_session_expiry = Duration::from_secs(v);
+        }
+        config.max_queued_messages = self
+            .max_queued_messages
+            .unwrap_or(config.max_queued_messages);
+        config.max_queued_bytes = self.max_queued_bytes.unwrap_or(config.max_queued_bytes);
+        config.max_stored_bytes = self.max_stored_bytes.unwrap_or(config.max_stored_bytes);
+        config.queue_overflow = self.queue_overflow.unwrap_or(config.queue_overflow);
+        config.queue_qos0 = self.queue_qos0.unwrap_or(config.queue_qos0);
+        config.max_sessions = self.max_sessions.unwrap_or(config.max_sessions);
+        config.max_subscriptions = self.max_subscriptions.unwrap_or(config.max_subscriptions);
+        config.fsync = self.fsync.unwrap_or(config.fsync);
+        if let Some(v) = self.fsync_interval_ms {
+            config.fsync_interval = Duration::from_millis(v);
+        }
+        config.segment_size = self.segment_size.unwrap_or(config.segment_size);
+        if let Some(v) = self.sys_interval {
+            config.sys_interval = Duration::from_secs(v);
+        }
+        if let Some(v) = self.write_timeout {
+            config.write_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = self.max_keepalive {
+            config.max_keepalive = keepalive_cap(v);
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The TOML config file: its keys, how it is read, and how its values are laid over the
+//! defaults. `deny_unknown_fields` turns a typo into an error; a parse error names the file
+//! and the offending line (and so its key).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{keepalive_cap, Config, ConfigError, FsyncMode, Overflow};
+
+/// The keys a config file may hold. `deny_unknown_fields` turns a typo into an error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    listen: Option<String>,
+    cores: Option<usize>,
+    data_dir: Option<PathBuf>,
+    log: Option<String>,
+    connect_timeout: Option<u64>,
+    max_packet_size: Option<u32>,
+    server_keep_alive: Option<u16>,
+    receive_maximum: Option<u16>,
+    topic_alias_maximum: Option<u16>,
+    max_outbox_bytes: Option<usize>,
+    max_inflight_messages: Option<u16>,
+    max_session_expiry: Option<u64>,
+    max_queued_messages: Option<usize>,
+    max_queued_bytes: Option<usize>,
+    max_stored_bytes: Option<u64>,
+    queue_overflow: Option<Overflow>,
+    queue_qos0: Option<bool>,
+    max_sessions: Option<usize>,
+    max_subscriptions: Option<usize>,
+    fsync: Option<FsyncMode>,
+    fsync_interval_ms: Option<u64>,
+    segment_size: Option<u64>,
+    sys_interval: Option<u64>,
+    write_timeout: Option<u64>,
+    max_keepalive: Option<u16>,
+}
+
+impl FileConfig {
+    /// Lays the keys the file holds over `config`; `path` is the file, named in errors.
+    pub(super) fn apply(self, config: &mut Config, path: &Path) -> Result<(), ConfigError> {
+        let file = self;
+        let invalid = |key, message: String| ConfigError::Invalid {
+            key,
+            path: Some(path.into()),
+            message,
+        };
+
+        if let Some(listen) = file.listen {
+            config.listen = listen
+                .parse()
+                .map_err(|e| invalid("listen", format!("`{listen}`: {e}")))?;
+        }
+        if let Some(v) = file.cores {
+            config.cores = v;
+        }
+        if let Some(v) = file.data_dir {
+            config.data_dir = v;
+        }
+        if let Some(v) = file.log {
+            config.log = v;
+        }
+        if let Some(v) = file.connect_timeout {
+            config.connect_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = file.max_packet_size {
+            config.max_packet_size = v;
+        }
+        config.server_keep_alive = file.server_keep_alive.or(config.server_keep_alive);
+        if let Some(v) = file.receive_maximum {
+            config.receive_maximum = v;
+        }
+        config.topic_alias_maximum = file
+            .topic_alias_maximum
+            .unwrap_or(config.topic_alias_maximum);
+        config.max_outbox_bytes = file.max_outbox_bytes.unwrap_or(config.max_outbox_bytes);
+        if let Some(v) = file.max_inflight_messages {
+            config.max_inflight_messages = v;
+        }
+        if let Some(v) = file.max_session_expiry {
+            config.max_session_expiry = Duration::from_secs(v);
+        }
+        if let Some(v) = file.max_queued_messages {
+            config.max_queued_messages = v;
+        }
+        config.max_queued_bytes = file.max_queued_bytes.unwrap_or(config.max_queued_bytes);
+        config.max_stored_bytes = file.max_stored_bytes.unwrap_or(config.max_stored_bytes);
+        config.queue_overflow = file.queue_overflow.unwrap_or(config.queue_overflow);
+        config.queue_qos0 = file.queue_qos0.unwrap_or(config.queue_qos0);
+        config.max_sessions = file.max_sessions.unwrap_or(config.max_sessions);
+        config.max_subscriptions = file.max_subscriptions.unwrap_or(config.max_subscriptions);
+        config.fsync = file.fsync.unwrap_or(config.fsync);
+        if let Some(v) = file.fsync_interval_ms {
+            config.fsync_interval = Duration::from_millis(v);
+        }
+        config.segment_size = file.segment_size.unwrap_or(config.segment_size);
+        if let Some(v) = file.sys_interval {
+            config.sys_interval = Duration::from_secs(v);
+        }
+        if let Some(v) = file.write_timeout {
+            config.write_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = file.max_keepalive {
+            config.max_keepalive = keepalive_cap(v);
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        // Name the offending line (and so its key) as well as the file.
+        let line = e.span().map(|span| {
+            let start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+            let number = text[..span.start].matches('\n').count() + 1;
+            let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+            format!("line {number} `{}`: ", text[start..end].trim())
+        });
+        ConfigError::Parse {
+            path: path.into(),
+            message: format!("{}{}", line.unwrap_or_default(), e.message()),
+        }
+    })
+}

@@ -1,0 +1,178 @@
+//! Tests of the merge of flags, file and defaults, and of the errors a bad value gives.
+
+use super::*;
+
+fn with_file(text: &str) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("berth.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::from_args(Args {
+        config: Some(path),
+        ..Args::default()
+    })
+}
+
+#[test]
+fn defaults_need_no_file() {
+    let config = Config::from_args(Args::default()).unwrap();
+    assert_eq!(config.listen, "127.0.0.1:1883".parse().unwrap());
+    assert_eq!(config.data_dir, PathBuf::from("./berth-data"));
+}
+
+#[test]
+fn unknown_key_names_key_and_file() {
+    let err = with_file("listen = \"127.0.0.1:1\"\nlisen = 3\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lisen"), "{err}");
+    assert!(err.contains("berth.toml"), "{err}");
+}
+
+#[test]
+fn bad_value_names_key_and_file() {
+    let err = with_file("listen = \"nowhere\"\n").unwrap_err().to_string();
+    assert!(
+        err.contains("`listen`") && err.contains("berth.toml"),
+        "{err}"
+    );
+    let err = with_file("cores = 0\n").unwrap_err().to_string();
+    assert!(
+        err.contains("`cores`") && err.contains("berth.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn public_broker_policy_can_be_configured() {
+    let config = with_file(
+        "max_session_expiry = 300\nmax_queued_messages = 1000\nqueue_qos0 = false\nqueue_overflow = \"refuse-newest\"\nfsync = \"always\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.max_session_expiry, Duration::from_secs(300));
+    assert_eq!(config.max_queued_messages, 1000);
+    assert!(!config.queue_qos0);
+    assert_eq!(config.queue_overflow, Overflow::RefuseNewest);
+    assert_eq!(config.fsync, FsyncMode::Always);
+    let err = with_file("fsync = \"sometimes\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fsync") && err.contains("berth.toml"), "{err}");
+    let err = with_file("segment_size = 10\n").unwrap_err().to_string();
+    assert!(err.contains("`segment_size`"), "{err}");
+}
+
+#[test]
+fn mqtt5_negotiation_and_outbox_keys() {
+    let config = Config::from_args(Args::default()).unwrap();
+    assert_eq!(config.topic_alias_maximum, 10);
+    assert_eq!(config.max_outbox_bytes, 256 << 10);
+    let config = with_file("topic_alias_maximum = 0\nmax_outbox_bytes = 131072\n").unwrap();
+    assert_eq!(config.topic_alias_maximum, 0);
+    assert_eq!(config.max_outbox_bytes, 131072);
+    let err = with_file("topic_alias_maximum = 70000\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("topic_alias_maximum"), "{err}");
+}
+
+#[test]
+fn flags_override_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.toml");
+    std::fs::write(&path, "cores = 3\nmax_packet_size = 1000\n").unwrap();
+    let config = Config::from_args(Args {
+        config: Some(path),
+        cores: Some(1),
+        ..Args::default()
+    })
+    .unwrap();
+    assert_eq!(config.cores, 1);
+    assert_eq!(config.max_packet_size, 1000);
+}
+
+#[test]
+fn sys_interval_defaults_to_ten_seconds_and_zero_turns_it_off() {
+    let config = Config::from_args(Args::default()).unwrap();
+    assert_eq!(config.sys_interval, Duration::from_secs(10));
+    assert!(with_file("sys_interval = 0\n")
+        .unwrap()
+        .sys_interval
+        .is_zero());
+    let config = Config::from_args(Args {
+        sys_interval: Some(1),
+        ..Args::default()
+    })
+    .unwrap();
+    assert_eq!(config.sys_interval, Duration::from_secs(1));
+}
+
+#[test]
+fn session_bounds_default_to_limits_and_zero_lifts_them() {
+    let config = Config::from_args(Args::default()).unwrap();
+    assert_eq!(config.max_subscriptions, 10_000);
+    assert_eq!(config.max_queued_bytes, 16 << 20);
+    assert_eq!(config.max_queued_messages, 1000);
+    let config = with_file("max_subscriptions = 0\nmax_queued_bytes = 0\n").unwrap();
+    assert_eq!(config.max_subscriptions, 0);
+    assert_eq!(config.max_queued_bytes, 0);
+    let err = with_file("max_subscriptions = -1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("max_subscriptions") && err.contains("berth.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn log_levels_take_mosquitto_and_tracing_names_and_refuse_others() {
+    for (given, filter) in [
+        ("error", "error"),
+        ("warning", "warn"),
+        ("warn", "warn"),
+        ("notice", "info"),
+        ("information", "info"),
+        ("info", "info"),
+        ("debug", "debug"),
+        ("trace", "trace"),
+        ("none", "off"),
+        ("off", "off"),
+        ("WARNING", "warn"),
+        ("berth=debug,info", "berth=debug,info"),
+    ] {
+        assert_eq!(log_filter(given).as_deref(), Ok(filter), "{given}");
+    }
+    let err = with_file("log = \"loud\"\n").unwrap_err().to_string();
+    assert!(
+        err.contains("`log`") && err.contains("berth.toml") && err.contains("loud"),
+        "{err}"
+    );
+    let err = Config::from_args(Args {
+        log: Some("verbose".into()),
+        ..Args::default()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`log`") && !err.contains(" in "), "{err}");
+    assert!(log_filter("berth=loud").is_err());
+}
+
+#[test]
+fn write_timeout_and_max_keepalive_keys() {
+    let config = Config::from_args(Args::default()).unwrap();
+    assert_eq!(config.write_timeout, Duration::from_secs(30));
+    assert_eq!(config.max_keepalive, None);
+    let config = with_file("write_timeout = 2\nmax_keepalive = 60\n").unwrap();
+    assert_eq!(config.write_timeout, Duration::from_secs(2));
+    assert_eq!(config.max_keepalive, Some(60));
+    for no_cap in ["0", "65535"] {
+        let config = with_file(&format!("max_keepalive = {no_cap}\n")).unwrap();
+        assert_eq!(config.max_keepalive, None, "{no_cap}");
+    }
+    let err = with_file("write_timeout = 0\n").unwrap_err().to_string();
+    assert!(err.contains("`write_timeout`"), "{err}");
+    let err = with_file("max_keepalive = 60\nserver_keep_alive = 61\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`server_keep_alive`"), "{err}");
+}
