@@ -12,6 +12,7 @@ mod clock;
 pub mod config;
 pub(crate) mod hash;
 pub mod ownership;
+pub mod passwd;
 pub mod protocol;
 pub mod server;
 pub mod session;

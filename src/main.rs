@@ -12,6 +12,17 @@ use berth::config::{Args, Config};
 use berth::server::Reload;
 
 fn main() -> std::process::ExitCode {
+    // `berth passwd ...` writes password files; everything else runs the broker.
+    let mut argv = std::env::args().skip(1);
+    if argv.next().as_deref() == Some("passwd") {
+        return match berth::passwd::main(argv) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("berth passwd: error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let args = Args::parse();
     let config = match Config::from_args(args.clone()) {
         Ok(config) => config,

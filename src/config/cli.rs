@@ -16,7 +16,8 @@ use super::{keepalive_cap, Config, FsyncMode, Overflow};
 #[command(
     name = "berth",
     version,
-    about = "MQTT 3.1.1/5.0 broker built for persistent sessions at scale"
+    about = "MQTT 3.1.1/5.0 broker built for persistent sessions at scale",
+    after_help = "To write a password file: berth passwd --help"
 )]
 pub struct Args {
     /// Address to listen on (every core accepts on it). Port 0 picks a free port.
@@ -36,6 +37,15 @@ pub struct Args {
     /// (`berth=debug,info`). Re-read from the config file on SIGHUP; this flag still wins.
     #[arg(long)]
     pub log: Option<String>,
+    /// Mosquitto password file (`mosquitto_passwd` or `berth passwd` writes one): clients
+    /// must give a username and password it holds. Re-read on SIGHUP.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Whether a client without a username may connect: true or false. Default: true only
+    /// on a loopback address without a password file; berth refuses to start on another
+    /// address with no authentication unless this is true.
+    #[arg(long)]
+    pub allow_anonymous: Option<bool>,
     /// Seconds an accepted connection may take to send its CONNECT.
     #[arg(long)]
     pub connect_timeout: Option<u64>,
@@ -124,6 +134,10 @@ impl Args {
         if let Some(v) = &self.log {
             config.log = v.clone();
         }
+        if let Some(v) = &self.password_file {
+            config.password_file = Some(v.clone());
+        }
+        config.allow_anonymous = self.allow_anonymous.or(config.allow_anonymous);
         if let Some(v) = self.connect_timeout {
             config.connect_timeout = Duration::from_secs(v);
         }

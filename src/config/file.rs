@@ -17,6 +17,8 @@ pub(super) struct FileConfig {
     cores: Option<usize>,
     data_dir: Option<PathBuf>,
     log: Option<String>,
+    password_file: Option<PathBuf>,
+    allow_anonymous: Option<bool>,
     connect_timeout: Option<u64>,
     max_packet_size: Option<u32>,
     server_keep_alive: Option<u16>,
@@ -58,6 +60,11 @@ impl FileConfig {
         if let Some(v) = file.cores {
             config.cores = v;
         }
+        if let Some(v) = file.password_file {
+            // Relative to the config file, as a user reading the file would expect.
+            config.password_file = Some(path.parent().map_or(v.clone(), |dir| dir.join(&v)));
+        }
+        config.allow_anonymous = file.allow_anonymous.or(config.allow_anonymous);
         if let Some(v) = file.data_dir {
             config.data_dir = v;
         }

@@ -7,10 +7,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::{Authenticator, PasswordFile};
 pub use crate::session::state::Overflow;
 pub use cli::Args;
 
@@ -52,6 +54,13 @@ pub struct Config {
     pub cores: usize,
     pub data_dir: PathBuf,
     pub log: String,
+    /// A Mosquitto password file (`password_file`): usernames and password hashes.
+    pub password_file: Option<PathBuf>,
+    /// `allow_anonymous` as given; `None` takes the default (see [`Config::auth`]).
+    pub allow_anonymous: Option<bool>,
+    /// Who may connect, as these settings decide (the password file read at start and at
+    /// each reload).
+    pub auth: Arc<Authenticator>,
     pub connect_timeout: Duration,
     pub max_packet_size: u32,
     pub server_keep_alive: Option<u16>,
@@ -89,6 +98,12 @@ impl Default for Config {
                 .unwrap_or(1),
             data_dir: PathBuf::from("./berth-data"),
             log: "info".to_string(),
+            password_file: None,
+            allow_anonymous: None,
+            auth: Arc::new(Authenticator {
+                passwords: None,
+                allow_anonymous: true,
+            }),
             connect_timeout: Duration::from_secs(10),
             max_packet_size: 1 << 20,
             server_keep_alive: None,
@@ -207,8 +222,55 @@ impl Config {
         }
         config.log =
             log_filter(&config.log).map_err(|message| bad("log", args.log.is_some(), message))?;
+        config.auth = Arc::new(authenticator(&config).map_err(|(key, message)| {
+            let from_flag = match key {
+                "password_file" => args.password_file.is_some(),
+                _ => args.allow_anonymous.is_some(),
+            };
+            bad(key, from_flag, message)
+        })?);
         Ok(config)
     }
+}
+
+/// Who may connect. `allow_anonymous` defaults to true only on a loopback address without a
+/// password file (Mosquitto 2.0 defaults it to false once a listener is configured); a
+/// broker listening beyond loopback with no authentication must be told so explicitly.
+fn authenticator(config: &Config) -> Result<Authenticator, (&'static str, String)> {
+    let loopback = config.listen.ip().is_loopback();
+    let passwords = match &config.password_file {
+        Some(path) => Some(Arc::new(
+            PasswordFile::load(path).map_err(|e| ("password_file", e.to_string()))?,
+        )),
+        None => None,
+    };
+    let allow_anonymous = match config.allow_anonymous {
+        Some(false) if passwords.is_none() => {
+            return Err((
+                "allow_anonymous",
+                "false needs a password_file: without one there is nothing to check a \
+                 username against"
+                    .into(),
+            ))
+        }
+        Some(allow) => allow,
+        None if passwords.is_none() && !loopback => {
+            return Err((
+                "allow_anonymous",
+                format!(
+                    "berth would listen on {} (not a loopback address) with no \
+                     authentication: set password_file, or allow_anonymous = true to accept \
+                     any client",
+                    config.listen
+                ),
+            ))
+        }
+        None => passwords.is_none(),
+    };
+    Ok(Authenticator {
+        passwords,
+        allow_anonymous,
+    })
 }
 
 /// `max_keepalive` 0 and 65535 both mean that every keep alive is allowed (Mosquitto 2.0.13+

@@ -176,3 +176,45 @@ fn write_timeout_and_max_keepalive_keys() {
         .to_string();
     assert!(err.contains("`server_keep_alive`"), "{err}");
 }
+
+#[test]
+fn authentication_keys() {
+    // Loopback without a password file: anonymous clients allowed, nothing to check.
+    let config = with_file("").unwrap();
+    assert!(config.auth.allow_anonymous && config.auth.passwords.is_none());
+    // Another address with no authentication is refused unless asked for.
+    let error = with_file("listen = \"0.0.0.0:1883\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("`allow_anonymous`") && error.contains("password_file"),
+        "{error}"
+    );
+    let open = with_file("listen = \"0.0.0.0:1883\"\nallow_anonymous = true\n").unwrap();
+    assert!(open.auth.allow_anonymous);
+    let error = with_file("allow_anonymous = false\n")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("needs a password_file"), "{error}");
+    // A password file named in the config file is read relative to it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "# none yet\n").unwrap();
+    std::fs::write(dir.path().join("berth.toml"), "password_file = \"pw\"\n").unwrap();
+    let args = Args {
+        config: Some(dir.path().join("berth.toml")),
+        ..Args::default()
+    };
+    let config = Config::from_args(args).unwrap();
+    assert_eq!(config.password_file, Some(dir.path().join("pw")));
+    assert!(
+        !config.auth.allow_anonymous,
+        "a password file turns anonymous off"
+    );
+    std::fs::write(dir.path().join("pw"), "alice\n").unwrap();
+    let args = Args {
+        config: Some(dir.path().join("berth.toml")),
+        ..Args::default()
+    };
+    let error = Config::from_args(args).unwrap_err().to_string();
+    assert!(error.contains("line 1: expected username:hash"), "{error}");
+}

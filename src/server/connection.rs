@@ -27,6 +27,7 @@ use super::writer::write_loop;
 use crate::ownership::{assign_client_id, owner_of, CoreId};
 use crate::protocol::{self, Connect, ReasonCode};
 use crate::session::connect::{claimed_level, refuse_malformed, Refusal};
+use crate::session::credentials::refuse_credentials;
 use crate::session::{End, Link, Step};
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -79,6 +80,10 @@ pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S) {
         }
     };
     let connect = Box::new(connect);
+    if !authenticated(&core, &mut stream, &connect, peer).await {
+        linger(stream).await;
+        return;
+    }
     // A client without an id gets one that this core owns (see `serve`), so it never moves.
     let owner = if connect.client_id.is_empty() {
         core.id
@@ -152,6 +157,36 @@ async fn read_connect(
             return Err(ConnectFailure::Closed);
         }
     }
+}
+
+/// Checks the CONNECT's username and password; on a refusal writes its CONNACK and returns
+/// false. A password hash runs on the executor's blocking thread, never on the executor.
+async fn authenticated<S: Transport>(
+    core: &Core,
+    stream: &mut S,
+    connect: &Connect,
+    peer: SocketAddr,
+) -> bool {
+    let auth = core.authenticator();
+    let username = connect.username.as_deref();
+    let verdict = match auth.precheck(username, connect.password.as_deref()) {
+        Ok(verdict) => verdict,
+        Err(check) => {
+            glommio::executor()
+                .spawn_blocking(move || check.run())
+                .await
+        }
+    };
+    let Some(refusal) = refuse_credentials(connect, verdict) else {
+        return true;
+    };
+    core.stats
+        .connect_failures
+        .set(core.stats.connect_failures.get() + 1);
+    tracing::info!(core = %core.id, client_id = %connect.client_id, username = username.unwrap_or(""), %peer, reason_code = %hex(refusal.reason_code), reason = %refusal.reason, "CONNECT refused");
+    send_refusal(stream, refusal).await;
+    let _ = stream.flush().await;
+    false
 }
 
 /// A reason code as operators read it in the logs (`0x93`).

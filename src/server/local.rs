@@ -23,12 +23,16 @@ use super::egress::Egress;
 use super::gate::{Refusals, StoreGate};
 use super::outbox::Outbox;
 use super::transport::TransportState;
+use crate::auth::Authenticator;
 use crate::broker::{Broker, CoreMsg, CoreStats, Effects, SessionPolicy, Stat};
 use crate::config::Config;
 use crate::ownership::CoreId;
 use crate::protocol::{Connect, Packet};
 use crate::session::state::QueueLimits;
 use crate::session::ConnectPolicy;
+
+/// Who may connect, shared by every core and replaced whole on SIGHUP.
+pub type SharedAuth = Arc<std::sync::RwLock<Arc<Authenticator>>>;
 
 /// A message from one core to another.
 pub enum CoreMail {
@@ -180,6 +184,7 @@ pub struct Core {
     refusals: RefCell<Refusals>,
     /// Whether this core's writers are behind, so that its readers wait (`egress`).
     pub egress: Rc<Egress>,
+    auth: SharedAuth,
 }
 
 impl Core {
@@ -190,6 +195,7 @@ impl Core {
         relays: Vec<Option<ConnectedSender<CoreMail>>>,
         broker: Broker,
         gate: Arc<StoreGate>,
+        auth: SharedAuth,
     ) -> Core {
         let policy = ConnectPolicy {
             max_packet_size: config.max_packet_size,
@@ -217,6 +223,15 @@ impl Core {
             gate,
             refusals: RefCell::new(Refusals::new(peers_len)),
             egress: Egress::new(),
+            auth,
+        }
+    }
+
+    /// Who may connect, as of now.
+    pub fn authenticator(&self) -> Arc<Authenticator> {
+        match self.auth.read() {
+            Ok(auth) => auth.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 

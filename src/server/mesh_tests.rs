@@ -123,6 +123,7 @@ fn cores_passing_shared_deliveries_to_each_other_over_full_channels_do_not_deadl
                     relay.senders,
                     broker,
                     gate,
+                    Default::default(),
                 ));
                 for task in primary.receivers {
                     glommio::spawn_local(mesh::primary_loop(core.clone(), task.await)).detach();

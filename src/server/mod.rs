@@ -76,6 +76,18 @@ pub fn run(
     let mut hangups = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
         .context("cannot install the SIGHUP handler")?;
     let hangup_handle = hangups.handle();
+    // Who may connect: read by every core at each CONNECT, replaced whole on SIGHUP (a
+    // password file that no longer reads keeps the old one: the reload fails as a whole).
+    let auth: local::SharedAuth = Arc::new(std::sync::RwLock::new(config.auth.clone()));
+    let mut reload = reload;
+    reload.on_reload("password_file", {
+        let auth = auth.clone();
+        move |config| {
+            if let Ok(mut current) = auth.write() {
+                *current = config.auth.clone();
+            }
+        }
+    });
     let reloader = std::thread::Builder::new()
         .name("berth-reload".into())
         .spawn(move || {
@@ -109,6 +121,7 @@ pub fn run(
         let shutdown = shutdown.clone();
         let announced = announced.clone();
         let gate = gate.clone();
+        let auth = auth.clone();
         let ready_tx = ready_tx.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("berth-core-{index}"))
@@ -126,7 +139,7 @@ pub fn run(
                         return;
                     }
                 };
-                let core = Rc::new(Core::new(id, config, primary.senders, relay.senders, broker, gate));
+                let core = Rc::new(Core::new(id, config, primary.senders, relay.senders, broker, gate, auth));
                 for task in primary.receivers {
                     glommio::spawn_local(mesh::primary_loop(core.clone(), task.await)).detach();
                 }

@@ -1,6 +1,7 @@
 //! The per-connection protocol state machine, free of I/O and clocks.
 //!
-//! [`connect`] decides whether a CONNECT is accepted and what the CONNACK says;
+//! [`connect`] decides whether a CONNECT is accepted and what the CONNACK says
+//! ([`credentials`]: the refusal of its username and password);
 //! [`Link`] is one connection's whole state machine, from CONNECT to its end: it checks
 //! every packet against the rules of its protocol version, calls the engine, and hands
 //! its driver the steps to carry out (packets to write, effects to apply, waits before an
@@ -10,6 +11,7 @@
 //! ids and (in `subscriptions`) its filters.
 
 pub mod connect;
+pub mod credentials;
 pub mod link;
 pub mod state;
 mod subscriptions;

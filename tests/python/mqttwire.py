@@ -100,17 +100,24 @@ def properties(*encoded: bytes) -> bytes:
 
 def connect(client_id: str | bytes, version: int = V5, *, clean: bool = True, keep_alive: int = 0,
             props: bytes | None = None, flags: int | None = None, protocol_name: bytes = b"MQTT",
-            level: int | None = None, payload_extra: bytes = b"") -> bytes:
+            level: int | None = None, payload_extra: bytes = b"", username: str | None = None,
+            password: bytes | None = None) -> bytes:
     """A CONNECT packet. `flags`, `level` and `props` (already length-prefixed) override the
     well-formed defaults so tests can break exactly one thing."""
     if flags is None:
-        flags = 0x02 if clean else 0x00
+        flags = (0x02 if clean else 0x00) | (0x80 if username is not None else 0) \
+            | (0x40 if password is not None else 0)
     if level is None:
         level = version
     var = mqtt_str(protocol_name) + bytes([level, flags]) + struct.pack(">H", keep_alive)
     if version == V5:
         var += props if props is not None else b"\x00"
-    return packet(0x10, var + mqtt_str(client_id) + payload_extra)
+    credentials = b""
+    if username is not None:
+        credentials += mqtt_str(username)
+    if password is not None:
+        credentials += struct.pack(">H", len(password)) + password
+    return packet(0x10, var + mqtt_str(client_id) + payload_extra + credentials)
 
 
 def publish(topic: str | bytes, payload: bytes = b"", version: int = V5, *, first_byte: int = 0x30,

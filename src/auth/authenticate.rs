@@ -1,0 +1,146 @@
+//! Who may connect: the decision on a CONNECT's username and password, as Mosquitto 2.0
+//! makes it.
+//!
+//! - No username: allowed only with `allow_anonymous` (else Not authorized: v5 0x87,
+//!   3.1.1 return code 5).
+//! - A username, with a password file: allowed when the file holds the user and the
+//!   password matches its hash (else Bad User Name or Password: v5 0x86, 3.1.1 code 4;
+//!   a username without a password fails the same way).
+//! - A username, without a password file: allowed (nothing to check it against).
+//!
+//! The decision is split in two so that the expensive part can run off the executor:
+//! [`Authenticator::precheck`] decides everything that needs no hash, and names the check
+//! ([`PasswordCheck`]) left to run where CPU time may be spent.
+
+use std::sync::Arc;
+
+use super::PasswordFile;
+
+/// The authentication settings in force: immutable, replaced whole on a reload.
+#[derive(Debug, Clone, Default)]
+pub struct Authenticator {
+    pub passwords: Option<Arc<PasswordFile>>,
+    pub allow_anonymous: bool,
+}
+
+/// The outcome of a CONNECT's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    /// Bad user name or password (v5 0x86, 3.1.1 return code 4).
+    BadCredentials,
+    /// No username where one is required (v5 0x87, 3.1.1 return code 5).
+    NotAuthorized,
+}
+
+/// What is left to decide: a password to check against a user's hash.
+#[derive(Debug, Clone)]
+pub struct PasswordCheck {
+    pub passwords: Arc<PasswordFile>,
+    pub username: String,
+    pub password: Vec<u8>,
+}
+
+impl PasswordCheck {
+    /// Runs the hash: milliseconds for `$7$` and argon2id, so not on an executor.
+    pub fn run(&self) -> Verdict {
+        if self.passwords.verify(&self.username, &self.password) {
+            Verdict::Allowed
+        } else {
+            Verdict::BadCredentials
+        }
+    }
+}
+
+impl Authenticator {
+    /// Decides what needs no hash; `Err` carries the password check still to run.
+    pub fn precheck(
+        &self,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> Result<Verdict, PasswordCheck> {
+        let Some(username) = username else {
+            return Ok(if self.allow_anonymous {
+                Verdict::Allowed
+            } else {
+                Verdict::NotAuthorized
+            });
+        };
+        let Some(passwords) = &self.passwords else {
+            return Ok(Verdict::Allowed);
+        };
+        let (Some(password), true) = (password, passwords.get(username).is_some()) else {
+            return Ok(Verdict::BadCredentials);
+        };
+        Err(PasswordCheck {
+            passwords: passwords.clone(),
+            username: username.to_string(),
+            password: password.to_vec(),
+        })
+    }
+
+    /// The whole decision, hash included (tests, and callers that may block).
+    pub fn check(&self, username: Option<&str>, password: Option<&[u8]>) -> Verdict {
+        self.precheck(username, password)
+            .unwrap_or_else(|check| check.run())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Hash;
+
+    fn with_file(allow_anonymous: bool) -> Authenticator {
+        let mut file = PasswordFile::default();
+        file.set("dev", Hash::pbkdf2(b"right", 101, 12));
+        Authenticator {
+            passwords: Some(Arc::new(file)),
+            allow_anonymous,
+        }
+    }
+
+    #[test]
+    fn a_password_file_admits_its_users_with_their_passwords_only() {
+        let auth = with_file(false);
+        assert_eq!(auth.check(Some("dev"), Some(b"right")), Verdict::Allowed);
+        assert_eq!(
+            auth.check(Some("dev"), Some(b"wrong")),
+            Verdict::BadCredentials
+        );
+        assert_eq!(auth.check(Some("dev"), None), Verdict::BadCredentials);
+        assert_eq!(
+            auth.check(Some("other"), Some(b"right")),
+            Verdict::BadCredentials
+        );
+        assert_eq!(auth.check(None, None), Verdict::NotAuthorized);
+        assert_eq!(auth.check(None, Some(b"right")), Verdict::NotAuthorized);
+    }
+
+    #[test]
+    fn only_a_known_user_with_a_password_costs_a_hash() {
+        let auth = with_file(true);
+        assert!(auth.precheck(Some("dev"), Some(b"x")).is_err(), "to hash");
+        assert_eq!(
+            auth.precheck(Some("nobody"), Some(b"x")).ok(),
+            Some(Verdict::BadCredentials)
+        );
+        assert_eq!(
+            auth.precheck(None, None).ok(),
+            Some(Verdict::Allowed),
+            "anonymous allowed"
+        );
+    }
+
+    #[test]
+    fn without_a_password_file_usernames_are_not_checked() {
+        let auth = Authenticator {
+            passwords: None,
+            allow_anonymous: true,
+        };
+        assert_eq!(auth.check(Some("any"), Some(b"thing")), Verdict::Allowed);
+        assert_eq!(auth.check(None, None), Verdict::Allowed);
+        let closed = Authenticator::default();
+        assert_eq!(closed.check(None, None), Verdict::NotAuthorized);
+    }
+}
