@@ -2,8 +2,9 @@
 //! ([`file`]) over the embedded defaults, merged and checked into one [`Config`].
 //!
 //! Every flag has a config key of the same name (dashes become underscores). Unknown keys
-//! and bad values are errors that name the key and the file, so a typo never silently
-//! falls back to a default.
+//! and bad values are errors that name the key and the file (or the flag, for a value given
+//! on the command line), so a typo never silently falls back to a default. `--help` shows
+//! the defaults, which are shown rather than set in clap so that the file still applies.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
