@@ -3,7 +3,6 @@
 
 use std::io::Write;
 
-use clap::Parser;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter};
@@ -23,7 +22,7 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
-    let args = Args::parse();
+    let args = Args::parse_showing_defaults();
     let config = match Config::from_args(args.clone()) {
         Ok(config) => config,
         Err(e) => {

@@ -146,7 +146,7 @@ mod v5 {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connect_ping_disconnect() {
-        let broker = Broker::start(2);
+        let broker = Broker::start_with(2, &["--connack-debug-properties"]);
         let id = "rumqttc-v5";
         // rumqttc 5.0 refuses keep alives under 5 s, so this test waits ~5 s for its ping.
         let (client, mut eventloop, ack) = connect(&broker, id, 5).await;
@@ -196,7 +196,7 @@ mod v5 {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connack_names_owner_core() {
-        let broker = Broker::start(2);
+        let broker = Broker::start_with(2, &["--connack-debug-properties"]);
         let mut accepted_on = [0usize; 2];
         for n in 0..24 {
             let id = format!("rumqttc-owner-{n}");

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use super::{keepalive_cap, Config, FsyncMode, Overflow};
 
@@ -17,13 +17,17 @@ use super::{keepalive_cap, Config, FsyncMode, Overflow};
     name = "berth",
     version,
     about = "MQTT 3.1.1/5.0 broker built for persistent sessions at scale",
-    after_help = "To write a password file: berth passwd --help"
+    after_help = "To write a password file: berth passwd --help",
+    // `--cores -1` is a bad value for --cores (and says so), not an unknown flag `-1`.
+    allow_negative_numbers = true
 )]
 pub struct Args {
     /// Address to listen on (every core accepts on it). Port 0 picks a free port.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Number of cores (pinned executors) to run; default all.
+    /// Number of cores (executors, each pinned to its CPU) to run, 1..=1024. More than this
+    /// machine's CPUs is allowed, with a warning: the executors then run unpinned (a data
+    /// directory keeps the core count it was written with, which a smaller machine may need).
     #[arg(long)]
     pub cores: Option<usize>,
     /// Directory for the per-core message logs.
@@ -70,8 +74,10 @@ pub struct Args {
     /// smaller of this and the client's own Receive Maximum (3.1.1 clients have none).
     #[arg(long)]
     pub max_inflight_messages: Option<u16>,
-    /// Longest Session Expiry granted, in seconds; also how long a 3.1.1 Clean Session 0
-    /// session outlives its connection.
+    /// Longest Session Expiry granted, in seconds (1..=4294967295); also how long a 3.1.1
+    /// Clean Session 0 session outlives its connection. 4294967295, MQTT 5's "never
+    /// expires", lifts the cap. 0 is refused (it is no limit in some brokers, no persistence
+    /// in others).
     #[arg(long)]
     pub max_session_expiry: Option<u64>,
     /// Messages queued per session beyond its inflight window (see `queue_overflow`).
@@ -80,7 +86,7 @@ pub struct Args {
     /// Seconds between `$SYS/broker/...` updates; 0 turns `$SYS` off.
     #[arg(long)]
     pub sys_interval: Option<u64>,
-    /// Payload bytes queued per session (default 16 MiB); 0 means no limit beyond
+    /// Payload bytes queued per session; 0 means no limit beyond
     /// `max_queued_messages`.
     #[arg(long)]
     pub max_queued_bytes: Option<usize>,
@@ -97,7 +103,7 @@ pub struct Args {
     /// Most sessions the broker holds; 0 means no limit. Each core holds its share.
     #[arg(long)]
     pub max_sessions: Option<usize>,
-    /// Subscriptions one session may hold (default 10,000); beyond it a SUBSCRIBE's new
+    /// Subscriptions one session may hold; beyond it a SUBSCRIBE's new
     /// filters get 0x97 Quota exceeded (3.1.1: 0x80). 0 means no limit.
     #[arg(long)]
     pub max_subscriptions: Option<usize>,
@@ -121,6 +127,11 @@ pub struct Args {
     /// refused with CONNACK 0x02. 0 or 65535: no cap.
     #[arg(long)]
     pub max_keepalive: Option<u16>,
+    /// Put User Properties `berth-shard` (the core that owns the client) and
+    /// `berth-accepted-on` (the core that accepted the connection) in every v5 CONNACK:
+    /// internals, for tests and debugging. Given alone, the flag means `true`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub connack_debug_properties: Option<bool>,
 }
 
 impl Args {
@@ -177,5 +188,81 @@ impl Args {
         if let Some(v) = self.max_keepalive {
             config.max_keepalive = keepalive_cap(v);
         }
+        config.connack_debug_properties = self
+            .connack_debug_properties
+            .unwrap_or(config.connack_debug_properties);
     }
+
+    /// Parses the command line, `--help` showing each flag's default.
+    pub fn parse_showing_defaults() -> Args {
+        let matches = Args::command_showing_defaults().get_matches();
+        Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The parser, with each flag's default (from [`Config::default`]) added to its help.
+    /// The defaults are shown, not set: a flag that was not given must leave the config
+    /// file's value in force, so clap never sees them as default values.
+    pub fn command_showing_defaults() -> clap::Command {
+        let mut command = Args::command();
+        for (id, default) in shown_defaults(&Config::default()) {
+            command = command.mut_arg(id, |arg| {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                arg.help(format!("{help} [default: {default}]"))
+            });
+        }
+        command
+    }
+}
+
+/// Each flag's default in the flag's own unit. `config` has none, and `server_keep_alive`
+/// none to show (unset, the client's own keep alive is used).
+fn shown_defaults(d: &Config) -> Vec<(&'static str, String)> {
+    vec![
+        ("listen", d.listen.to_string()),
+        ("cores", format!("{} (the CPUs here)", d.cores)),
+        ("data_dir", d.data_dir.display().to_string()),
+        ("log", d.log.clone()),
+        ("connect_timeout", d.connect_timeout.as_secs().to_string()),
+        ("max_packet_size", d.max_packet_size.to_string()),
+        ("receive_maximum", d.receive_maximum.to_string()),
+        ("topic_alias_maximum", d.topic_alias_maximum.to_string()),
+        ("max_outbox_bytes", d.max_outbox_bytes.to_string()),
+        ("max_inflight_messages", d.max_inflight_messages.to_string()),
+        (
+            "max_session_expiry",
+            d.max_session_expiry.as_secs().to_string(),
+        ),
+        ("max_queued_messages", d.max_queued_messages.to_string()),
+        ("sys_interval", d.sys_interval.as_secs().to_string()),
+        ("max_queued_bytes", d.max_queued_bytes.to_string()),
+        ("max_stored_bytes", d.max_stored_bytes.to_string()),
+        ("queue_overflow", value_name(&d.queue_overflow)),
+        ("queue_qos0", d.queue_qos0.to_string()),
+        ("max_sessions", d.max_sessions.to_string()),
+        ("max_subscriptions", d.max_subscriptions.to_string()),
+        ("fsync", value_name(&d.fsync)),
+        (
+            "fsync_interval_ms",
+            d.fsync_interval.as_millis().to_string(),
+        ),
+        ("segment_size", d.segment_size.to_string()),
+        ("write_timeout", d.write_timeout.as_secs().to_string()),
+        (
+            "max_keepalive",
+            d.max_keepalive
+                .map_or("0 (no cap)".into(), |v| v.to_string()),
+        ),
+        (
+            "connack_debug_properties",
+            d.connack_debug_properties.to_string(),
+        ),
+    ]
+}
+
+/// The name a value of a `--flag VALUE` enum is given by.
+fn value_name(value: &impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
 }

@@ -40,6 +40,7 @@ pub(super) struct FileConfig {
     sys_interval: Option<u64>,
     write_timeout: Option<u64>,
     max_keepalive: Option<u16>,
+    connack_debug_properties: Option<bool>,
 }
 
 impl FileConfig {
@@ -114,6 +115,9 @@ impl FileConfig {
         if let Some(v) = file.max_keepalive {
             config.max_keepalive = keepalive_cap(v);
         }
+        config.connack_debug_properties = file
+            .connack_debug_properties
+            .unwrap_or(config.connack_debug_properties);
         Ok(())
     }
 }

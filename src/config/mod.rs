@@ -2,8 +2,9 @@
 //! ([`file`]) over the embedded defaults, merged and checked into one [`Config`].
 //!
 //! Every flag has a config key of the same name (dashes become underscores). Unknown keys
-//! and bad values are errors that name the key and the file, so a typo never silently
-//! falls back to a default.
+//! and bad values are errors that name the key and the file (or the flag, for a value given
+//! on the command line), so a typo never silently falls back to a default. `--help` shows
+//! the defaults, which are shown rather than set in clap so that the file still applies.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +16,10 @@ use serde::Deserialize;
 use crate::auth::{Authenticator, PasswordFile};
 pub use crate::session::state::Overflow;
 pub use cli::Args;
+
+/// The Session Expiry Interval that MQTT 5 defines as "never expires" (3.1.2.11.2), in
+/// seconds; also the largest `max_session_expiry`, so that `now + expiry` cannot overflow.
+pub const NEVER_EXPIRES: u64 = u32::MAX as u64;
 
 mod cli;
 mod file;
@@ -36,6 +41,9 @@ pub enum ConfigError {
         path: Option<PathBuf>,
         message: String,
     },
+    /// A bad value given on the command line: named as the flag it was given as.
+    #[error("flag --{}: {message}", .key.replace('_', "-"))]
+    Flag { key: &'static str, message: String },
 }
 
 /// How far the log reaches beyond the page cache.
@@ -87,6 +95,8 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Cap on keep alive (`max_keepalive`); `None` when 0 or 65535 (no cap).
     pub max_keepalive: Option<u16>,
+    /// Whether v5 CONNACKs carry `berth-shard` and `berth-accepted-on` (internals).
+    pub connack_debug_properties: bool,
 }
 
 impl Default for Config {
@@ -127,6 +137,7 @@ impl Default for Config {
             sys_interval: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             max_keepalive: None,
+            connack_debug_properties: false,
         }
     }
 }
@@ -140,11 +151,17 @@ impl Config {
         }
         args.apply(&mut config);
 
-        // A bad value names the file only when it came from the file.
-        let bad = |key: &'static str, from_flag: bool, message: String| ConfigError::Invalid {
-            key,
-            path: if from_flag { None } else { path.clone() },
-            message,
+        // A bad value names the flag when it came from one, else the key (and the file).
+        let bad = |key: &'static str, from_flag: bool, message: String| {
+            if from_flag {
+                ConfigError::Flag { key, message }
+            } else {
+                ConfigError::Invalid {
+                    key,
+                    path: path.clone(),
+                    message,
+                }
+            }
         };
         if config.cores == 0 || config.cores > 1024 {
             return Err(bad(
@@ -208,6 +225,22 @@ impl Config {
                 "write_timeout",
                 args.write_timeout.is_some(),
                 "must be at least 1 second".into(),
+            ));
+        }
+        let expiry = config.max_session_expiry.as_secs();
+        if expiry == 0 || expiry > NEVER_EXPIRES {
+            let message = if expiry == 0 {
+                "0 is not allowed: it means no limit in some brokers and no persistent sessions \
+                 in others; for sessions that never expire give 4294967295 (MQTT 5's \"never \
+                 expires\")"
+                    .to_string()
+            } else {
+                format!("{expiry} is not in 1..=4294967295 (4294967295: sessions never expire)")
+            };
+            return Err(bad(
+                "max_session_expiry",
+                args.max_session_expiry.is_some(),
+                message,
             ));
         }
         if let (Some(cap), Some(server)) = (config.max_keepalive, config.server_keep_alive) {

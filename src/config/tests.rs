@@ -153,7 +153,10 @@ fn log_levels_take_mosquitto_and_tracing_names_and_refuse_others() {
     })
     .unwrap_err()
     .to_string();
-    assert!(err.contains("`log`") && !err.contains(" in "), "{err}");
+    assert!(
+        err.contains("flag --log:") && !err.contains(" in "),
+        "{err}"
+    );
     assert!(log_filter("berth=loud").is_err());
 }
 
@@ -217,4 +220,95 @@ fn authentication_keys() {
     };
     let error = Config::from_args(args).unwrap_err().to_string();
     assert!(error.contains("line 1: expected username:hash"), "{error}");
+}
+
+#[test]
+fn max_session_expiry_refuses_0_and_what_would_overflow_and_takes_never_expires() {
+    let err = with_file("max_session_expiry = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`max_session_expiry`")
+            && err.contains("berth.toml")
+            && err.contains("4294967295"),
+        "{err}"
+    );
+    let err = Config::from_args(Args {
+        max_session_expiry: Some(0),
+        ..Args::default()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("flag --max-session-expiry:") && err.contains("4294967295"),
+        "{err}"
+    );
+    for huge in [u64::from(u32::MAX) + 1, u64::MAX] {
+        let err = with_file(&format!(
+            "max_session_expiry = {}\n",
+            huge.min(i64::MAX as u64)
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`max_session_expiry`"), "{huge}: {err}");
+        let flag = Config::from_args(Args {
+            max_session_expiry: Some(huge),
+            ..Args::default()
+        });
+        assert!(flag.is_err(), "{huge}");
+    }
+    // The largest accepted, "never expires", still leaves room for `now + expiry`.
+    let never = with_file("max_session_expiry = 4294967295\n").unwrap();
+    assert_eq!(never.max_session_expiry.as_secs(), NEVER_EXPIRES);
+    assert!(std::time::Instant::now()
+        .checked_add(never.max_session_expiry)
+        .is_some());
+}
+
+#[test]
+fn connack_debug_properties_are_off_unless_asked_for() {
+    assert!(
+        !Config::from_args(Args::default())
+            .unwrap()
+            .connack_debug_properties
+    );
+    assert!(
+        with_file("connack_debug_properties = true\n")
+            .unwrap()
+            .connack_debug_properties
+    );
+    let args = Args::command_showing_defaults()
+        .try_get_matches_from(["berth", "--connack-debug-properties"])
+        .unwrap();
+    let args = <Args as clap::FromArgMatches>::from_arg_matches(&args).unwrap();
+    assert!(Config::from_args(args).unwrap().connack_debug_properties);
+    let args = Args::command_showing_defaults()
+        .try_get_matches_from(["berth", "--connack-debug-properties", "false"])
+        .unwrap();
+    let args = <Args as clap::FromArgMatches>::from_arg_matches(&args).unwrap();
+    assert!(!Config::from_args(args).unwrap().connack_debug_properties);
+}
+
+#[test]
+fn help_shows_the_default_of_every_flag_that_has_one() {
+    let mut command = Args::command_showing_defaults();
+    command.build();
+    let missing: Vec<_> = command
+        .get_arguments()
+        .filter(|arg| {
+            !["help", "version", "config", "server_keep_alive"].contains(&arg.get_id().as_str())
+        })
+        .filter(|arg| {
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            !help.contains("[default: ")
+        })
+        .map(|arg| arg.get_id().to_string())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "flags whose --help shows no default: {missing:?}"
+    );
+    let help = command.render_help().to_string();
+    assert!(help.contains("[default: 127.0.0.1:1883]"), "{help}");
+    assert!(help.contains("[default: 7200]"), "{help}");
 }

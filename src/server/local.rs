@@ -205,6 +205,7 @@ impl Core {
             topic_alias_maximum: config.topic_alias_maximum,
             max_session_expiry: config.max_session_expiry,
             max_inflight_messages: config.max_inflight_messages,
+            connack_debug_properties: config.connack_debug_properties,
         };
         let peers_len = peers.len();
         Core {

@@ -107,6 +107,15 @@ pub fn run(
     let online = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    if cores > online {
+        // Allowed (see `--cores`): a data directory keeps its core count, which a smaller
+        // machine may need to start with.
+        tracing::warn!(
+            cores,
+            cpus = online,
+            "more cores than CPUs: the executors run unpinned and share the CPUs"
+        );
+    }
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<storage::Replayed>>();
     let mut executors = Vec::with_capacity(cores);
     for (index, ((listener_fd, primary), relay)) in

@@ -31,6 +31,9 @@ pub struct ConnectPolicy {
     pub max_session_expiry: Duration,
     /// Cap on the client's Receive Maximum for our outbound window.
     pub max_inflight_messages: u16,
+    /// Whether a v5 CONNACK names the owning and the accepting core (User Properties
+    /// `berth-shard`, `berth-accepted-on`): internals, for tests and debugging only.
+    pub connack_debug_properties: bool,
 }
 
 /// A CONNECT refused: the CONNACK to write before closing, and what to log.
@@ -235,6 +238,7 @@ mod tests {
             topic_alias_maximum: 0,
             max_session_expiry: Duration::from_secs(3600),
             max_inflight_messages: 1024,
+            connack_debug_properties: false,
         }
     }
 

@@ -31,6 +31,10 @@ def berth_bin() -> str:
 
 TEST_SEGMENT_SIZE = str(1 << 20)
 
+# Makes every v5 CONNACK name the owning and the accepting core (User Properties `berth-shard`,
+# `berth-accepted-on`), which berth leaves out by default: for tests of core ownership.
+CONNACK_DEBUG = "--connack-debug-properties"
+
 
 class BrokerDied(AssertionError):
     pass

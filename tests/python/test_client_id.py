@@ -2,13 +2,15 @@
 
 from collections import Counter
 
+from berthproc import CONNACK_DEBUG
 from clients import Paho
 from mqttwire import ASSIGNED_CLIENT_IDENTIFIER, V5, V311, Conn, connect, owner_core
 
 
-def test_mqtt_3_1_3_7_v5_empty_client_id_gets_assigned_id_on_accepting_core(broker):
+def test_mqtt_3_1_3_7_v5_empty_client_id_gets_assigned_id_on_accepting_core(start_broker):
     """[MQTT-3.1.3-6]/[MQTT-3.1.3-7] (5.0): an empty ClientID is given a unique one, returned as
     Assigned Client Identifier. berth picks it so that it hashes to the accepting core: no hand-off."""
+    broker = start_broker(CONNACK_DEBUG)
     assigned, accepted_on = set(), Counter()
     for attempt in range(24):
         with Conn(*broker.addr) as c:
@@ -26,7 +28,8 @@ def test_mqtt_3_1_3_7_v5_empty_client_id_gets_assigned_id_on_accepting_core(brok
     assert set(accepted_on) == {"0", "1"}, f"only these cores accepted: {dict(accepted_on)}"
 
 
-def test_mqtt_3_1_3_7_v5_empty_client_id_with_paho(broker):
+def test_mqtt_3_1_3_7_v5_empty_client_id_with_paho(start_broker):
+    broker = start_broker(CONNACK_DEBUG)
     client = Paho("", V5)
     _, rc, props = client.connect(broker.addr)
     assert rc.value == 0, rc

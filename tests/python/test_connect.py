@@ -2,6 +2,7 @@
 
 import pytest
 
+from berthproc import CONNACK_DEBUG
 from clients import Paho
 from mqttwire import (MAXIMUM_PACKET_SIZE, RECEIVE_MAXIMUM, RETAIN_AVAILABLE, TOPIC_ALIAS_MAXIMUM, V5,
                       V311, Conn, PINGREQ_BYTES, PINGRESP, owner_core)
@@ -20,7 +21,8 @@ def test_paho_connect_ping_disconnect(broker, version):
     client.disconnect()
 
 
-def test_paho_v5_connack_names_owner_core(broker):
+def test_paho_v5_connack_names_owner_core(start_broker):
+    broker = start_broker(CONNACK_DEBUG)
     cid = "paho-owner-check"
     client = Paho(cid, V5)
     client.connect(broker.addr)
@@ -38,8 +40,9 @@ def test_mqtt_3_2_2_1_v311_clean_session_connack(broker):
         assert (p.ptype, p.flags, p.body) == (2, 0, b"\x00\x00"), p
 
 
-def test_mqtt_3_2_2_2_v5_clean_start_connack_properties(broker):
+def test_mqtt_3_2_2_2_v5_clean_start_connack_properties(start_broker):
     """[MQTT-3.2.2-2] Clean Start 1 -> Session Present 0; berth's CONNACK properties are present."""
+    broker = start_broker(CONNACK_DEBUG)
     cid = "raw-v5-props"
     with Conn(*broker.addr) as c:
         ack = c.connect(cid)

@@ -51,10 +51,11 @@ def test_resume_v5_qos2(broker, tmp_path):
 
 
 def test_resume_counts_loss_when_sessions_do_not_persist(start_broker, tmp_path):
-    # Sessions that expire at disconnect: CONNACK Session Present 0 and nothing queued.
-    b = start_broker("--max-session-expiry", "0")
+    # Sessions that expire (1 s) before the reconnect storm (2.5 s after the last PUBACK):
+    # CONNACK Session Present 0 and nothing queued. (--max-session-expiry 0 is refused.)
+    b = start_broker("--max-session-expiry", "1")
     r = run_loadgen(tmp_path, "resume", b.port, "--sessions", "10", "--messages", "3", "--timeout", "1",
-                    expect_rc=1)
+                    "--settle-ms", "2500", expect_rc=1)
     t = r["totals"]
     assert t["session_present_0"] == 10
     assert t["lost"] == 30 and t["received"] == 0

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from berthproc import CONNACK_DEBUG
 from mqttwire import (CONNACK, DISCONNECT, USER_PROPERTY, parse_connack, PUBACK, PUBLISH, REASON_STRING, SUBACK, TOPIC_ALIAS_MAXIMUM, V5,
                       Conn, connect, disconnect_reason, ids_owned_by, mqtt_str, packet, packet_id_of,
                       parse_properties, parse_publish, prop_u16, prop_u32, properties, publish_with,
@@ -270,7 +271,8 @@ def test_refused_connack_says_why(broker):
     assert ack.props.get(REASON_STRING), ack
 
 
-def test_reason_string_and_user_properties_go_first_when_over_client_maximum(broker):
+def test_reason_string_and_user_properties_go_first_when_over_client_maximum(start_broker):
+    broker = start_broker(CONNACK_DEBUG)  # so that the CONNACK has user properties to drop
     c = Conn(*broker.addr)
     with c:
         c.send(connect("rs-small", props=properties(prop_u32(0x27, 30))))
@@ -279,6 +281,22 @@ def test_reason_string_and_user_properties_go_first_when_over_client_maximum(bro
         assert USER_PROPERTY not in parse_connack(raw, V5).props, "user properties dropped to fit"
         c.send(publish_with("ta/x", b"", props=prop_u16(TOPIC_ALIAS, 99)))
         assert REASON_STRING not in expect_disconnect(c, 0x94)
+
+
+def test_connack_names_no_core_unless_connack_debug_properties(start_broker):
+    """berth-shard / berth-accepted-on are internals: a v5 CONNACK carries no berth-* User
+    Property unless the broker is started with --connack-debug-properties."""
+    plain, debug = start_broker(), start_broker(CONNACK_DEBUG)
+    for core in range(CORES):
+        cid = on(core, "no-core-names")
+        with Conn(*plain.addr) as c:
+            ack = c.connect(cid)
+            berth = {k: v for k, v in ack.user_properties.items() if k.startswith("berth-")}
+            assert berth == {}, f"{cid}: {ack!r}"
+        with Conn(*debug.addr) as c:
+            ack = c.connect(cid)
+            assert ack.user_properties.get("berth-shard") == str(core), f"{cid}: {ack!r}"
+            assert ack.user_properties.get("berth-accepted-on") in {"0", "1"}, f"{cid}: {ack!r}"
 
 
 # Response Information -----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from berthproc import CONNACK_DEBUG
 from clients import Paho
 from mqttwire import PINGREQ_BYTES, PINGRESP, V5, V311, Conn, connect, fnv1a64, owner_core, parse_connack
 
@@ -13,6 +14,12 @@ from mqttwire import PINGREQ_BYTES, PINGRESP, V5, V311, Conn, connect, fnv1a64, 
 # hash is over the UTF-8 bytes) and a slash-bearing one.
 IDS = [f"owner-{n}" for n in range(16)] + ["a", "x" * 23, "ünïcødé-id", "sensor/42"]
 ATTEMPTS = 8
+
+
+@pytest.fixture
+def broker(start_broker):
+    """These tests read the core names from the CONNACK: berth sends them only when asked to."""
+    return start_broker(CONNACK_DEBUG)
 
 
 def test_fnv1a64_reference_vectors():
@@ -72,7 +79,7 @@ def test_handoff_keeps_bytes_sent_with_connect(broker, version):
 
 
 def test_one_core_owns_everything(start_broker):
-    broker = start_broker(cores=1)
+    broker = start_broker(CONNACK_DEBUG, cores=1)
     for n in range(10):
         with Conn(*broker.addr) as c:
             ack = c.connect(f"single-core-{n}")

@@ -4,8 +4,9 @@
 //! A v5 CONNACK tells the Session Expiry granted when it is less than asked (MQTT 5.0
 //! 3.2.2.3.2; 0xFFFFFFFF asks for a session that never expires, so any cap is less), that
 //! retained messages, wildcards, Subscription Identifiers and shared subscriptions are
-//! available, Response Information when asked for (3.2.2.3.15), and which core owns the
-//! client and which accepted it (User Properties `berth-shard`, `berth-accepted-on`),
+//! available, and Response Information when asked for (3.2.2.3.15). Under
+//! `connack_debug_properties` (off by default: they are internals) it also tells which core
+//! owns the client and which accepted it (User Properties `berth-shard`, `berth-accepted-on`),
 //! left out when they would push the CONNACK past the client's Maximum Packet Size
 //! [MQTT-3.2.2-20] (the writer would drop the whole CONNACK).
 
@@ -61,7 +62,7 @@ impl Link {
         let mut accepted = accept_connect(&connect, policy, assigned_id)
             .map_err(|conn_ack| Refusal::new(conn_ack, ClientLimits::of(&connect)))?;
         let version = connect.protocol;
-        if version.is_v5() {
+        if version.is_v5() && policy.connack_debug_properties {
             let props = &mut accepted.conn_ack.properties.user_properties;
             props.push(("berth-shard".into(), ByteString::from(owner.to_string())));
             props.push((

@@ -151,6 +151,7 @@ pub(super) fn policy() -> ConnectPolicy {
         topic_alias_maximum: 3,
         max_session_expiry: Duration::from_secs(100),
         max_inflight_messages: 1024,
+        connack_debug_properties: false,
     }
 }
 
@@ -168,9 +169,18 @@ pub(super) fn connect(version: ProtocolVersion) -> Connect {
 }
 
 pub(super) fn start_with(connect: Connect, engine: &mut Fake, now: Instant) -> (Link, Started) {
+    start_under(&policy(), connect, engine, now)
+}
+
+fn start_under(
+    policy: &ConnectPolicy,
+    connect: Connect,
+    engine: &mut Fake,
+    now: Instant,
+) -> (Link, Started) {
     let opening = Link::open(
         Box::new(connect),
-        &policy(),
+        policy,
         || "assigned".into(),
         (crate::ownership::CoreId(0), crate::ownership::CoreId(1)),
     )
@@ -473,7 +483,7 @@ fn the_v5_connack_tells_the_expiry_granted_and_what_is_available() {
     let mut c = connect(ProtocolVersion::V5);
     c.properties.session_expiry_interval = Some(u32::MAX);
     c.properties.request_response_information = Some(1);
-    let (_, started) = start_with(c, &mut engine, Instant::now());
+    let (_, started) = start_under(&debug_policy(), c, &mut engine, Instant::now());
     let props = &conn_ack(&started).properties;
     assert_eq!(props.session_expiry_interval, Some(100));
     assert_eq!(props.retain_available, Some(1));
@@ -499,12 +509,26 @@ fn the_v5_connack_tells_the_expiry_granted_and_what_is_available() {
     assert_eq!(conn_ack(&started).properties.response_information, None);
 }
 
+fn debug_policy() -> ConnectPolicy {
+    ConnectPolicy {
+        connack_debug_properties: true,
+        ..policy()
+    }
+}
+
+#[test]
+fn a_v5_connack_names_no_core_unless_asked_to() {
+    let mut engine = Fake::default();
+    let (_, started) = start_with(connect(ProtocolVersion::V5), &mut engine, Instant::now());
+    assert!(conn_ack(&started).properties.user_properties.is_empty());
+}
+
 #[test]
 fn mqtt_3_2_2_20_the_core_names_are_left_out_when_the_connack_would_not_fit() {
     let mut engine = Fake::default();
     let mut c = connect(ProtocolVersion::V5);
     c.properties.maximum_packet_size = Some(40);
-    let (_, started) = start_with(c, &mut engine, Instant::now());
+    let (_, started) = start_under(&debug_policy(), c, &mut engine, Instant::now());
     assert!(conn_ack(&started).properties.user_properties.is_empty());
     assert!(started.limits.max_packet_size == Some(40));
 }
