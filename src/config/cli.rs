@@ -214,14 +214,18 @@ impl Args {
     }
 }
 
-/// Each flag's default in the flag's own unit. `config` has none, and `server_keep_alive`
-/// none to show (unset, the client's own keep alive is used).
+/// Each flag's default in the flag's own unit. `config` and `password_file` have none, and
+/// `server_keep_alive` none to show (unset, the client's own keep alive is used).
 fn shown_defaults(d: &Config) -> Vec<(&'static str, String)> {
     vec![
         ("listen", d.listen.to_string()),
         ("cores", format!("{} (the CPUs here)", d.cores)),
         ("data_dir", d.data_dir.display().to_string()),
         ("log", d.log.clone()),
+        (
+            "allow_anonymous",
+            "true on a loopback listen address without password_file, else false".into(),
+        ),
         ("connect_timeout", d.connect_timeout.as_secs().to_string()),
         ("max_packet_size", d.max_packet_size.to_string()),
         ("receive_maximum", d.receive_maximum.to_string()),
