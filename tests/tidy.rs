@@ -26,7 +26,6 @@ const TOO_LONG_FOR_NOW: &[&str] = &[
     "src/protocol/property_codec.rs",
     "src/broker/mod.rs",
     "src/broker/share.rs",
-    "src/broker/routing.rs",
     "src/config.rs",
     "tests/interop_rumqttc.rs",
 ];

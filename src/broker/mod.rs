@@ -19,9 +19,11 @@ pub mod journal;
 pub(crate) mod messages;
 mod outgoing;
 mod persist;
+mod publish;
 mod recovery;
-mod routing;
+mod retained;
 mod share;
+mod subscribe;
 mod sys;
 
 use crate::hash::FastMap;
@@ -45,8 +47,7 @@ use messages::{Lookup, MessageTable};
 pub use outgoing::{Outgoing, SharedPublish};
 pub use persist::{CheckpointLimits, CheckpointReport};
 pub use recovery::{Rebuild, Recovered};
-pub use routing::Added;
-pub use routing::SubscribeOutcome;
+pub use subscribe::{Added, SubscribeOutcome};
 pub use sys::{is_sys_topic, CoreStats, Stat};
 
 /// A message from one core's engine to another's.
@@ -707,6 +708,8 @@ impl Broker {
 mod exactly_once_tests;
 #[cfg(test)]
 mod persist_tests;
+#[cfg(test)]
+mod publish_tests;
 #[cfg(test)]
 mod store_full_tests;
 #[cfg(test)]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::journal::{self, Record};
-use super::routing::publish_for_log;
+use super::publish::publish_for_log;
 use super::{Broker, Slot};
 use crate::session::state::Seq;
 use crate::session::Message;
@@ -234,7 +234,7 @@ impl Broker {
         let retained = self
             .retained
             .values()
-            .filter(|m| super::routing::outlives_restart(&m.topic))
+            .filter(|m| super::retained::outlives_restart(&m.topic))
             .cloned()
             .collect();
         let mark = (id as u32).max(1);

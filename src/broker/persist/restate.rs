@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::super::journal::{self, Record, Snapshot, SnapshotEntry};
 use super::super::messages::WallClock;
-use super::super::routing::publish_for_log;
+use super::super::publish::publish_for_log;
 use super::super::{Broker, Slot};
 use crate::session::state::Seq;
 use crate::store::{Position, StoreError};
