@@ -25,6 +25,19 @@ use crate::session::state::{copy_topic_and_payload, publish_of, Delivery, Origin
 use crate::session::Message;
 use crate::topic::{TopicFilter, TopicName};
 
+/// One session a message is delivered to, and how: what [`Broker::deliver_to`] takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Recipient {
+    pub client_id: ByteString,
+    /// The QoS it is delivered at: the message's, capped by the subscription's.
+    pub qos: QoS,
+    /// The PUBLISH's RETAIN flag: the message's under Retain As Published, always set for
+    /// a retained message sent on subscribing [MQTT-3.3.1-8], otherwise clear.
+    pub retain: bool,
+    /// The Subscription Identifiers of every matching subscription of the session.
+    pub subscription_identifiers: Vec<u32>,
+}
+
 impl Broker {
     /// A PUBLISH from a client of this core (or its will). The topic is already valid.
     pub fn publish(&mut self, publisher: &ByteString, publish: Publish, now: Instant) -> Effects {
@@ -214,10 +227,11 @@ impl Broker {
         });
         let list: Vec<_> = targets
             .drain()
-            .map(|(client, (subscription, ids))| {
-                let qos = message.qos.min(subscription.options.qos);
-                let retain = subscription.options.retain_as_published && message.retain;
-                (client, qos, retain, ids)
+            .map(|(client_id, (subscription, ids))| Recipient {
+                client_id,
+                qos: message.qos.min(subscription.options.qos),
+                retain: subscription.options.retain_as_published && message.retain,
+                subscription_identifiers: ids,
             })
             .collect();
         if targets.capacity() > 1 << 16 {
@@ -237,8 +251,7 @@ impl Broker {
         self.deliver_to(message, list, message.origin, now, effects);
     }
 
-    /// Gives `message` to each target session (client, delivery QoS, retain flag,
-    /// Subscription Identifiers). The message is stored once however many sessions take
+    /// Gives `message` to each [`Recipient`]. The message is stored once however many sessions take
     /// it; if any of them is persistent it is journaled once, naming every persistent
     /// session that took a reference, before anything is sent.
     /// `origin` goes into the MESSAGE record (plain subscriptions only: shared and
@@ -246,7 +259,7 @@ impl Broker {
     pub(super) fn deliver_to(
         &mut self,
         message: &Arc<Message>,
-        mut targets: Vec<(ByteString, QoS, bool, Vec<u32>)>,
+        mut targets: Vec<Recipient>,
         origin: Option<Origin>,
         now: Instant,
         effects: &mut Effects,
@@ -262,9 +275,9 @@ impl Broker {
                     // QoS 0 goes on to whoever needs no record: the online sessions.
                     let before = targets.len();
                     let sessions = &self.sessions;
-                    targets.retain(|(client, ..)| {
+                    targets.retain(|target| {
                         sessions
-                            .get(client)
+                            .get(&target.client_id)
                             .is_some_and(|slot| slot.online || slot.sid.is_none())
                     });
                     self.counters.dropped += (before - targets.len()) as u64;
@@ -299,7 +312,13 @@ impl Broker {
             journal: journal.as_ref(),
             clock: *clock,
         };
-        for (client, qos, retain, ids) in targets {
+        for Recipient {
+            client_id: client,
+            qos,
+            retain,
+            subscription_identifiers: ids,
+        } in targets
+        {
             let Some(slot) = sessions.get_mut(&client) else {
                 continue;
             };
@@ -407,18 +426,18 @@ impl Broker {
     fn fit_in_reserve(
         &self,
         message: &Message,
-        targets: &[(ByteString, QoS, bool, Vec<u32>)],
+        targets: &[Recipient],
         room: usize,
     ) -> Option<Bytes> {
         let publish = journal::encode_publish(&publish_for_log(message));
         let per_target: usize = targets
             .iter()
-            .filter(|(client, qos, ..)| {
-                self.sessions.get(client).is_some_and(|slot| {
-                    slot.sid.is_some() && (*qos != QoS::AtMostOnce || !slot.online)
+            .filter(|target| {
+                self.sessions.get(&target.client_id).is_some_and(|slot| {
+                    slot.sid.is_some() && (target.qos != QoS::AtMostOnce || !slot.online)
                 })
             })
-            .map(|(_, _, _, ids)| 8 + 1 + 1 + 4 * ids.len())
+            .map(|target| 8 + 1 + 1 + 4 * target.subscription_identifiers.len())
             .sum();
         if per_target == 0 {
             return Some(publish); // Nothing to store.

@@ -28,6 +28,7 @@ use std::time::Instant;
 
 use bytestring::ByteString;
 
+use super::publish::Recipient;
 use super::{Broker, CoreMsg, Effects};
 use crate::ownership::CoreId;
 use crate::session::{Message, Subscription};
@@ -344,16 +345,13 @@ impl Broker {
             self.shares.undeliverable += 1;
             return;
         }
-        let qos = message.qos.min(subscription.options.qos);
-        let retain = subscription.options.retain_as_published && message.retain;
-        let ids = subscription.identifier.into_iter().collect();
-        self.deliver_to(
-            message,
-            vec![(client.clone(), qos, retain, ids)],
-            None,
-            now,
-            effects,
-        );
+        let recipient = Recipient {
+            client_id: client.clone(),
+            qos: message.qos.min(subscription.options.qos),
+            retain: subscription.options.retain_as_published && message.retain,
+            subscription_identifiers: subscription.identifier.into_iter().collect(),
+        };
+        self.deliver_to(message, vec![recipient], None, now, effects);
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Instant;
 use bytestring::ByteString;
 
 use super::journal::Record;
+use super::publish::Recipient;
 use super::retained::filter_matches;
 use super::{Broker, CoreMsg, Effects};
 use crate::ownership::CoreId;
@@ -189,12 +190,12 @@ impl Broker {
         matching.sort_by(|a, b| a.topic.cmp(&b.topic));
         for message in matching {
             // [MQTT-3.3.1-8] retain set on messages sent for a new subscription.
-            let target = (
-                client_id.clone(),
-                message.qos.min(subscription.options.qos),
-                true,
-                subscription.identifier.into_iter().collect(),
-            );
+            let target = Recipient {
+                client_id: client_id.clone(),
+                qos: message.qos.min(subscription.options.qos),
+                retain: true,
+                subscription_identifiers: subscription.identifier.into_iter().collect(),
+            };
             self.deliver_to(&message, vec![target], None, now, effects);
         }
     }
