@@ -25,6 +25,7 @@ mod retained;
 mod share;
 mod subscribe;
 mod sys;
+mod wills;
 
 use crate::hash::FastMap;
 use std::cmp::Reverse;
@@ -32,7 +33,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use bytestring::ByteString;
 
 use crate::ownership::CoreId;
@@ -172,13 +173,8 @@ pub struct Broker {
     checkpoint_limits: CheckpointLimits,
     /// Reused encoding buffer for records.
     scratch: BytesMut,
-    /// v5 wills waiting for their Will Delay Interval (or the end of their session):
-    /// client id -> (due, the will as published).
-    wills: HashMap<ByteString, (Instant, Publish)>,
-    wills_due: BinaryHeap<Reverse<(Instant, ByteString)>>,
-    /// Wills of persistent sessions that are in the log (WILL written, not yet cleared):
-    /// sid -> (Will Delay Interval, the will as journaled), rewritten by checkpoints.
-    logged_wills: HashMap<u64, (u32, Bytes)>,
+    /// Wills waiting for their delay or their session's end, and those in the log.
+    wills: wills::Wills,
     /// Inbound QoS 2 messages of persistent sessions journaled but not yet confirmed:
     /// (sid, packet id) -> the QOS2_ROUTING record.
     routing: HashMap<(u64, u16), exactly_once::Routing>,
@@ -241,9 +237,7 @@ impl Broker {
             checkpoint: None,
             checkpoint_limits: CheckpointLimits::default(),
             scratch: BytesMut::new(),
-            wills: HashMap::new(),
-            wills_due: BinaryHeap::new(),
-            logged_wills: HashMap::new(),
+            wills: wills::Wills::default(),
             routing: HashMap::new(),
             origins: exactly_once::Origins::default(),
             reroute: Vec::new(),
@@ -381,7 +375,7 @@ impl Broker {
         let expiry = expiry.min(self.policy.max_session_expiry);
         // [MQTT-3.1.3-9] a new connection before the Will Delay Interval has passed
         // cancels the will.
-        self.wills.remove(client_id);
+        self.wills.take(client_id);
         let expired = self
             .sessions
             .get(client_id)
@@ -429,7 +423,7 @@ impl Broker {
                 Some(sid) => {
                     // SESSION_ONLINE also clears the will in the log: the new connection
                     // journals its own (`hold_will`).
-                    self.logged_wills.remove(&sid);
+                    self.wills.unlog(sid);
                     self.journal(&Record::SessionOnline { sid });
                     if old_expiry != expiry {
                         self.journal(&Record::SessionExpiry {
@@ -509,8 +503,7 @@ impl Broker {
         let will = journal::decode_publish(journal::kind::WILL, &journal::encode_publish(&will))
             .map(|copy| Publish { packet_id, ..copy })
             .unwrap_or(will);
-        self.wills.insert(client_id.clone(), (at, will));
-        self.wills_due.push(Reverse((at, client_id.clone())));
+        self.wills.schedule(client_id.clone(), will, at);
     }
 
     /// The will of the client's new connection, journaled for a persistent session so that
@@ -526,7 +519,7 @@ impl Broker {
             delay_secs,
             publish: publish.clone(),
         });
-        self.logged_wills.insert(sid, (delay_secs, publish));
+        self.wills.log(sid, delay_secs, publish);
     }
 
     /// The client's will will never be published: a normal DISCONNECT deleted it, it was
@@ -535,38 +528,24 @@ impl Broker {
         let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) else {
             return;
         };
-        if self.logged_wills.remove(&sid).is_some() {
+        if self.wills.unlog(sid) {
             self.journal(&Record::WillClear { sid });
         }
     }
 
     pub fn pending_wills(&self) -> usize {
-        self.wills.len()
+        self.wills.pending_count()
     }
 
     /// Ends sessions whose expiry has passed while offline, and publishes the wills whose
     /// delay has passed.
     pub fn expire(&mut self, now: Instant) -> Effects {
         let mut effects = Effects::default();
-        while let Some(Reverse((at, _))) = self.wills_due.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((at, client_id))) = self.wills_due.pop() else {
-                break;
-            };
-            if self
-                .wills
-                .get(&client_id)
-                .is_some_and(|(due, _)| *due == at)
-            {
-                if let Some((_, will)) = self.wills.remove(&client_id) {
-                    let published = self.publish(&client_id, will, now);
-                    effects.to_clients.extend(published.to_clients);
-                    effects.to_cores.extend(published.to_cores);
-                    self.drop_will(&client_id);
-                }
-            }
+        while let Some((client_id, will)) = self.wills.next_due(now) {
+            let published = self.publish(&client_id, will, now);
+            effects.to_clients.extend(published.to_clients);
+            effects.to_cores.extend(published.to_cores);
+            self.drop_will(&client_id);
         }
         while let Some(Reverse((at, _))) = self.expiries.peek() {
             if *at > now {
@@ -587,7 +566,7 @@ impl Broker {
     }
 
     fn end_session(&mut self, client_id: &ByteString, now: Instant, effects: &mut Effects) {
-        if let Some((_, will)) = self.wills.remove(client_id) {
+        if let Some(will) = self.wills.take(client_id) {
             let published = self.publish(client_id, will, now);
             effects.to_clients.extend(published.to_clients);
             effects.to_cores.extend(published.to_cores);
@@ -603,7 +582,7 @@ impl Broker {
             self.messages.release(seq);
         }
         if let Some(sid) = slot.sid {
-            self.logged_wills.remove(&sid);
+            self.wills.unlog(sid);
             if !self.routing.is_empty() {
                 self.routing.retain(|&(s, _), _| s != sid);
             }

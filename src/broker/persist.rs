@@ -407,7 +407,7 @@ impl Broker {
             sessions,
             journal,
             scratch,
-            logged_wills,
+            wills,
             clock,
             ..
         } = self;
@@ -436,7 +436,7 @@ impl Broker {
             };
             let bytes = append(&Record::Snapshot(snapshot_of(*clock, slot, now)))?;
             budget.take(bytes);
-            if let Some((delay_secs, publish)) = logged_wills.get(&sid) {
+            if let Some((delay_secs, publish)) = wills.logged(sid) {
                 let bytes = append(&Record::Will {
                     sid,
                     delay_secs: *delay_secs,

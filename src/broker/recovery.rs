@@ -284,11 +284,8 @@ impl Broker {
                         // an overdue will goes out at the first expiry sweep.
                         let due =
                             offline_at + Duration::from_secs(u64::from(delay_secs)).min(expiry);
-                        broker.wills.insert(client_id.clone(), (due, will));
-                        broker
-                            .wills_due
-                            .push(std::cmp::Reverse((due, client_id.clone())));
-                        broker.logged_wills.insert(sid, (delay_secs, publish));
+                        broker.wills.schedule(client_id.clone(), will, due);
+                        broker.wills.log(sid, delay_secs, publish);
                         report.wills += 1;
                     }
                     Err(_) => report.undecodable += 1,

@@ -88,7 +88,7 @@ fn describe(b: &Broker) -> String {
             .collect();
         let mut rel: Vec<_> = session.awaiting_release_ids().collect();
         rel.sort();
-        let will = b.logged_wills.get(&sid).map(|(delay, publish)| {
+        let will = b.wills.logged(sid).map(|(delay, publish)| {
             let will = journal::decode_publish(kind::WILL, publish).unwrap();
             format!("{}+{delay}", will.topic)
         });
