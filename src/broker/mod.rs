@@ -29,7 +29,7 @@ mod wills;
 
 use crate::hash::FastMap;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -175,14 +175,8 @@ pub struct Broker {
     scratch: BytesMut,
     /// Wills waiting for their delay or their session's end, and those in the log.
     wills: wills::Wills,
-    /// Inbound QoS 2 messages of persistent sessions journaled but not yet confirmed:
-    /// (sid, packet id) -> the QOS2_ROUTING record.
-    routing: HashMap<(u64, u16), exactly_once::Routing>,
-    /// Origins of the inbound QoS 2 messages this core took lately.
-    origins: exactly_once::Origins,
-    /// Set by recovery: unconfirmed inbound QoS 2 messages (publisher, record) waiting
-    /// for `route_again`.
-    reroute: Vec<(ByteString, exactly_once::Routing)>,
+    /// Inbound QoS 2 messages not yet confirmed, and the origins this core took.
+    exactly_once: exactly_once::ExactlyOnce,
     /// `deliver_local`'s scratch map (client -> strongest subscription, identifiers).
     targets: FastMap<ByteString, (crate::session::Subscription, Vec<u32>)>,
     /// Set while recovery re-applies what the log already holds: nothing is journaled.
@@ -238,9 +232,7 @@ impl Broker {
             checkpoint_limits: CheckpointLimits::default(),
             scratch: BytesMut::new(),
             wills: wills::Wills::default(),
-            routing: HashMap::new(),
-            origins: exactly_once::Origins::default(),
-            reroute: Vec::new(),
+            exactly_once: exactly_once::ExactlyOnce::default(),
             targets: FastMap::default(),
             replaying: false,
             failing_records: 0,
@@ -326,7 +318,7 @@ impl Broker {
         };
         slot.session.on_pub_rel(packet_id);
         if let Some(sid) = slot.sid {
-            if self.routing.remove(&(sid, packet_id.get())).is_some() {
+            if self.exactly_once.confirm(sid, packet_id.get()) {
                 self.journal(&Record::Qos2Released {
                     sid,
                     packet_id: packet_id.get(),
@@ -583,9 +575,7 @@ impl Broker {
         }
         if let Some(sid) = slot.sid {
             self.wills.unlog(sid);
-            if !self.routing.is_empty() {
-                self.routing.retain(|&(s, _), _| s != sid);
-            }
+            self.exactly_once.end_session(sid);
             self.journal(&Record::SessionEnd { sid });
         }
     }
@@ -640,7 +630,7 @@ impl Broker {
         self.settle(sid, &mut changes);
         if let Some(record) = released {
             if let Record::Qos2Released { sid, packet_id } = record {
-                self.routing.remove(&(sid, packet_id));
+                self.exactly_once.confirm(sid, packet_id);
             }
             self.journal(&record);
         }
@@ -668,7 +658,7 @@ impl Broker {
     /// makes the broker drop the resent PUBLISH as already routed (a loss).
     pub fn journal_qos2_received(&mut self, client_id: &ByteString, packet_id: PacketId) {
         if let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) {
-            self.routing.remove(&(sid, packet_id.get()));
+            self.exactly_once.confirm(sid, packet_id.get());
             self.journal(&Record::Qos2In {
                 sid,
                 packet_id: packet_id.get(),

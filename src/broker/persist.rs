@@ -224,7 +224,7 @@ impl Broker {
             next_seq: self.messages.next_seq,
             next_sid: self.next_sid,
         })?;
-        self.append(&Record::Origins(self.origins.list()))?;
+        self.append(&Record::Origins(self.exactly_once.origins().list()))?;
         let messages: Vec<(Seq, Position, u32)> = self
             .messages
             .iter()
@@ -491,10 +491,7 @@ impl Broker {
     /// Every unconfirmed inbound QoS 2 message (now that every session is restated), END,
     /// and the deletion of the segments nothing needs any more.
     fn finish(&mut self, run: &mut Run) -> Result<(), StoreError> {
-        let mut routing: Vec<_> = self.routing.values().collect();
-        routing.sort_by_key(|r| r.origin_seq);
-        let records: Vec<_> = routing.into_iter().map(|r| r.record()).collect();
-        for record in records {
+        for record in self.exactly_once.unconfirmed_records() {
             self.append(&record)?;
         }
         self.append(&Record::CheckpointEnd { id: run.id })?;

@@ -76,7 +76,7 @@ impl Broker {
             self.counters.store_refused += 1;
             return Effects::default();
         }
-        self.routing.insert((sid, routing.packet_id), routing);
+        self.exactly_once.routing(routing);
         let origin = Origin {
             core: self.id.0 as u16,
             seq: origin_seq,
@@ -204,7 +204,7 @@ impl Broker {
         effects: &mut Effects,
     ) {
         if let Some(origin) = message.origin {
-            if !self.origins.admit(origin) {
+            if !self.exactly_once.admit(origin) {
                 // Routed again by a recovery, and this core took it before the crash.
                 self.counters.duplicates_skipped += 1;
                 return;

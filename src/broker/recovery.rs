@@ -84,7 +84,7 @@ impl Broker {
     /// reach the other cores before accepting clients.
     pub fn route_again(&mut self, now: Instant) -> super::Effects {
         let mut effects = super::Effects::default();
-        for (publisher, r) in std::mem::take(&mut self.reroute) {
+        for (publisher, r) in self.exactly_once.take_reroute() {
             let Ok(mut publish) = super::journal::decode_publish(kind::QOS2_ROUTING, &r.publish)
             else {
                 self.counters.journal_errors += 1;
@@ -239,7 +239,6 @@ impl Broker {
             origins,
             ..
         } = rebuild.state;
-        broker.origins = origins;
         let mut client_of_sid = HashMap::new();
         messages.retain(|_, e| e.refs > 0);
         report.messages = messages.len();
@@ -331,9 +330,8 @@ impl Broker {
             if let Some(slot) = broker.sessions.get_mut(client_id) {
                 slot.session.restore_awaiting_release(r.packet_id, true);
             }
-            broker.routing.insert((r.sid, r.packet_id), r.clone());
         }
-        broker.reroute = pending;
+        broker.exactly_once.recovered(origins, pending);
         (broker, report)
     }
 }

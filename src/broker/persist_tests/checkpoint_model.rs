@@ -104,7 +104,7 @@ fn describe(b: &Broker) -> String {
         .collect();
     retained.sort();
     lines.push(format!("retained={retained:?}"));
-    let mut routing: Vec<_> = b.routing.keys().collect();
+    let mut routing: Vec<_> = b.exactly_once.unconfirmed().collect();
     routing.sort();
     lines.push(format!("routing={routing:?}"));
     lines.join("\n")
