@@ -156,7 +156,8 @@ pub struct Broker {
     subscriptions: SubscriptionTree<ByteString, crate::session::Subscription>,
     /// Which other cores subscribe to which filters.
     interest: SubscriptionTree<CoreId, ()>,
-    retained: FastMap<ByteString, Arc<Message>>,
+    /// This core's replica of the retained messages.
+    retained: retained::Retained,
     pub counters: Counters,
     messages: MessageTable,
     journal: Box<dyn Journal>,
@@ -219,7 +220,7 @@ impl Broker {
             sessions: FastMap::default(),
             subscriptions: SubscriptionTree::new(),
             interest: SubscriptionTree::new(),
-            retained: FastMap::default(),
+            retained: retained::Retained::default(),
             counters: Counters::default(),
             messages: MessageTable::new(1, []),
             journal,

@@ -1,22 +1,100 @@
-//! Retained messages on one core: its replica of every retained message of the server
-//! (each change is broadcast to every core as `CoreMsg::Retain`, so the replicas converge),
-//! kept in allocations of their own and journaled unless they are `$SYS` figures.
+//! Retained messages on one core: [`Retained`], its replica of every retained message of
+//! the server, and how a retained PUBLISH changes it.
+//!
+//! Invariants: each change is broadcast to every core as `CoreMsg::Retain` and applied in
+//! the order each channel delivers it, so the replicas converge; a topic holds at most one
+//! message, never an empty one [MQTT-3.3.1-10]; a kept message is an allocation of its own,
+//! never a slice of a publisher's read buffer; every change is journaled except those of
+//! the broker's own `$SYS` figures ([`outlives_restart`]).
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use bytestring::ByteString;
 
 use super::journal::{self, Record};
 use super::publish::publish_for_log;
 use super::sys::is_sys_topic;
 use super::Broker;
+use crate::hash::FastMap;
 use crate::session::Message;
 
+/// One core's replica of the retained messages: topic -> message.
+#[derive(Default)]
+pub(crate) struct Retained {
+    by_topic: FastMap<ByteString, Arc<Message>>,
+}
+
+impl Retained {
+    pub fn len(&self) -> usize {
+        self.by_topic.len()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.by_topic.is_empty()
+    }
+
+    pub fn get(&self, topic: &str) -> Option<&Arc<Message>> {
+        self.by_topic.get(topic)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Arc<Message>> {
+        self.by_topic.values()
+    }
+
+    /// The retained messages whose topics `filter` matches, by topic.
+    pub fn matching(&self, filter: &str) -> Vec<Arc<Message>> {
+        let mut matching: Vec<Arc<Message>> = self
+            .by_topic
+            .values()
+            .filter(|m| filter_matches(filter, &m.topic))
+            .cloned()
+            .collect();
+        matching.sort_by(|a, b| a.topic.cmp(&b.topic));
+        matching
+    }
+
+    /// Clears `topic`; returns whether it held a message.
+    fn clear(&mut self, topic: &str) -> bool {
+        self.by_topic.remove(topic).is_some()
+    }
+
+    /// Keeps `message` for its topic, in one allocation of its own: decoded from
+    /// `publish`, the message as its RETAINED record carries it.
+    fn keep(&mut self, message: &Arc<Message>, publish: &Bytes) {
+        let kept = match journal::decode_publish(journal::kind::RETAINED, publish) {
+            Ok(p) => Arc::new(Message {
+                topic: p.topic,
+                payload: p.payload,
+                qos: message.qos,
+                retain: message.retain,
+                properties: p.properties,
+                publisher: ByteString::from(&*message.publisher),
+                expires_at: message.expires_at,
+                origin: message.origin,
+            }),
+            Err(_) => message.clone(),
+        };
+        self.by_topic.insert(kept.topic.clone(), kept);
+    }
+}
+
+impl FromIterator<(ByteString, Arc<Message>)> for Retained {
+    fn from_iter<I: IntoIterator<Item = (ByteString, Arc<Message>)>>(iter: I) -> Retained {
+        Retained {
+            by_topic: iter.into_iter().collect(),
+        }
+    }
+}
+
 impl Broker {
+    /// A retained message from a PUBLISH of this core or another: sets, or with an empty
+    /// payload clears, its topic's retained message.
     pub(super) fn set_retained(&mut self, message: &Arc<Message>) {
         if message.payload.is_empty() {
             // [MQTT-3.3.1-10] an empty retained message clears the topic.
-            if self.retained.remove(&message.topic).is_some() {
+            if self.retained.clear(&message.topic) {
                 self.journal(&Record::RetainedClear {
                     topic: message.topic.clone(),
                 });
@@ -25,20 +103,7 @@ impl Broker {
             // Retained messages live long: keep them in one allocation of their own, not
             // as slices of the publisher's read buffer.
             let publish = journal::encode_publish(&publish_for_log(message));
-            let kept = match journal::decode_publish(journal::kind::RETAINED, &publish) {
-                Ok(p) => Arc::new(Message {
-                    topic: p.topic,
-                    payload: p.payload,
-                    qos: message.qos,
-                    retain: message.retain,
-                    properties: p.properties,
-                    publisher: ByteString::from(&*message.publisher),
-                    expires_at: message.expires_at,
-                    origin: message.origin,
-                }),
-                Err(_) => message.clone(),
-            };
-            self.retained.insert(kept.topic.clone(), kept);
+            self.retained.keep(message, &publish);
             if !outlives_restart(&message.topic) {
                 return;
             }

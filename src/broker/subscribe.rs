@@ -6,18 +6,16 @@
 //! first local subscription to it is added and when the last one is removed; every change to a
 //! persistent session's subscriptions is journaled.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytestring::ByteString;
 
 use super::journal::Record;
 use super::publish::Recipient;
-use super::retained::filter_matches;
 use super::{Broker, CoreMsg, Effects};
 use crate::ownership::CoreId;
 use crate::protocol::{ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe};
-use crate::session::{Message, Subscription};
+use crate::session::Subscription;
 use crate::topic::{ParsedFilter, TopicFilter};
 
 /// What [`Broker::add_subscription`] did.
@@ -181,14 +179,7 @@ impl Broker {
         if !send {
             return;
         }
-        let mut matching: Vec<Arc<Message>> = self
-            .retained
-            .values()
-            .filter(|m| filter_matches(filter, &m.topic))
-            .cloned()
-            .collect();
-        matching.sort_by(|a, b| a.topic.cmp(&b.topic));
-        for message in matching {
+        for message in self.retained.matching(filter) {
             // [MQTT-3.3.1-8] retain set on messages sent for a new subscription.
             let target = Recipient {
                 client_id: client_id.clone(),
