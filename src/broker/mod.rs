@@ -166,12 +166,8 @@ pub struct Broker {
     /// Offline sessions by expiry time; entries whose session came back or changed are
     /// skipped when they come up.
     expiries: BinaryHeap<Reverse<(Instant, ByteString)>>,
-    /// Log segments written by the last checkpoint (its size, for the next trigger).
-    checkpoint_segments: usize,
-    next_checkpoint_id: u64,
-    /// The checkpoint in progress, advanced a step at a time (`checkpoint_step`).
-    checkpoint: Option<Box<persist::Run>>,
-    checkpoint_limits: CheckpointLimits,
+    /// The running checkpoint, the next one's id, and an ABORT owed.
+    checkpoints: persist::Checkpoints,
     /// Reused encoding buffer for records.
     scratch: BytesMut,
     /// Wills waiting for their delay or their session's end, and those in the log.
@@ -185,9 +181,6 @@ pub struct Broker {
     /// Records that failed since the last one the log took: an episode is logged once
     /// when it begins and once when it ends, not once per record.
     failing_records: u64,
-    /// A checkpoint that failed after its BEGIN (disk full) owes an ABORT, written before
-    /// any other record.
-    abort_pending: Option<u64>,
     /// Shared subscriptions: this core's members and where every group's members are.
     shares: share::Shares,
     /// Core 0: the latest figures of every core, for `$SYS`.
@@ -227,17 +220,13 @@ impl Broker {
             clock,
             next_sid: 1,
             expiries: BinaryHeap::new(),
-            checkpoint_segments: 1,
-            next_checkpoint_id: 1,
-            checkpoint: None,
-            checkpoint_limits: CheckpointLimits::default(),
+            checkpoints: persist::Checkpoints::default(),
             scratch: BytesMut::new(),
             wills: wills::Wills::default(),
             exactly_once: exactly_once::ExactlyOnce::default(),
             targets: FastMap::default(),
             replaying: false,
             failing_records: 0,
-            abort_pending: None,
             shares: share::Shares::new(cores),
             sys: sys::SysBoard::new(cores),
         }

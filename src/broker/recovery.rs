@@ -225,7 +225,7 @@ impl Broker {
         let aborted = rebuild.checkpoint.as_ref().map(|reading| reading.id);
         let mut broker = Broker::with_journal(id, cores, policy, journal, clock);
         broker.next_sid = rebuild.next_sid;
-        broker.next_checkpoint_id = rebuild.next_checkpoint_id;
+        broker.checkpoints.recovered(rebuild.next_checkpoint_id);
         if let Some(id) = aborted {
             // First, so that what recovery writes below is not read as part of the
             // abandoned checkpoint.

@@ -46,7 +46,7 @@ impl Broker {
         let Some(entry) = self.messages.get(seq) else {
             return;
         };
-        let keep_from = self.checkpoint.as_ref().map_or(0, |run| run.keep_from);
+        let keep_from = self.checkpoints.run().map_or(0, |run| run.keep_from);
         match (entry.pos, entry.message.clone()) {
             (Some(pos), _) if pos.segment >= keep_from => {
                 let record = Record::MessageAt {
