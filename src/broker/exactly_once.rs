@@ -9,7 +9,9 @@
 //! checkpoints) and skips a message it took already: once in each log, and once to each
 //! subscriber. Shared-subscription and retained deliveries are not deduplicated.
 //!
-//! [`ExactlyOnce`] is what one core holds of this. Invariants: a message is unconfirmed
+//! [`ExactlyOnce`] is what one core holds of this; the `Broker` calls here are the
+//! connection's side of it (`receive_qos2`, `journal_qos2_received`, `refuse_qos2`), and
+//! `Broker::publish_exactly_once` (in `publish.rs`) writes QOS2_ROUTING. Invariants: a message is unconfirmed
 //! from the QOS2_ROUTING record written for it until the record that confirms it (or its
 //! session's end), and every checkpoint restates each unconfirmed one; an origin is
 //! admitted once within [`ORIGIN_WINDOW`]; `reroute` is filled only by recovery and emptied
@@ -21,6 +23,8 @@ use bytes::Bytes;
 use bytestring::ByteString;
 
 use super::journal::Record;
+use super::Broker;
+use crate::protocol::PacketId;
 use crate::session::state::Origin;
 
 /// How many origins a core remembers. A recovery routes again only the messages that were
@@ -117,6 +121,55 @@ impl ExactlyOnce {
     #[cfg(test)]
     pub fn unconfirmed(&self) -> impl Iterator<Item = &(u64, u16)> {
         self.unconfirmed.keys()
+    }
+}
+
+impl Broker {
+    /// An inbound QoS 2 PUBLISH whose message could not be stored everywhere it was
+    /// routed: its PUBREC says so (or the connection closes), so its packet id is let go
+    /// at once and the journaled routing confirmed as ended, so that neither the client's
+    /// next PUBLISH with this id nor a recovery takes it as already routed.
+    pub fn refuse_qos2(&mut self, client_id: &ByteString, packet_id: PacketId) {
+        let Some(slot) = self.sessions.get_mut(client_id) else {
+            return;
+        };
+        slot.session.on_pub_rel(packet_id);
+        if let Some(sid) = slot.sid {
+            if self.exactly_once.confirm(sid, packet_id.get()) {
+                self.journal(&Record::Qos2Released {
+                    sid,
+                    packet_id: packet_id.get(),
+                });
+            }
+        }
+    }
+
+    /// Whether an inbound QoS 2 PUBLISH is new (route it) or a retransmission.
+    pub fn receive_qos2(&mut self, client_id: &ByteString, packet_id: PacketId) -> bool {
+        let Some(slot) = self.sessions.get_mut(client_id) else {
+            return true;
+        };
+        slot.session.receive_qos2(packet_id)
+    }
+
+    /// Journals an inbound QoS 2 packet id as received, just before its PUBREC leaves:
+    /// only once the message is in the log of every core it was routed to, so that a
+    /// crash before this point makes the client resend (at worst a duplicate), never
+    /// makes the broker drop the resent PUBLISH as already routed (a loss).
+    pub fn journal_qos2_received(&mut self, client_id: &ByteString, packet_id: PacketId) {
+        if let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) {
+            self.exactly_once.confirm(sid, packet_id.get());
+            self.journal(&Record::Qos2In {
+                sid,
+                packet_id: packet_id.get(),
+            });
+        }
+    }
+
+    pub fn awaiting_release(&self, client_id: &ByteString) -> usize {
+        self.sessions
+            .get(client_id)
+            .map_or(0, |slot| slot.session.awaiting_release())
     }
 }
 

@@ -37,7 +37,7 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 
 use crate::ownership::CoreId;
-use crate::protocol::{Packet, PacketId, Publish};
+use crate::protocol::{Packet, PacketId};
 use crate::session::state::{Change, QueueLimits};
 use crate::session::{Message, Session};
 use crate::topic::{SharedFilter, SubscriptionTree};
@@ -298,25 +298,6 @@ impl Broker {
         self.messages.bytes()
     }
 
-    /// An inbound QoS 2 PUBLISH whose message could not be stored everywhere it was
-    /// routed: its PUBREC says so (or the connection closes), so its packet id is let go
-    /// at once and the journaled routing confirmed as ended, so that neither the client's
-    /// next PUBLISH with this id nor a recovery takes it as already routed.
-    pub fn refuse_qos2(&mut self, client_id: &ByteString, packet_id: PacketId) {
-        let Some(slot) = self.sessions.get_mut(client_id) else {
-            return;
-        };
-        slot.session.on_pub_rel(packet_id);
-        if let Some(sid) = slot.sid {
-            if self.exactly_once.confirm(sid, packet_id.get()) {
-                self.journal(&Record::Qos2Released {
-                    sid,
-                    packet_id: packet_id.get(),
-                });
-            }
-        }
-    }
-
     /// Logs a session's changes and settles the references they end.
     fn settle(&mut self, sid: Option<u64>, changes: &mut Vec<Change>) {
         for change in changes.drain(..) {
@@ -477,48 +458,6 @@ impl Broker {
         effects
     }
 
-    /// A will to publish at `at` unless the client reconnects first (v5 Will Delay
-    /// Interval); it is published at the latest when its session ends [MQTT-3.1.3-9].
-    pub fn schedule_will(&mut self, client_id: &ByteString, will: Publish, at: Instant) {
-        // It may wait long: one allocation of its own, not slices of the CONNECT's buffer.
-        let packet_id = will.packet_id;
-        let will = journal::decode_publish(journal::kind::WILL, &journal::encode_publish(&will))
-            .map(|copy| Publish { packet_id, ..copy })
-            .unwrap_or(will);
-        self.wills.schedule(client_id.clone(), will, at);
-    }
-
-    /// The will of the client's new connection, journaled for a persistent session so that
-    /// a restart keeps it (the will is session state, MQTT 5.0 section 4.1). Called right
-    /// after `connect`; `delay_secs` is its Will Delay Interval.
-    pub fn hold_will(&mut self, client_id: &ByteString, will: &Publish, delay_secs: u32) {
-        let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) else {
-            return;
-        };
-        let publish = journal::encode_publish(will);
-        self.journal(&Record::Will {
-            sid,
-            delay_secs,
-            publish: publish.clone(),
-        });
-        self.wills.log(sid, delay_secs, publish);
-    }
-
-    /// The client's will will never be published: a normal DISCONNECT deleted it, it was
-    /// published, or the server shut the connection down.
-    pub fn drop_will(&mut self, client_id: &ByteString) {
-        let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) else {
-            return;
-        };
-        if self.wills.unlog(sid) {
-            self.journal(&Record::WillClear { sid });
-        }
-    }
-
-    pub fn pending_wills(&self) -> usize {
-        self.wills.pending_count()
-    }
-
     /// Ends sessions whose expiry has passed while offline, and publishes the wills whose
     /// delay has passed.
     pub fn expire(&mut self, now: Instant) -> Effects {
@@ -632,34 +571,6 @@ impl Broker {
             .to_clients
             .extend(out.into_iter().map(|p| (client_id.clone(), p.into())));
         effects
-    }
-
-    /// Whether an inbound QoS 2 PUBLISH is new (route it) or a retransmission.
-    pub fn receive_qos2(&mut self, client_id: &ByteString, packet_id: PacketId) -> bool {
-        let Some(slot) = self.sessions.get_mut(client_id) else {
-            return true;
-        };
-        slot.session.receive_qos2(packet_id)
-    }
-
-    /// Journals an inbound QoS 2 packet id as received, just before its PUBREC leaves:
-    /// only once the message is in the log of every core it was routed to, so that a
-    /// crash before this point makes the client resend (at worst a duplicate), never
-    /// makes the broker drop the resent PUBLISH as already routed (a loss).
-    pub fn journal_qos2_received(&mut self, client_id: &ByteString, packet_id: PacketId) {
-        if let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) {
-            self.exactly_once.confirm(sid, packet_id.get());
-            self.journal(&Record::Qos2In {
-                sid,
-                packet_id: packet_id.get(),
-            });
-        }
-    }
-
-    pub fn awaiting_release(&self, client_id: &ByteString) -> usize {
-        self.sessions
-            .get(client_id)
-            .map_or(0, |slot| slot.session.awaiting_release())
     }
 }
 

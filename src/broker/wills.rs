@@ -6,7 +6,8 @@
 //! due only through the entry that carries its own due time, and never twice. `logged`
 //! mirrors the log: a session's will is in it exactly while a WILL record of it is in the
 //! log and no WILL_CLEAR, SESSION_ONLINE or SESSION_END has followed (checkpoints rewrite
-//! it from here). Nothing here journals or publishes: the `Broker` does both.
+//! it from here). [`Wills`] itself neither journals nor publishes: the `Broker` calls
+//! below journal (WILL, WILL_CLEAR) and `Broker::expire` publishes.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -15,6 +16,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use bytestring::ByteString;
 
+use super::journal::{self, Record};
+use super::Broker;
 use crate::protocol::Publish;
 
 #[derive(Default)]
@@ -90,5 +93,49 @@ impl Wills {
     #[cfg(test)]
     pub fn pending(&self) -> &HashMap<ByteString, (Instant, Publish)> {
         &self.pending
+    }
+}
+
+impl Broker {
+    /// A will to publish at `at` unless the client reconnects first (v5 Will Delay
+    /// Interval); it is published at the latest when its session ends [MQTT-3.1.3-9].
+    pub fn schedule_will(&mut self, client_id: &ByteString, will: Publish, at: Instant) {
+        // It may wait long: one allocation of its own, not slices of the CONNECT's buffer.
+        let packet_id = will.packet_id;
+        let will = journal::decode_publish(journal::kind::WILL, &journal::encode_publish(&will))
+            .map(|copy| Publish { packet_id, ..copy })
+            .unwrap_or(will);
+        self.wills.schedule(client_id.clone(), will, at);
+    }
+
+    /// The will of the client's new connection, journaled for a persistent session so that
+    /// a restart keeps it (the will is session state, MQTT 5.0 section 4.1). Called right
+    /// after `connect`; `delay_secs` is its Will Delay Interval.
+    pub fn hold_will(&mut self, client_id: &ByteString, will: &Publish, delay_secs: u32) {
+        let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) else {
+            return;
+        };
+        let publish = journal::encode_publish(will);
+        self.journal(&Record::Will {
+            sid,
+            delay_secs,
+            publish: publish.clone(),
+        });
+        self.wills.log(sid, delay_secs, publish);
+    }
+
+    /// The client's will will never be published: a normal DISCONNECT deleted it, it was
+    /// published, or the server shut the connection down.
+    pub fn drop_will(&mut self, client_id: &ByteString) {
+        let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) else {
+            return;
+        };
+        if self.wills.unlog(sid) {
+            self.journal(&Record::WillClear { sid });
+        }
+    }
+
+    pub fn pending_wills(&self) -> usize {
+        self.wills.pending_count()
     }
 }
