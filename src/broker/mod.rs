@@ -581,6 +581,8 @@ mod persist_tests;
 #[cfg(test)]
 mod publish_tests;
 #[cfg(test)]
+mod share_tests;
+#[cfg(test)]
 mod store_full_tests;
 #[cfg(test)]
 mod subscribe_tests;
