@@ -11,10 +11,16 @@
 //! kept because each core-to-core channel is FIFO and a publish is routed in the order it
 //! was read; the interest table and the retained store converge because every change is
 //! broadcast to every core.
+//!
+//! The `Broker` is split into parts, each in a file of its own that states its invariants:
+//! `subscribe.rs` and `publish.rs` (the packets and delivery), `interest.rs` (the interest
+//! table), `retained.rs`, `share.rs` (shared subscriptions), `wills.rs`, `exactly_once.rs`
+//! (inbound QoS 2 across a crash), `persist.rs` with `persist/checkpoints.rs`, `recovery.rs`.
 
 mod exactly_once;
 #[doc(hidden)]
 pub mod fuzzing;
+mod interest;
 pub mod journal;
 pub(crate) mod messages;
 mod outgoing;
@@ -155,7 +161,7 @@ pub struct Broker {
     /// Local subscriptions: (client id) -> subscription.
     subscriptions: SubscriptionTree<ByteString, crate::session::Subscription>,
     /// Which other cores subscribe to which filters.
-    interest: SubscriptionTree<CoreId, ()>,
+    interest: interest::Interest,
     /// This core's replica of the retained messages.
     retained: retained::Retained,
     pub counters: Counters,
@@ -212,7 +218,7 @@ impl Broker {
             policy,
             sessions: FastMap::default(),
             subscriptions: SubscriptionTree::new(),
-            interest: SubscriptionTree::new(),
+            interest: interest::Interest::default(),
             retained: retained::Retained::default(),
             counters: Counters::default(),
             messages: MessageTable::new(1, []),

@@ -19,11 +19,10 @@ use super::journal::{self, MessageRecord, Record, Target};
 use super::messages::{Entry, Lookup};
 use super::sys::is_sys_topic;
 use super::{Broker, CoreMsg, Effects, Outgoing, SharedPublish};
-use crate::ownership::CoreId;
 use crate::protocol::{PacketId, Publish, QoS};
 use crate::session::state::{copy_topic_and_payload, publish_of, Delivery, Origin, Queued};
 use crate::session::Message;
-use crate::topic::{TopicFilter, TopicName};
+use crate::topic::TopicName;
 
 /// One session a message is delivered to, and how: what [`Broker::deliver_to`] takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,26 +122,11 @@ impl Broker {
         let Ok(topic) = TopicName::new(message.topic.clone()) else {
             return effects;
         };
-        let mut cores = [false; 64];
-        let mut extra_cores = Vec::new();
-        self.interest
-            .matches(&topic, |core, _| match cores.get_mut(core.0) {
-                Some(seen) => *seen = true,
-                None => extra_cores.push(*core),
-            });
-        extra_cores.sort_unstable();
-        extra_cores.dedup();
-        for core in cores
-            .iter()
-            .enumerate()
-            .filter(|(_, &seen)| seen)
-            .map(|(i, _)| CoreId(i))
-            .chain(extra_cores)
-        {
+        self.interest.cores(&topic, |core| {
             effects
                 .to_cores
                 .push((core, CoreMsg::Publish(message.clone())));
-        }
+        });
         self.deliver_local(&topic, &message, false, now, &mut effects);
         self.route_shared(&topic, &message, now, &mut effects);
         effects
@@ -161,15 +145,7 @@ impl Broker {
                 from,
                 filter,
                 present,
-            } => {
-                if let Ok(filter) = TopicFilter::new(filter) {
-                    if present {
-                        let _ = self.interest.insert(&filter, from, ());
-                    } else {
-                        let _ = self.interest.remove(&filter, &from);
-                    }
-                }
-            }
+            } => self.interest.announced(from, filter, present),
             CoreMsg::Retain(message) => self.set_retained(&message),
             CoreMsg::Shared {
                 message,
