@@ -13,10 +13,10 @@
 //! broadcast to every core.
 //!
 //! The `Broker` is split into parts, each in a file of its own that states its invariants:
-//! `sessions.rs` (connect, disconnect, expiry), `subscribe.rs` and `publish.rs` (the packets
-//! and delivery), `interest.rs` (the interest
-//! table), `retained.rs`, `share.rs` (shared subscriptions), `wills.rs`, `exactly_once.rs`
-//! (inbound QoS 2 across a crash), `persist.rs` with `persist/checkpoints.rs`, `recovery.rs`.
+//! `sessions.rs` (connect, disconnect, expiry), `subscribe.rs` and `publish.rs` (the
+//! packets and delivery), `interest.rs` (the interest table), `retained.rs`, `share.rs`
+//! (shared subscriptions), `wills.rs`, `exactly_once.rs` (inbound QoS 2 across a crash),
+//! `persist.rs` with `persist/checkpoints.rs` (checkpoints), `recovery.rs`, `sys.rs`.
 
 mod exactly_once;
 #[doc(hidden)]
