@@ -11,30 +11,41 @@
 //! kept because each core-to-core channel is FIFO and a publish is routed in the order it
 //! was read; the interest table and the retained store converge because every change is
 //! broadcast to every core.
+//!
+//! The `Broker` is split into parts, each in a file of its own that states its invariants:
+//! `sessions.rs` (connect, disconnect, expiry), `subscribe.rs` and `publish.rs` (the
+//! packets and delivery), `interest.rs` (the interest table), `retained.rs`, `share.rs`
+//! (shared subscriptions), `wills.rs`, `exactly_once.rs` (inbound QoS 2 across a crash),
+//! `persist.rs` with `persist/checkpoints.rs` (checkpoints), `recovery.rs`, `sys.rs`.
 
 mod exactly_once;
 #[doc(hidden)]
 pub mod fuzzing;
+mod interest;
 pub mod journal;
 pub(crate) mod messages;
 mod outgoing;
 mod persist;
+mod publish;
 mod recovery;
-mod routing;
+mod retained;
+mod sessions;
 mod share;
+mod subscribe;
 mod sys;
+mod wills;
 
 use crate::hash::FastMap;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use bytestring::ByteString;
 
 use crate::ownership::CoreId;
-use crate::protocol::{Packet, PacketId, Publish};
+use crate::protocol::{Packet, PacketId};
 use crate::session::state::{Change, QueueLimits};
 use crate::session::{Message, Session};
 use crate::topic::{SharedFilter, SubscriptionTree};
@@ -45,8 +56,7 @@ use messages::{Lookup, MessageTable};
 pub use outgoing::{Outgoing, SharedPublish};
 pub use persist::{CheckpointLimits, CheckpointReport};
 pub use recovery::{Rebuild, Recovered};
-pub use routing::Added;
-pub use routing::SubscribeOutcome;
+pub use subscribe::{Added, SubscribeOutcome};
 pub use sys::{is_sys_topic, CoreStats, Stat};
 
 /// A message from one core's engine to another's.
@@ -153,8 +163,9 @@ pub struct Broker {
     /// Local subscriptions: (client id) -> subscription.
     subscriptions: SubscriptionTree<ByteString, crate::session::Subscription>,
     /// Which other cores subscribe to which filters.
-    interest: SubscriptionTree<CoreId, ()>,
-    retained: FastMap<ByteString, Arc<Message>>,
+    interest: interest::Interest,
+    /// This core's replica of the retained messages.
+    retained: retained::Retained,
     pub counters: Counters,
     messages: MessageTable,
     journal: Box<dyn Journal>,
@@ -163,29 +174,14 @@ pub struct Broker {
     /// Offline sessions by expiry time; entries whose session came back or changed are
     /// skipped when they come up.
     expiries: BinaryHeap<Reverse<(Instant, ByteString)>>,
-    /// Log segments written by the last checkpoint (its size, for the next trigger).
-    checkpoint_segments: usize,
-    next_checkpoint_id: u64,
-    /// The checkpoint in progress, advanced a step at a time (`checkpoint_step`).
-    checkpoint: Option<Box<persist::Run>>,
-    checkpoint_limits: CheckpointLimits,
+    /// The running checkpoint, the next one's id, and an ABORT owed.
+    checkpoints: persist::Checkpoints,
     /// Reused encoding buffer for records.
     scratch: BytesMut,
-    /// v5 wills waiting for their Will Delay Interval (or the end of their session):
-    /// client id -> (due, the will as published).
-    wills: HashMap<ByteString, (Instant, Publish)>,
-    wills_due: BinaryHeap<Reverse<(Instant, ByteString)>>,
-    /// Wills of persistent sessions that are in the log (WILL written, not yet cleared):
-    /// sid -> (Will Delay Interval, the will as journaled), rewritten by checkpoints.
-    logged_wills: HashMap<u64, (u32, Bytes)>,
-    /// Inbound QoS 2 messages of persistent sessions journaled but not yet confirmed:
-    /// (sid, packet id) -> the QOS2_ROUTING record.
-    routing: HashMap<(u64, u16), exactly_once::Routing>,
-    /// Origins of the inbound QoS 2 messages this core took lately.
-    origins: exactly_once::Origins,
-    /// Set by recovery: unconfirmed inbound QoS 2 messages (publisher, record) waiting
-    /// for `route_again`.
-    reroute: Vec<(ByteString, exactly_once::Routing)>,
+    /// Wills waiting for their delay or their session's end, and those in the log.
+    wills: wills::Wills,
+    /// Inbound QoS 2 messages not yet confirmed, and the origins this core took.
+    exactly_once: exactly_once::ExactlyOnce,
     /// `deliver_local`'s scratch map (client -> strongest subscription, identifiers).
     targets: FastMap<ByteString, (crate::session::Subscription, Vec<u32>)>,
     /// Set while recovery re-applies what the log already holds: nothing is journaled.
@@ -193,9 +189,6 @@ pub struct Broker {
     /// Records that failed since the last one the log took: an episode is logged once
     /// when it begins and once when it ends, not once per record.
     failing_records: u64,
-    /// A checkpoint that failed after its BEGIN (disk full) owes an ABORT, written before
-    /// any other record.
-    abort_pending: Option<u64>,
     /// Shared subscriptions: this core's members and where every group's members are.
     shares: share::Shares,
     /// Core 0: the latest figures of every core, for `$SYS`.
@@ -227,29 +220,21 @@ impl Broker {
             policy,
             sessions: FastMap::default(),
             subscriptions: SubscriptionTree::new(),
-            interest: SubscriptionTree::new(),
-            retained: FastMap::default(),
+            interest: interest::Interest::default(),
+            retained: retained::Retained::default(),
             counters: Counters::default(),
             messages: MessageTable::new(1, []),
             journal,
             clock,
             next_sid: 1,
             expiries: BinaryHeap::new(),
-            checkpoint_segments: 1,
-            next_checkpoint_id: 1,
-            checkpoint: None,
-            checkpoint_limits: CheckpointLimits::default(),
+            checkpoints: persist::Checkpoints::default(),
             scratch: BytesMut::new(),
-            wills: HashMap::new(),
-            wills_due: BinaryHeap::new(),
-            logged_wills: HashMap::new(),
-            routing: HashMap::new(),
-            origins: exactly_once::Origins::default(),
-            reroute: Vec::new(),
+            wills: wills::Wills::default(),
+            exactly_once: exactly_once::ExactlyOnce::default(),
             targets: FastMap::default(),
             replaying: false,
             failing_records: 0,
-            abort_pending: None,
             shares: share::Shares::new(cores),
             sys: sys::SysBoard::new(cores),
         }
@@ -321,25 +306,6 @@ impl Broker {
         self.messages.bytes()
     }
 
-    /// An inbound QoS 2 PUBLISH whose message could not be stored everywhere it was
-    /// routed: its PUBREC says so (or the connection closes), so its packet id is let go
-    /// at once and the journaled routing confirmed as ended, so that neither the client's
-    /// next PUBLISH with this id nor a recovery takes it as already routed.
-    pub fn refuse_qos2(&mut self, client_id: &ByteString, packet_id: PacketId) {
-        let Some(slot) = self.sessions.get_mut(client_id) else {
-            return;
-        };
-        slot.session.on_pub_rel(packet_id);
-        if let Some(sid) = slot.sid {
-            if self.routing.remove(&(sid, packet_id.get())).is_some() {
-                self.journal(&Record::Qos2Released {
-                    sid,
-                    packet_id: packet_id.get(),
-                });
-            }
-        }
-    }
-
     /// Logs a session's changes and settles the references they end.
     fn settle(&mut self, sid: Option<u64>, changes: &mut Vec<Change>) {
         for change in changes.drain(..) {
@@ -361,252 +327,6 @@ impl Broker {
             if let Some(record) = record {
                 self.journal(&record);
             }
-        }
-    }
-
-    /// A client connected. Returns Session Present and the packets that resume its session,
-    /// or `None` when the core already holds its maximum of sessions.
-    /// `expiry` is the requested Session Expiry (3.1.1: 0 for Clean Session 1, the server
-    /// maximum otherwise); it is capped by policy and the capped value returned.
-    pub fn connect(
-        &mut self,
-        client_id: &ByteString,
-        clean_start: bool,
-        expiry: Duration,
-        receive_maximum: u16,
-        now: Instant,
-    ) -> Option<(bool, Duration, Vec<Packet>, Effects)> {
-        let mut effects = Effects::default();
-        let expiry = expiry.min(self.policy.max_session_expiry);
-        // [MQTT-3.1.3-9] a new connection before the Will Delay Interval has passed
-        // cancels the will.
-        self.wills.remove(client_id);
-        let expired = self
-            .sessions
-            .get(client_id)
-            .is_some_and(|slot| !slot.online && slot.expires_at.is_some_and(|at| at <= now));
-        if clean_start || expired {
-            // An expired session is gone even if the once-a-second sweep has not run yet.
-            self.end_session(client_id, now, &mut effects);
-        }
-        let present = self.sessions.contains_key(client_id);
-        if !present && self.sessions.len() >= self.policy.max_sessions {
-            return None;
-        }
-        if !present {
-            let sid = (!expiry.is_zero()).then(|| {
-                let sid = self.next_sid;
-                self.next_sid += 1;
-                sid
-            });
-            let checkpoint = self.checkpoint_mark();
-            self.sessions.insert(
-                client_id.clone(),
-                Box::new(Slot {
-                    session: Session::new(client_id.clone()),
-                    online: true,
-                    expiry,
-                    expires_at: None,
-                    sid,
-                    checkpoint,
-                }),
-            );
-            if let Some(sid) = sid {
-                self.journal(&Record::SessionOpen {
-                    sid,
-                    client_id: client_id.clone(),
-                    expiry_secs: expiry.as_secs(),
-                });
-            }
-        } else {
-            let slot = self.sessions.get_mut(client_id)?;
-            let (sid, old_expiry) = (slot.sid, slot.expiry);
-            slot.online = true;
-            slot.expiry = expiry;
-            slot.expires_at = None;
-            match sid {
-                Some(sid) => {
-                    // SESSION_ONLINE also clears the will in the log: the new connection
-                    // journals its own (`hold_will`).
-                    self.logged_wills.remove(&sid);
-                    self.journal(&Record::SessionOnline { sid });
-                    if old_expiry != expiry {
-                        self.journal(&Record::SessionExpiry {
-                            sid,
-                            expiry_secs: expiry.as_secs(),
-                        });
-                    }
-                }
-                None if !expiry.is_zero() => self.promote(client_id, now),
-                None => {}
-            }
-        }
-        let mut resume = Vec::new();
-        let mut changes = Vec::new();
-        let Broker {
-            sessions,
-            messages,
-            journal,
-            clock,
-            ..
-        } = self;
-        let slot = sessions.get_mut(client_id)?;
-        let sid = slot.sid;
-        let lookup = Lookup {
-            table: messages,
-            journal: journal.as_ref(),
-            clock: *clock,
-        };
-        slot.session
-            .resume(receive_maximum, &lookup, now, &mut resume, &mut changes);
-        self.settle(sid, &mut changes);
-        self.share_presence(client_id, true, &mut effects);
-        Some((present, expiry, resume, effects))
-    }
-
-    /// The client's connection ended. A session with no expiry ends with it.
-    pub fn disconnect(
-        &mut self,
-        client_id: &ByteString,
-        expiry: Option<Duration>,
-        now: Instant,
-    ) -> Effects {
-        let mut effects = Effects::default();
-        let Some(slot) = self.sessions.get_mut(client_id) else {
-            return effects;
-        };
-        if let Some(expiry) = expiry {
-            slot.expiry = expiry.min(self.policy.max_session_expiry);
-        }
-        if slot.expiry.is_zero() {
-            self.end_session(client_id, now, &mut effects);
-            return effects;
-        }
-        slot.online = false;
-        slot.session.compact();
-        let at = now + slot.expiry;
-        slot.expires_at = Some(at);
-        let (sid, expiry) = (slot.sid, slot.expiry);
-        self.expiries.push(Reverse((at, client_id.clone())));
-        self.share_presence(client_id, false, &mut effects);
-        if let Some(sid) = sid {
-            let at_ms = self.clock.unix_ms(now);
-            self.journal(&Record::SessionOffline {
-                sid,
-                at_ms,
-                expiry_secs: expiry.as_secs(),
-            });
-        }
-        effects
-    }
-
-    /// A will to publish at `at` unless the client reconnects first (v5 Will Delay
-    /// Interval); it is published at the latest when its session ends [MQTT-3.1.3-9].
-    pub fn schedule_will(&mut self, client_id: &ByteString, will: Publish, at: Instant) {
-        // It may wait long: one allocation of its own, not slices of the CONNECT's buffer.
-        let packet_id = will.packet_id;
-        let will = journal::decode_publish(journal::kind::WILL, &journal::encode_publish(&will))
-            .map(|copy| Publish { packet_id, ..copy })
-            .unwrap_or(will);
-        self.wills.insert(client_id.clone(), (at, will));
-        self.wills_due.push(Reverse((at, client_id.clone())));
-    }
-
-    /// The will of the client's new connection, journaled for a persistent session so that
-    /// a restart keeps it (the will is session state, MQTT 5.0 section 4.1). Called right
-    /// after `connect`; `delay_secs` is its Will Delay Interval.
-    pub fn hold_will(&mut self, client_id: &ByteString, will: &Publish, delay_secs: u32) {
-        let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) else {
-            return;
-        };
-        let publish = journal::encode_publish(will);
-        self.journal(&Record::Will {
-            sid,
-            delay_secs,
-            publish: publish.clone(),
-        });
-        self.logged_wills.insert(sid, (delay_secs, publish));
-    }
-
-    /// The client's will will never be published: a normal DISCONNECT deleted it, it was
-    /// published, or the server shut the connection down.
-    pub fn drop_will(&mut self, client_id: &ByteString) {
-        let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) else {
-            return;
-        };
-        if self.logged_wills.remove(&sid).is_some() {
-            self.journal(&Record::WillClear { sid });
-        }
-    }
-
-    pub fn pending_wills(&self) -> usize {
-        self.wills.len()
-    }
-
-    /// Ends sessions whose expiry has passed while offline, and publishes the wills whose
-    /// delay has passed.
-    pub fn expire(&mut self, now: Instant) -> Effects {
-        let mut effects = Effects::default();
-        while let Some(Reverse((at, _))) = self.wills_due.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((at, client_id))) = self.wills_due.pop() else {
-                break;
-            };
-            if self
-                .wills
-                .get(&client_id)
-                .is_some_and(|(due, _)| *due == at)
-            {
-                if let Some((_, will)) = self.wills.remove(&client_id) {
-                    let published = self.publish(&client_id, will, now);
-                    effects.to_clients.extend(published.to_clients);
-                    effects.to_cores.extend(published.to_cores);
-                    self.drop_will(&client_id);
-                }
-            }
-        }
-        while let Some(Reverse((at, _))) = self.expiries.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((at, client_id))) = self.expiries.pop() else {
-                break;
-            };
-            let due = self
-                .sessions
-                .get(&client_id)
-                .is_some_and(|slot| !slot.online && slot.expires_at == Some(at));
-            if due {
-                self.end_session(&client_id, now, &mut effects);
-            }
-        }
-        effects
-    }
-
-    fn end_session(&mut self, client_id: &ByteString, now: Instant, effects: &mut Effects) {
-        if let Some((_, will)) = self.wills.remove(client_id) {
-            let published = self.publish(client_id, will, now);
-            effects.to_clients.extend(published.to_clients);
-            effects.to_cores.extend(published.to_cores);
-        }
-        let Some(slot) = self.sessions.remove(client_id) else {
-            return;
-        };
-        self.checkpoint_forget(&slot);
-        for filter in slot.session.subscriptions.keys() {
-            self.remove_subscription(client_id, filter, effects);
-        }
-        for seq in slot.session.references() {
-            self.messages.release(seq);
-        }
-        if let Some(sid) = slot.sid {
-            self.logged_wills.remove(&sid);
-            if !self.routing.is_empty() {
-                self.routing.retain(|&(s, _), _| s != sid);
-            }
-            self.journal(&Record::SessionEnd { sid });
         }
     }
 
@@ -660,7 +380,7 @@ impl Broker {
         self.settle(sid, &mut changes);
         if let Some(record) = released {
             if let Record::Qos2Released { sid, packet_id } = record {
-                self.routing.remove(&(sid, packet_id));
+                self.exactly_once.confirm(sid, packet_id);
             }
             self.journal(&record);
         }
@@ -673,40 +393,16 @@ impl Broker {
             .extend(out.into_iter().map(|p| (client_id.clone(), p.into())));
         effects
     }
-
-    /// Whether an inbound QoS 2 PUBLISH is new (route it) or a retransmission.
-    pub fn receive_qos2(&mut self, client_id: &ByteString, packet_id: PacketId) -> bool {
-        let Some(slot) = self.sessions.get_mut(client_id) else {
-            return true;
-        };
-        slot.session.receive_qos2(packet_id)
-    }
-
-    /// Journals an inbound QoS 2 packet id as received, just before its PUBREC leaves:
-    /// only once the message is in the log of every core it was routed to, so that a
-    /// crash before this point makes the client resend (at worst a duplicate), never
-    /// makes the broker drop the resent PUBLISH as already routed (a loss).
-    pub fn journal_qos2_received(&mut self, client_id: &ByteString, packet_id: PacketId) {
-        if let Some(sid) = self.sessions.get(client_id).and_then(|slot| slot.sid) {
-            self.routing.remove(&(sid, packet_id.get()));
-            self.journal(&Record::Qos2In {
-                sid,
-                packet_id: packet_id.get(),
-            });
-        }
-    }
-
-    pub fn awaiting_release(&self, client_id: &ByteString) -> usize {
-        self.sessions
-            .get(client_id)
-            .map_or(0, |slot| slot.session.awaiting_release())
-    }
 }
 
 #[cfg(test)]
 mod exactly_once_tests;
 #[cfg(test)]
 mod persist_tests;
+#[cfg(test)]
+mod publish_tests;
+#[cfg(test)]
+mod share_tests;
 #[cfg(test)]
 mod store_full_tests;
 #[cfg(test)]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::journal::{self, Record};
-use super::routing::publish_for_log;
+use super::publish::publish_for_log;
 use super::{Broker, Slot};
 use crate::session::state::Seq;
 use crate::session::Message;
@@ -76,7 +76,10 @@ const MIN_PAUSE: std::time::Duration = std::time::Duration::from_micros(50);
 /// the estimate of how full of live messages the old segments are.
 const RECORD_OVERHEAD: u64 = 64;
 
+mod checkpoints;
 mod restate;
+
+pub(super) use checkpoints::Checkpoints;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -125,21 +128,21 @@ impl Broker {
     /// to a small multiple of the live state, however long a session stays away.
     /// Not while the log is down to its reserve (disk full).
     pub fn checkpoint_due(&self) -> bool {
-        self.checkpoint.is_none()
-            && self.journal.segment_count() >= (2 * self.checkpoint_segments + 2).max(4)
+        !self.checkpoints.running()
+            && self.checkpoints.grown_enough(self.journal.segment_count())
             && self.journal.room_for_messages().is_none()
     }
 
     /// Whether a checkpoint has begun and not yet ended.
     pub fn checkpoint_running(&self) -> bool {
-        self.checkpoint.is_some()
+        self.checkpoints.running()
     }
 
     /// How long to let other work run before the next step of the running checkpoint:
     /// long enough for the executor to poll its sockets, and for what the last step wrote
     /// to take [`WRITE_RATE`] on average.
     pub fn checkpoint_pause(&self) -> std::time::Duration {
-        let written = self.checkpoint.as_ref().map_or(0, |run| run.written);
+        let written = self.checkpoints.run().map_or(0, |run| run.written);
         MIN_PAUSE.max(std::time::Duration::from_secs_f64(
             written as f64 / WRITE_RATE as f64,
         ))
@@ -147,7 +150,7 @@ impl Broker {
 
     /// How much each step of a checkpoint may do.
     pub fn set_checkpoint_limits(&mut self, limits: CheckpointLimits) {
-        self.checkpoint_limits = limits;
+        self.checkpoints.set_limits(limits);
     }
 
     /// Runs a whole checkpoint in one go (tests, benches, tools): the steps of
@@ -170,7 +173,7 @@ impl Broker {
         now: Instant,
     ) -> Result<Option<CheckpointReport>, StoreError> {
         let head = self.journal.head();
-        let result = match self.checkpoint.take() {
+        let result = match self.checkpoints.take_run() {
             // Down to its reserve (disk full), the log keeps what is left for the records
             // that follow sent data: a checkpoint is abandoned, and not begun.
             _ if self.journal.room_for_messages().is_some() => Err(StoreError::NoRoom),
@@ -181,13 +184,13 @@ impl Broker {
             Ok((mut run, false)) => {
                 run.report.steps += 1;
                 run.written = written_since(head, self.journal.head(), self.journal.as_ref());
-                self.checkpoint = Some(run);
+                self.checkpoints.resume(run);
                 Ok(None)
             }
             Ok((run, true)) => {
                 let mut report = run.report;
                 report.steps += 1;
-                self.checkpoint_segments = self.journal.segment_count();
+                self.checkpoints.ended(self.journal.segment_count());
                 self.counters.checkpoints += 1;
                 Ok(Some(report))
             }
@@ -195,7 +198,7 @@ impl Broker {
                 // A BEGIN with no END makes recovery keep only what it read before it:
                 // the ABORT must precede every later record, so one that cannot be
                 // written now (disk full) is written before the next record that can.
-                self.abort_pending = self.next_checkpoint_id.checked_sub(1);
+                self.checkpoints.abandoned();
                 self.write_pending_abort();
                 Err(error)
             }
@@ -205,26 +208,25 @@ impl Broker {
     /// Appends ABORT for a checkpoint abandoned after its BEGIN, if one is owed. False
     /// while it cannot be written (nothing else may be appended then).
     pub(super) fn write_pending_abort(&mut self) -> bool {
-        let Some(id) = self.abort_pending else {
+        let Some(id) = self.checkpoints.abort_pending() else {
             return true;
         };
         let written = self.append(&Record::CheckpointAbort { id }).is_ok();
         if written {
-            self.abort_pending = None;
+            self.checkpoints.abort_written();
         }
         written
     }
 
     /// BEGIN, ORIGINS, and the lists the later steps work through.
     fn begin_checkpoint(&mut self) -> Result<Box<Run>, StoreError> {
-        let id = self.next_checkpoint_id;
-        self.next_checkpoint_id += 1;
+        let id = self.checkpoints.next_id();
         let begin = self.append(&Record::CheckpointBegin {
             id,
             next_seq: self.messages.next_seq,
             next_sid: self.next_sid,
         })?;
-        self.append(&Record::Origins(self.origins.list()))?;
+        self.append(&Record::Origins(self.exactly_once.origins().list()))?;
         let messages: Vec<(Seq, Position, u32)> = self
             .messages
             .iter()
@@ -234,7 +236,7 @@ impl Broker {
         let retained = self
             .retained
             .values()
-            .filter(|m| super::routing::outlives_restart(&m.topic))
+            .filter(|m| super::retained::outlives_restart(&m.topic))
             .cloned()
             .collect();
         let mark = (id as u32).max(1);
@@ -291,7 +293,7 @@ impl Broker {
 
     /// One step after BEGIN; true once END is written.
     fn advance(&mut self, run: &mut Run, now: Instant) -> Result<bool, StoreError> {
-        let limits = self.checkpoint_limits;
+        let limits = self.checkpoints.limits();
         let mut budget = Budget {
             items: limits.sessions.max(1),
             bytes: limits.bytes.max(1),
@@ -407,7 +409,7 @@ impl Broker {
             sessions,
             journal,
             scratch,
-            logged_wills,
+            wills,
             clock,
             ..
         } = self;
@@ -436,7 +438,7 @@ impl Broker {
             };
             let bytes = append(&Record::Snapshot(snapshot_of(*clock, slot, now)))?;
             budget.take(bytes);
-            if let Some((delay_secs, publish)) = logged_wills.get(&sid) {
+            if let Some((delay_secs, publish)) = wills.logged(sid) {
                 let bytes = append(&Record::Will {
                     sid,
                     delay_secs: *delay_secs,
@@ -459,7 +461,7 @@ impl Broker {
     fn collect_keys(&self, run: &mut Run) {
         let mut walked = 0;
         let mut exhausted = true;
-        let walk = self.checkpoint_limits.walk.max(1);
+        let walk = self.checkpoints.limits().walk.max(1);
         for (key, slot) in self.sessions.iter().skip(run.cursor) {
             if walked == walk {
                 exhausted = false;
@@ -491,10 +493,7 @@ impl Broker {
     /// Every unconfirmed inbound QoS 2 message (now that every session is restated), END,
     /// and the deletion of the segments nothing needs any more.
     fn finish(&mut self, run: &mut Run) -> Result<(), StoreError> {
-        let mut routing: Vec<_> = self.routing.values().collect();
-        routing.sort_by_key(|r| r.origin_seq);
-        let records: Vec<_> = routing.into_iter().map(|r| r.record()).collect();
-        for record in records {
+        for record in self.exactly_once.unconfirmed_records() {
             self.append(&record)?;
         }
         self.append(&Record::CheckpointEnd { id: run.id })?;
@@ -504,7 +503,7 @@ impl Broker {
 
     /// A session that ended: a running checkpoint no longer waits for it.
     pub(super) fn checkpoint_forget(&mut self, slot: &Slot) {
-        if let Some(run) = &mut self.checkpoint {
+        if let Some(run) = self.checkpoints.run_mut() {
             if slot.checkpoint != run.mark {
                 run.pending = run.pending.saturating_sub(1);
             }
@@ -514,7 +513,7 @@ impl Broker {
     /// What `Slot::checkpoint` starts as: a session made while a checkpoint runs needs
     /// nothing from it (its own records are after BEGIN).
     pub(super) fn checkpoint_mark(&self) -> u32 {
-        self.checkpoint.as_ref().map_or(0, |run| run.mark)
+        self.checkpoints.run().map_or(0, |run| run.mark)
     }
 
     /// Like `journal`, but an error stops the caller (a checkpoint must be whole).

@@ -303,12 +303,13 @@ fn wills_of_persistent_sessions_survive_a_crash_and_a_checkpoint() {
         let mut topics: Vec<String> = h
             .broker
             .wills
+            .pending()
             .values()
             .map(|(_, w)| w.topic.to_string())
             .collect();
         topics.sort();
         assert_eq!(topics, ["w/held"]);
-        let (due, _) = &h.broker.wills[&ByteString::from("held")];
+        let (due, _) = &h.broker.wills.pending()[&ByteString::from("held")];
         // Online at the crash: offline from the restart, due 30 s later (the log keeps
         // wall-clock milliseconds).
         let wait = due.duration_since(h.now);

@@ -84,7 +84,7 @@ impl Broker {
     /// reach the other cores before accepting clients.
     pub fn route_again(&mut self, now: Instant) -> super::Effects {
         let mut effects = super::Effects::default();
-        for (publisher, r) in std::mem::take(&mut self.reroute) {
+        for (publisher, r) in self.exactly_once.take_reroute() {
             let Ok(mut publish) = super::journal::decode_publish(kind::QOS2_ROUTING, &r.publish)
             else {
                 self.counters.journal_errors += 1;
@@ -225,7 +225,7 @@ impl Broker {
         let aborted = rebuild.checkpoint.as_ref().map(|reading| reading.id);
         let mut broker = Broker::with_journal(id, cores, policy, journal, clock);
         broker.next_sid = rebuild.next_sid;
-        broker.next_checkpoint_id = rebuild.next_checkpoint_id;
+        broker.checkpoints.recovered(rebuild.next_checkpoint_id);
         if let Some(id) = aborted {
             // First, so that what recovery writes below is not read as part of the
             // abandoned checkpoint.
@@ -239,7 +239,6 @@ impl Broker {
             origins,
             ..
         } = rebuild.state;
-        broker.origins = origins;
         let mut client_of_sid = HashMap::new();
         messages.retain(|_, e| e.refs > 0);
         report.messages = messages.len();
@@ -284,11 +283,8 @@ impl Broker {
                         // an overdue will goes out at the first expiry sweep.
                         let due =
                             offline_at + Duration::from_secs(u64::from(delay_secs)).min(expiry);
-                        broker.wills.insert(client_id.clone(), (due, will));
-                        broker
-                            .wills_due
-                            .push(std::cmp::Reverse((due, client_id.clone())));
-                        broker.logged_wills.insert(sid, (delay_secs, publish));
+                        broker.wills.schedule(client_id.clone(), will, due);
+                        broker.wills.log(sid, delay_secs, publish);
                         report.wills += 1;
                     }
                     Err(_) => report.undecodable += 1,
@@ -334,9 +330,8 @@ impl Broker {
             if let Some(slot) = broker.sessions.get_mut(client_id) {
                 slot.session.restore_awaiting_release(r.packet_id, true);
             }
-            broker.routing.insert((r.sid, r.packet_id), r.clone());
         }
-        broker.reroute = pending;
+        broker.exactly_once.recovered(origins, pending);
         (broker, report)
     }
 }

@@ -339,7 +339,10 @@ mod tests {
         let topics = retained_topics(&first);
         assert_eq!(topics.len(), Stat::ALL.len() + 3, "{topics:?}");
         let value = |topic: &str| {
-            core0.retained[topic]
+            core0
+                .retained
+                .get(topic)
+                .expect("retained")
                 .payload
                 .iter()
                 .map(|&b| b as char)

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::super::journal::{self, Record, Snapshot, SnapshotEntry};
 use super::super::messages::WallClock;
-use super::super::routing::publish_for_log;
+use super::super::publish::publish_for_log;
 use super::super::{Broker, Slot};
 use crate::session::state::Seq;
 use crate::store::{Position, StoreError};
@@ -46,7 +46,7 @@ impl Broker {
         let Some(entry) = self.messages.get(seq) else {
             return;
         };
-        let keep_from = self.checkpoint.as_ref().map_or(0, |run| run.keep_from);
+        let keep_from = self.checkpoints.run().map_or(0, |run| run.keep_from);
         match (entry.pos, entry.message.clone()) {
             (Some(pos), _) if pos.segment >= keep_from => {
                 let record = Record::MessageAt {

@@ -88,7 +88,7 @@ fn describe(b: &Broker) -> String {
             .collect();
         let mut rel: Vec<_> = session.awaiting_release_ids().collect();
         rel.sort();
-        let will = b.logged_wills.get(&sid).map(|(delay, publish)| {
+        let will = b.wills.logged(sid).map(|(delay, publish)| {
             let will = journal::decode_publish(kind::WILL, publish).unwrap();
             format!("{}+{delay}", will.topic)
         });
@@ -104,7 +104,7 @@ fn describe(b: &Broker) -> String {
         .collect();
     retained.sort();
     lines.push(format!("retained={retained:?}"));
-    let mut routing: Vec<_> = b.routing.keys().collect();
+    let mut routing: Vec<_> = b.exactly_once.unconfirmed().collect();
     routing.sort();
     lines.push(format!("routing={routing:?}"));
     lines.join("\n")

@@ -219,7 +219,7 @@ fn a_log_written_by_one_go_checkpoints_still_recovers() {
         let mut h = Harness::new(4);
         h.restart_from(journal);
         assert_eq!(h.describe(), expected, "whole: {whole}");
-        assert_eq!(h.broker.logged_wills.len(), 1);
+        assert_eq!(h.broker.wills.logged_count(), 1);
         let (_, resume) = h.connect("old", 300);
         assert_eq!(payloads(&resume)[0].0, "kept");
     }
