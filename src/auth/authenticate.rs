@@ -52,6 +52,71 @@ impl PasswordCheck {
     }
 }
 
+/// Passwords that checked lately, so that a client reconnecting with the same credentials
+/// costs one hash, not one per CONNECT: argon2id with Mosquitto 2.1's parameters costs tens
+/// of milliseconds and 46 MiB, which a storm of reconnects would queue behind. An entry is a
+/// username and a keyed SHA-256 of the password (the key is random per process, so the cache
+/// holds no hash that another process could match). It holds entries for one password file
+/// only: a reloaded file empties it, so a changed or removed password is checked afresh.
+/// Bounded: when full it is emptied.
+#[derive(Default)]
+pub struct CheckCache {
+    file: Option<Arc<PasswordFile>>,
+    key: [u8; 32],
+    allowed: std::collections::HashSet<(String, [u8; 32])>,
+}
+
+/// Entries a [`CheckCache`] holds before it starts over.
+pub const CHECK_CACHE_ENTRIES: usize = 65_536;
+
+impl CheckCache {
+    pub fn new() -> CheckCache {
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+        CheckCache {
+            file: None,
+            key,
+            allowed: Default::default(),
+        }
+    }
+
+    fn entry(&self, check: &PasswordCheck) -> (String, [u8; 32]) {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        digest.update(self.key);
+        digest.update(&check.password);
+        (check.username.clone(), digest.finalize().into())
+    }
+
+    fn same_file(&mut self, check: &PasswordCheck) {
+        if !self
+            .file
+            .as_ref()
+            .is_some_and(|f| Arc::ptr_eq(f, &check.passwords))
+        {
+            self.allowed.clear();
+            self.file = Some(check.passwords.clone());
+        }
+    }
+
+    /// Whether `check` passed lately against the same password file.
+    pub fn passed(&mut self, check: &PasswordCheck) -> bool {
+        self.same_file(check);
+        let entry = self.entry(check);
+        self.allowed.contains(&entry)
+    }
+
+    /// Remembers that `check` passed.
+    pub fn remember(&mut self, check: &PasswordCheck) {
+        self.same_file(check);
+        if self.allowed.len() >= CHECK_CACHE_ENTRIES {
+            self.allowed.clear();
+        }
+        let entry = self.entry(check);
+        self.allowed.insert(entry);
+    }
+}
+
 impl Authenticator {
     /// Decides what needs no hash; `Err` carries the password check still to run.
     pub fn precheck(
@@ -130,6 +195,21 @@ mod tests {
             Some(Verdict::Allowed),
             "anonymous allowed"
         );
+    }
+
+    #[test]
+    fn the_cache_remembers_passes_for_one_file_only() {
+        let auth = with_file(false);
+        let mut cache = CheckCache::new();
+        let right = auth.precheck(Some("dev"), Some(b"right")).unwrap_err();
+        let wrong = auth.precheck(Some("dev"), Some(b"wrong")).unwrap_err();
+        assert!(!cache.passed(&right));
+        cache.remember(&right);
+        assert!(cache.passed(&right));
+        assert!(!cache.passed(&wrong), "another password is checked afresh");
+        let reloaded = with_file(false);
+        let again = reloaded.precheck(Some("dev"), Some(b"right")).unwrap_err();
+        assert!(!cache.passed(&again), "a reloaded file empties the cache");
     }
 
     #[test]

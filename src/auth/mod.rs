@@ -10,5 +10,5 @@ pub mod authenticate;
 pub mod password;
 
 pub use acl::{Access, Acl, AclFileError, Who};
-pub use authenticate::{Authenticator, PasswordCheck, Verdict};
+pub use authenticate::{Authenticator, CheckCache, PasswordCheck, Verdict};
 pub use password::{Hash, PasswordFile, PasswordFileError};

@@ -24,6 +24,7 @@ use super::local::{Control, Core, CoreMail, Handoff, IoStats};
 use super::outbox::Outbox;
 use super::transport::{self, Attached, Transport};
 use super::writer::write_loop;
+use crate::auth::Verdict;
 use crate::ownership::{assign_client_id, owner_of, CoreId};
 use crate::protocol::{self, Connect, ReasonCode};
 use crate::session::connect::{claimed_level, refuse_malformed, Refusal};
@@ -171,10 +172,15 @@ async fn authenticated<S: Transport>(
     let username = connect.username.as_deref();
     let verdict = match auth.precheck(username, connect.password.as_deref()) {
         Ok(verdict) => verdict,
+        Err(check) if core.passed.borrow_mut().passed(&check) => Verdict::Allowed,
         Err(check) => {
-            glommio::executor()
-                .spawn_blocking(move || check.run())
-                .await
+            let (verdict, check) = glommio::executor()
+                .spawn_blocking(move || (check.run(), check))
+                .await;
+            if verdict == Verdict::Allowed {
+                core.passed.borrow_mut().remember(&check);
+            }
+            verdict
         }
     };
     let Some(refusal) = refuse_credentials(connect, verdict) else {

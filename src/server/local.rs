@@ -23,7 +23,7 @@ use super::egress::Egress;
 use super::gate::{Refusals, StoreGate};
 use super::outbox::Outbox;
 use super::transport::TransportState;
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, CheckCache};
 use crate::broker::{Broker, CoreMsg, CoreStats, Effects, SessionPolicy, Stat};
 use crate::config::Config;
 use crate::ownership::CoreId;
@@ -185,6 +185,8 @@ pub struct Core {
     /// Whether this core's writers are behind, so that its readers wait (`egress`).
     pub egress: Rc<Egress>,
     auth: SharedAuth,
+    /// Passwords that checked lately on this core (`auth::CheckCache`).
+    pub passed: RefCell<CheckCache>,
 }
 
 impl Core {
@@ -225,6 +227,7 @@ impl Core {
             refusals: RefCell::new(Refusals::new(peers_len)),
             egress: Egress::new(),
             auth,
+            passed: RefCell::new(CheckCache::new()),
         }
     }
 
