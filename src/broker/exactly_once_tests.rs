@@ -10,9 +10,7 @@ use bytestring::ByteString;
 use super::journal::MemJournal;
 use super::{Broker, CoreMsg, Effects, Rebuild, SessionPolicy, WallClock};
 use crate::ownership::CoreId;
-use crate::protocol::{
-    Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
-};
+use crate::protocol::{Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode, Subscribe};
 
 const A: usize = 0;
 const B: usize = 1;
@@ -88,17 +86,7 @@ impl World {
     fn setup(&mut self, sub_qos: QoS) {
         let now = self.now;
         self.cores[B].connect(&id("sub"), false, Duration::from_secs(3600), 100, now);
-        let subscribe = Subscribe {
-            packet_id: PacketId::new(1).unwrap(),
-            properties: Properties::default(),
-            filters: vec![(
-                "t/#".into(),
-                SubscriptionOptions {
-                    qos: sub_qos,
-                    ..Default::default()
-                },
-            )],
-        };
+        let subscribe = Subscribe::one(PacketId::new(1).unwrap(), "t/#", sub_qos);
         let outcome = self.cores[B].subscribe(&id("sub"), subscribe, now);
         self.carry(outcome.effects.to_cores);
         self.cores[B].disconnect(&id("sub"), None, now);

@@ -82,17 +82,7 @@ impl Harness {
     }
 
     fn subscribe(&mut self, id: &str, filter: &str, qos: QoS) {
-        let subscribe = Subscribe {
-            packet_id: PacketId::new(1).unwrap(),
-            properties: Properties::default(),
-            filters: vec![(
-                filter.into(),
-                SubscriptionOptions {
-                    qos,
-                    ..Default::default()
-                },
-            )],
-        };
+        let subscribe = Subscribe::one(PacketId::new(1).unwrap(), filter, qos);
         self.broker
             .subscribe(&ByteString::from(id), subscribe, self.now);
     }

@@ -11,21 +11,11 @@ use bytestring::ByteString;
 use super::publish::{own_small, LOCAL_COPY_FANOUT};
 use super::{Broker, CoreMsg, Outgoing, SessionPolicy, WallClock};
 use crate::ownership::CoreId;
-use crate::protocol::{Packet, PacketId, Properties, Publish, QoS, Subscribe, SubscriptionOptions};
+use crate::protocol::{Packet, PacketId, Properties, Publish, QoS, Subscribe};
 use crate::session::state::Message;
 
 fn subscribe(filter: &str, qos: QoS) -> Subscribe {
-    Subscribe {
-        packet_id: PacketId::new(1).unwrap(),
-        properties: Properties::default(),
-        filters: vec![(
-            filter.into(),
-            SubscriptionOptions {
-                qos,
-                ..Default::default()
-            },
-        )],
-    }
+    Subscribe::one(PacketId::new(1).unwrap(), filter, qos)
 }
 
 /// Plain QoS 0 subscribers of a message share one packet; a subscriber whose

@@ -11,9 +11,7 @@ use bytestring::ByteString;
 use super::share::shared_filter;
 use super::{Broker, CoreMsg, Effects, SessionPolicy};
 use crate::ownership::CoreId;
-use crate::protocol::{
-    Packet, PacketId, Properties, Publish, QoS, SubscriptionOptions, Unsubscribe,
-};
+use crate::protocol::{Packet, PacketId, Properties, Publish, QoS, Unsubscribe};
 use crate::session::Message;
 use crate::topic::SharedFilter;
 
@@ -83,17 +81,7 @@ impl Cluster {
     }
 
     fn subscribe(&mut self, core: usize, client: &str, filter: &str, qos: QoS) -> u8 {
-        let subscribe = crate::protocol::Subscribe {
-            packet_id: PacketId::new(1).unwrap(),
-            properties: Properties::default(),
-            filters: vec![(
-                filter.into(),
-                SubscriptionOptions {
-                    qos,
-                    ..Default::default()
-                },
-            )],
-        };
+        let subscribe = crate::protocol::Subscribe::one(PacketId::new(1).unwrap(), filter, qos);
         let outcome = self.cores[core].subscribe(&client.into(), subscribe, self.now);
         self.run(core, outcome.effects);
         outcome.sub_ack.reason_codes[0].0

@@ -10,7 +10,7 @@ use bytestring::ByteString;
 use super::journal::MemJournal;
 use super::{Broker, Rebuild, SessionPolicy, WallClock};
 use crate::ownership::CoreId;
-use crate::protocol::{PacketId, Properties, Publish, QoS, Subscribe, SubscriptionOptions};
+use crate::protocol::{PacketId, Properties, Publish, QoS, Subscribe};
 
 struct Core {
     journal: MemJournal,
@@ -55,17 +55,7 @@ impl Core {
         self.broker
             .connect(&client, expiry_secs == 0, expiry, 10, self.now)
             .unwrap();
-        let subscribe = Subscribe {
-            packet_id: PacketId::new(1).unwrap(),
-            properties: Properties::default(),
-            filters: vec![(
-                filter.into(),
-                SubscriptionOptions {
-                    qos,
-                    ..Default::default()
-                },
-            )],
-        };
+        let subscribe = Subscribe::one(PacketId::new(1).unwrap(), filter, qos);
         self.broker.subscribe(&client, subscribe, self.now);
         if !online {
             self.broker.disconnect(&client, None, self.now);

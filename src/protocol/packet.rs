@@ -179,6 +179,23 @@ pub struct Subscribe {
     pub filters: Vec<(ByteString, SubscriptionOptions)>,
 }
 
+impl Subscribe {
+    /// A SUBSCRIBE of one filter at `qos`, with default options and no properties.
+    pub fn one(packet_id: PacketId, filter: impl Into<ByteString>, qos: QoS) -> Subscribe {
+        Subscribe {
+            packet_id,
+            properties: Properties::default(),
+            filters: vec![(
+                filter.into(),
+                SubscriptionOptions {
+                    qos,
+                    ..Default::default()
+                },
+            )],
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubAck {
     pub packet_id: PacketId,

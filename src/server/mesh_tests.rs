@@ -26,7 +26,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::broker::{Broker, CoreMsg, SessionPolicy, WallClock};
 use crate::config::Config;
 use crate::ownership::CoreId;
-use crate::protocol::{PacketId, Properties, Publish, QoS, Subscribe, SubscriptionOptions};
+use crate::protocol::{PacketId, Properties, Publish, QoS, Subscribe};
 use crate::server::gate::StoreGate;
 use crate::server::local::Core;
 use crate::server::mesh;
@@ -59,17 +59,7 @@ fn engine(id: usize, other: usize) -> Broker {
     broker
         .connect(&member, false, Duration::from_secs(3600), 100, now)
         .expect("room for a session");
-    let subscribe = Subscribe {
-        packet_id: PacketId::new(1).unwrap(),
-        properties: Properties::default(),
-        filters: vec![(
-            "$share/g/t".into(),
-            SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                ..Default::default()
-            },
-        )],
-    };
+    let subscribe = Subscribe::one(PacketId::new(1).unwrap(), "$share/g/t", QoS::AtLeastOnce);
     let outcome = broker.subscribe(&member, subscribe, now);
     assert_eq!(outcome.sub_ack.reason_codes[0].0, 1);
     broker.disconnect(&member, None, now);

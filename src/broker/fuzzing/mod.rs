@@ -40,8 +40,7 @@ use super::journal::MemJournal;
 use super::{Broker, CoreMsg, Effects, SessionPolicy, WallClock};
 use crate::ownership::CoreId;
 use crate::protocol::{
-    Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
-    Unsubscribe,
+    Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode, Subscribe, Unsubscribe,
 };
 use crate::store::Position;
 use client::{receive_publish, token_of, Client, Held};
@@ -282,17 +281,7 @@ impl World {
         if !self.clients[c].online {
             return;
         }
-        let subscribe = Subscribe {
-            packet_id: id(1),
-            properties: Properties::default(),
-            filters: vec![(
-                filter.into(),
-                SubscriptionOptions {
-                    qos,
-                    ..SubscriptionOptions::default()
-                },
-            )],
-        };
+        let subscribe = Subscribe::one(id(1), filter, qos);
         let outcome = self.brokers[c % CORES].subscribe(&self.names[c], subscribe, self.now);
         assert_eq!(outcome.sub_ack.reason_codes, [ReasonCode(qos as u8)]);
         self.clients[c].subscriptions.insert(filter, qos);
