@@ -14,13 +14,17 @@
 
 use std::sync::Arc;
 
-use super::PasswordFile;
+use super::{Acl, PasswordFile};
 
 /// The authentication settings in force: immutable, replaced whole on a reload.
 #[derive(Debug, Clone, Default)]
 pub struct Authenticator {
     pub passwords: Option<Arc<PasswordFile>>,
     pub allow_anonymous: bool,
+    /// What each client may publish and read; `None`: everything.
+    pub acl: Option<Arc<Acl>>,
+    /// See [`Authenticator::may_take_session`].
+    pub session_ownership: bool,
 }
 
 /// The outcome of a CONNECT's credentials.
@@ -144,6 +148,14 @@ impl Authenticator {
         })
     }
 
+    /// Whether a connection of `username` may take over (or clean) a session that a
+    /// connection of `owner` took last. With `session_ownership` and a password file (the
+    /// usernames are checked, so they say who is who) only the same username may, an
+    /// anonymous connection as much as any other; otherwise anyone may, as in Mosquitto.
+    pub fn may_take_session(&self, owner: Option<&str>, username: Option<&str>) -> bool {
+        !self.session_ownership || self.passwords.is_none() || owner == username
+    }
+
     /// The whole decision, hash included (tests, and callers that may block).
     pub fn check(&self, username: Option<&str>, password: Option<&[u8]>) -> Verdict {
         self.precheck(username, password)
@@ -162,7 +174,32 @@ mod tests {
         Authenticator {
             passwords: Some(Arc::new(file)),
             allow_anonymous,
+            acl: None,
+            session_ownership: true,
         }
+    }
+
+    #[test]
+    fn with_a_password_file_a_session_is_taken_by_its_own_user_only() {
+        let auth = with_file(true);
+        assert!(auth.may_take_session(Some("dev"), Some("dev")));
+        assert!(auth.may_take_session(None, None));
+        assert!(!auth.may_take_session(Some("dev"), Some("other")));
+        assert!(!auth.may_take_session(Some("dev"), None), "anonymous");
+        assert!(!auth.may_take_session(None, Some("dev")));
+        let off = Authenticator {
+            session_ownership: false,
+            ..with_file(true)
+        };
+        assert!(off.may_take_session(Some("dev"), Some("other")));
+        let unchecked = Authenticator {
+            passwords: None,
+            ..with_file(true)
+        };
+        assert!(
+            unchecked.may_take_session(Some("dev"), Some("other")),
+            "without a password file usernames prove nothing"
+        );
     }
 
     #[test]
@@ -217,6 +254,7 @@ mod tests {
         let auth = Authenticator {
             passwords: None,
             allow_anonymous: true,
+            ..Authenticator::default()
         };
         assert_eq!(auth.check(Some("any"), Some(b"thing")), Verdict::Allowed);
         assert_eq!(auth.check(None, None), Verdict::Allowed);

@@ -18,6 +18,7 @@
 //! (shared subscriptions), `wills.rs`, `exactly_once.rs` (inbound QoS 2 across a crash),
 //! `persist.rs` with `persist/checkpoints.rs` (checkpoints), `recovery.rs`, `sys.rs`.
 
+mod access;
 mod exactly_once;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -46,7 +47,7 @@ use bytestring::ByteString;
 
 use crate::ownership::CoreId;
 use crate::protocol::{Packet, PacketId};
-use crate::session::state::{Change, QueueLimits};
+use crate::session::state::{Change, Messages, QueueLimits};
 use crate::session::{Message, Session};
 use crate::topic::{SharedFilter, SubscriptionTree};
 
@@ -133,6 +134,9 @@ pub(crate) struct Slot {
     pub sid: Option<u64>,
     /// The mark of the checkpoint that last looked at it (`persist::Run::mark`).
     pub checkpoint: u32,
+    /// The username of the connection that last took the session (`None`: it gave none):
+    /// whose ACL rules its deliveries follow, and who may take it over.
+    pub username: Option<Box<str>>,
 }
 
 /// Per-core counters, summed across cores for $SYS.
@@ -152,6 +156,10 @@ pub struct Counters {
     pub duplicates_skipped: u64,
     /// Filters of a SUBSCRIBE refused because the session held `max_subscriptions`.
     pub subscriptions_refused: u64,
+    /// Deliveries the ACL refused: a recipient that may not read the topic.
+    pub acl_denied: u64,
+    /// SUBSCRIBE filters and PUBLISHes the ACL refused.
+    pub acl_refused: u64,
 }
 
 pub struct Broker {
@@ -193,6 +201,8 @@ pub struct Broker {
     shares: share::Shares,
     /// Core 0: the latest figures of every core, for `$SYS`.
     sys: sys::SysBoard,
+    /// The ACL in force (`access`); `None`: no rules, everything allowed.
+    acl: Option<Arc<crate::auth::Acl>>,
 }
 
 impl Broker {
@@ -237,6 +247,7 @@ impl Broker {
             failing_records: 0,
             shares: share::Shares::new(cores),
             sys: sys::SysBoard::new(cores),
+            acl: None,
         }
     }
 
@@ -340,6 +351,7 @@ impl Broker {
             messages,
             journal,
             clock,
+            acl,
             ..
         } = self;
         let Some(slot) = sessions.get_mut(client_id) else {
@@ -351,16 +363,28 @@ impl Broker {
             journal: journal.as_ref(),
             clock: *clock,
         };
+        let readable = acl.as_deref().map(|acl| access::Readable {
+            messages: &lookup,
+            acl,
+            who: crate::auth::Who {
+                client_id,
+                username: slot.username.as_deref(),
+            },
+        });
+        let lookup: &dyn Messages = match &readable {
+            Some(readable) => readable,
+            None => &lookup,
+        };
         let mut released = None;
         match packet {
             Packet::PubAck(ack) | Packet::PubComp(ack) => {
                 slot.session
-                    .on_complete(ack.packet_id, &lookup, now, &mut out, &mut changes)
+                    .on_complete(ack.packet_id, lookup, now, &mut out, &mut changes)
             }
             Packet::PubRec(ack) => slot.session.on_pub_rec(
                 ack.packet_id,
                 ack.reason_code,
-                &lookup,
+                lookup,
                 now,
                 &mut out,
                 &mut changes,
@@ -395,6 +419,8 @@ impl Broker {
     }
 }
 
+#[cfg(test)]
+mod access_tests;
 #[cfg(test)]
 mod exactly_once_tests;
 #[cfg(test)]

@@ -240,6 +240,7 @@ impl Broker {
         now: Instant,
         effects: &mut Effects,
     ) {
+        self.keep_readers(&mut targets, &message.topic);
         if targets.is_empty() || message.expires_at.is_some_and(|at| at <= now) {
             return;
         }

@@ -252,6 +252,7 @@ impl Broker {
                 expiry,
                 offline_ms,
                 will,
+                username,
             } = rebuilt;
             let expiry = expiry.min(broker.policy.max_session_expiry);
             let offline_at = offline_ms.map_or(now, |ms| clock.instant(ms).min(now));
@@ -302,6 +303,7 @@ impl Broker {
                     expires_at: Some(expires_at),
                     sid: Some(sid),
                     checkpoint: 0,
+                    username: username.map(|name| Box::from(&*name)),
                 }),
             );
         }

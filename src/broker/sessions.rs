@@ -14,10 +14,13 @@ use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 
+use super::access::Readable;
 use super::journal::Record;
 use super::messages::Lookup;
 use super::{Broker, Effects, Slot};
+use crate::auth::Who;
 use crate::protocol::Packet;
+use crate::session::state::Messages;
 use crate::session::Session;
 
 impl Broker {
@@ -25,9 +28,24 @@ impl Broker {
     /// or `None` when the core already holds its maximum of sessions.
     /// `expiry` is the requested Session Expiry (3.1.1: 0 for Clean Session 1, the server
     /// maximum otherwise); it is capped by policy and the capped value returned.
+    /// The connection gives no username: see [`Broker::connect_as`].
     pub fn connect(
         &mut self,
         client_id: &ByteString,
+        clean_start: bool,
+        expiry: Duration,
+        receive_maximum: u16,
+        now: Instant,
+    ) -> Option<(bool, Duration, Vec<Packet>, Effects)> {
+        self.connect_as(client_id, None, clean_start, expiry, receive_maximum, now)
+    }
+
+    /// [`Broker::connect`] for a connection with `username` (`None`: it gave none), which
+    /// becomes the session's (see `access`).
+    pub fn connect_as(
+        &mut self,
+        client_id: &ByteString,
+        username: Option<&str>,
         clean_start: bool,
         expiry: Duration,
         receive_maximum: u16,
@@ -66,6 +84,7 @@ impl Broker {
                     expires_at: None,
                     sid,
                     checkpoint,
+                    username: None,
                 }),
             );
             if let Some(sid) = sid {
@@ -98,6 +117,8 @@ impl Broker {
                 None => {}
             }
         }
+        // What this connection's user may read decides what is resumed.
+        self.set_username(client_id, username);
         let mut resume = Vec::new();
         let mut changes = Vec::new();
         let Broker {
@@ -105,6 +126,7 @@ impl Broker {
             messages,
             journal,
             clock,
+            acl,
             ..
         } = self;
         let slot = sessions.get_mut(client_id)?;
@@ -114,8 +136,20 @@ impl Broker {
             journal: journal.as_ref(),
             clock: *clock,
         };
+        let readable = acl.as_deref().map(|acl| Readable {
+            messages: &lookup,
+            acl,
+            who: Who {
+                client_id,
+                username: slot.username.as_deref(),
+            },
+        });
+        let lookup: &dyn Messages = match &readable {
+            Some(readable) => readable,
+            None => &lookup,
+        };
         slot.session
-            .resume(receive_maximum, &lookup, now, &mut resume, &mut changes);
+            .resume(receive_maximum, lookup, now, &mut resume, &mut changes);
         self.settle(sid, &mut changes);
         self.share_presence(client_id, true, &mut effects);
         Some((present, expiry, resume, effects))

@@ -58,6 +58,17 @@ impl Broker {
                 reason_codes.push(ReasonCode::TOPIC_FILTER_INVALID);
                 continue;
             };
+            let readable = match &parsed {
+                ParsedFilter::Plain(filter) => self.may_subscribe(client_id, filter.as_str()),
+                ParsedFilter::Shared(shared) => {
+                    self.may_subscribe(client_id, shared.filter.as_str())
+                }
+            };
+            if !readable {
+                // 3.1.1 says 0x80 Failure (the encoder's mapping of every refusal).
+                reason_codes.push(ReasonCode::NOT_AUTHORIZED);
+                continue;
+            }
             if self.subscriptions_full(client_id, &raw) {
                 self.counters.subscriptions_refused += 1;
                 reason_codes.push(ReasonCode::QUOTA_EXCEEDED);

@@ -50,6 +50,15 @@ pub struct Args {
     /// address with no authentication unless this is true.
     #[arg(long)]
     pub allow_anonymous: Option<bool>,
+    /// Mosquitto ACL file: what each user may publish (write) and subscribe to or receive
+    /// (read). Without one, every client may do everything. Re-read on SIGHUP.
+    #[arg(long)]
+    pub acl_file: Option<PathBuf>,
+    /// With a password_file: a CONNECT whose username differs from the one that last took
+    /// the client id's session is refused (v5 0x87, 3.1.1 return code 5) rather than
+    /// taking it over or cleaning it. true or false.
+    #[arg(long)]
+    pub session_ownership: Option<bool>,
     /// Seconds an accepted connection may take to send its CONNECT.
     #[arg(long)]
     pub connect_timeout: Option<u64>,
@@ -149,6 +158,10 @@ impl Args {
             config.password_file = Some(v.clone());
         }
         config.allow_anonymous = self.allow_anonymous.or(config.allow_anonymous);
+        if let Some(v) = &self.acl_file {
+            config.acl_file = Some(v.clone());
+        }
+        config.session_ownership = self.session_ownership.unwrap_or(config.session_ownership);
         if let Some(v) = self.connect_timeout {
             config.connect_timeout = Duration::from_secs(v);
         }
@@ -214,7 +227,8 @@ impl Args {
     }
 }
 
-/// Each flag's default in the flag's own unit. `config` and `password_file` have none, and
+/// Each flag's default in the flag's own unit. `config`, `password_file` and `acl_file`
+/// have none, and
 /// `server_keep_alive` none to show (unset, the client's own keep alive is used).
 fn shown_defaults(d: &Config) -> Vec<(&'static str, String)> {
     vec![
@@ -226,6 +240,7 @@ fn shown_defaults(d: &Config) -> Vec<(&'static str, String)> {
             "allow_anonymous",
             "true on a loopback listen address without password_file, else false".into(),
         ),
+        ("session_ownership", d.session_ownership.to_string()),
         ("connect_timeout", d.connect_timeout.as_secs().to_string()),
         ("max_packet_size", d.max_packet_size.to_string()),
         ("receive_maximum", d.receive_maximum.to_string()),

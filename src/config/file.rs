@@ -19,6 +19,8 @@ pub(super) struct FileConfig {
     log: Option<String>,
     password_file: Option<PathBuf>,
     allow_anonymous: Option<bool>,
+    acl_file: Option<PathBuf>,
+    session_ownership: Option<bool>,
     connect_timeout: Option<u64>,
     max_packet_size: Option<u32>,
     server_keep_alive: Option<u16>,
@@ -66,6 +68,10 @@ impl FileConfig {
             config.password_file = Some(path.parent().map_or(v.clone(), |dir| dir.join(&v)));
         }
         config.allow_anonymous = file.allow_anonymous.or(config.allow_anonymous);
+        if let Some(v) = file.acl_file {
+            config.acl_file = Some(path.parent().map_or(v.clone(), |dir| dir.join(&v)));
+        }
+        config.session_ownership = file.session_ownership.unwrap_or(config.session_ownership);
         if let Some(v) = file.data_dir {
             config.data_dir = v;
         }

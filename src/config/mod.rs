@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::auth::{Authenticator, PasswordFile};
+use crate::auth::{Acl, Authenticator, PasswordFile};
 pub use crate::session::state::Overflow;
 pub use cli::Args;
 
@@ -66,6 +66,11 @@ pub struct Config {
     pub password_file: Option<PathBuf>,
     /// `allow_anonymous` as given; `None` takes the default (see [`Config::auth`]).
     pub allow_anonymous: Option<bool>,
+    /// A Mosquitto ACL file (`acl_file`), read into [`Authenticator::acl`].
+    pub acl_file: Option<PathBuf>,
+    /// Whether, with a password file, a session belongs to the username that last took
+    /// it (`session_ownership`; see [`Authenticator::owns`]).
+    pub session_ownership: bool,
     /// Who may connect, as these settings decide (the password file read at start and at
     /// each reload).
     pub auth: Arc<Authenticator>,
@@ -110,9 +115,13 @@ impl Default for Config {
             log: "info".to_string(),
             password_file: None,
             allow_anonymous: None,
+            acl_file: None,
+            session_ownership: true,
             auth: Arc::new(Authenticator {
                 passwords: None,
                 allow_anonymous: true,
+                acl: None,
+                session_ownership: true,
             }),
             connect_timeout: Duration::from_secs(10),
             max_packet_size: 1 << 20,
@@ -258,6 +267,7 @@ impl Config {
         config.auth = Arc::new(authenticator(&config).map_err(|(key, message)| {
             let from_flag = match key {
                 "password_file" => args.password_file.is_some(),
+                "acl_file" => args.acl_file.is_some(),
                 _ => args.allow_anonymous.is_some(),
             };
             bad(key, from_flag, message)
@@ -300,9 +310,17 @@ fn authenticator(config: &Config) -> Result<Authenticator, (&'static str, String
         }
         None => passwords.is_none(),
     };
+    let acl = match &config.acl_file {
+        Some(path) => Some(Arc::new(
+            Acl::load(path).map_err(|e| ("acl_file", e.to_string()))?,
+        )),
+        None => None,
+    };
     Ok(Authenticator {
         passwords,
         allow_anonymous,
+        acl,
+        session_ownership: config.session_ownership,
     })
 }
 

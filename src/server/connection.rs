@@ -28,7 +28,8 @@ use crate::auth::Verdict;
 use crate::ownership::{assign_client_id, owner_of, CoreId};
 use crate::protocol::{self, Connect, ReasonCode};
 use crate::session::connect::{claimed_level, refuse_malformed, Refusal};
-use crate::session::credentials::refuse_credentials;
+use crate::session::credentials::{refuse_credentials, refuse_session_of_another};
+use crate::session::link::Opening;
 use crate::session::{End, Link, Step};
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -195,6 +196,19 @@ async fn authenticated<S: Transport>(
     false
 }
 
+/// The refusal of a CONNECT that would take over (or clean) a session another user's
+/// connection took last (`Authenticator::may_take_session`).
+fn refuse_takeover(core: &Core, opening: &Opening) -> Option<Refusal> {
+    let connect = opening.connect();
+    let broker = core.broker.borrow();
+    let owner = broker.session_username(opening.client_id())?;
+    let username = connect.username.as_deref();
+    if core.authenticator().may_take_session(owner, username) {
+        return None;
+    }
+    Some(refuse_session_of_another(connect))
+}
+
 /// A reason code as operators read it in the logs (`0x93`).
 fn hex(code: ReasonCode) -> tracing::field::DisplayValue<String> {
     tracing::field::display(format!("0x{:02X}", code.0))
@@ -279,6 +293,15 @@ pub async fn serve<S: Transport>(
     };
     drop(client_id_sent);
     let client_id = opening.client_id().clone();
+    if let Some(refusal) = refuse_takeover(&core, &opening) {
+        tracing::info!(core = %core.id, client_id = %client_id, %peer, reason_code = %hex(refusal.reason_code), reason = %refusal.reason, "CONNECT refused");
+        core.stats
+            .connect_failures
+            .set(core.stats.connect_failures.get() + 1);
+        send_refusal(&mut stream, refusal).await;
+        linger(stream).await;
+        return;
+    }
     let span = tracing::info_span!("conn", client_id = %client_id, core = %core.id, %peer);
     async move {
         let (serial, control, previous) = core.register(&client_id);
@@ -403,6 +426,7 @@ async fn read_loop<S: Transport>(
     loop {
         // One clock read per read's worth of packets (it was 3% of a QoS 1 profile per packet).
         let now = Instant::now();
+        core.refresh_acl();
         {
             let mut engine = CoreEngine(core);
             while !link.is_ending() {

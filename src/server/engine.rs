@@ -21,15 +21,24 @@ impl Engine for CoreEngine<'_> {
     fn connect(
         &mut self,
         client_id: &ByteString,
+        username: Option<&str>,
         clean_start: bool,
         expiry: Duration,
         receive_maximum: u16,
         now: Instant,
     ) -> Option<(bool, Duration, Vec<Packet>, Effects)> {
-        self.0
-            .broker
-            .borrow_mut()
-            .connect(client_id, clean_start, expiry, receive_maximum, now)
+        self.0.broker.borrow_mut().connect_as(
+            client_id,
+            username,
+            clean_start,
+            expiry,
+            receive_maximum,
+            now,
+        )
+    }
+
+    fn may_publish(&mut self, client_id: &ByteString, topic: &str) -> bool {
+        self.0.broker.borrow_mut().may_publish(client_id, topic)
     }
 
     fn hold_will(&mut self, client_id: &ByteString, will: &Publish, delay_secs: u32) {

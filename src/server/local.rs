@@ -31,8 +31,8 @@ use crate::protocol::{Connect, Packet};
 use crate::session::state::QueueLimits;
 use crate::session::ConnectPolicy;
 
-/// Who may connect, shared by every core and replaced whole on SIGHUP.
-pub type SharedAuth = Arc<std::sync::RwLock<Arc<Authenticator>>>;
+/// Who may connect and what they may do, shared by every core and replaced whole on SIGHUP.
+pub type SharedAuth = Arc<super::auth_cell::AuthCell>;
 
 /// A message from one core to another.
 pub enum CoreMail {
@@ -185,6 +185,8 @@ pub struct Core {
     /// Whether this core's writers are behind, so that its readers wait (`egress`).
     pub egress: Rc<Egress>,
     auth: SharedAuth,
+    /// The generation of `auth` whose ACL the broker holds.
+    auth_seen: Cell<u64>,
     /// Passwords that checked lately on this core (`auth::CheckCache`).
     pub passed: RefCell<CheckCache>,
 }
@@ -210,6 +212,9 @@ impl Core {
             connack_debug_properties: config.connack_debug_properties,
         };
         let peers_len = peers.len();
+        let mut broker = broker;
+        let auth_seen = auth.generation();
+        broker.set_acl(auth.get().acl.clone());
         Core {
             id,
             cores: peers_len,
@@ -227,15 +232,23 @@ impl Core {
             refusals: RefCell::new(Refusals::new(peers_len)),
             egress: Egress::new(),
             auth,
+            auth_seen: Cell::new(auth_seen),
             passed: RefCell::new(CheckCache::new()),
         }
     }
 
     /// Who may connect, as of now.
     pub fn authenticator(&self) -> Arc<Authenticator> {
-        match self.auth.read() {
-            Ok(auth) => auth.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+        self.auth.get()
+    }
+
+    /// Gives the broker the ACL of a reload, once this core sees it.
+    pub fn refresh_acl(&self) {
+        let generation = self.auth.generation();
+        if generation != self.auth_seen.get() {
+            self.auth_seen.set(generation);
+            let acl = self.auth.get().acl.clone();
+            self.broker.borrow_mut().set_acl(acl);
         }
     }
 

@@ -123,6 +123,7 @@ pub async fn primary_loop(core: Rc<Core>, inbox: ConnectedReceiver<CoreMail>) {
                 // fills the channel, and the other core's readers wait on it.
                 core.egress.caught_up().await;
                 let now = std::time::Instant::now();
+                core.refresh_acl();
                 for msg in batch {
                     let effects = core.broker.borrow_mut().on_core_msg(msg, now);
                     core.relay(effects).await;
@@ -145,6 +146,7 @@ pub async fn relay_loop(core: Rc<Core>, inbox: ConnectedReceiver<CoreMail>) {
         match mail {
             CoreMail::Core(batch) => {
                 let now = std::time::Instant::now();
+                core.refresh_acl();
                 for msg in batch {
                     let effects = core.broker.borrow_mut().on_core_msg(msg, now);
                     core.deliver_here(effects);

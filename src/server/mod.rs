@@ -12,6 +12,7 @@
 
 #![allow(unsafe_code)] // Only in `handoff`, `listener` and `storage` (flock), each block with its SAFETY note.
 
+mod auth_cell;
 mod connection;
 mod egress;
 mod engine;
@@ -78,14 +79,12 @@ pub fn run(
     let hangup_handle = hangups.handle();
     // Who may connect: read by every core at each CONNECT, replaced whole on SIGHUP (a
     // password file that no longer reads keeps the old one: the reload fails as a whole).
-    let auth: local::SharedAuth = Arc::new(std::sync::RwLock::new(config.auth.clone()));
+    let auth: local::SharedAuth = Arc::new(auth_cell::AuthCell::new(config.auth.clone()));
     let mut reload = reload;
-    reload.on_reload("password_file", {
+    reload.on_reload("password_file/acl_file", {
         let auth = auth.clone();
         move |config| {
-            if let Ok(mut current) = auth.write() {
-                *current = config.auth.clone();
-            }
+            auth.replace(config.auth.clone());
         }
     });
     let reloader = std::thread::Builder::new()
@@ -293,6 +292,7 @@ fn report_stored(core: &Core, over_bound: &mut bool) {
 async fn expiry_loop(core: Rc<Core>) {
     loop {
         let now = std::time::Instant::now();
+        core.refresh_acl();
         let effects = core.broker.borrow_mut().expire(now);
         core.apply(effects).await;
         if core.broker.borrow().checkpoint_due() {

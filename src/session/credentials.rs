@@ -24,6 +24,20 @@ pub fn refuse_credentials(connect: &Connect, verdict: Verdict) -> Option<Refusal
             "a username is required (allow_anonymous is false)",
         ),
     };
+    Some(refusal(connect, reason_code, why))
+}
+
+/// The refusal of a CONNECT for a client id whose session another user's connection took
+/// last (Not authorized: v5 0x87, 3.1.1 return code 5).
+pub fn refuse_session_of_another(connect: &Connect) -> Refusal {
+    refusal(
+        connect,
+        ReasonCode::NOT_AUTHORIZED,
+        "the client id's session belongs to another user",
+    )
+}
+
+fn refusal(connect: &Connect, reason_code: ReasonCode, why: &'static str) -> Refusal {
     let mut conn_ack = ConnAck {
         session_present: false,
         reason_code,
@@ -34,7 +48,7 @@ pub fn refuse_credentials(connect: &Connect, verdict: Verdict) -> Option<Refusal
     }
     let mut refusal = Refusal::new(conn_ack, ClientLimits::of(connect));
     refusal.reason = why.to_string();
-    Some(refusal)
+    refusal
 }
 
 #[cfg(test)]

@@ -32,6 +32,10 @@ impl Record {
                 buf.put_u64_le(*expiry_secs);
             }
             Record::SessionOnline { sid } | Record::SessionEnd { sid } => buf.put_u64_le(*sid),
+            Record::SessionOwner { sid, username } => {
+                buf.put_u64_le(*sid);
+                put_username(buf, username.as_ref());
+            }
             Record::SessionOffline {
                 sid,
                 at_ms,
@@ -148,6 +152,11 @@ impl Record {
                 for id in &s.awaiting_release {
                     buf.put_u16_le(*id);
                 }
+                // Last, and left out when there is none: a SNAPSHOT written before the field
+                // existed reads the same.
+                if s.username.is_some() {
+                    put_username(buf, s.username.as_ref());
+                }
             }
             Record::CheckpointBegin {
                 id,
@@ -194,6 +203,10 @@ impl Record {
                 expiry_secs: r.u64()?,
             },
             kind::SESSION_END => Record::SessionEnd { sid: r.u64()? },
+            kind::SESSION_OWNER => Record::SessionOwner {
+                sid: r.u64()?,
+                username: r.username()?,
+            },
             kind::SUBSCRIBE => Record::Subscribe {
                 sid: r.u64()?,
                 filter: r.str()?,
@@ -294,6 +307,11 @@ impl Record {
                 for _ in 0..count {
                     awaiting_release.push(r.u16()?);
                 }
+                let username = if r.buf.is_empty() {
+                    None
+                } else {
+                    r.username()?
+                };
                 Record::Snapshot(Snapshot {
                     sid,
                     client_id,
@@ -302,6 +320,7 @@ impl Record {
                     subscriptions,
                     entries,
                     awaiting_release,
+                    username,
                 })
             }
             kind::CHECKPOINT_BEGIN => Record::CheckpointBegin {
@@ -406,6 +425,16 @@ fn put_str(buf: &mut BytesMut, s: &str) {
     buf.put_slice(s.as_bytes());
 }
 
+fn put_username(buf: &mut BytesMut, username: Option<&ByteString>) {
+    match username {
+        None => buf.put_u8(0),
+        Some(name) => {
+            buf.put_u8(1);
+            put_str(buf, name);
+        }
+    }
+}
+
 fn put_ids(buf: &mut BytesMut, ids: &[u32]) {
     buf.put_u8(ids.len().min(255) as u8);
     for id in ids.iter().take(255) {
@@ -447,6 +476,14 @@ impl Reader {
         let mut a = [0; 8];
         a.copy_from_slice(&b);
         Ok(u64::from_le_bytes(a))
+    }
+    /// A flag byte (0: none, 1: a username follows) and the username.
+    fn username(&mut self) -> Result<Option<ByteString>, JournalError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.str()?)),
+            _ => Err(JournalError::Malformed { kind: self.kind }),
+        }
     }
     fn str(&mut self) -> Result<ByteString, JournalError> {
         let n = self.u32()? as usize;

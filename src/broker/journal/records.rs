@@ -39,6 +39,7 @@ pub mod kind {
     pub const QOS2_ROUTING: u8 = 22;
     pub const ORIGINS: u8 = 23;
     pub const MESSAGE_AT: u8 = 24;
+    pub const SESSION_OWNER: u8 = 25;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +123,8 @@ pub struct Snapshot {
     pub subscriptions: Vec<(ByteString, SubscriptionOptions, u32)>,
     pub entries: Vec<SnapshotEntry>,
     pub awaiting_release: Vec<u16>,
+    /// The username of the connection that last took the session (`SESSION_OWNER`).
+    pub username: Option<ByteString>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +148,13 @@ pub enum Record {
     },
     SessionEnd {
         sid: u64,
+    },
+    /// The username of the connection that took the session, when it differs from the one
+    /// before (`None`: a connection without one): who may take the session over, and whose
+    /// ACL rules its deliveries follow.
+    SessionOwner {
+        sid: u64,
+        username: Option<ByteString>,
     },
     Subscribe {
         sid: u64,
@@ -233,6 +243,7 @@ impl Record {
             Record::SessionOnline { .. } => kind::SESSION_ONLINE,
             Record::SessionOffline { .. } => kind::SESSION_OFFLINE,
             Record::SessionEnd { .. } => kind::SESSION_END,
+            Record::SessionOwner { .. } => kind::SESSION_OWNER,
             Record::Subscribe { .. } => kind::SUBSCRIBE,
             Record::Unsubscribe { .. } => kind::UNSUBSCRIBE,
             Record::Message(_) => kind::MESSAGE,

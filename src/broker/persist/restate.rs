@@ -8,6 +8,8 @@
 
 use std::time::Instant;
 
+use bytestring::ByteString;
+
 use super::super::journal::{self, Record, Snapshot, SnapshotEntry};
 use super::super::messages::WallClock;
 use super::super::publish::publish_for_log;
@@ -18,7 +20,7 @@ use crate::store::{Position, StoreError};
 impl Broker {
     /// A session that had no expiry gets one (a takeover or reconnect with a Session
     /// Expiry): journal it whole, with the messages it holds.
-    pub(in crate::broker) fn promote(&mut self, client_id: &bytestring::ByteString, now: Instant) {
+    pub(in crate::broker) fn promote(&mut self, client_id: &ByteString, now: Instant) {
         let sid = self.next_sid;
         self.next_sid += 1;
         let Some(slot) = self.sessions.get_mut(client_id) else {
@@ -139,5 +141,6 @@ pub(super) fn snapshot_of(clock: WallClock, slot: &Slot, now: Instant) -> Snapsh
         subscriptions,
         entries,
         awaiting_release: session.awaiting_release_ids().collect(),
+        username: slot.username.as_deref().map(ByteString::from),
     }
 }

@@ -193,6 +193,7 @@ fn a_log_written_by_one_go_checkpoints_still_recovers() {
                 ids: vec![],
             }],
             awaiting_release: vec![],
+            username: None,
         }),
         Record::Will {
             sid: 1,

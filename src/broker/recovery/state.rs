@@ -26,6 +26,8 @@ pub(super) struct Rebuilt {
     pub(super) offline_ms: Option<u64>,
     /// The will in the log: Will Delay Interval and the will as a v5 PUBLISH.
     pub(super) will: Option<(u32, Bytes)>,
+    /// The username of the connection that last took it (SESSION_OWNER).
+    pub(super) username: Option<ByteString>,
 }
 
 #[derive(Default)]
@@ -71,6 +73,7 @@ impl State {
                         expiry: Duration::from_secs(expiry_secs),
                         offline_ms: None,
                         will: None,
+                        username: None,
                     },
                 );
             }
@@ -122,6 +125,11 @@ impl State {
                 }
             }
             Record::SessionEnd { sid } => state.end(sid),
+            Record::SessionOwner { sid, username } => {
+                if let Some(s) = state.sessions.get_mut(&sid) {
+                    s.username = username;
+                }
+            }
             Record::Subscribe {
                 sid,
                 filter,
@@ -252,6 +260,7 @@ impl State {
                     expiry: Duration::from_secs(s.expiry_secs),
                     offline_ms: (s.offline_ms != 0).then_some(s.offline_ms),
                     will: None,
+                    username: s.username,
                 };
                 // A snapshot of a session held already replaces it (its new references
                 // were taken above, before the old ones go); its will stays.

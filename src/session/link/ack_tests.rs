@@ -221,3 +221,40 @@ fn acks_of_a_read_are_released_even_when_a_later_packet_ends_it() {
     );
     assert_eq!(violation(&mut link).0, ReasonCode::PROTOCOL_ERROR);
 }
+
+/// A PUBLISH the ACL refuses goes nowhere: v5 is told 0x87 at QoS 1 and 2 (no QoS 2 state
+/// is kept), 3.1.1 gets its plain acknowledgement, QoS 0 is dropped.
+#[test]
+fn a_publish_the_acl_refuses_is_acknowledged_and_dropped() {
+    for (version, code) in [
+        (ProtocolVersion::V5, ReasonCode::NOT_AUTHORIZED),
+        (ProtocolVersion::V3_1_1, ReasonCode::SUCCESS),
+    ] {
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let mut engine = Fake {
+                denied: Some("a"),
+                ..Fake::default()
+            };
+            let mut link = link(version, &mut engine);
+            let mut steps = read(
+                &mut link,
+                &mut engine,
+                vec![publish("a", qos, None)],
+                Instant::now(),
+            );
+            link.release(&mut engine);
+            steps.extend(poll_all(&mut link));
+            let expected: &[_] = match qos {
+                QoS::AtMostOnce => &[],
+                _ => &[(id(), code)],
+            };
+            assert_eq!(sent_acks(&steps), expected, "{version:?} {qos:?}");
+            assert!(
+                !engine.calls.iter().any(|c| c.starts_with("publish")),
+                "{:?}",
+                engine.calls
+            );
+            assert_eq!(engine.awaiting, 0, "no QoS 2 state kept");
+        }
+    }
+}

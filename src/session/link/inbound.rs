@@ -32,6 +32,18 @@ impl Link {
             ));
         }
         let (qos, packet_id) = (publish.qos, publish.packet_id);
+        if !engine.may_publish(&self.client_id, &publish.topic) {
+            // As Mosquitto does: v5 is told (0x87), 3.1.1 cannot be and gets its plain
+            // acknowledgement; the message goes nowhere, and no QoS 2 state is kept.
+            if let Some(id) = packet_id {
+                let code = match self.version.is_v5() {
+                    true => ReasonCode::NOT_AUTHORIZED,
+                    false => ReasonCode::SUCCESS,
+                };
+                self.acks.push(ack_packet(qos, state::ack(id, code)));
+            }
+            return Ok(());
+        }
         if qos != QoS::AtMostOnce && self.refusals_before.is_none() {
             self.refusals_before = Some(engine.refusals());
         }

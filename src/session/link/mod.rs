@@ -21,6 +21,8 @@
 mod ack_tests;
 mod checks;
 mod close;
+#[cfg(test)]
+mod fake;
 mod fit;
 mod inbound;
 mod open;
@@ -47,10 +49,12 @@ pub use open::{Opening, Refusal, Started};
 /// driver implements it over its core's engine, store gate and refusal figures). A call
 /// never waits: what must wait comes out as a [`Step`].
 pub trait Engine {
-    #[allow(clippy::type_complexity)]
+    /// `username`: the connection's, which becomes the session's.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn connect(
         &mut self,
         client_id: &ByteString,
+        username: Option<&str>,
         clean_start: bool,
         expiry: Duration,
         receive_maximum: u16,
@@ -59,6 +63,8 @@ pub trait Engine {
     fn hold_will(&mut self, client_id: &ByteString, will: &Publish, delay_secs: u32);
     fn schedule_will(&mut self, client_id: &ByteString, will: Publish, at: Instant);
     fn drop_will(&mut self, client_id: &ByteString);
+    /// Whether the ACL lets the session publish to `topic` (a refusal is counted).
+    fn may_publish(&mut self, client_id: &ByteString, topic: &str) -> bool;
     fn publish(&mut self, client_id: &ByteString, publish: Publish, now: Instant) -> Effects;
     fn publish_exactly_once(
         &mut self,

@@ -98,6 +98,10 @@ impl Opening {
         self.connect.protocol
     }
 
+    pub fn connect(&self) -> &Connect {
+        &self.connect
+    }
+
     pub fn clean_start(&self) -> bool {
         self.connect.clean_start
     }
@@ -123,6 +127,7 @@ impl Opening {
             .min(self.max_inflight_messages);
         let connected = engine.connect(
             client_id,
+            connect.username.as_deref(),
             connect.clean_start,
             requested,
             receive_maximum,
