@@ -222,3 +222,37 @@ def test_a_bad_acl_file_is_an_error_naming_the_file_and_line(tmp_path):
     proc = run_berth("--acl-file", str(path), "--cores", "1", "--data-dir", str(tmp_path / "d"))
     assert proc.returncode == 2
     assert f"acl_file {path} line 2" in proc.stderr, proc.stderr
+
+
+def test_the_first_session_of_the_readme_with_authentication_on(start_broker, files, tmp_path):
+    """README's first session (mosquitto_sub as a persistent session, messages queued while it
+    is away, kill -9, both delivered in order) with a password file and an ACL: the device may
+    read only its own command topic, and another user cannot take its client id."""
+    import shutil
+    import subprocess
+    sub_bin, pub_bin = shutil.which("mosquitto_sub"), shutil.which("mosquitto_pub")
+    assert sub_bin and pub_bin, "mosquitto-clients missing; tests/run-all.sh installs them"
+    pw, acl = files
+    berth_passwd("-b", pw, "sensor-7", "s7")
+    data = str(tmp_path / "data")
+    flags = ("--password-file", pw, "--acl-file", str(acl))
+    broker = start_broker(*flags, data_dir=data)
+
+    def sub(user: str, password: str, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sub_bin, "-h", broker.host, "-p", str(broker.port), "-i", "sensor-7", "-c",
+                               "-q", "1", "-t", "cmd/sensor-7", "-v", "-u", user, "-P", password, *extra],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+
+    first = sub("sensor-7", "s7", "-W", "1", "-d")
+    assert "received SUBACK" in first.stdout and "Subscribed (mid: 1): 1" in first.stdout, first.stdout
+    for message in ("reboot", "update 1.4.2"):
+        pub = subprocess.run([pub_bin, "-h", broker.host, "-p", str(broker.port), "-q", "1", "-t", "cmd/sensor-7",
+                              "-m", message, "-u", "admin", "-P", "x"],
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+        assert pub.returncode == 0, pub.stderr
+    assert broker.stop(signal.SIGKILL) == -signal.SIGKILL
+    broker = start_broker(*flags, data_dir=data)
+    thief = sub("bob", "b", "-C", "1", "-W", "5")
+    assert thief.returncode != 0 and "not authori" in (thief.stdout + thief.stderr).lower(), thief
+    back = sub("sensor-7", "s7", "-C", "2", "-W", "10")
+    assert back.stdout.splitlines() == ["cmd/sensor-7 reboot", "cmd/sensor-7 update 1.4.2"], back
