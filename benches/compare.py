@@ -15,7 +15,8 @@ across the run, its peak RSS (VmHWM from /proc/PID/status) and its peak RssAnon 
 (sampled every 100 ms), and stops it. Prints one table with each broker's numbers and their
 ratio to Mosquitto's (with --markdown: one table per scenario in BENCHMARKS.md's format, berth
 first and its ratio to each other broker), and writes every loadgen JSON plus results.json
-(with the date, machine and commands of the run) into --out.
+(with the date, machine and commands of the run) into --out, and per scenario an SVG of
+every broker's latency percentile curve on one scale (`berth-loadgen plot`).
 
 Fairness: every broker gets the same client load; queue and inflight limits are raised where a
 default would cut the scenario short (see the config functions below). Mosquitto runs with
@@ -235,6 +236,7 @@ def run_one(tools, broker: str, name: str, args: list[str], out: str, limit: flo
         peaks = RssPeaks(proc.pid)
         json_path = os.path.join(out, f"{name}-{broker}.json")
         cmd = [tools["loadgen"], *args, "--port", str(port), "--broker-pid", str(proc.pid),
+               "--broker-name", broker,
                "--json", json_path, "--hgrm", os.path.join(out, "hgrm", f"{name}-{broker}")]
         print(f"\n### {name} on {broker}: {' '.join(cmd)}", flush=True)
         started = time.time()
@@ -424,6 +426,14 @@ def markdown(results: dict, meta: dict) -> str:
     return "\n".join(out)
 
 
+def overlay(tools, name: str, brokers: list[str], out: str) -> None:
+    """Every broker's latency curve of one scenario in one SVG on one scale (NAME.svg)."""
+    runs = [p for p in (os.path.join(out, f"{name}-{b}.json") for b in brokers) if os.path.exists(p)]
+    if runs:
+        subprocess.run([tools["loadgen"], "plot", *runs, "--out", os.path.join(out, f"{name}.svg")],
+                       check=False)
+
+
 def load_results(path: str) -> tuple[dict, dict]:
     """(results, meta) from a results.json; files from before the meta was kept have none."""
     with open(path) as f:
@@ -492,6 +502,7 @@ def main() -> int:
             meta["loadavg_after"] = os.getloadavg()
             with open(os.path.join(opts.out, "results.json"), "w") as f:
                 json.dump({"meta": meta, "results": results}, f, indent=1)
+        overlay(tools, name, brokers, opts.out)
     print()
     print(f"load average before the table: {os.getloadavg()}")
     text = table(results, brokers)

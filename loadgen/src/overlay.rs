@@ -85,8 +85,9 @@ pub fn overlay(args: &Args) -> anyhow::Result<String> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut curves: Vec<Curve> = runs.iter().map(|r| r.curve.clone()).collect();
     // Two runs of one broker: tell them apart by file name.
+    let labels: Vec<String> = curves.iter().map(|c| c.label.clone()).collect();
     for i in 0..curves.len() {
-        if curves.iter().filter(|c| c.label == curves[i].label).count() > 1 {
+        if labels.iter().filter(|l| **l == labels[i]).count() > 1 {
             let stem = args.runs[i]
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned());
@@ -163,6 +164,25 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 2);
         assert!(svg.contains(">600<"), "{svg}");
         assert!(!svg.contains("coincide"));
+    }
+
+    #[test]
+    fn runs_of_one_broker_are_told_apart_by_file_name() {
+        let dir = std::env::temp_dir().join(format!("lg-overlay-same-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("b")).unwrap();
+        let first = run_file(&dir, "berth", 10);
+        let second = run_file(&dir.join("b"), "berth", 20);
+        let renamed = dir.join("b").join("later.json");
+        std::fs::rename(&second, &renamed).unwrap();
+        let args = Args {
+            runs: vec![first, renamed],
+            out: dir.join("o.svg"),
+            latency: None,
+        };
+        let svg = overlay(&args).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(svg.contains("berth (berth) (n=2000)"), "{svg}");
+        assert!(svg.contains("berth (later) (n=2000)"), "{svg}");
     }
 
     #[test]
