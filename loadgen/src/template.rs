@@ -62,6 +62,12 @@ impl Template {
         self.parts.contains(&Part::ClientId)
     }
 
+    /// Whether the template names the client prefix, which differs between processes unless
+    /// --client-prefix is given.
+    pub fn uses_prefix(&self) -> bool {
+        self.parts.contains(&Part::Prefix)
+    }
+
     pub fn expand(&self, index: usize, client_id: &str, prefix: &str) -> String {
         let mut out = String::new();
         for part in &self.parts {
@@ -91,10 +97,10 @@ mod tests {
     fn expands_index_client_id_prefix_and_percent() {
         let t = Template::parse("%p/dev/%i/%c/100%%").unwrap();
         assert_eq!(t.expand(7, "lg-pub-7", "lg"), "lg/dev/7/lg-pub-7/100%");
-        assert!(t.uses_client_id());
+        assert!(t.uses_client_id() && t.uses_prefix());
         let plain = Template::parse("plain/topic").unwrap();
         assert_eq!(plain.expand(3, "x", "y"), "plain/topic");
-        assert!(!plain.uses_client_id());
+        assert!(!plain.uses_client_id() && !plain.uses_prefix());
     }
 
     #[test]

@@ -197,6 +197,14 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
         nofile,
     )?;
     let (topic, filter) = args.names()?;
+    anyhow::ensure!(
+        args.role == Role::Both
+            || args.common.client_prefix.is_some()
+            || !(topic.uses_prefix() || filter.as_ref().is_some_and(Template::uses_prefix)),
+        "--role {} needs --client-prefix, the same in the pub and the sub process (the \
+         topics name it with %p, and the default prefix is unique per process)",
+        if args.role == Role::Pub { "pub" } else { "sub" }
+    );
     let target = Arc::new(args.common.target()?);
     target.probe().await?;
     let mut report = Report::new(
