@@ -196,10 +196,12 @@ pub fn coinciding(curves: &[Curve]) -> Vec<Vec<usize>> {
     groups
 }
 
-const W: f64 = 900.0;
+const W: f64 = 920.0;
 const H: f64 = 500.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 260.0;
+const RIGHT: f64 = 280.0;
+/// Characters of a legend line at 12 px before it wraps, to stay inside the picture.
+const LEGEND_CHARS: usize = 36;
 const TOP: f64 = 56.0;
 const BOTTOM: f64 = 50.0;
 const COLOURS: [&str; 8] = [
@@ -291,28 +293,56 @@ pub fn svg(title: &str, curves: &[Curve]) -> String {
         legend_y += 16.0;
         let _ = writeln!(
             s,
-            "<line x1=\"{}\" y1=\"{legend_y}\" x2=\"{}\" y2=\"{legend_y}\" stroke=\"{colour}\" stroke-width=\"3\"/>\
-             <text x=\"{}\" y=\"{}\">{} (n={})</text>",
+            "<line x1=\"{}\" y1=\"{legend_y}\" x2=\"{}\" y2=\"{legend_y}\" stroke=\"{colour}\" stroke-width=\"3\"/>",
             W - RIGHT + 10.0,
             W - RIGHT + 30.0,
-            W - RIGHT + 35.0,
-            legend_y + 4.0,
-            escape(&c.label),
-            c.count
         );
+        let label = format!("{} (n={})", c.label, c.count);
+        for (k, line) in wrap(&label, LEGEND_CHARS).iter().enumerate() {
+            if k > 0 {
+                legend_y += 14.0;
+            }
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{}">{}</text>"#,
+                W - RIGHT + 35.0,
+                legend_y + 4.0,
+                escape(line)
+            );
+        }
     }
     for group in coinciding(curves) {
-        legend_y += 20.0;
+        legend_y += 8.0;
         let names: Vec<&str> = group.iter().map(|&i| curves[i].label.as_str()).collect();
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{legend_y}" font-style="italic">{} coincide (within 1%)</text>"#,
-            W - RIGHT + 10.0,
-            escape(&names.join(" = "))
-        );
+        let note = format!("{} coincide (within 1%)", names.join(" = "));
+        for line in wrap(&note, LEGEND_CHARS + 4) {
+            legend_y += 14.0;
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{legend_y}" font-style="italic">{}</text>"#,
+                W - RIGHT + 10.0,
+                escape(&line)
+            );
+        }
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// Splits `text` at spaces into lines of at most `width` characters (a longer word stays
+/// whole on its own line).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split(' ') {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + 1 + word.chars().count() <= width => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_string()),
+        }
+    }
+    lines
 }
 
 fn escape(text: &str) -> String {
@@ -385,5 +415,18 @@ mod tests {
         assert!(coinciding(&[a.clone(), c.clone()]).is_empty());
         let svg = svg("t", &[a, b, c]);
         assert!(svg.contains("a = b coincide"), "{svg}");
+    }
+
+    #[test]
+    fn legend_lines_wrap_at_spaces() {
+        assert_eq!(
+            wrap("storm_connack = first_message = resume coincide", 20),
+            vec!["storm_connack =", "first_message =", "resume coincide"]
+        );
+        assert_eq!(wrap("short", 20), vec!["short"]);
+        assert_eq!(
+            wrap("averyveryverylongword x", 5),
+            vec!["averyveryverylongword", "x"]
+        );
     }
 }
