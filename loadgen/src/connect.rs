@@ -187,6 +187,7 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
         summary["broker_anon_rss_kib_loaded"] = json!(loaded.anon_kib);
         summary["broker_anon_bytes_per_connection"] =
             json!(anon as f64 * 1024.0 / ok.max(1) as f64);
+        summary["broker_file_rss_kib_loaded"] = json!(loaded.file_kib);
         if let Some(end) = broker_held_end {
             summary["broker_rss_kib_end_of_hold"] = json!(end.rss_kib);
         }

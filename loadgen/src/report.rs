@@ -91,6 +91,8 @@ pub struct BrokerSample {
     pub rss_kib: u64,
     /// Anonymous pages only: VmRSS also counts mapped file pages (berth maps its log).
     pub anon_kib: u64,
+    /// Mapped file pages (RssFile), quoted beside the anonymous ones.
+    pub file_kib: u64,
     pub hwm_kib: u64,
 }
 
@@ -116,6 +118,7 @@ pub fn broker_sample(pid: u32) -> Option<BrokerSample> {
         cpu_s: (utime + stime) / ticks,
         rss_kib: kib("VmRSS:"),
         anon_kib: kib("RssAnon:"),
+        file_kib: kib("RssFile:"),
         hwm_kib: kib("VmHWM:"),
     })
 }
@@ -293,6 +296,7 @@ impl Report {
                         "pid": pid, "cpu_s": after.cpu_s - before.cpu_s,
                         "rss_kib_before": before.rss_kib, "rss_kib_after": after.rss_kib,
                         "anon_rss_kib_before": before.anon_kib, "anon_rss_kib_after": after.anon_kib,
+                        "file_rss_kib_before": before.file_kib, "file_rss_kib_after": after.file_kib,
                         "peak_rss_kib": after.hwm_kib,
                     }),
                 );
