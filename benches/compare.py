@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
 """Side-by-side comparison: berth, Mosquitto and rumqttd under the same berth-loadgen scenarios.
 
-    python3 benches/compare.py                  # the issue's target scale
+    python3 benches/compare.py                  # full scale
     python3 benches/compare.py --scale 0.1      # a tenth of every count, for a quick look
     python3 benches/compare.py --brokers berth,mosquitto --scenarios resume
+    python3 benches/compare.py --scenarios qos1-pairs --markdown   # BENCHMARKS.md's format
+    python3 benches/compare.py --markdown-from target/compare/results.json   # no new run
 
 Installs what is missing (Debian's `mosquitto`; `cargo install rumqttd` into
 target/rumqttd-install), builds berth and berth-loadgen in release mode, then for every
 scenario and every broker: starts the broker fresh (new data directory, free port), runs
 berth-loadgen against it, samples the broker's CPU seconds (utime + stime from /proc/PID/stat)
-across the run and its peak RSS (VmHWM from /proc/PID/status), and stops it. Prints one table
-with each broker's numbers and their ratio to Mosquitto's, and writes every loadgen JSON plus
-results.json into --out.
+across the run, its peak RSS (VmHWM from /proc/PID/status) and its peak RssAnon and RssFile
+(sampled every 100 ms), and stops it. Prints one table with each broker's numbers and their
+ratio to Mosquitto's (with --markdown: one table per scenario in BENCHMARKS.md's format, berth
+first and its ratio to each other broker), and writes every loadgen JSON plus results.json
+(with the date, machine and commands of the run) into --out, and per scenario an SVG of
+every broker's latency percentile curve on one scale (`berth-loadgen plot`).
 
 Fairness: every broker gets the same client load; queue and inflight limits are raised where a
 default would cut the scenario short (see the config functions below). Mosquitto runs with
@@ -78,7 +83,7 @@ def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=True, **kw)
 
 
-def ensure_tools(brokers: list[str]) -> dict[str, str]:
+def ensure_tools(brokers: list[str], profile: str = "release") -> dict[str, str]:
     if not (shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto")):
         sh(["apt-get", "update", "-q"])
         sh(["apt-get", "install", "-y", "-q", "--no-install-recommends", "mosquitto"])
@@ -87,12 +92,13 @@ def ensure_tools(brokers: list[str]) -> dict[str, str]:
     if "rumqttd" in brokers and not os.path.exists(rumqttd):
         sh(["cargo", "install", "rumqttd", "--version", "0.20.0", "--root", RUMQTTD_ROOT,
             "--target-dir", os.path.join(TARGET, "rumqttd-build")])
-    sh(["cargo", "build", "--release", "-p", "berth", "-p", "berth-loadgen"], cwd=REPO)
+    sh(["cargo", "build", *(["--release"] if profile == "release" else []), "-p", "berth", "-p",
+        "berth-loadgen"], cwd=REPO)
     return {
         "mosquitto": shutil.which("mosquitto") or "/usr/sbin/mosquitto",
         "rumqttd": rumqttd,
-        "berth": os.path.join(TARGET, "release", "berth"),
-        "loadgen": os.path.join(TARGET, "release", "berth-loadgen"),
+        "berth": os.path.join(TARGET, profile, "berth"),
+        "loadgen": os.path.join(TARGET, profile, "berth-loadgen"),
     }
 
 
@@ -163,41 +169,45 @@ def berth_argv(tools, port: int, work: str) -> list[str]:
 ARGV = {"mosquitto": mosquitto_argv, "rumqttd": rumqttd_argv, "berth": berth_argv}
 
 
-def proc_sample(pid: int) -> tuple[float, int, int]:
-    """(CPU seconds, peak RSS KiB, current anonymous RSS KiB) of a process."""
+def proc_sample(pid: int) -> tuple[float, int, int, int]:
+    """(CPU seconds, peak RSS KiB, current RssAnon KiB, current RssFile KiB) of a process."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    hwm = anon = 0
+    hwm = anon = file = 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
                 hwm = int(line.split()[1])
             elif line.startswith("RssAnon:"):
                 anon = int(line.split()[1])
-    return cpu, hwm, anon
+            elif line.startswith("RssFile:"):
+                file = int(line.split()[1])
+    return cpu, hwm, anon, file
 
 
-class AnonPeak(threading.Thread):
-    """Samples RssAnon every 100 ms: VmHWM also counts file pages (berth maps its log), so the
-    anonymous peak is the number comparable across brokers."""
+class RssPeaks(threading.Thread):
+    """Samples RssAnon and RssFile every 100 ms: VmHWM also counts file pages (berth maps its
+    log), so the anonymous peak is the number comparable across brokers, and the file peak is
+    quoted beside it."""
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
-        self.pid, self.peak, self.done = pid, 0, threading.Event()
+        self.pid, self.anon, self.file, self.done = pid, 0, 0, threading.Event()
         self.start()
 
     def run(self):
         while not self.done.wait(0.1):
             try:
-                self.peak = max(self.peak, proc_sample(self.pid)[2])
+                _, _, anon, file = proc_sample(self.pid)
             except (OSError, IndexError, ValueError):
                 return
+            self.anon, self.file = max(self.anon, anon), max(self.file, file)
 
-    def stop(self) -> int:
+    def stop(self) -> tuple[int, int]:
         self.done.set()
         self.join()
-        return self.peak
+        return self.anon, self.file
 
 
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -222,10 +232,11 @@ def run_one(tools, broker: str, name: str, args: list[str], out: str, limit: flo
     try:
         wait_port(port, proc)
         time.sleep(0.5)
-        cpu0, _, _ = proc_sample(proc.pid)
-        anon = AnonPeak(proc.pid)
+        cpu0 = proc_sample(proc.pid)[0]
+        peaks = RssPeaks(proc.pid)
         json_path = os.path.join(out, f"{name}-{broker}.json")
         cmd = [tools["loadgen"], *args, "--port", str(port), "--broker-pid", str(proc.pid),
+               "--broker-name", broker,
                "--json", json_path, "--hgrm", os.path.join(out, "hgrm", f"{name}-{broker}")]
         print(f"\n### {name} on {broker}: {' '.join(cmd)}", flush=True)
         started = time.time()
@@ -239,11 +250,11 @@ def run_one(tools, broker: str, name: str, args: list[str], out: str, limit: flo
         wall = time.time() - started
         print(text[-4000:], flush=True)
         alive = proc.poll() is None
-        anon_peak = anon.stop()
-        cpu1, hwm, _ = proc_sample(proc.pid) if alive else (cpu0, 0, 0)
+        anon_peak, file_peak = peaks.stop()
+        cpu1, hwm, _, _ = proc_sample(proc.pid) if alive else (cpu0, 0, 0, 0)
         result = json.load(open(json_path)) if os.path.exists(json_path) else {}
         result["_compare"] = {"broker_cpu_s": cpu1 - cpu0, "broker_peak_rss_kib": hwm,
-                              "broker_peak_anon_kib": anon_peak,
+                              "broker_peak_anon_kib": anon_peak, "broker_peak_file_kib": file_peak,
                               "loadgen_rc": rc, "wall_s": wall, "broker_alive": alive}
         return result
     finally:
@@ -272,6 +283,7 @@ def metrics(name: str, r: dict) -> list[tuple[str, float | None, str]]:
     """(label, value, 'lower' or 'higher' is better) rows for one scenario's result."""
     c = r.get("_compare", {})
     cpu, rss, anon = c.get("broker_cpu_s"), c.get("broker_peak_rss_kib"), c.get("broker_peak_anon_kib")
+    file = c.get("broker_peak_file_kib")
     rows = []
     kind = r.get("scenario") or KIND.get(name)
     if kind == "resume":
@@ -315,8 +327,9 @@ def metrics(name: str, r: dict) -> list[tuple[str, float | None, str]]:
         ("loadgen run", {0: "ok", 1: "errors counted", None: None}.get(c.get("loadgen_rc"), "stopped"),
          "-"),
         ("broker CPU s", cpu, "lower"),
-        ("broker peak RSS MiB", None if rss is None else rss / 1024.0, "lower"),
-        ("broker peak anonymous RSS MiB", None if anon is None else anon / 1024.0, "lower"),
+        ("broker peak RSS (VmHWM) MiB", None if rss is None else rss / 1024.0, "lower"),
+        ("broker peak RssAnon MiB", None if anon is None else anon / 1024.0, "lower"),
+        ("broker peak RssFile MiB", None if file is None else file / 1024.0, "lower"),
         ("loadgen CPU (cores busy)", r.get("loadgen_cpu", {}).get("cores_busy"), "lower"),
         ("errors counted", r.get("errors", {}).get("total"), "lower"),
     ]
@@ -356,37 +369,150 @@ def table(results: dict, brokers: list[str]) -> str:
     return "\n".join(lines)
 
 
+NAMES = {"berth": "berth", "mosquitto": "Mosquitto", "rumqttd": "rumqttd"}
+
+
+def machine() -> str:
+    """The machine in a few words: CPU model, cores, memory, kernel."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            mem_kib = int(f.readline().split()[1])
+    except (OSError, ValueError, IndexError):
+        mem_kib = 0
+    return (f"{model}, {os.cpu_count()} CPUs, {mem_kib / 2**20:.0f} GiB RAM, "
+            f"kernel {os.uname().release}")
+
+
+def markdown(results: dict, meta: dict) -> str:
+    """One section per scenario in BENCHMARKS.md's format: the load, the run (command, date,
+    machine, load average), and a table with berth first and berth's ratio to each other
+    broker. Caveats are for a person to write under it."""
+    out = []
+    for name, per in results.items():
+        brokers = [b for b in ("berth", "mosquitto", "rumqttd") if b in per]
+        others = [b for b in brokers if b != "berth" and "berth" in per]
+        load = " ".join(meta.get("scenarios", {}).get(name, []))
+        out += [f"### {name}", ""]
+        if load:
+            out.append(f"Load: `berth-loadgen {load}`")
+        before, after = meta.get("loadavg_before"), meta.get("loadavg_after")
+        loads = ""
+        if before and after:
+            loads = f", load average {before[0]:.1f} before and {after[0]:.1f} after"
+        out.append(f"Run: `{meta.get('command', 'python3 benches/compare.py')}`, "
+                   f"{meta.get('date', 'date not recorded')}, {meta.get('machine', 'machine not recorded')}"
+                   f"{loads}.")
+        out.append("")
+        head = ["figure"] + [NAMES[b] for b in brokers] + [f"berth / {NAMES[b]}" for b in others]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|---|" + "---:|" * (len(head) - 1))
+        rows = {b: metrics(name, per[b]) for b in brokers}
+        labels = max((r for r in rows.values()), key=len)
+        for label, _, _ in labels:
+            vals = {b: dict((lab, v) for lab, v, _ in rows[b]).get(label) for b in brokers}
+            cells = [fmt(vals[b]) for b in brokers]
+            for b in others:
+                m, v = vals[b], vals["berth"]
+                numeric = all(isinstance(x, (int, float)) for x in (m, v))
+                cells.append(f"{v / m:.2f}x" if numeric and m else "-")
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def overlay(tools, name: str, brokers: list[str], out: str) -> None:
+    """Every broker's latency curve of one scenario in one SVG on one scale (NAME.svg)."""
+    runs = [p for p in (os.path.join(out, f"{name}-{b}.json") for b in brokers) if os.path.exists(p)]
+    if runs:
+        subprocess.run([tools["loadgen"], "plot", *runs, "--out", os.path.join(out, f"{name}.svg")],
+                       check=False)
+
+
+def load_results(path: str) -> tuple[dict, dict]:
+    """(results, meta) from a results.json; files from before the meta was kept have none."""
+    with open(path) as f:
+        doc = json.load(f)
+    if isinstance(doc.get("results"), dict):
+        return doc["results"], doc.get("meta", {})
+    return doc, {}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply every count (default 1: the issue's targets)")
-    ap.add_argument("--brokers", default=",".join(BROKERS))
-    ap.add_argument("--scenarios", default="resume,offline-publish,qos1-pairs,qos0-fan-out,idle-sessions")
-    ap.add_argument("--out", default=os.path.join(TARGET, "compare"))
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply every count of connections, sessions and pairs (default 1: full scale)")
+    ap.add_argument("--duration", type=float,
+                    help="seconds of publishing in the throughput scenarios (default: each scenario's 10)")
+    ap.add_argument("--brokers", default=",".join(BROKERS), help="comma-separated, in column order")
+    ap.add_argument("--scenarios", default="resume,offline-publish,qos1-pairs,qos0-fan-out,idle-sessions",
+                    help="comma-separated; all: " + ",".join(scenarios(1.0)))
+    ap.add_argument("--out", default=os.path.join(TARGET, "compare"),
+                    help="directory for the loadgen JSON files, results.json and table.md")
     ap.add_argument("--run-timeout", type=float, default=900,
                     help="seconds one loadgen run may take before it is stopped and marked so")
+    ap.add_argument("--markdown", action="store_true",
+                    help="print one table per scenario in BENCHMARKS.md's format (also written to "
+                         "scenarios.md in --out)")
+    ap.add_argument("--markdown-from", metavar="RESULTS_JSON",
+                    help="print the --markdown tables of a saved results.json and run nothing")
+    ap.add_argument("--debug-build", action="store_true",
+                    help="use debug builds of berth and berth-loadgen: a quick check of the script "
+                         "itself, whose figures are not comparable")
     opts = ap.parse_args()
 
+    if opts.markdown_from:
+        results, meta = load_results(opts.markdown_from)
+        print(markdown(results, meta))
+        return 0
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # brokers inherit it
     brokers = [b for b in opts.brokers.split(",") if b]
-    tools = ensure_tools(brokers)
+    all_scenarios = scenarios(opts.scale)
+    names = [n for n in opts.scenarios.split(",") if n]
+    unknown = [n for n in names if n not in all_scenarios]
+    if unknown:
+        ap.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(all_scenarios)}")
+    if opts.duration is not None:
+        for args in all_scenarios.values():
+            if "--duration" in args:
+                args[args.index("--duration") + 1] = f"{opts.duration:g}"
+    tools = ensure_tools(brokers, "debug" if opts.debug_build else "release")
     os.makedirs(opts.out, exist_ok=True)
     os.makedirs(os.path.join(TARGET, "compare-work"), exist_ok=True)
-    all_scenarios = scenarios(opts.scale)
+    meta = {
+        "command": " ".join(["python3", "benches/compare.py"] + [
+            a for a in sys.argv[1:] if a != "--markdown"]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine() + (", debug builds" if opts.debug_build else ""),
+        "loadavg_before": os.getloadavg(),
+        "scenarios": {n: all_scenarios[n] for n in names},
+    }
     results: dict[str, dict[str, dict]] = {}
-    for name in opts.scenarios.split(","):
+    for name in names:
         results[name] = {}
         for broker in brokers:
             results[name][broker] = run_one(tools, broker, name, all_scenarios[name], opts.out,
                                             opts.run_timeout)
+            meta["loadavg_after"] = os.getloadavg()
             with open(os.path.join(opts.out, "results.json"), "w") as f:
-                json.dump(results, f, indent=1)
+                json.dump({"meta": meta, "results": results}, f, indent=1)
+        overlay(tools, name, brokers, opts.out)
     print()
     print(f"load average before the table: {os.getloadavg()}")
     text = table(results, brokers)
-    print(text)
     with open(os.path.join(opts.out, "table.md"), "w") as f:
         f.write(text + "\n")
+    if opts.markdown:
+        text = markdown(results, meta)
+        with open(os.path.join(opts.out, "scenarios.md"), "w") as f:
+            f.write(text + "\n")
+    print(text)
     return 0
 
 

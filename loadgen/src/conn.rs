@@ -8,7 +8,6 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use berth::protocol::{
@@ -59,9 +58,29 @@ pub struct Target {
     /// Seconds without progress before an exchange counts as failed.
     pub timeout: Duration,
     pub session_expiry: u32,
+    /// CONNECT's User Name and Password, sent by every connection when given.
+    pub username: Option<ByteString>,
+    pub password: Option<Bytes>,
 }
 
 impl Target {
+    /// One TCP connect before a run, so that a broker that is not there is a one-line error
+    /// and not a report of every connection refused.
+    pub async fn probe(&self) -> anyhow::Result<()> {
+        match tokio::time::timeout(self.timeout, self.tcp(0)).await {
+            Err(_) => anyhow::bail!(
+                "cannot connect to {}: no answer in {:?}",
+                self.addr,
+                self.timeout
+            ),
+            Ok(Err(e)) => anyhow::bail!("cannot connect to {}: {e}", self.addr),
+            Ok(Ok(stream)) => {
+                drop(stream);
+                Ok(())
+            }
+        }
+    }
+
     async fn tcp(&self, index: u64) -> io::Result<TcpStream> {
         let socket = match self.addr {
             SocketAddr::V4(_) => TcpSocket::new_v4()?,
@@ -108,8 +127,8 @@ impl Target {
             keep_alive: self.keep_alive,
             client_id: ByteString::from(client_id),
             will: None,
-            username: None,
-            password: None,
+            username: self.username.clone(),
+            password: self.password.clone(),
             properties,
         })));
         match conn.next().await? {
@@ -286,10 +305,17 @@ pub fn ack(packet_id: PacketId) -> protocol::Ack {
     }
 }
 
-/// Nanoseconds since the process started: the clock payload send times are written in.
+/// Nanoseconds on the machine's monotonic clock (CLOCK_MONOTONIC, the one `Instant` reads):
+/// the clock payload send times are written in. It is the same clock in every process on the
+/// machine, so a subscriber process measures the latency of a publisher process's messages.
 pub fn now_ns() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Payload layout: stream (session or publisher) index u32 LE, sequence u32 LE, send time

@@ -13,6 +13,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::conn::Failure;
 use crate::report::{broker_sample, hist, record, Progress, Report};
+use crate::template::{template_arg, Template};
 use crate::{check_fds, Common};
 
 #[derive(clap::Args, Debug)]
@@ -35,9 +36,12 @@ pub struct Args {
     /// Persistent sessions (Clean Session 0 / Clean Start 0 + Session Expiry).
     #[arg(long)]
     pub persistent: bool,
-    /// Each session subscribes to its own topic at QoS 1, as an idle device would.
+    /// Each session subscribes to its own topic (--topic) at QoS 1, as an idle device would.
     #[arg(long)]
     pub subscribe: bool,
+    /// Connection i's topic for --subscribe: %i index, %c client id, %p client prefix.
+    #[arg(long, default_value = "%p/c/%i", value_parser = template_arg)]
+    pub topic: Template,
 }
 
 pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
@@ -51,11 +55,24 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
         nofile,
     )?;
     let target = Arc::new(args.common.target()?);
+    target.probe().await?;
     let prefix = args.common.prefix();
     let mut report = Report::new(
         "connect",
         json!(std::env::args().collect::<Vec<_>>()),
         args.common.broker_pid,
+    );
+    report.describe(
+        format!(
+            "{} {}",
+            args.connections,
+            if args.persistent {
+                "sessions"
+            } else {
+                "connections"
+            }
+        ),
+        args.subscribe.then_some(1),
     );
     let errors = report.errors.clone();
     let broker_before = args.common.broker_pid.and_then(broker_sample);
@@ -79,7 +96,8 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
             progress.clone(),
         );
         let (mut stop, held_tx) = (stop_rx.clone(), held_tx.clone());
-        let (id, topic) = (format!("{prefix}-{i}"), format!("{prefix}/c/{i}"));
+        let id = format!("{prefix}-{i}");
+        let topic = args.topic.expand(i as usize, &id, &prefix);
         let (persistent, subscribe) = (args.persistent, args.subscribe);
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
@@ -169,12 +187,23 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
         summary["broker_anon_rss_kib_loaded"] = json!(loaded.anon_kib);
         summary["broker_anon_bytes_per_connection"] =
             json!(anon as f64 * 1024.0 / ok.max(1) as f64);
+        summary["broker_file_rss_kib_loaded"] = json!(loaded.file_kib);
         if let Some(end) = broker_held_end {
             summary["broker_rss_kib_end_of_hold"] = json!(end.rss_kib);
         }
     }
-    report.set("connect", summary);
+    report.headline(format!("{:.0} connections/s", ok as f64 / connect_wall));
     let h = latency.lock().expect("lock").clone();
     report.hist("connack", h);
+    let p99 = report.p_ms("connack", 0.99);
+    report.headline(format!(
+        "CONNACK p99 {} ms",
+        p99.map_or("-".into(), |v| format!("{v:.1}"))
+    ));
+    if let Some(b) = summary["broker_anon_bytes_per_connection"].as_f64() {
+        report.headline(format!("broker RssAnon {b:.0} B per connection"));
+    }
+    report.headline(format!("established {ok} of {}", args.connections));
+    report.set("connect", summary);
     args.common.finish(report)
 }

@@ -3,22 +3,28 @@
 //! and its own CPU use, so a reader can tell whether the load generator was the bottleneck.
 //!
 //! Packets are encoded and decoded with berth's own codec (`berth::protocol`); the runtime is
-//! tokio's multi-threaded scheduler. Exit status: 0 when no error was counted, 1 otherwise.
+//! tokio's multi-threaded scheduler. Exit status: 0 when no error was counted, 1 otherwise
+//! (an error that stops the run, such as no broker listening, is one line on stderr).
 
 mod conn;
 mod connect;
+mod overlay;
 mod plot;
 mod publisher;
 mod report;
 mod resume;
+mod template;
 mod throughput;
 
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use berth::protocol::{ProtocolVersion, QoS};
+use bytes::Bytes;
+use bytestring::ByteString;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::conn::Target;
@@ -45,6 +51,9 @@ enum Scenario {
     /// Connection rate, then connections held with keep-alive (or persistent sessions left
     /// offline) for the broker's memory per connection or session.
     Connect(connect::Args),
+    /// Overlays the latency curves of runs saved with --json (one broker each, say) in one
+    /// SVG on one scale.
+    Plot(overlay::Args),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,14 +67,25 @@ pub enum MqttVersion {
 /// Options every scenario shares.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Common {
+    /// The broker's host name or address.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// The broker's TCP port.
     #[arg(long, default_value_t = 1883)]
     pub port: u16,
     /// Protocol version: 3.1.1 (Clean Session 0 for persistent sessions) or 5 (Clean Start 0 +
     /// Session Expiry Interval).
     #[arg(long, value_enum, default_value = "3.1.1")]
     pub mqtt: MqttVersion,
+    /// User Name every connection sends in its CONNECT.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Password every connection sends in its CONNECT (needs --username under 3.1.1).
+    #[arg(long)]
+    pub password: Option<String>,
+    /// The broker's name, for the summary, the JSON and plot titles (e.g. mosquitto).
+    #[arg(long, default_value = "broker")]
+    pub broker_name: String,
     /// Spread connections over this many source addresses 127.0.0.2, 127.0.0.3, ... so
     /// ephemeral ports never run out (loopback brokers only). 0: let the kernel pick.
     #[arg(long, default_value_t = 0)]
@@ -73,6 +93,7 @@ pub struct Common {
     /// Worker threads of the load generator (default: one per CPU).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Keep Alive asked in CONNECT, in seconds.
     #[arg(long, default_value_t = 60)]
     pub keep_alive: u16,
     /// Seconds without an expected packet before an exchange counts as failed.
@@ -81,16 +102,18 @@ pub struct Common {
     /// Session Expiry Interval (seconds) asked for persistent sessions under MQTT 5.
     #[arg(long, default_value_t = 3600)]
     pub session_expiry: u32,
-    /// Client identifier prefix; also the first topic level. Default: unique per run.
+    /// Client identifier prefix (`%p` in topic templates; the first topic level by default).
+    /// Default: unique per run. Processes that share topics (--role) must give the same one.
     #[arg(long)]
     pub client_prefix: Option<String>,
     /// The broker's pid: its CPU seconds and RSS (from /proc) are reported.
     #[arg(long)]
     pub broker_pid: Option<u32>,
-    /// Write every number of the run as JSON.
+    /// Write every number of the run as JSON into this file (`berth-loadgen plot` reads it).
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Write HdrHistogram percentile-distribution files (.hgrm) into this directory.
+    /// Write HdrHistogram percentile-distribution files (.hgrm, values in ms) into this
+    /// directory.
     #[arg(long)]
     pub hgrm: Option<PathBuf>,
     /// Draw the latency percentile curves into this SVG file.
@@ -118,6 +141,8 @@ impl Common {
             keep_alive: self.keep_alive,
             timeout: Duration::from_secs_f64(self.timeout),
             session_expiry: self.session_expiry,
+            username: self.username.as_deref().map(ByteString::from),
+            password: self.password.clone().map(Bytes::from),
         })
     }
 
@@ -133,6 +158,7 @@ impl Common {
 
     pub fn finish(&self, report: report::Report) -> anyhow::Result<u64> {
         report.finish(
+            &self.broker_name,
             self.json.as_deref(),
             self.hgrm.as_deref(),
             self.plot.as_deref(),
@@ -162,15 +188,30 @@ fn raise_nofile() -> u64 {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let nofile = raise_nofile();
-    conn::now_ns(); // start the payload clock
-    let threads = match &cli.scenario {
-        Scenario::Resume(a) => a.common.threads,
-        Scenario::Throughput(a) => a.common.threads,
-        Scenario::Connect(a) => a.common.threads,
+    match run(cli) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            // An expected failure (no broker there, a bad option value): one line, no
+            // backtrace, exit status 1 as for counted errors.
+            eprintln!("berth-loadgen: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the subcommand; returns the number of errors counted.
+fn run(cli: Cli) -> anyhow::Result<u64> {
+    let common = match &cli.scenario {
+        Scenario::Resume(a) => &a.common,
+        Scenario::Throughput(a) => &a.common,
+        Scenario::Connect(a) => &a.common,
+        Scenario::Plot(a) => return overlay::run(a),
     };
+    let threads = common.threads;
+    let nofile = raise_nofile();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if let Some(t) = threads {
@@ -182,14 +223,12 @@ fn main() -> anyhow::Result<()> {
             Scenario::Resume(a) => resume::run(a, nofile).await,
             Scenario::Throughput(a) => throughput::run(a, nofile).await,
             Scenario::Connect(a) => connect::run(a, nofile).await,
+            Scenario::Plot(a) => overlay::run(&a),
         }
-    })?;
+    });
     // Connection tasks still draining must not hold the exit up.
     rt.shutdown_timeout(Duration::from_millis(200));
-    if errors > 0 {
-        std::process::exit(1);
-    }
-    Ok(())
+    errors
 }
 
 /// The file-descriptor budget: `wanted` open connections must fit under the limit.

@@ -91,6 +91,8 @@ pub struct BrokerSample {
     pub rss_kib: u64,
     /// Anonymous pages only: VmRSS also counts mapped file pages (berth maps its log).
     pub anon_kib: u64,
+    /// Mapped file pages (RssFile), quoted beside the anonymous ones.
+    pub file_kib: u64,
     pub hwm_kib: u64,
 }
 
@@ -116,16 +118,22 @@ pub fn broker_sample(pid: u32) -> Option<BrokerSample> {
         cpu_s: (utime + stime) / ticks,
         rss_kib: kib("VmRSS:"),
         anon_kib: kib("RssAnon:"),
+        file_kib: kib("RssFile:"),
         hwm_kib: kib("VmHWM:"),
     })
 }
 
-/// Percentiles of a histogram as JSON, in microseconds.
+/// Percentiles of a histogram as JSON, in microseconds, with the whole percentile curve
+/// (`percentiles`: [quantile, us] pairs) for `berth-loadgen plot`.
 pub fn hist_json(h: &Hist) -> Value {
     if h.is_empty() {
-        return json!({"count": 0});
+        return json!({"count": 0, "percentiles": []});
     }
     json!({
+        "percentiles": crate::plot::quantile_points(h)
+            .into_iter()
+            .map(|(q, us)| json!([q, us]))
+            .collect::<Vec<_>>(),
         "count": h.len(),
         "min_us": h.min(),
         "mean_us": h.mean(),
@@ -165,9 +173,38 @@ fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1000.0)
 }
 
+/// Today's date (UTC) as YYYY-MM-DD, from the system clock.
+pub fn utc_date() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    civil_date(secs / 86_400)
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_date(days: u64) -> String {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
 /// Everything one run reports: named phases with their numbers, named histograms, errors.
 pub struct Report {
     pub scenario: &'static str,
+    /// Who took part, for titles: "1000 sessions", "100 pairs", "1 -> 1000".
+    clients: String,
+    qos: Option<u8>,
+    /// The figures a reader wants first (rates, the p99 that matters, errors), in order.
+    headline: Vec<String>,
     pub started: Instant,
     cpu_at_start: (f64, f64),
     broker_pid: Option<u32>,
@@ -183,6 +220,9 @@ impl Report {
         fields.insert("args".into(), args);
         Report {
             scenario,
+            clients: String::new(),
+            qos: None,
+            headline: Vec::new(),
             started: Instant::now(),
             cpu_at_start: own_cpu(),
             broker_pid,
@@ -199,6 +239,38 @@ impl Report {
 
     pub fn hist(&mut self, name: &str, h: Hist) {
         self.hists.push((name.to_string(), h));
+    }
+
+    /// Who took part ("1000 sessions") and at which QoS, for the titles.
+    pub fn describe(&mut self, clients: String, qos: Option<u8>) {
+        self.clients = clients;
+        self.qos = qos;
+    }
+
+    /// One figure for the headline, printed before the details in the order given.
+    pub fn headline(&mut self, figure: String) {
+        self.headline.push(figure);
+    }
+
+    /// The named histogram's p`q` in milliseconds, for a headline; None when it is empty.
+    pub fn p_ms(&self, name: &str, q: f64) -> Option<f64> {
+        self.hists
+            .iter()
+            .find(|(n, h)| n == name && !h.is_empty())
+            .map(|(_, h)| h.value_at_quantile(q) as f64 / 1000.0)
+    }
+
+    /// "berth: resume, 1000 sessions, QoS 1, 2026-12-02": what a plot title names.
+    fn subject(&self, broker: &str, date: &str) -> String {
+        let mut s = format!("{broker}: {}", self.scenario);
+        if !self.clients.is_empty() {
+            let _ = write!(s, ", {}", self.clients);
+        }
+        if let Some(q) = self.qos {
+            let _ = write!(s, ", QoS {q}");
+        }
+        let _ = write!(s, ", {date}");
+        s
     }
 
     fn finish_fields(&mut self) {
@@ -224,6 +296,7 @@ impl Report {
                         "pid": pid, "cpu_s": after.cpu_s - before.cpu_s,
                         "rss_kib_before": before.rss_kib, "rss_kib_after": after.rss_kib,
                         "anon_rss_kib_before": before.anon_kib, "anon_rss_kib_after": after.anon_kib,
+                        "file_rss_kib_before": before.file_kib, "file_rss_kib_after": after.file_kib,
                         "peak_rss_kib": after.hwm_kib,
                     }),
                 );
@@ -232,16 +305,15 @@ impl Report {
         self.set("errors", self.errors.json());
     }
 
-    /// Prints the summary and writes the files asked for.
-    pub fn finish(
-        mut self,
-        json_path: Option<&Path>,
-        hgrm_dir: Option<&Path>,
-        plot: Option<&Path>,
-    ) -> anyhow::Result<u64> {
-        self.finish_fields();
+    /// The text summary: a title line, the headline (the figures asked for first, then the
+    /// error count), then every number and the latency table.
+    fn summary(&self, broker: &str, date: &str, errors: &Value) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "== berth-loadgen {} ==", self.scenario);
+        let _ = writeln!(out, "== berth-loadgen {} ==", self.subject(broker, date));
+        let mut headline = self.headline.clone();
+        headline.push(format!("errors {}", errors["total"]));
+        let _ = writeln!(out, "{}", headline.join(", "));
+        let _ = writeln!(out, "-- details --");
         for (k, v) in &self.fields {
             if k == "args" || k == "errors" {
                 continue;
@@ -270,7 +342,6 @@ impl Report {
                 ms(h.max())
             );
         }
-        let errors = self.errors.json();
         let _ = writeln!(out, "errors: {}", errors["total"]);
         if let Some(kinds) = errors["by_kind"].as_object() {
             for (k, v) in kinds {
@@ -282,10 +353,31 @@ impl Report {
                 let _ = writeln!(out, "  e.g. {}", e.as_str().unwrap_or_default());
             }
         }
-        print!("{out}");
+        out
+    }
+
+    /// Prints the summary and writes the files asked for.
+    pub fn finish(
+        mut self,
+        broker: &str,
+        json_path: Option<&Path>,
+        hgrm_dir: Option<&Path>,
+        plot: Option<&Path>,
+    ) -> anyhow::Result<u64> {
+        self.finish_fields();
+        let date = utc_date();
+        let errors = self.errors.json();
+        print!("{}", self.summary(broker, &date, &errors));
 
         let mut doc = Map::new();
         doc.insert("scenario".into(), json!(self.scenario));
+        doc.insert(
+            "run".into(),
+            json!({
+                "broker": broker, "scenario": self.scenario, "clients": self.clients,
+                "qos": self.qos, "date": date, "headline": self.headline,
+            }),
+        );
         doc.extend(self.fields.clone());
         let lat: Map<String, Value> = self
             .hists
@@ -307,45 +399,64 @@ impl Report {
             }
         }
         if let Some(path) = plot {
-            let title = format!("berth-loadgen {}: latency by percentile", self.scenario);
-            std::fs::write(path, crate::plot::svg(&title, &self.hists))
+            let title = format!("{}: latency by percentile", self.subject(broker, &date));
+            let curves: Vec<_> = self
+                .hists
+                .iter()
+                .map(|(name, h)| crate::plot::Curve::from_hist(name, h))
+                .collect();
+            std::fs::write(path, crate::plot::svg(&title, &curves))
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(self.errors.total())
     }
 }
 
-/// A progress line on stderr for a long phase, only when stderr is a terminal.
+/// Progress of a long phase on stderr: a bar redrawn in place when stderr is a terminal,
+/// else (a log file, CI) one line every `PROGRESS_EVERY`.
 pub struct Progress {
     pub done: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 impl Progress {
     pub fn new(label: &str, total: u64) -> Progress {
         let done = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::io::stderr().is_terminal().then(|| {
-            let (done, stop, label) = (done.clone(), stop.clone(), label.to_string());
-            std::thread::spawn(move || {
-                let start = Instant::now();
-                while !stop.load(Ordering::Relaxed) {
-                    let d = done.load(Ordering::Relaxed);
+        let terminal = std::io::stderr().is_terminal();
+        let (d, s, label) = (done.clone(), stop.clone(), label.to_string());
+        let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut last_line = start;
+            while !s.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                let n = d.load(Ordering::Relaxed);
+                let elapsed = start.elapsed().as_secs_f64();
+                if terminal {
                     let width = 30;
-                    let filled = (d * width / total.max(1)).min(width) as usize;
+                    let filled = (n * width / total.max(1)).min(width) as usize;
                     eprint!(
-                        "\r{label:<10} [{}{}] {d}/{total} {:.1}s ",
+                        "\r{label:<10} [{}{}] {n}/{total} {elapsed:.1}s ",
                         "#".repeat(filled),
                         ".".repeat(width as usize - filled),
-                        start.elapsed().as_secs_f64()
                     );
-                    std::thread::sleep(Duration::from_millis(200));
+                } else if last_line.elapsed() >= PROGRESS_EVERY {
+                    last_line = Instant::now();
+                    eprintln!("{}", progress_line(&label, n, total, elapsed));
                 }
+            }
+            if terminal {
                 eprintln!();
-            })
+            }
         });
-        Progress { done, stop, thread }
+        Progress {
+            done,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     pub fn tick(&self) {
@@ -359,5 +470,70 @@ impl Drop for Progress {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// One line of progress for a log: "connect: 250/1000 (25%), 5 s, 50/s".
+fn progress_line(label: &str, done: u64, total: u64, elapsed_s: f64) -> String {
+    format!(
+        "{label}: {done}/{total} ({:.0}%), {elapsed_s:.0} s, {:.0}/s",
+        done as f64 * 100.0 / total.max(1) as f64,
+        done as f64 / elapsed_s.max(1e-9)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_date(0), "1970-01-01");
+        assert_eq!(civil_date(11_016), "2000-02-29");
+        assert_eq!(civil_date(20_789), "2026-12-02");
+    }
+
+    #[test]
+    fn progress_lines_for_a_log() {
+        assert_eq!(
+            progress_line("connect", 250, 1000, 5.0),
+            "connect: 250/1000 (25%), 5 s, 50/s"
+        );
+    }
+
+    #[test]
+    fn headline_comes_before_the_details_and_the_json_names_the_run() {
+        let dir = std::env::temp_dir().join(format!("lg-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("run.json");
+        let mut r = Report::new("throughput", json!([]), None);
+        r.describe("2 pairs".into(), Some(1));
+        r.headline("msgs/s out 10".into());
+        let mut h = hist();
+        for us in 1..=100u64 {
+            h.record(us * 1000).unwrap();
+        }
+        r.hist("end_to_end", h);
+        r.errors.add("closed", 2, "by the broker");
+        let text = r.summary("mosquitto", "2026-12-02", &r.errors.json());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "== berth-loadgen mosquitto: throughput, 2 pairs, QoS 1, 2026-12-02 =="
+        );
+        assert_eq!(lines[1], "msgs/s out 10, errors 2");
+        assert_eq!(lines[2], "-- details --");
+        assert!(text.find("end_to_end").unwrap() > text.find("-- details --").unwrap());
+        r.finish("mosquitto", Some(&path), None, None).unwrap();
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(doc["run"]["broker"], "mosquitto");
+        assert_eq!(doc["run"]["clients"], "2 pairs");
+        assert_eq!(doc["run"]["qos"], 1);
+        assert_eq!(doc["latency"]["end_to_end"]["count"], 100);
+        assert!(!doc["latency"]["end_to_end"]["percentiles"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

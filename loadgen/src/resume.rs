@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use crate::conn::{ack, parse_payload, payload, Failure, Target};
 use crate::publisher::{self, PublishPlan};
 use crate::report::{hist, record, Errors, Hist, Progress, Report};
+use crate::template::{template_arg, Template};
 use crate::{check_fds, qos_arg, Common};
 
 #[derive(clap::Args, Debug)]
@@ -49,9 +50,14 @@ pub struct Args {
     /// Unacknowledged messages per publisher.
     #[arg(long, default_value_t = 256)]
     pub inflight: usize,
-    /// Pause between the last PUBACK and the storm, for brokers that queue asynchronously.
+    /// Pause between the last PUBACK and the storm, in milliseconds, for brokers that queue
+    /// asynchronously.
     #[arg(long, default_value_t = 500)]
     pub settle_ms: u64,
+    /// Session i's topic (subscribed and published to): %i session index, %c client id,
+    /// %p client prefix.
+    #[arg(long, default_value = "%p/s/%i", value_parser = template_arg)]
+    pub topic: Template,
 }
 
 /// Totals of one storm, summed over sessions.
@@ -89,7 +95,9 @@ impl Run {
         format!("{}-{i}", self.prefix)
     }
     fn topic(&self, i: u64) -> String {
-        format!("{}/s/{i}", self.prefix)
+        self.args
+            .topic
+            .expand(i as usize, &self.client_id(i), &self.prefix)
     }
 }
 
@@ -104,12 +112,14 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
         "--sessions must fit in 32 bits"
     );
     let target = args.common.target()?;
+    target.probe().await?;
     let prefix = args.common.prefix();
     let mut report = Report::new(
         "resume",
         json!(std::env::args().collect::<Vec<_>>()),
         args.common.broker_pid,
     );
+    report.describe(format!("{} sessions", args.sessions), Some(args.qos as u8));
     report.set("open_file_limit", json!(nofile));
     let run = Arc::new(Run {
         target,
@@ -178,7 +188,7 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
     }
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let expected = created * a.messages as u64 * a.cycles as u64;
-    report.set("cycles", json!(cycles));
+    report.set("cycles", json!(&cycles));
     report.set(
         "totals",
         json!({
@@ -195,6 +205,32 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
     report.hist("storm_connack", all.connack);
     report.hist("first_message", all.first);
     report.hist("resume", all.last);
+    let p = |name: &str, q: f64| {
+        report
+            .p_ms(name, q)
+            .map_or("-".into(), |v| format!("{v:.1}"))
+    };
+    let headline = [
+        format!(
+            "resume p99 {} ms (p50 {} ms)",
+            p("resume", 0.99),
+            p("resume", 0.5)
+        ),
+        format!("created {:.0} sessions/s", created as f64 / create_wall),
+        format!(
+            "publish {:.0} msgs/s",
+            cycles
+                .iter()
+                .filter_map(|c| c["publish_msgs_per_s"].as_f64())
+                .sum::<f64>()
+                / cycles.len().max(1) as f64
+        ),
+        format!("lost {}", get(&tally.lost)),
+        format!("not reconnected {}", get(&tally.unreached)),
+    ];
+    for h in headline {
+        report.headline(h);
+    }
     run.args.common.finish(report)
 }
 

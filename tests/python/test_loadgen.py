@@ -10,6 +10,8 @@ import socket
 import subprocess
 
 from berthproc import berth_bin
+from clients import Paho
+from mqttwire import V311
 
 
 def loadgen_bin() -> str:
@@ -91,11 +93,90 @@ def test_connect_held_and_offline_sessions(broker, tmp_path):
     assert offline["connect"]["established"] == 200
 
 
-def test_refused_connections_are_counted(tmp_path):
+def test_no_broker_is_a_one_line_error_without_backtrace(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, never listening: connections are refused
-        proc = subprocess.run([loadgen_bin(), "connect", "--port", str(port), "--connections", "5",
-                               "--hold", "0"], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1
-    assert "connection_refused: 5" in proc.stdout
+        for scenario in (["connect", "--connections", "5", "--hold", "0"], ["resume", "--sessions", "3"],
+                         ["throughput", "--pairs", "2", "--duration", "1"]):
+            proc = subprocess.run([loadgen_bin(), *scenario, "--port", str(port)], capture_output=True,
+                                  text=True, timeout=60, env={**os.environ, "RUST_BACKTRACE": "1"})
+            assert proc.returncode == 1, proc
+            assert proc.stderr.splitlines() == [
+                f"berth-loadgen: error: cannot connect to 127.0.0.1:{port}: Connection refused (os error 111)"
+            ], proc.stderr
+            assert proc.stdout == ""
+
+
+def test_credentials_templates_and_refusals_counted(start_broker, tmp_path):
+    pw = str(tmp_path / "berth.pw")
+    proc = subprocess.run([berth_bin(), "passwd", "-c", "-b", pw, "loader", "load pw"], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    b = start_broker("--password-file", pw)
+    refused = run_loadgen(tmp_path, "connect", b.port, "--connections", "4", "--hold", "0", expect_rc=1)
+    assert refused["errors"]["by_kind"] == {"connack_refused": 4}
+    # A watcher on fleet/+/up sees the topics the template made.
+    watcher = Paho("lg-watcher", V311)
+    watcher.client.username_pw_set("loader", "load pw")
+    watcher.connect(("127.0.0.1", b.port))
+    seen: set[str] = set()
+    watcher.client.on_message = lambda c, u, m: seen.add(m.topic)
+    subscribed: list[bool] = []
+    watcher.client.on_subscribe = lambda c, u, mid, codes, props: subscribed.append(True)
+    watcher.client.subscribe("fleet/+/up", qos=0)
+    watcher.loop_until(lambda: bool(subscribed), 5, "SUBACK")
+    watcher.client.loop_start()
+    try:
+        r = run_loadgen(tmp_path, "throughput", b.port, "--username", "loader", "--password", "load pw",
+                        "--pairs", "4", "--qos", "1", "--duration", "1", "--rate", "400",
+                        "--topic", "fleet/%i/up", "--broker-name", "berth")
+    finally:
+        watcher.client.loop_stop()
+    t = r["throughput"]
+    assert t["sent"] > 0 and t["received"] == t["sent"] == t["acked"] and r["errors"]["total"] == 0
+    assert r["run"]["broker"] == "berth" and r["run"]["clients"] == "4 pairs" and r["run"]["qos"] == 1
+    assert seen == {f"fleet/{i}/up" for i in range(4)}
+    sub = run_loadgen(tmp_path, "resume", b.port, "--username", "loader", "--password", "load pw",
+                      "--sessions", "5", "--messages", "2", "--topic", "dev/%c/in")
+    assert sub["totals"]["received"] == 10 and sub["errors"]["total"] == 0
+
+
+def test_publishers_and_subscribers_in_separate_processes(broker, tmp_path):
+    ready = tmp_path / "subscribed"
+    common = ["--port", str(broker.port), "--threads", "2", "--client-prefix", "split", "--pairs", "6",
+              "--qos", "1", "--duration", "1", "--rate", "600"]
+    sub = subprocess.Popen([loadgen_bin(), "throughput", *common, "--role", "sub", "--ready-file", str(ready),
+                            "--json", str(tmp_path / "sub.json")], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    pub = subprocess.run([loadgen_bin(), "throughput", *common, "--role", "pub", "--ready-file", str(ready),
+                          "--json", str(tmp_path / "pub.json")], capture_output=True, text=True, timeout=120)
+    out, err = sub.communicate(timeout=120)
+    assert pub.returncode == 0 and sub.returncode == 0, (pub.stdout, pub.stderr, out, err)
+    p = json.loads((tmp_path / "pub.json").read_text())["throughput"]
+    s = json.loads((tmp_path / "sub.json").read_text())
+    assert p["role"] == "pub" and s["throughput"]["role"] == "sub"
+    assert p["sent"] > 0 and p["acked"] == p["sent"]
+    assert s["throughput"]["received"] == p["sent"]
+    assert s["throughput"]["out_of_order_or_duplicate"] == 0
+    # Latency across processes: the send times are on the machine's monotonic clock.
+    e2e = s["latency"]["end_to_end"]
+    assert e2e["count"] == p["sent"] and 0 < e2e["p50_us"] < 10_000_000
+    assert out.splitlines()[1].startswith(tuple("0123456789")) and "msgs/s out" in out.splitlines()[1]
+
+
+def test_plot_overlays_saved_runs(broker, tmp_path):
+    files = []
+    for name in ("berth", "other"):
+        run_loadgen(tmp_path, "resume", broker.port, "--sessions", "20", "--messages", "2",
+                    "--broker-name", name)
+        path = tmp_path / f"{name}.json"
+        (tmp_path / "resume.json").rename(path)
+        files.append(str(path))
+    svg = tmp_path / "both.svg"
+    proc = subprocess.run([loadgen_bin(), "plot", *files, "--out", str(svg)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    text = svg.read_text()
+    assert "berth vs other" in text and "berth (n=20)" in text and "other (n=20)" in text
+    assert text.count("latency (ms)</text>") == 1
