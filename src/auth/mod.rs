@@ -6,9 +6,11 @@
 //! executors.
 
 pub mod acl;
+pub mod api_keys;
 pub mod authenticate;
 pub mod password;
 
 pub use acl::{Access, Acl, AclFileError, Who};
+pub use api_keys::ApiKeys;
 pub use authenticate::{Authenticator, CheckCache, PasswordCheck, Verdict};
 pub use password::{Hash, PasswordFile, PasswordFileError};

@@ -22,6 +22,7 @@ mod access;
 mod exactly_once;
 #[doc(hidden)]
 pub mod fuzzing;
+mod inspect;
 mod interest;
 pub mod journal;
 pub(crate) mod messages;
@@ -51,6 +52,7 @@ use crate::session::state::{Change, Messages, QueueLimits};
 use crate::session::{Message, Session};
 use crate::topic::{SharedFilter, SubscriptionTree};
 
+pub use inspect::{SessionQuery, SessionView};
 use journal::{Journal, Record};
 pub use messages::WallClock;
 use messages::{Lookup, MessageTable};
@@ -58,7 +60,7 @@ pub use outgoing::{Outgoing, SharedPublish};
 pub use persist::{CheckpointLimits, CheckpointReport};
 pub use recovery::{Rebuild, Recovered};
 pub use subscribe::{Added, SubscribeOutcome};
-pub use sys::{is_sys_topic, CoreStats, Stat};
+pub use sys::{is_sys_topic, Combine, CoreStats, Stat};
 
 /// A message from one core's engine to another's.
 #[derive(Debug, Clone)]

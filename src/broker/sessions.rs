@@ -219,7 +219,12 @@ impl Broker {
         effects
     }
 
-    fn end_session(&mut self, client_id: &ByteString, now: Instant, effects: &mut Effects) {
+    pub(super) fn end_session(
+        &mut self,
+        client_id: &ByteString,
+        now: Instant,
+        effects: &mut Effects,
+    ) {
         if let Some(will) = self.wills.take(client_id) {
             let published = self.publish(client_id, will, now);
             effects.to_clients.extend(published.to_clients);

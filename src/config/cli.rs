@@ -59,6 +59,17 @@ pub struct Args {
     /// taking it over or cleaning it. true or false.
     #[arg(long)]
     pub session_ownership: Option<bool>,
+    /// Address of the admin HTTP API and `/metrics` (EMQX's port). It runs only with
+    /// admin_keys_file or admin_allow_anonymous.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
+    /// File of `key:secret` lines: the API keys the admin API takes over HTTP Basic.
+    #[arg(long)]
+    pub admin_keys_file: Option<PathBuf>,
+    /// Run the admin API without keys: true or false; allowed only on a loopback
+    /// admin_listen.
+    #[arg(long)]
+    pub admin_allow_anonymous: Option<bool>,
     /// Seconds an accepted connection may take to send its CONNECT.
     #[arg(long)]
     pub connect_timeout: Option<u64>,
@@ -162,6 +173,13 @@ impl Args {
             config.acl_file = Some(v.clone());
         }
         config.session_ownership = self.session_ownership.unwrap_or(config.session_ownership);
+        config.admin_listen = self.admin_listen.unwrap_or(config.admin_listen);
+        if let Some(v) = &self.admin_keys_file {
+            config.admin_keys_file = Some(v.clone());
+        }
+        config.admin_allow_anonymous = self
+            .admin_allow_anonymous
+            .unwrap_or(config.admin_allow_anonymous);
         if let Some(v) = self.connect_timeout {
             config.connect_timeout = Duration::from_secs(v);
         }
@@ -241,6 +259,8 @@ fn shown_defaults(d: &Config) -> Vec<(&'static str, String)> {
             "true on a loopback listen address without password_file, else false".into(),
         ),
         ("session_ownership", d.session_ownership.to_string()),
+        ("admin_listen", d.admin_listen.to_string()),
+        ("admin_allow_anonymous", d.admin_allow_anonymous.to_string()),
         ("connect_timeout", d.connect_timeout.as_secs().to_string()),
         ("max_packet_size", d.max_packet_size.to_string()),
         ("receive_maximum", d.receive_maximum.to_string()),

@@ -21,6 +21,9 @@ pub(super) struct FileConfig {
     allow_anonymous: Option<bool>,
     acl_file: Option<PathBuf>,
     session_ownership: Option<bool>,
+    admin_listen: Option<String>,
+    admin_keys_file: Option<PathBuf>,
+    admin_allow_anonymous: Option<bool>,
     connect_timeout: Option<u64>,
     max_packet_size: Option<u32>,
     server_keep_alive: Option<u16>,
@@ -72,6 +75,17 @@ impl FileConfig {
             config.acl_file = Some(path.parent().map_or(v.clone(), |dir| dir.join(&v)));
         }
         config.session_ownership = file.session_ownership.unwrap_or(config.session_ownership);
+        if let Some(v) = &file.admin_listen {
+            config.admin_listen = v
+                .parse()
+                .map_err(|e| invalid("admin_listen", format!("`{v}`: {e}")))?;
+        }
+        if let Some(v) = file.admin_keys_file {
+            config.admin_keys_file = Some(path.parent().map_or(v.clone(), |dir| dir.join(&v)));
+        }
+        config.admin_allow_anonymous = file
+            .admin_allow_anonymous
+            .unwrap_or(config.admin_allow_anonymous);
         if let Some(v) = file.data_dir {
             config.data_dir = v;
         }

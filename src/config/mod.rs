@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::auth::{Acl, Authenticator, PasswordFile};
+use crate::auth::{Acl, ApiKeys, Authenticator, PasswordFile};
 pub use crate::session::state::Overflow;
 pub use cli::Args;
 
@@ -71,6 +71,12 @@ pub struct Config {
     /// Whether, with a password file, a session belongs to the username that last took
     /// it (`session_ownership`; see [`Authenticator::owns`]).
     pub session_ownership: bool,
+    /// The admin API's address (`admin_listen`).
+    pub admin_listen: SocketAddr,
+    pub admin_keys_file: Option<PathBuf>,
+    /// The keys `admin_keys_file` holds, read when the configuration is.
+    pub admin_keys: Option<Arc<ApiKeys>>,
+    pub admin_allow_anonymous: bool,
     /// Who may connect, as these settings decide (the password file read at start and at
     /// each reload).
     pub auth: Arc<Authenticator>,
@@ -117,6 +123,10 @@ impl Default for Config {
             allow_anonymous: None,
             acl_file: None,
             session_ownership: true,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 18083)),
+            admin_keys_file: None,
+            admin_keys: None,
+            admin_allow_anonymous: false,
             auth: Arc::new(Authenticator {
                 passwords: None,
                 allow_anonymous: true,
@@ -272,7 +282,26 @@ impl Config {
             };
             bad(key, from_flag, message)
         })?);
+        if let Some(path) = &config.admin_keys_file {
+            let keys = ApiKeys::load(path).map_err(|message| {
+                bad("admin_keys_file", args.admin_keys_file.is_some(), message)
+            })?;
+            config.admin_keys = Some(Arc::new(keys));
+        }
+        if config.admin_allow_anonymous && !config.admin_listen.ip().is_loopback() {
+            let message = format!(
+                "true needs a loopback admin_listen ({} is not): set admin_keys_file instead",
+                config.admin_listen
+            );
+            let from_flag = args.admin_allow_anonymous.is_some();
+            return Err(bad("admin_allow_anonymous", from_flag, message));
+        }
         Ok(config)
+    }
+
+    /// Whether the admin API runs (see `server::admin`).
+    pub fn admin_enabled(&self) -> bool {
+        self.admin_keys_file.is_some() || self.admin_allow_anonymous
     }
 }
 

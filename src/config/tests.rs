@@ -303,6 +303,7 @@ fn help_shows_the_default_of_every_flag_that_has_one() {
                 "server_keep_alive",
                 "password_file",
                 "acl_file",
+                "admin_keys_file",
             ]
             .contains(&arg.get_id().as_str())
         })

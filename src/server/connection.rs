@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use super::engine::CoreEngine;
 use super::linger::{linger, Linger};
-use super::local::{Control, Core, CoreMail, Handoff, IoStats};
+use super::local::{ConnInfo, Control, Core, CoreMail, Handoff, IoStats};
 use super::outbox::Outbox;
 use super::transport::{self, Attached, Transport};
 use super::writer::write_loop;
@@ -356,6 +356,15 @@ pub async fn serve<S: Transport>(
             }
         }
         core.attach_outbox(&client_id, serial, out.clone());
+        let connected_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let info = ConnInfo {
+            peer,
+            protocol: version,
+            connected_at_ms,
+        };
+        core.describe(&client_id, serial, info);
         let mut reader = reader;
         let mut taken_over = None;
         let end = read_loop(
@@ -475,6 +484,17 @@ async fn read_loop<S: Transport>(
                 return End::TakenOver;
             }
             Wake::Control(Some(Control::Shutdown)) => return End::Shutdown,
+            Wake::Control(Some(Control::Kick {
+                publish_will,
+                discard,
+                done,
+            })) => {
+                *taken_over = Some(done);
+                return End::Kicked {
+                    publish_will,
+                    discard,
+                };
+            }
             Wake::Control(None) => return End::Shutdown,
             Wake::WriterFailed(error) => {
                 let error = error.unwrap_or_else(|| std::io::ErrorKind::BrokenPipe.into());

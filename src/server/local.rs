@@ -68,6 +68,22 @@ pub enum Control {
     TakenOver { done: LocalSender<()> },
     /// The broker is shutting down.
     Shutdown,
+    /// The admin API disconnects the client (v5 DISCONNECT 0x98), publishing its will or
+    /// not, and discards its session or keeps it. Dropping `done` says it has stopped.
+    Kick {
+        publish_will: bool,
+        discard: bool,
+        done: LocalSender<()>,
+    },
+}
+
+/// What the admin API shows of a connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub protocol: crate::protocol::ProtocolVersion,
+    /// Unix milliseconds.
+    pub connected_at_ms: u64,
 }
 
 struct Registered {
@@ -75,6 +91,7 @@ struct Registered {
     control: LocalSender<Control>,
     /// Set once the connection has queued its CONNACK; packets for the client go here.
     outbox: Option<Rc<Outbox>>,
+    info: Option<ConnInfo>,
 }
 
 /// Counters for this core; read and summed across cores for $SYS.
@@ -281,6 +298,7 @@ impl Core {
                 serial,
                 control,
                 outbox: None,
+                info: None,
             },
         );
         let stopped = previous.map(|old| {
@@ -310,6 +328,39 @@ impl Core {
             .borrow()
             .get(client_id)
             .is_some_and(|r| r.serial == serial)
+    }
+
+    /// Records what the admin API shows of connection `serial`.
+    pub fn describe(&self, client_id: &ByteString, serial: u64, info: ConnInfo) {
+        if let Some(registered) = self.connections.borrow_mut().get_mut(client_id) {
+            if registered.serial == serial {
+                registered.info = Some(info);
+            }
+        }
+    }
+
+    pub fn connection_info(&self, client_id: &str) -> Option<ConnInfo> {
+        self.connections.borrow().get(client_id)?.info.clone()
+    }
+
+    /// Tells `client_id`'s connection to end (see [`Control::Kick`]); the receiver yields
+    /// `None` once it has stopped. `None` when it has no connection.
+    pub fn kick(
+        &self,
+        client_id: &str,
+        publish_will: bool,
+        discard: bool,
+    ) -> Option<local_channel::LocalReceiver<()>> {
+        let connections = self.connections.borrow();
+        let registered = connections.get(client_id)?;
+        let (done, done_rx) = local_channel::new_bounded(1);
+        let kick = Control::Kick {
+            publish_will,
+            discard,
+            done,
+        };
+        registered.control.try_send(kick).ok()?;
+        Some(done_rx)
     }
 
     pub fn attach_outbox(&self, client_id: &ByteString, serial: u64, outbox: Rc<Outbox>) {

@@ -12,6 +12,7 @@
 
 #![allow(unsafe_code)] // Only in `handoff`, `listener` and `storage` (flock), each block with its SAFETY note.
 
+mod admin;
 mod auth_cell;
 mod connection;
 mod egress;
@@ -29,6 +30,7 @@ mod sys;
 mod transport;
 mod writer;
 
+use std::io::Write as _;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -115,6 +117,16 @@ pub fn run(
             "more cores than CPUs: the executors run unpinned and share the CPUs"
         );
     }
+    // The admin API's channels, one per core (`admin::cores`).
+    let (admin_asks, mut admin_inboxes): (Vec<_>, Vec<_>) = (0..cores)
+        .map(|_| {
+            let (ask, inbox) = flume::bounded::<admin::cores::Ask>(64);
+            (ask, Some(inbox))
+        })
+        .unzip();
+    if !config.admin_enabled() {
+        admin_inboxes.iter_mut().for_each(|inbox| *inbox = None);
+    }
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<storage::Replayed>>();
     let mut executors = Vec::with_capacity(cores);
     for (index, ((listener_fd, primary), relay)) in
@@ -130,6 +142,7 @@ pub fn run(
         let announced = announced.clone();
         let gate = gate.clone();
         let auth = auth.clone();
+        let admin_inbox = admin_inboxes[index].take();
         let ready_tx = ready_tx.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("berth-core-{index}"))
@@ -169,6 +182,7 @@ pub fn run(
                 core.apply(rerouted).await;
                 core.sync_peers().await;
                 let expiry = glommio::spawn_local(expiry_loop(core.clone()));
+                let admin = admin_inbox.map(|inbox| glommio::spawn_local(admin::cores::answer_loop(core.clone(), inbox)));
                 let sys_interval = core.config.sys_interval;
                 let sys = (!sys_interval.is_zero()).then(|| glommio::spawn_local(sys::sys_loop(core.clone(), sys_interval, started)));
                 let accept = glommio::spawn_local(local::accept_loop(core.clone(), listener::into_listener(listener_fd)));
@@ -181,6 +195,7 @@ pub fn run(
                 drop(accept);
                 drop(expiry);
                 drop(sys);
+                drop(admin);
                 core.shut_down_connections();
                 let started = std::time::Instant::now();
                 while core.connected() > 0 && started.elapsed() < SHUTDOWN_GRACE {
@@ -200,6 +215,22 @@ pub fn run(
         }
     }
     replayed.log_summary();
+    if config.admin_enabled() {
+        let admin = admin::Admin {
+            cores: admin_asks,
+            keys: config.admin_keys.clone(),
+            started,
+            max_queued_messages: config.max_queued_messages,
+        };
+        let addr = admin::start(config.admin_listen, admin)?;
+        tracing::info!(%addr, keys = config.admin_keys.is_some(), "admin API listening");
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "berth admin API on {addr}");
+        let _ = stdout.flush();
+    } else {
+        drop(admin_asks);
+        tracing::info!("admin API off: set admin_keys_file (or admin_allow_anonymous on loopback)");
+    }
     ready(bound);
     let trimmer = std::thread::Builder::new()
         .name("berth-trim".into())

@@ -32,6 +32,11 @@ pub enum End {
     /// A 3.x client published QoS 1/2 while the store could not take it: it has no
     /// negative acknowledgement, so the connection closes unacknowledged.
     StoreFull(StoreClosed),
+    /// The admin API disconnected the client; `discard`: its session ends with it.
+    Kicked {
+        publish_will: bool,
+        discard: bool,
+    },
 }
 
 impl std::fmt::Display for End {
@@ -48,6 +53,10 @@ impl std::fmt::Display for End {
             End::KeepAliveTimeout => f.write_str("keep alive timeout"),
             End::Violation(_, why) => write!(f, "protocol violation: {why}"),
             End::TakenOver => f.write_str("session taken over"),
+            End::Kicked { discard: false, .. } => f.write_str("kicked by the admin API"),
+            End::Kicked { discard: true, .. } => {
+                f.write_str("kicked by the admin API, session discarded")
+            }
             End::Shutdown => f.write_str("server shutting down"),
             End::WriteStalled(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 f.write_str("client stopped reading (no write progress for write_timeout)")
@@ -71,6 +80,10 @@ impl End {
             End::ClientDisconnected {
                 publish_will: false
             } | End::Shutdown
+                | End::Kicked {
+                    publish_will: false,
+                    ..
+                }
         )
     }
 
@@ -81,6 +94,7 @@ impl End {
             End::Violation(code, _) => Some(*code),
             End::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
             End::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            End::Kicked { .. } => Some(ReasonCode::ADMINISTRATIVE_ACTION),
             End::ClientDisconnected { .. }
             | End::Closed
             | End::Io(_)
@@ -118,6 +132,10 @@ impl Link {
                     reason_code,
                     properties,
                 })));
+        }
+        if let End::Kicked { discard: true, .. } = end {
+            // `go_offline` then ends the session with the connection.
+            self.expiry = Duration::ZERO;
         }
         if !end.publishes_will() {
             if current {
