@@ -7,6 +7,7 @@
 
 pub mod acl;
 pub mod authenticate;
+pub mod certificate;
 pub mod password;
 
 pub use acl::{Access, Acl, AclFileError, Who};
