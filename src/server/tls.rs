@@ -252,3 +252,96 @@ impl Transport for TlsStream {
         Some(leaf.and_then(|cert| from(cert.as_ref())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::transport::{attach, Attached};
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    use glommio::net::TcpListener;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    /// A server config for `localhost` and a client config that trusts it.
+    fn configs() -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert = CertificateDer::from(made.cert.der().to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.key_pair.serialize_der()));
+        let server = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    #[test]
+    fn a_tls_stream_detached_mid_stream_is_attached_with_nothing_lost() {
+        let (server_config, client_config) = configs();
+        glommio::LocalExecutor::default().run(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            // A blocking rustls client on its own thread: sends two messages in one write,
+            // so the second is read (and held by the session) before the hand-off.
+            let client = std::thread::spawn(move || {
+                let name = ServerName::try_from("localhost").unwrap();
+                let conn = rustls::ClientConnection::new(client_config, name).unwrap();
+                let tcp = std::net::TcpStream::connect(addr).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                std::io::Write::write_all(&mut tls, b"hello|world, in one write").unwrap();
+                let mut back = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut tls, &mut back);
+                back
+            });
+            let tcp = listener.accept().await.unwrap();
+            let mut server = TlsStream::accept(tcp, server_config, Identity::None).unwrap();
+            let mut first = [0; 6];
+            server.read_exact(&mut first).await.unwrap();
+            assert_eq!(&first, b"hello|");
+            assert_eq!(server.certificate_username(), None);
+            let (fd, state) = Transport::detach(server).unwrap();
+            assert!(matches!(state, TransportState::Tls(_)));
+            let Attached::Tls(mut server) = attach(fd, state) else {
+                panic!("a TLS stream is attached as TLS");
+            };
+            let mut rest = [0; 19];
+            server.read_exact(&mut rest).await.unwrap();
+            assert_eq!(&rest, b"world, in one write");
+            server.write_all(b"pong").await.unwrap();
+            server.flush().await.unwrap();
+            server.shutdown_write().await.unwrap();
+            let back = client.join().unwrap();
+            assert_eq!(back, b"pong", "close_notify ends the stream cleanly");
+        });
+    }
+
+    #[test]
+    fn a_client_that_is_not_tls_gets_an_error_not_a_hang() {
+        let (server_config, _) = configs();
+        glommio::LocalExecutor::default().run(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            client
+                .write_all(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00")
+                .await
+                .unwrap();
+            let tcp = listener.accept().await.unwrap();
+            let mut server = TlsStream::accept(tcp, server_config, Identity::None).unwrap();
+            let mut buf = [0; 16];
+            let err = server.read(&mut buf).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        });
+    }
+}
