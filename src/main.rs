@@ -49,10 +49,19 @@ fn main() -> std::process::ExitCode {
     });
 
     let cores = config.cores;
-    let result = berth::server::run(config, reload, |addr| {
-        tracing::info!(%addr, cores, "ready");
+    // One line per listener: `berth listening on ADDR` for plain TCP, `... ADDR (tls)` for
+    // the others. The others come first, so that a reader that stops at the first plain line
+    // (as tests and scripts do) has seen them all.
+    let result = berth::server::run(config, reload, |bound| {
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "berth listening on {addr}");
+        let (plain, other): (Vec<_>, Vec<_>) = bound.iter().partition(|(_, kind)| *kind == "tcp");
+        for (addr, kind) in other.into_iter().chain(plain) {
+            tracing::info!(%addr, transport = kind, cores, "ready");
+            let _ = match kind {
+                "tcp" => writeln!(stdout, "berth listening on {addr}"),
+                _ => writeln!(stdout, "berth listening on {addr} ({kind})"),
+            };
+        }
         let _ = stdout.flush();
     });
     match result {

@@ -44,6 +44,8 @@ missing=()
 command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v cc >/dev/null || missing+=(build-essential)
+# test_tls.py makes its certificates with the openssl CLI.
+command -v openssl >/dev/null || missing+=(openssl)
 command -v python3 >/dev/null || missing+=(python3)
 command -v prlimit >/dev/null && command -v setpriv >/dev/null || missing+=(util-linux)
 if [ "${#missing[@]}" -gt 0 ]; then

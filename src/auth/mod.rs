@@ -8,6 +8,7 @@
 pub mod acl;
 pub mod api_keys;
 pub mod authenticate;
+pub mod certificate;
 pub mod password;
 
 pub use acl::{Access, Acl, AclFileError, Who};

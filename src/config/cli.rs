@@ -22,7 +22,9 @@ use super::{keepalive_cap, Config, FsyncMode, Overflow};
     allow_negative_numbers = true
 )]
 pub struct Args {
-    /// Address to listen on (every core accepts on it). Port 0 picks a free port.
+    /// Address to listen on with plain TCP (every core accepts on it); the first listener,
+    /// before the config file's `[[listener]]` tables. The default applies only where the
+    /// file has no `[[listener]]` table. Port 0 picks a free port.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// Number of cores (executors, each pinned to its CPU) to run, 1..=1024. More than this
@@ -157,7 +159,7 @@ pub struct Args {
 impl Args {
     /// Lays the flags that were given over `config`: flags win over the file.
     pub(super) fn apply(&self, config: &mut Config) {
-        config.listen = self.listen.unwrap_or(config.listen);
+        config.listen = self.listen.or(config.listen);
         config.cores = self.cores.unwrap_or(config.cores);
         if let Some(v) = &self.data_dir {
             config.data_dir = v.clone();
@@ -250,7 +252,7 @@ impl Args {
 /// `server_keep_alive` none to show (unset, the client's own keep alive is used).
 fn shown_defaults(d: &Config) -> Vec<(&'static str, String)> {
     vec![
-        ("listen", d.listen.to_string()),
+        ("listen", super::DEFAULT_LISTEN.to_string()),
         ("cores", format!("{} (the CPUs here)", d.cores)),
         ("data_dir", d.data_dir.display().to_string()),
         ("log", d.log.clone()),

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{keepalive_cap, Config, ConfigError, FsyncMode, Overflow};
+use super::listener::ListenerTable;
+use super::{keepalive_cap, Config, ConfigError, FsyncMode, Listener, Overflow};
 
 /// The keys a config file may hold. `deny_unknown_fields` turns a typo into an error.
 #[derive(Debug, Default, Deserialize)]
@@ -46,11 +47,19 @@ pub(super) struct FileConfig {
     write_timeout: Option<u64>,
     max_keepalive: Option<u16>,
     connack_debug_properties: Option<bool>,
+    /// `[[listener]]` tables: listeners beside (or instead of) `listen`.
+    #[serde(default)]
+    listener: Vec<ListenerTable>,
 }
 
 impl FileConfig {
     /// Lays the keys the file holds over `config`; `path` is the file, named in errors.
-    pub(super) fn apply(self, config: &mut Config, path: &Path) -> Result<(), ConfigError> {
+    /// Returns the listeners its `[[listener]]` tables add (see `listener`).
+    pub(super) fn apply(
+        self,
+        config: &mut Config,
+        path: &Path,
+    ) -> Result<Vec<Listener>, ConfigError> {
         let file = self;
         let invalid = |key, message: String| ConfigError::Invalid {
             key,
@@ -59,9 +68,11 @@ impl FileConfig {
         };
 
         if let Some(listen) = file.listen {
-            config.listen = listen
-                .parse()
-                .map_err(|e| invalid("listen", format!("`{listen}`: {e}")))?;
+            config.listen = Some(
+                listen
+                    .parse()
+                    .map_err(|e| invalid("listen", format!("`{listen}`: {e}")))?,
+            );
         }
         if let Some(v) = file.cores {
             config.cores = v;
@@ -138,7 +149,11 @@ impl FileConfig {
         config.connack_debug_properties = file
             .connack_debug_properties
             .unwrap_or(config.connack_debug_properties);
-        Ok(())
+        file.listener
+            .into_iter()
+            .enumerate()
+            .map(|(i, table)| table.build(i + 1, path))
+            .collect()
     }
 }
 

@@ -16,6 +16,8 @@ use serde::Deserialize;
 use crate::auth::{Acl, ApiKeys, Authenticator, PasswordFile};
 pub use crate::session::state::Overflow;
 pub use cli::Args;
+pub use listener::{Identity, Listener, ListenerTransport};
+pub use tls::TlsListener;
 
 /// The Session Expiry Interval that MQTT 5 defines as "never expires" (3.1.2.11.2), in
 /// seconds; also the largest `max_session_expiry`, so that `now + expiry` cannot overflow.
@@ -23,8 +25,16 @@ pub const NEVER_EXPIRES: u64 = u32::MAX as u64;
 
 mod cli;
 mod file;
+mod listener;
 #[cfg(test)]
 mod tests;
+mod tls;
+
+/// Where berth listens when neither `listen` nor a `[[listener]]` table says.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    1883,
+));
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -37,6 +47,15 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`{}: {message}", .path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default())]
     Invalid {
+        key: &'static str,
+        path: Option<PathBuf>,
+        message: String,
+    },
+    #[error("listener {index} ({address}): key `{key}`{}: {message}", .path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default())]
+    Listener {
+        /// The `[[listener]]` table's place in the file, from 1.
+        index: usize,
+        address: String,
         key: &'static str,
         path: Option<PathBuf>,
         message: String,
@@ -58,7 +77,10 @@ pub enum FsyncMode {
 /// The configuration in force, after flags, file and defaults are merged and checked.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: SocketAddr,
+    /// `listen` as given (key or flag): a plain TCP listener, the first one.
+    pub listen: Option<SocketAddr>,
+    /// Every listener, `listen` first (see `listener` for how they combine).
+    pub listeners: Vec<Listener>,
     pub cores: usize,
     pub data_dir: PathBuf,
     pub log: String,
@@ -113,7 +135,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            listen: None,
+            listeners: vec![Listener::plain(DEFAULT_LISTEN)],
             cores: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
@@ -165,10 +188,17 @@ impl Config {
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
         let mut config = Config::default();
         let path = args.config.clone();
+        let mut tables = Vec::new();
         if let Some(path) = &path {
-            file::read_file(path)?.apply(&mut config, path)?;
+            tables = file::read_file(path)?.apply(&mut config, path)?;
         }
         args.apply(&mut config);
+        config.listeners = config.listen.into_iter().map(Listener::plain).collect();
+        config.listeners.extend(tables);
+        if config.listeners.is_empty() {
+            config.listeners.push(Listener::plain(DEFAULT_LISTEN));
+        }
+        listener::check_distinct(&config.listeners, config.listen.is_some(), path.as_deref())?;
 
         // A bad value names the flag when it came from one, else the key (and the file).
         let bad = |key: &'static str, from_flag: bool, message: String| {
@@ -308,8 +338,14 @@ impl Config {
 /// Who may connect. `allow_anonymous` defaults to true only on a loopback address without a
 /// password file (Mosquitto 2.0 defaults it to false once a listener is configured); a
 /// broker listening beyond loopback with no authentication must be told so explicitly.
+/// Every listener counts, except one that requires a client certificate (its clients are
+/// authenticated by the certificate).
 fn authenticator(config: &Config) -> Result<Authenticator, (&'static str, String)> {
-    let loopback = config.listen.ip().is_loopback();
+    let open = config
+        .listeners
+        .iter()
+        .find(|l| !l.address.ip().is_loopback() && !l.certificate_required());
+    let loopback = open.is_none();
     let passwords = match &config.password_file {
         Some(path) => Some(Arc::new(
             PasswordFile::load(path).map_err(|e| ("password_file", e.to_string()))?,
@@ -331,9 +367,9 @@ fn authenticator(config: &Config) -> Result<Authenticator, (&'static str, String
                 "allow_anonymous",
                 format!(
                     "berth would listen on {} (not a loopback address) with no \
-                     authentication: set password_file, or allow_anonymous = true to accept \
-                     any client",
-                    config.listen
+                     authentication: set password_file, require client certificates on it, \
+                     or allow_anonymous = true to accept any client",
+                    open.map_or(DEFAULT_LISTEN, |l| l.address)
                 ),
             ))
         }

@@ -15,7 +15,10 @@ fn with_file(text: &str) -> Result<Config, ConfigError> {
 #[test]
 fn defaults_need_no_file() {
     let config = Config::from_args(Args::default()).unwrap();
-    assert_eq!(config.listen, "127.0.0.1:1883".parse().unwrap());
+    assert_eq!(
+        config.listeners[0].address,
+        "127.0.0.1:1883".parse().unwrap()
+    );
     assert_eq!(config.data_dir, PathBuf::from("./berth-data"));
 }
 
@@ -320,4 +323,121 @@ fn help_shows_the_default_of_every_flag_that_has_one() {
     let help = command.render_help().to_string();
     assert!(help.contains("[default: 127.0.0.1:1883]"), "{help}");
     assert!(help.contains("[default: 7200]"), "{help}");
+}
+
+/// A config file in a directory that also holds a self-signed `server.pem`/`server.key`.
+fn with_certificates(text: &str) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.path().join("server.pem"), made.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("server.key"), made.key_pair.serialize_pem()).unwrap();
+    let path = dir.path().join("berth.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::from_args(Args {
+        config: Some(path),
+        ..Args::default()
+    });
+    (dir, config)
+}
+
+const TLS: &str = "[[listener]]\naddress = \"127.0.0.1:8883\"\ntransport = \"tls\"\n";
+
+#[test]
+fn listen_comes_first_and_listener_tables_add_to_it() {
+    let (_dir, config) = with_certificates(&format!(
+        "listen = \"127.0.0.1:1884\"\n{TLS}cert = \"server.pem\"\nkey = \"server.key\"\n"
+    ));
+    let config = config.unwrap();
+    let seen: Vec<_> = config
+        .listeners
+        .iter()
+        .map(|l| (l.address.to_string(), l.kind()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("127.0.0.1:1884".into(), "tcp"),
+            ("127.0.0.1:8883".into(), "tls")
+        ]
+    );
+    // Only tables: no default plain listener beside them.
+    let (_dir, config) = with_certificates(&format!(
+        "{TLS}cert = \"server.pem\"\nkey = \"server.key\"\n"
+    ));
+    assert_eq!(config.unwrap().listeners.len(), 1);
+    let config = with_file("[[listener]]\naddress = \"127.0.0.1:1885\"\n").unwrap();
+    assert_eq!(config.listeners[0].kind(), "tcp");
+}
+
+#[test]
+fn listener_errors_name_the_listener_the_key_and_the_file() {
+    let cases = [
+        (format!("{TLS}key = \"server.key\"\n"), "key `cert`", "is required"),
+        (
+            format!("{TLS}cert = \"missing.pem\"\nkey = \"server.key\"\n"),
+            "key `cert`",
+            "cannot read",
+        ),
+        (
+            format!("{TLS}cert = \"server.pem\"\nkey = \"server.pem\"\n"),
+            "key `key`",
+            "no PEM private key",
+        ),
+        (
+            format!("{TLS}cert = \"server.pem\"\nkey = \"server.key\"\nrequire_certificate = true\n"),
+            "key `require_certificate`",
+            "needs `ca`",
+        ),
+        (
+            format!("{TLS}cert = \"server.pem\"\nkey = \"server.key\"\nuse_identity_as_username = true\n"),
+            "key `use_identity_as_username`",
+            "require_certificate",
+        ),
+        (
+            "[[listener]]\naddress = \"127.0.0.1:8883\"\ncert = \"server.pem\"\n".into(),
+            "key `cert`",
+            "tls listeners only",
+        ),
+        (
+            "[[listener]]\naddress = \"127.0.0.1:8083\"\ntransport = \"ws\"\n".into(),
+            "key `transport`",
+            "not yet supported",
+        ),
+        (
+            "listen = \"127.0.0.1:8883\"\n[[listener]]\naddress = \"127.0.0.1:8883\"\n".into(),
+            "key `address`",
+            "the `listen` address",
+        ),
+    ];
+    for (text, key, why) in cases {
+        let (_dir, config) = with_certificates(&text);
+        let err = config.unwrap_err().to_string();
+        assert!(err.starts_with("listener 1 (127.0.0.1:"), "{err}");
+        assert!(err.contains(key) && err.contains(why), "{err}");
+        assert!(err.contains("berth.toml"), "{err}");
+    }
+    let (_dir, config) = with_certificates(&format!(
+        "{TLS}cert = \"server.pem\"\nkey = \"server.key\"\nkye = 1\n"
+    ));
+    let err = config.unwrap_err().to_string();
+    assert!(err.contains("kye") && err.contains("berth.toml"), "{err}");
+}
+
+#[test]
+fn every_listener_counts_for_the_refusal_to_run_open_beyond_loopback() {
+    let err = with_file("[[listener]]\naddress = \"0.0.0.0:1883\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`allow_anonymous`") && err.contains("0.0.0.0:1883"),
+        "{err}"
+    );
+    // Client certificates are authentication: such a listener may face the network.
+    let (dir, _) = with_certificates("");
+    let ca = dir.path().join("server.pem").display().to_string();
+    let (_dir, config) = with_certificates(&format!(
+        "[[listener]]\naddress = \"0.0.0.0:8883\"\ntransport = \"tls\"\ncert = \"server.pem\"\nkey = \"server.key\"\nca = \"{ca}\"\nrequire_certificate = true\nuse_identity_as_username = true\n"
+    ));
+    let config = config.unwrap();
+    assert!(config.listeners[0].certificate_required());
 }

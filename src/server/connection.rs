@@ -81,8 +81,14 @@ pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S) {
             return;
         }
     };
-    let connect = Box::new(connect);
-    if !authenticated(&core, &mut stream, &connect, peer).await {
+    let mut connect = Box::new(connect);
+    // A certificate's identity replaces the CONNECT's username (Mosquitto's
+    // `use_identity_as_username`), and the password file is not asked about it.
+    let identity = stream.certificate_username();
+    if let Some(identity) = &identity {
+        connect.username = identity.as_deref().map(Into::into);
+    }
+    if !authenticated(&core, &mut stream, &connect, peer, identity.is_some()).await {
         linger(stream).await;
         return;
     }
@@ -168,10 +174,14 @@ async fn authenticated<S: Transport>(
     stream: &mut S,
     connect: &Connect,
     peer: SocketAddr,
+    by_certificate: bool,
 ) -> bool {
     let auth = core.authenticator();
     let username = connect.username.as_deref();
     let verdict = match auth.precheck(username, connect.password.as_deref()) {
+        // Certificate identities: a name is enough, none is never anonymous.
+        _ if by_certificate && username.is_some() => Verdict::Allowed,
+        _ if by_certificate => Verdict::NotAuthorized,
         Ok(verdict) => verdict,
         Err(check) if core.passed.borrow_mut().passed(&check) => Verdict::Allowed,
         Err(check) => {
@@ -250,17 +260,13 @@ pub fn take_handoff(core: &Rc<Core>, handoff: Handoff) {
         accepted_on,
         peer,
     } = handoff;
+    let core = core.clone();
     match transport::attach(fd, transport) {
         Attached::Plain(stream) => {
-            glommio::spawn_local(serve(
-                core.clone(),
-                stream,
-                connect,
-                rest,
-                accepted_on,
-                peer,
-            ))
-            .detach();
+            glommio::spawn_local(serve(core, stream, connect, rest, accepted_on, peer)).detach();
+        }
+        Attached::Tls(stream) => {
+            glommio::spawn_local(serve(core, *stream, connect, rest, accepted_on, peer)).detach();
         }
     }
 }

@@ -22,10 +22,11 @@ use glommio::net::TcpListener;
 use super::egress::Egress;
 use super::gate::{Refusals, StoreGate};
 use super::outbox::Outbox;
+use super::tls::TlsStream;
 use super::transport::TransportState;
 use crate::auth::{Authenticator, CheckCache};
 use crate::broker::{Broker, CoreMsg, CoreStats, Effects, SessionPolicy, Stat};
-use crate::config::Config;
+use crate::config::{Config, ListenerTransport};
 use crate::ownership::CoreId;
 use crate::protocol::{Connect, Packet};
 use crate::session::state::QueueLimits;
@@ -572,14 +573,30 @@ pub fn session_policy(config: &Config, cores: usize) -> SessionPolicy {
 
 /// Accepts connections forever, backing off while the process is out of descriptors
 /// (accept fails at once with EMFILE then, and retrying at once would spin).
-pub async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
+pub async fn accept_loop(core: Rc<Core>, listener: TcpListener, transport: ListenerTransport) {
     let mut backoff = Duration::from_millis(1);
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 backoff = Duration::from_millis(1);
                 core.stats.accepted.set(core.stats.accepted.get() + 1);
-                glommio::spawn_local(super::connection::accepted(core.clone(), stream)).detach();
+                use super::connection::accepted;
+                match &transport {
+                    ListenerTransport::Tcp => {
+                        glommio::spawn_local(accepted(core.clone(), stream)).detach();
+                    }
+                    // The certificates in force now: a reload changes them for new clients.
+                    ListenerTransport::Tls(tls) => {
+                        match TlsStream::accept(stream, tls.current(), tls.identity) {
+                            Ok(tls) => {
+                                glommio::spawn_local(accepted(core.clone(), tls)).detach();
+                            }
+                            Err(e) => {
+                                tracing::warn!(core = %core.id, error = %e, "cannot start TLS")
+                            }
+                        }
+                    }
+                }
             }
             Err(e) => {
                 let e = std::io::Error::from(e);

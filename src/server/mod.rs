@@ -2,7 +2,8 @@
 //! its own listener on the shared address, its own connections and its links to the
 //! other cores.
 //!
-//! Start-up locks the data directory, then binds every listener before any executor starts
+//! Start-up locks the data directory, then binds every listener (each configured address,
+//! on every core) before any executor starts
 //! (so port 0 resolves to one port for all cores, and an address another process listens on
 //! is refused), wires two full meshes of bounded `shared_channel`s between the cores (`mesh`),
 //! and prints the ready line only once every core accepts.
@@ -27,6 +28,7 @@ mod outbox;
 pub mod reload;
 mod storage;
 mod sys;
+mod tls;
 mod transport;
 mod writer;
 
@@ -51,11 +53,12 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs the broker until SIGINT or SIGTERM; SIGHUP runs `reload`. `ready` is called with
-/// the bound address once every core accepts connections.
+/// the bound addresses (and each one's transport, in the order configured) once every core
+/// accepts connections.
 pub fn run(
     config: Config,
     reload: Reload,
-    ready: impl FnOnce(std::net::SocketAddr),
+    ready: impl FnOnce(&[(std::net::SocketAddr, &'static str)]),
 ) -> anyhow::Result<()> {
     let cores = config.cores;
     let started = std::time::Instant::now();
@@ -64,9 +67,20 @@ pub fn run(
     // Held until the process ends: a second broker on this data directory stops here.
     let _data_dir_lock = storage::lock_data_dir(&config.data_dir)?;
     storage::check_layout(&config.data_dir, cores)?;
-    // The guard is held until the process ends too: a second broker on this address fails.
-    let (listeners, bound, _address_guard) = listener::bind_all(config.listen, cores)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    // The guards are held until the process ends too: a second broker on an address fails.
+    // `per_core[i]` holds core i's socket for every listener.
+    let mut per_core: Vec<Vec<_>> = (0..cores).map(|_| Vec::new()).collect();
+    let mut bound = Vec::with_capacity(config.listeners.len());
+    let mut _address_guards = Vec::with_capacity(config.listeners.len());
+    for configured in &config.listeners {
+        let (sockets, address, guard) = listener::bind_all(configured.address, cores)
+            .with_context(|| format!("cannot listen on {}", configured.address))?;
+        for (core, socket) in per_core.iter_mut().zip(sockets) {
+            core.push((socket, configured.transport.clone()));
+        }
+        bound.push((address, configured.kind()));
+        _address_guards.push(guard);
+    }
 
     let shutdown = Arc::new(AtomicBool::new(false));
     // Cores whose recovered subscriptions every other core has heard (see below).
@@ -88,6 +102,10 @@ pub fn run(
         move |config| {
             auth.replace(config.auth.clone());
         }
+    });
+    reload.on_reload("listener certificates", {
+        let listeners = config.listeners.clone();
+        move |config| tls_reload(&listeners, &config.listeners)
     });
     let reloader = std::thread::Builder::new()
         .name("berth-reload".into())
@@ -129,8 +147,8 @@ pub fn run(
     }
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<storage::Replayed>>();
     let mut executors = Vec::with_capacity(cores);
-    for (index, ((listener_fd, primary), relay)) in
-        listeners.into_iter().zip(primary).zip(relay).enumerate()
+    for (index, ((listener_fds, primary), relay)) in
+        per_core.into_iter().zip(primary).zip(relay).enumerate()
     {
         let placement = if cores <= online {
             Placement::Fixed(index)
@@ -185,7 +203,7 @@ pub fn run(
                 let admin = admin_inbox.map(|inbox| glommio::spawn_local(admin::cores::answer_loop(core.clone(), inbox)));
                 let sys_interval = core.config.sys_interval;
                 let sys = (!sys_interval.is_zero()).then(|| glommio::spawn_local(sys::sys_loop(core.clone(), sys_interval, started)));
-                let accept = glommio::spawn_local(local::accept_loop(core.clone(), listener::into_listener(listener_fd)));
+                let accept: Vec<_> = listener_fds.into_iter().map(|(fd, transport)| glommio::spawn_local(local::accept_loop(core.clone(), listener::into_listener(fd), transport))).collect();
                 let _ = ready_tx.send(Ok(replayed));
                 let mut over_bound = false;
                 while !shutdown.load(Ordering::Relaxed) {
@@ -231,7 +249,7 @@ pub fn run(
         drop(admin_asks);
         tracing::info!("admin API off: set admin_keys_file (or admin_allow_anonymous on loopback)");
     }
-    ready(bound);
+    ready(&bound);
     let trimmer = std::thread::Builder::new()
         .name("berth-trim".into())
         .spawn({
@@ -248,6 +266,27 @@ pub fn run(
     hangup_handle.close();
     let _ = reloader.join();
     Ok(())
+}
+
+/// Puts the certificates of a configuration read again in force for new connections on
+/// each TLS listener. Listeners are matched by place and address: adding, removing or
+/// moving one takes a restart (said in the log).
+fn tls_reload(running: &[crate::config::Listener], reread: &[crate::config::Listener]) {
+    use crate::config::ListenerTransport::Tls;
+    for (index, listener) in running.iter().enumerate() {
+        let Tls(current) = &listener.transport else {
+            continue;
+        };
+        match reread.get(index).map(|l| (l.address, &l.transport)) {
+            Some((address, Tls(newer))) if address == listener.address => {
+                current.replace(newer);
+                tracing::info!(address = %listener.address, "TLS certificates reloaded");
+            }
+            _ => {
+                tracing::warn!(address = %listener.address, "listeners changed in the config file: they change at restart; this one keeps its certificates")
+            }
+        }
+    }
 }
 
 /// One SIGHUP: re-reads the configuration and says in the log what it re-applied.

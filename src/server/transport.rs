@@ -5,13 +5,13 @@
 //! [`Transport`]: an async byte stream that also gives the socket settings the server uses
 //! (`TCP_NODELAY`, the write timeout that drops a client which stopped reading), a way to
 //! shut the sending side, and a way to give the connection up for a hand-off to its owner
-//! core. Plain TCP (`glommio::net::TcpStream`) implements it today; TLS and WebSocket are
-//! further implementations over the same socket.
+//! core. Plain TCP (`glommio::net::TcpStream`) and TLS (`tls::TlsStream`) implement it;
+//! WebSocket is a further implementation over the same socket.
 //!
 //! A hand-off carries the socket's descriptor and, beside it, the [`TransportState`]: what
 //! the transport keeps above the socket that the owner core needs to go on. For plain TCP
 //! that is nothing (the bytes read after the CONNECT travel in `Handoff::rest`). For TLS it
-//! will be the rustls server session, with the ciphertext it has read but not decrypted and
+//! is the rustls server session, with the ciphertext it has read but not decrypted and
 //! the plaintext it has decrypted but not handed out (`TransportState::Tls(Box<..>)`: boxed,
 //! so that a plain hand-off stays small); [`attach`] rebuilds the transport from the two.
 //!
@@ -29,6 +29,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
 use super::handoff;
+use super::tls::{TlsState, TlsStream};
 
 /// A connection's byte stream (see the module docs).
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
@@ -44,6 +45,12 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
     /// Gives the connection up on this core: a descriptor for the socket (this core's own
     /// is closed, the connection is not ended) and the state to rebuild it with.
     fn detach(self) -> io::Result<(OwnedFd, TransportState)>;
+    /// The username the client's certificate gives, on a listener that takes it from there
+    /// (`use_identity_as_username`, `use_subject_as_username`): `None` where usernames come
+    /// from the CONNECT, `Some(None)` where the certificate has no such name.
+    fn certificate_username(&self) -> Option<Option<String>> {
+        None
+    }
 }
 
 /// What a transport keeps above the socket, carried beside its descriptor in a hand-off.
@@ -51,6 +58,8 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
 pub enum TransportState {
     /// Plain TCP: the socket is the whole transport.
     Plain,
+    /// TLS: the rustls session with everything it holds (see `tls`).
+    Tls(Box<TlsState>),
 }
 
 impl Transport for TcpStream {
@@ -85,12 +94,16 @@ impl Transport for TcpStream {
 /// the connection is served by code made for its transport (no dynamic dispatch per read).
 pub enum Attached {
     Plain(TcpStream),
+    Tls(Box<TlsStream>),
 }
 
 /// Rebuilds the transport that [`Transport::detach`] gave up.
 pub fn attach(fd: OwnedFd, state: TransportState) -> Attached {
     match state {
         TransportState::Plain => Attached::Plain(handoff::attach(fd)),
+        TransportState::Tls(state) => {
+            Attached::Tls(Box::new(TlsStream::from_parts(handoff::attach(fd), *state)))
+        }
     }
 }
 
@@ -113,7 +126,9 @@ mod tests {
                 .unwrap();
             let (fd, state) = Transport::detach(accepted).unwrap();
             assert!(matches!(state, TransportState::Plain));
-            let Attached::Plain(mut server) = attach(fd, state);
+            let Attached::Plain(mut server) = attach(fd, state) else {
+                panic!("a plain stream is attached as plain");
+            };
             client.write_all(b"ping").await.unwrap();
             let mut got = [0; 4];
             server.read_exact(&mut got).await.unwrap();

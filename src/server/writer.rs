@@ -67,7 +67,12 @@ pub async fn write_loop<S: Transport>(
         if buf.is_empty() {
             continue;
         }
+        // The flush sends what a transport buffers itself (TLS records); plain TCP has none.
         if let Err(error) = writer.write_all(&buf).await {
+            let _ = failed.try_send(error);
+            return;
+        }
+        if let Err(error) = writer.flush().await {
             let _ = failed.try_send(error);
             return;
         }

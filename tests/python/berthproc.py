@@ -17,6 +17,10 @@ import tempfile
 import time
 
 READY = re.compile(rb"^berth listening on (\S+):(\d+)\s*$")
+# The other listeners' lines (`... on HOST:PORT (tls)`), which come before the plain one's.
+OTHER_LISTENER = re.compile(rb"^berth listening on (\S+):(\d+) \((\w+)\)\s*$")
+# The admin API's line (when it runs), before the listeners'.
+ADMIN = re.compile(rb"^berth admin API on (\S+):(\d+)\s*$")
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 
@@ -51,6 +55,9 @@ class Broker:
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=self._stderr)
         self.stdout_seen = b""
+        # Transport name -> [(host, port)] of the listeners besides the plain one.
+        self.listeners: dict[str, list[tuple[str, int]]] = {}
+        self.admin: tuple[str, int] | None = None
         self.host, self.port = self._wait_ready(ready_timeout)
 
     @classmethod
@@ -79,6 +86,13 @@ class Broker:
                 m = READY.match(line)
                 if m:
                     return m.group(1).decode(), int(m.group(2))
+                admin = ADMIN.match(line)
+                if admin:
+                    self.admin = (admin.group(1).decode(), int(admin.group(2)))
+                other = OTHER_LISTENER.match(line)
+                if other:
+                    self.listeners.setdefault(other.group(3).decode(), []).append(
+                        (other.group(1).decode(), int(other.group(2))))
                 nl = self.stdout_seen.find(b"\n")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
