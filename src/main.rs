@@ -49,9 +49,14 @@ fn main() -> std::process::ExitCode {
     });
 
     let cores = config.cores;
-    let result = berth::server::run(config, reload, |addr| {
+    let ws_path = config.ws_path.clone();
+    let result = berth::server::run(config, reload, |addr, ws| {
         tracing::info!(%addr, cores, "ready");
         let mut stdout = std::io::stdout().lock();
+        if let Some(ws) = ws {
+            // Before the ready line, so that whoever waits for that line has this one too.
+            let _ = writeln!(stdout, "berth websocket listening on {ws} path {ws_path}");
+        }
         let _ = writeln!(stdout, "berth listening on {addr}");
         let _ = stdout.flush();
     });

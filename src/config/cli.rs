@@ -25,6 +25,13 @@ pub struct Args {
     /// Address to listen on (every core accepts on it). Port 0 picks a free port.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Address of a WebSocket listener (every core accepts on it too): MQTT over WebSocket
+    /// for clients upgrading on `ws_path` (8083 is the port brokers use by convention).
+    #[arg(long)]
+    pub ws_listen: Option<SocketAddr>,
+    /// The HTTP path WebSocket clients upgrade on; another path is answered with 404.
+    #[arg(long)]
+    pub ws_path: Option<String>,
     /// Number of cores (executors, each pinned to its CPU) to run, 1..=1024. More than this
     /// machine's CPUs is allowed, with a warning: the executors then run unpinned (a data
     /// directory keeps the core count it was written with, which a smaller machine may need).
@@ -138,6 +145,10 @@ impl Args {
     /// Lays the flags that were given over `config`: flags win over the file.
     pub(super) fn apply(&self, config: &mut Config) {
         config.listen = self.listen.unwrap_or(config.listen);
+        config.ws_listen = self.ws_listen.or(config.ws_listen);
+        if let Some(v) = &self.ws_path {
+            config.ws_path = v.clone();
+        }
         config.cores = self.cores.unwrap_or(config.cores);
         if let Some(v) = &self.data_dir {
             config.data_dir = v.clone();
@@ -219,6 +230,8 @@ impl Args {
 fn shown_defaults(d: &Config) -> Vec<(&'static str, String)> {
     vec![
         ("listen", d.listen.to_string()),
+        ("ws_listen", "none (no WebSocket listener)".into()),
+        ("ws_path", d.ws_path.clone()),
         ("cores", format!("{} (the CPUs here)", d.cores)),
         ("data_dir", d.data_dir.display().to_string()),
         ("log", d.log.clone()),

@@ -14,6 +14,8 @@ use super::{keepalive_cap, Config, ConfigError, FsyncMode, Overflow};
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
     listen: Option<String>,
+    ws_listen: Option<String>,
+    ws_path: Option<String>,
     cores: Option<usize>,
     data_dir: Option<PathBuf>,
     log: Option<String>,
@@ -57,6 +59,16 @@ impl FileConfig {
             config.listen = listen
                 .parse()
                 .map_err(|e| invalid("listen", format!("`{listen}`: {e}")))?;
+        }
+        if let Some(listen) = file.ws_listen {
+            config.ws_listen = Some(
+                listen
+                    .parse()
+                    .map_err(|e| invalid("ws_listen", format!("`{listen}`: {e}")))?,
+            );
+        }
+        if let Some(v) = file.ws_path {
+            config.ws_path = v;
         }
         if let Some(v) = file.cores {
             config.cores = v;

@@ -59,6 +59,10 @@ pub enum FsyncMode {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// A WebSocket listener (`ws_listen`, off by default) on every core, for clients
+    /// upgrading on `ws_path`.
+    pub ws_listen: Option<SocketAddr>,
+    pub ws_path: String,
     pub cores: usize,
     pub data_dir: PathBuf,
     pub log: String,
@@ -103,6 +107,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            ws_listen: None,
+            ws_path: "/mqtt".to_string(),
             cores: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
@@ -177,6 +183,13 @@ impl Config {
                 args.max_packet_size.is_some(),
                 message,
             ));
+        }
+        if !config.ws_path.starts_with('/') || config.ws_path.contains(['?', '#', ' ']) {
+            let message = format!(
+                "`{}` is not an HTTP path (it starts with /)",
+                config.ws_path
+            );
+            return Err(bad("ws_path", args.ws_path.is_some(), message));
         }
         if config.receive_maximum == 0 {
             return Err(bad(
@@ -270,7 +283,10 @@ impl Config {
 /// password file (Mosquitto 2.0 defaults it to false once a listener is configured); a
 /// broker listening beyond loopback with no authentication must be told so explicitly.
 fn authenticator(config: &Config) -> Result<Authenticator, (&'static str, String)> {
-    let loopback = config.listen.ip().is_loopback();
+    // Every listener counts: a WebSocket one beyond loopback is as open as a plain one.
+    let open = std::iter::once(config.listen)
+        .chain(config.ws_listen)
+        .find(|addr| !addr.ip().is_loopback());
     let passwords = match &config.password_file {
         Some(path) => Some(Arc::new(
             PasswordFile::load(path).map_err(|e| ("password_file", e.to_string()))?,
@@ -287,14 +303,14 @@ fn authenticator(config: &Config) -> Result<Authenticator, (&'static str, String
             ))
         }
         Some(allow) => allow,
-        None if passwords.is_none() && !loopback => {
+        None if passwords.is_none() && open.is_some() => {
             return Err((
                 "allow_anonymous",
                 format!(
                     "berth would listen on {} (not a loopback address) with no \
                      authentication: set password_file, or allow_anonymous = true to accept \
                      any client",
-                    config.listen
+                    open.unwrap_or(config.listen)
                 ),
             ))
         }

@@ -319,3 +319,22 @@ fn help_shows_the_default_of_every_flag_that_has_one() {
     assert!(help.contains("[default: 127.0.0.1:1883]"), "{help}");
     assert!(help.contains("[default: 7200]"), "{help}");
 }
+
+#[test]
+fn websocket_listener_keys() {
+    let config = with_file("ws_listen = \"127.0.0.1:8083\"\n").unwrap();
+    assert_eq!(config.ws_listen, Some("127.0.0.1:8083".parse().unwrap()));
+    assert_eq!(config.ws_path, "/mqtt");
+    assert_eq!(Config::default().ws_listen, None);
+    let error = with_file("ws_path = \"mqtt\"\n").unwrap_err().to_string();
+    assert!(error.contains("`ws_path`"), "{error}");
+    // A WebSocket listener beyond loopback with no authentication is refused too.
+    let error = with_file("ws_listen = \"0.0.0.0:8083\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("0.0.0.0:8083") && error.contains("allow_anonymous"),
+        "{error}"
+    );
+    with_file("ws_listen = \"0.0.0.0:8083\"\nallow_anonymous = true\n").unwrap();
+}

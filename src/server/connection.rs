@@ -237,7 +237,7 @@ pub fn take_handoff(core: &Rc<Core>, handoff: Handoff) {
         peer,
     } = handoff;
     match transport::attach(fd, transport) {
-        Attached::Plain(stream) => {
+        Ok(Attached::Plain(stream)) => {
             glommio::spawn_local(serve(
                 core.clone(),
                 stream,
@@ -248,6 +248,18 @@ pub fn take_handoff(core: &Rc<Core>, handoff: Handoff) {
             ))
             .detach();
         }
+        Ok(Attached::WebSocket(stream)) => {
+            glommio::spawn_local(serve(
+                core.clone(),
+                stream,
+                connect,
+                rest,
+                accepted_on,
+                peer,
+            ))
+            .detach();
+        }
+        Err(error) => tracing::error!(core = %core.id, %peer, %error, "cannot take a hand-off"),
     }
 }
 

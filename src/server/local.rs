@@ -507,15 +507,26 @@ pub fn session_policy(config: &Config, cores: usize) -> SessionPolicy {
 }
 
 /// Accepts connections forever, backing off while the process is out of descriptors
-/// (accept fails at once with EMFILE then, and retrying at once would spin).
-pub async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
+/// (accept fails at once with EMFILE then, and retrying at once would spin). With
+/// `websocket`, a path, each connection first upgrades to WebSocket on that path.
+pub async fn accept_loop(core: Rc<Core>, listener: TcpListener, websocket: Option<Rc<str>>) {
     let mut backoff = Duration::from_millis(1);
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 backoff = Duration::from_millis(1);
                 core.stats.accepted.set(core.stats.accepted.get() + 1);
-                glommio::spawn_local(super::connection::accepted(core.clone(), stream)).detach();
+                match &websocket {
+                    None => {
+                        glommio::spawn_local(super::connection::accepted(core.clone(), stream))
+                            .detach();
+                    }
+                    Some(path) => {
+                        let upgrade =
+                            super::websocket::accepted(core.clone(), stream, path.clone());
+                        glommio::spawn_local(upgrade).detach();
+                    }
+                }
             }
             Err(e) => {
                 let e = std::io::Error::from(e);

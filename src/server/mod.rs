@@ -26,6 +26,7 @@ pub mod reload;
 mod storage;
 mod sys;
 mod transport;
+mod websocket;
 mod writer;
 
 use std::rc::Rc;
@@ -48,11 +49,12 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs the broker until SIGINT or SIGTERM; SIGHUP runs `reload`. `ready` is called with
-/// the bound address once every core accepts connections.
+/// the bound address (and the WebSocket listener's, `ws_listen`) once every core accepts
+/// connections.
 pub fn run(
     config: Config,
     reload: Reload,
-    ready: impl FnOnce(std::net::SocketAddr),
+    ready: impl FnOnce(std::net::SocketAddr, Option<std::net::SocketAddr>),
 ) -> anyhow::Result<()> {
     let cores = config.cores;
     let started = std::time::Instant::now();
@@ -64,6 +66,7 @@ pub fn run(
     // The guard is held until the process ends too: a second broker on this address fails.
     let (listeners, bound, _address_guard) = listener::bind_all(config.listen, cores)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let (ws_listeners, ws_bound, _ws_guard) = bind_websocket(&config)?;
 
     let shutdown = Arc::new(AtomicBool::new(false));
     // Cores whose recovered subscriptions every other core has heard (see below).
@@ -118,8 +121,12 @@ pub fn run(
     }
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<storage::Replayed>>();
     let mut executors = Vec::with_capacity(cores);
-    for (index, ((listener_fd, primary), relay)) in
-        listeners.into_iter().zip(primary).zip(relay).enumerate()
+    for (index, (((listener_fd, ws_fd), primary), relay)) in listeners
+        .into_iter()
+        .zip(ws_listeners)
+        .zip(primary)
+        .zip(relay)
+        .enumerate()
     {
         let placement = if cores <= online {
             Placement::Fixed(index)
@@ -172,7 +179,9 @@ pub fn run(
                 let expiry = glommio::spawn_local(expiry_loop(core.clone()));
                 let sys_interval = core.config.sys_interval;
                 let sys = (!sys_interval.is_zero()).then(|| glommio::spawn_local(sys::sys_loop(core.clone(), sys_interval, started)));
-                let accept = glommio::spawn_local(local::accept_loop(core.clone(), listener::into_listener(listener_fd)));
+                let accept = glommio::spawn_local(local::accept_loop(core.clone(), listener::into_listener(listener_fd), None));
+                let ws_path: Rc<str> = core.config.ws_path.as_str().into();
+                let ws_accept = ws_fd.map(|fd| glommio::spawn_local(local::accept_loop(core.clone(), listener::into_listener(fd), Some(ws_path))));
                 let _ = ready_tx.send(Ok(replayed));
                 let mut over_bound = false;
                 while !shutdown.load(Ordering::Relaxed) {
@@ -180,6 +189,7 @@ pub fn run(
                     report_stored(&core, &mut over_bound);
                 }
                 drop(accept);
+                drop(ws_accept);
                 drop(expiry);
                 drop(sys);
                 core.shut_down_connections();
@@ -201,7 +211,7 @@ pub fn run(
         }
     }
     replayed.log_summary();
-    ready(bound);
+    ready(bound, ws_bound);
     let trimmer = std::thread::Builder::new()
         .name("berth-trim".into())
         .spawn({
@@ -218,6 +228,27 @@ pub fn run(
     hangup_handle.close();
     let _ = reloader.join();
     Ok(())
+}
+
+/// The WebSocket listener's sockets, one per core (`None`s without `ws_listen`), bound
+/// like the plain listener's (see `listener::bind_all`).
+type WsListeners = (
+    Vec<Option<std::os::fd::OwnedFd>>,
+    Option<std::net::SocketAddr>,
+    Option<listener::AddressGuard>,
+);
+
+fn bind_websocket(config: &Config) -> anyhow::Result<WsListeners> {
+    let Some(addr) = config.ws_listen else {
+        return Ok(((0..config.cores).map(|_| None).collect(), None, None));
+    };
+    let (sockets, bound, guard) = listener::bind_all(addr, config.cores)
+        .with_context(|| format!("cannot listen for WebSocket (ws_listen) on {addr}"))?;
+    Ok((
+        sockets.into_iter().map(Some).collect(),
+        Some(bound),
+        Some(guard),
+    ))
 }
 
 /// One SIGHUP: re-reads the configuration and says in the log what it re-applied.

@@ -13,7 +13,10 @@
 //! that is nothing (the bytes read after the CONNECT travel in `Handoff::rest`). For TLS it
 //! will be the rustls server session, with the ciphertext it has read but not decrypted and
 //! the plaintext it has decrypted but not handed out (`TransportState::Tls(Box<..>)`: boxed,
-//! so that a plain hand-off stays small); [`attach`] rebuilds the transport from the two.
+//! so that a plain hand-off stays small). For WebSocket it is the frame decoder's place,
+//! the raw bytes read but not decoded, and the inner transport's own state
+//! (`TransportState::WebSocket`), so WebSocket over TLS composes. [`attach`] rebuilds the
+//! transport from the two.
 //!
 //! **Invariant:** a transport never reads ahead of what it hands out before a hand-off:
 //! every byte read from the socket is either in the caller's buffer or in the state it
@@ -29,6 +32,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
 use super::handoff;
+use super::websocket::{WebSocket, WsState};
 
 /// A connection's byte stream (see the module docs).
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
@@ -51,6 +55,8 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
 pub enum TransportState {
     /// Plain TCP: the socket is the whole transport.
     Plain,
+    /// WebSocket over another transport, whose state it holds (`WsState::inner`).
+    WebSocket(Box<WsState>),
 }
 
 impl Transport for TcpStream {
@@ -85,12 +91,24 @@ impl Transport for TcpStream {
 /// the connection is served by code made for its transport (no dynamic dispatch per read).
 pub enum Attached {
     Plain(TcpStream),
+    WebSocket(WebSocket<TcpStream>),
 }
 
-/// Rebuilds the transport that [`Transport::detach`] gave up.
-pub fn attach(fd: OwnedFd, state: TransportState) -> Attached {
+/// Rebuilds the transport that [`Transport::detach`] gave up. Fails only on a state no
+/// transport detaches with (WebSocket over WebSocket).
+pub fn attach(fd: OwnedFd, state: TransportState) -> io::Result<Attached> {
     match state {
-        TransportState::Plain => Attached::Plain(handoff::attach(fd)),
+        TransportState::Plain => Ok(Attached::Plain(handoff::attach(fd))),
+        TransportState::WebSocket(mut ws) => {
+            let inner = std::mem::replace(&mut ws.inner, TransportState::Plain);
+            match attach(fd, inner)? {
+                Attached::Plain(tcp) => Ok(Attached::WebSocket(WebSocket::attach(tcp, *ws))),
+                Attached::WebSocket(_) => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a WebSocket over a WebSocket",
+                )),
+            }
+        }
     }
 }
 
@@ -113,7 +131,9 @@ mod tests {
                 .unwrap();
             let (fd, state) = Transport::detach(accepted).unwrap();
             assert!(matches!(state, TransportState::Plain));
-            let Attached::Plain(mut server) = attach(fd, state);
+            let Ok(Attached::Plain(mut server)) = attach(fd, state) else {
+                panic!("a plain state attaches as plain TCP");
+            };
             client.write_all(b"ping").await.unwrap();
             let mut got = [0; 4];
             server.read_exact(&mut got).await.unwrap();
