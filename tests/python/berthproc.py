@@ -17,6 +17,8 @@ import tempfile
 import time
 
 READY = re.compile(rb"^berth listening on (\S+):(\d+)\s*$")
+# Printed before READY when a WebSocket listener is on (`--ws-listen`).
+WS_READY = re.compile(rb"^berth websocket listening on (\S+):(\d+) path (\S+)\s*$")
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 
@@ -51,6 +53,7 @@ class Broker:
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=self._stderr)
         self.stdout_seen = b""
+        self.ws: tuple[str, int] | None = None  # the WebSocket listener's address, if on
         self.host, self.port = self._wait_ready(ready_timeout)
 
     @classmethod
@@ -76,6 +79,9 @@ class Broker:
             nl = self.stdout_seen.find(b"\n")
             while nl >= 0:
                 line, self.stdout_seen = self.stdout_seen[:nl], self.stdout_seen[nl + 1:]
+                ws = WS_READY.match(line)
+                if ws:
+                    self.ws = (ws.group(1).decode(), int(ws.group(2)))
                 m = READY.match(line)
                 if m:
                     return m.group(1).decode(), int(m.group(2))
