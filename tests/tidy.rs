@@ -13,6 +13,7 @@ const PURE_LAYERS: &[&str] = &[
     "src/session",
     "src/broker",
     "src/auth",
+    "src/websocket",
 ];
 
 /// What a pure layer may not name outside its tests.

@@ -9,7 +9,8 @@
 //! The same address twice is an error (port 0 excepted: each picks its own port).
 //!
 //! Conventional ports: 1883 (tcp), 8883 (tls), 8083 with path `/mqtt` (ws), 8084 (wss).
-//! WebSocket listeners are recognised but refused for now ("not yet supported").
+//! A ws or wss listener upgrades on `path` (default `/mqtt`; another path gets 404); wss is
+//! WebSocket inside TLS and takes the tls keys.
 //!
 //! A TLS listener's certificates are read here, when the configuration is read (at start
 //! and on SIGHUP), so that a missing or unreadable file is an error naming the listener,
@@ -37,7 +38,19 @@ pub enum ListenerTransport {
     /// Shared with the running server, which takes new connections' settings from it; a
     /// reload swaps the certificates inside (see [`TlsListener::replace`]).
     Tls(Arc<TlsListener>),
+    /// MQTT over WebSocket, upgrading on `path`.
+    Ws {
+        path: Arc<str>,
+    },
+    /// MQTT over WebSocket over TLS.
+    Wss {
+        tls: Arc<TlsListener>,
+        path: Arc<str>,
+    },
 }
+
+/// The path a ws or wss listener upgrades on when the table gives none.
+pub const DEFAULT_WS_PATH: &str = "/mqtt";
 
 impl Listener {
     pub fn plain(address: SocketAddr) -> Listener {
@@ -52,12 +65,22 @@ impl Listener {
         match self.transport {
             ListenerTransport::Tcp => "tcp",
             ListenerTransport::Tls(_) => "tls",
+            ListenerTransport::Ws { .. } => "ws",
+            ListenerTransport::Wss { .. } => "wss",
+        }
+    }
+
+    /// The listener's TLS settings, when it speaks TLS (tls and wss).
+    pub fn tls(&self) -> Option<&Arc<TlsListener>> {
+        match &self.transport {
+            ListenerTransport::Tls(tls) | ListenerTransport::Wss { tls, .. } => Some(tls),
+            _ => None,
         }
     }
 
     /// Whether every client of this listener is authenticated by its certificate.
     pub fn certificate_required(&self) -> bool {
-        matches!(&self.transport, ListenerTransport::Tls(tls) if tls.require_certificate)
+        self.tls().is_some_and(|tls| tls.require_certificate)
     }
 }
 
@@ -129,17 +152,29 @@ impl ListenerTable {
                 self.use_subject_as_username.is_some(),
             ),
         ];
+        let path: Arc<str> = match self.path.as_deref() {
+            None => DEFAULT_WS_PATH.into(),
+            Some(path) if path.starts_with('/') && !path.contains(['?', '#', ' ']) => path.into(),
+            Some(path) => {
+                let why = format!("`{path}` is not an HTTP path (it starts with /)");
+                return Err(invalid("path", why));
+            }
+        };
+        let kind = transport;
         let transport = match transport {
-            "tcp" => {
+            "tcp" | "ws" => {
                 if let Some((key, _)) = tls_keys.iter().find(|(_, given)| *given) {
                     return Err(invalid(
                         key,
-                        "applies to tls listeners only (this one is tcp)".into(),
+                        format!("applies to tls and wss listeners only (this one is {kind})"),
                     ));
                 }
-                ListenerTransport::Tcp
+                match kind {
+                    "ws" => ListenerTransport::Ws { path },
+                    _ => ListenerTransport::Tcp,
+                }
             }
-            "tls" => {
+            "tls" | "wss" => {
                 let dir = file.parent().unwrap_or(Path::new(""));
                 let cert = dir.join(self.cert.ok_or_else(|| {
                     invalid("cert", "is required on a tls listener (a PEM chain)".into())
@@ -184,18 +219,16 @@ impl ListenerTable {
                 };
                 let listener = TlsListener::load(files, identity)
                     .map_err(|(key, message)| invalid(key, message))?;
-                ListenerTransport::Tls(Arc::new(listener))
-            }
-            "ws" | "wss" => {
-                return Err(invalid(
-                    "transport",
-                    format!("`{transport}` is not yet supported (tcp or tls)"),
-                ))
+                let tls = Arc::new(listener);
+                match kind {
+                    "wss" => ListenerTransport::Wss { tls, path },
+                    _ => ListenerTransport::Tls(tls),
+                }
             }
             other => {
                 return Err(invalid(
                     "transport",
-                    format!("unknown transport `{other}` (tcp or tls)"),
+                    format!("unknown transport `{other}` (tcp, tls, ws or wss)"),
                 ))
             }
         };

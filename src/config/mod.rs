@@ -345,7 +345,6 @@ fn authenticator(config: &Config) -> Result<Authenticator, (&'static str, String
         .listeners
         .iter()
         .find(|l| !l.address.ip().is_loopback() && !l.certificate_required());
-    let loopback = open.is_none();
     let passwords = match &config.password_file {
         Some(path) => Some(Arc::new(
             PasswordFile::load(path).map_err(|e| ("password_file", e.to_string()))?,
@@ -362,7 +361,7 @@ fn authenticator(config: &Config) -> Result<Authenticator, (&'static str, String
             ))
         }
         Some(allow) => allow,
-        None if passwords.is_none() && !loopback => {
+        None if passwords.is_none() && open.is_some() => {
             return Err((
                 "allow_anonymous",
                 format!(

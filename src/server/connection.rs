@@ -262,12 +262,19 @@ pub fn take_handoff(core: &Rc<Core>, handoff: Handoff) {
     } = handoff;
     let core = core.clone();
     match transport::attach(fd, transport) {
-        Attached::Plain(stream) => {
+        Ok(Attached::Plain(stream)) => {
             glommio::spawn_local(serve(core, stream, connect, rest, accepted_on, peer)).detach();
         }
-        Attached::Tls(stream) => {
+        Ok(Attached::Tls(stream)) => {
             glommio::spawn_local(serve(core, *stream, connect, rest, accepted_on, peer)).detach();
         }
+        Ok(Attached::WebSocket(stream)) => {
+            glommio::spawn_local(serve(core, stream, connect, rest, accepted_on, peer)).detach();
+        }
+        Ok(Attached::WebSocketTls(stream)) => {
+            glommio::spawn_local(serve(core, *stream, connect, rest, accepted_on, peer)).detach();
+        }
+        Err(error) => tracing::error!(core = %core.id, %peer, %error, "cannot take a hand-off"),
     }
 }
 

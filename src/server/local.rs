@@ -572,7 +572,8 @@ pub fn session_policy(config: &Config, cores: usize) -> SessionPolicy {
 }
 
 /// Accepts connections forever, backing off while the process is out of descriptors
-/// (accept fails at once with EMFILE then, and retrying at once would spin).
+/// (accept fails at once with EMFILE then, and retrying at once would spin). A ws or wss
+/// listener's connections first upgrade to WebSocket on its path.
 pub async fn accept_loop(core: Rc<Core>, listener: TcpListener, transport: ListenerTransport) {
     let mut backoff = Duration::from_millis(1);
     loop {
@@ -581,16 +582,28 @@ pub async fn accept_loop(core: Rc<Core>, listener: TcpListener, transport: Liste
                 backoff = Duration::from_millis(1);
                 core.stats.accepted.set(core.stats.accepted.get() + 1);
                 use super::connection::accepted;
+                use super::websocket::accepted as upgraded;
                 match &transport {
                     ListenerTransport::Tcp => {
                         glommio::spawn_local(accepted(core.clone(), stream)).detach();
                     }
+                    ListenerTransport::Ws { path } => {
+                        let path: Rc<str> = Rc::from(&**path);
+                        glommio::spawn_local(upgraded(core.clone(), stream, path)).detach();
+                    }
                     // The certificates in force now: a reload changes them for new clients.
-                    ListenerTransport::Tls(tls) => {
+                    ListenerTransport::Tls(tls) | ListenerTransport::Wss { tls, .. } => {
                         match TlsStream::accept(stream, tls.current(), tls.identity) {
-                            Ok(tls) => {
-                                glommio::spawn_local(accepted(core.clone(), tls)).detach();
-                            }
+                            Ok(stream) => match &transport {
+                                ListenerTransport::Wss { path, .. } => {
+                                    let path: Rc<str> = Rc::from(&**path);
+                                    let upgrade = upgraded(core.clone(), stream, path);
+                                    glommio::spawn_local(upgrade).detach();
+                                }
+                                _ => {
+                                    glommio::spawn_local(accepted(core.clone(), stream)).detach();
+                                }
+                            },
                             Err(e) => {
                                 tracing::warn!(core = %core.id, error = %e, "cannot start TLS")
                             }

@@ -30,6 +30,7 @@ mod storage;
 mod sys;
 mod tls;
 mod transport;
+mod websocket;
 mod writer;
 
 use std::io::Write as _;
@@ -211,6 +212,7 @@ pub fn run(
                     report_stored(&core, &mut over_bound);
                 }
                 drop(accept);
+
                 drop(expiry);
                 drop(sys);
                 drop(admin);
@@ -272,13 +274,12 @@ pub fn run(
 /// each TLS listener. Listeners are matched by place and address: adding, removing or
 /// moving one takes a restart (said in the log).
 fn tls_reload(running: &[crate::config::Listener], reread: &[crate::config::Listener]) {
-    use crate::config::ListenerTransport::Tls;
     for (index, listener) in running.iter().enumerate() {
-        let Tls(current) = &listener.transport else {
+        let Some(current) = listener.tls() else {
             continue;
         };
-        match reread.get(index).map(|l| (l.address, &l.transport)) {
-            Some((address, Tls(newer))) if address == listener.address => {
+        match reread.get(index).map(|l| (l.address, l.tls())) {
+            Some((address, Some(newer))) if address == listener.address => {
                 current.replace(newer);
                 tracing::info!(address = %listener.address, "TLS certificates reloaded");
             }

@@ -312,7 +312,7 @@ mod tests {
             assert_eq!(server.certificate_username(), None);
             let (fd, state) = Transport::detach(server).unwrap();
             assert!(matches!(state, TransportState::Tls(_)));
-            let Attached::Tls(mut server) = attach(fd, state) else {
+            let Ok(Attached::Tls(mut server)) = attach(fd, state) else {
                 panic!("a TLS stream is attached as TLS");
             };
             let mut rest = [0; 19];

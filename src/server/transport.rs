@@ -13,7 +13,10 @@
 //! that is nothing (the bytes read after the CONNECT travel in `Handoff::rest`). For TLS it
 //! is the rustls server session, with the ciphertext it has read but not decrypted and
 //! the plaintext it has decrypted but not handed out (`TransportState::Tls(Box<..>)`: boxed,
-//! so that a plain hand-off stays small); [`attach`] rebuilds the transport from the two.
+//! so that a plain hand-off stays small). For WebSocket it is the frame decoder's place,
+//! the raw bytes read but not decoded, and the inner transport's own state
+//! (`TransportState::WebSocket`), so WebSocket over TLS composes. [`attach`] rebuilds the
+//! transport from the two.
 //!
 //! **Invariant:** a transport never reads ahead of what it hands out before a hand-off:
 //! every byte read from the socket is either in the caller's buffer or in the state it
@@ -30,6 +33,7 @@ use glommio::net::TcpStream;
 
 use super::handoff;
 use super::tls::{TlsState, TlsStream};
+use super::websocket::{WebSocket, WsState};
 
 /// A connection's byte stream (see the module docs).
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
@@ -60,6 +64,8 @@ pub enum TransportState {
     Plain,
     /// TLS: the rustls session with everything it holds (see `tls`).
     Tls(Box<TlsState>),
+    /// WebSocket over another transport, whose state it holds (`WsState::inner`).
+    WebSocket(Box<WsState>),
 }
 
 impl Transport for TcpStream {
@@ -95,14 +101,32 @@ impl Transport for TcpStream {
 pub enum Attached {
     Plain(TcpStream),
     Tls(Box<TlsStream>),
+    WebSocket(WebSocket<TcpStream>),
+    /// wss: WebSocket over TLS.
+    WebSocketTls(Box<WebSocket<TlsStream>>),
 }
 
-/// Rebuilds the transport that [`Transport::detach`] gave up.
-pub fn attach(fd: OwnedFd, state: TransportState) -> Attached {
+/// Rebuilds the transport that [`Transport::detach`] gave up. Fails only on a state no
+/// transport detaches with (WebSocket over WebSocket).
+pub fn attach(fd: OwnedFd, state: TransportState) -> io::Result<Attached> {
     match state {
-        TransportState::Plain => Attached::Plain(handoff::attach(fd)),
-        TransportState::Tls(state) => {
-            Attached::Tls(Box::new(TlsStream::from_parts(handoff::attach(fd), *state)))
+        TransportState::Plain => Ok(Attached::Plain(handoff::attach(fd))),
+        TransportState::Tls(state) => Ok(Attached::Tls(Box::new(TlsStream::from_parts(
+            handoff::attach(fd),
+            *state,
+        )))),
+        TransportState::WebSocket(mut ws) => {
+            let inner = std::mem::replace(&mut ws.inner, TransportState::Plain);
+            match attach(fd, inner)? {
+                Attached::Plain(tcp) => Ok(Attached::WebSocket(WebSocket::attach(tcp, *ws))),
+                Attached::Tls(tls) => Ok(Attached::WebSocketTls(Box::new(WebSocket::attach(
+                    *tls, *ws,
+                )))),
+                Attached::WebSocket(_) | Attached::WebSocketTls(_) => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a WebSocket over a WebSocket",
+                )),
+            }
         }
     }
 }
@@ -126,8 +150,8 @@ mod tests {
                 .unwrap();
             let (fd, state) = Transport::detach(accepted).unwrap();
             assert!(matches!(state, TransportState::Plain));
-            let Attached::Plain(mut server) = attach(fd, state) else {
-                panic!("a plain stream is attached as plain");
+            let Ok(Attached::Plain(mut server)) = attach(fd, state) else {
+                panic!("a plain state attaches as plain TCP");
             };
             client.write_all(b"ping").await.unwrap();
             let mut got = [0; 4];

@@ -1,6 +1,7 @@
 """Every scenario of scenarios.txt with MQTT.js (npm package `mqtt`, pinned in
 mqttjs/package.json), protocol versions 4 (3.1.1) and 5. Each runs mqttjs/scenarios.mjs in
-Node against a fresh broker; tests/run-all.sh installs Node and the package when missing."""
+Node against a fresh broker, over plain TCP and over WebSocket (`ws://`, `--ws-listen`);
+tests/run-all.sh installs Node and the package when missing."""
 
 import json
 import os
@@ -36,3 +37,20 @@ def test_scenario(start_broker, version, scenario):
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"MQTT.js {scenario} v{version}:\n{proc.stdout}{proc.stderr}"
     assert f"ok: mqttjs-v{version}-{scenario}" in proc.stdout
+
+
+@pytest.mark.parametrize("scenario", scenario_names())
+@pytest.mark.parametrize("version", [4, 5], ids=["v311", "v5"])
+def test_scenario_over_websocket(start_broker, version, scenario):
+    b = start_broker(*BROKER_FLAGS.get(scenario, []), "--ws-listen", "127.0.0.1:0")
+    host, port = b.ws
+    env = dict(os.environ, INTEROP_IDS=json.dumps(all_ids(f"mqttjs-ws-v{version}-{scenario}")))
+    proc = subprocess.run([NODE, SCRIPT, scenario, str(version), host, str(port), "ws", "/mqtt"],
+                          env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, f"MQTT.js over ws {scenario} v{version}:\n{proc.stdout}{proc.stderr}"
+    assert f"ok: mqttjs-v{version}-{scenario}" in proc.stdout
+    # Every client of the scenario came in over the WebSocket listener.
+    log = b.stderr_text()
+    assert f"listener={host}:{port}" in log and f"listener={b.host}:{b.port}" not in log, log
+    assert "WebSocket upgrade failed" not in log

@@ -40,6 +40,26 @@ TEST_SEGMENT_SIZE = str(1 << 20)
 CONNACK_DEBUG = "--connack-debug-properties"
 
 
+def with_ws_listener(extra: tuple, workdir: str) -> tuple:
+    """A test's `--ws-listen ADDR [--ws-path PATH]` (a shorthand of these tests, not a berth
+    flag) becomes a config file with that `[[listener]]` table."""
+    extra = list(extra)
+    if "--ws-listen" not in extra:
+        return tuple(extra)
+    i = extra.index("--ws-listen")
+    address = extra[i + 1]
+    del extra[i:i + 2]
+    path = "/mqtt"
+    if "--ws-path" in extra:
+        j = extra.index("--ws-path")
+        path = extra[j + 1]
+        del extra[j:j + 2]
+    config = os.path.join(workdir, "ws-listener.toml")
+    with open(config, "w") as f:
+        f.write(f'listen = "127.0.0.1:0"\n[[listener]]\naddress = "{address}"\ntransport = "ws"\npath = "{path}"\n')
+    return ("--config", config, *extra)
+
+
 class BrokerDied(AssertionError):
     pass
 
@@ -71,6 +91,7 @@ class Broker:
         # 64 MiB would put hundreds of MiB on disk per test. Tests use small ones.
         if "--segment-size" not in extra:
             extra = ("--segment-size", TEST_SEGMENT_SIZE, *extra)
+        extra = with_ws_listener(extra, workdir)
         argv = list(wrapper or []) + [binary or berth_bin(), "--listen", "127.0.0.1:0",
                                       "--cores", str(cores), "--data-dir", data_dir,
                                       "--log", log or os.environ.get("BERTH_LOG", "info"), *extra]
@@ -105,6 +126,11 @@ class Broker:
                     rc = self.proc.wait(timeout=STOP_TIMEOUT)
                     raise BrokerDied(f"broker exited with {rc} before its ready line\n{self.describe()}")
                 self.stdout_seen += chunk
+
+    @property
+    def ws(self) -> tuple[str, int] | None:
+        """The first WebSocket listener's address, if one is on."""
+        return (self.listeners.get("ws") or [None])[0]
 
     @property
     def addr(self) -> tuple[str, int]:

@@ -1,7 +1,10 @@
 // The interop scenarios of tests/interop/scenarios.txt with MQTT.js (npm package `mqtt`).
 //
 //   node scenarios.mjs --list
-//   node scenarios.mjs <scenario> <protocol version: 4 | 5> <host> <port>
+//   node scenarios.mjs <scenario> <protocol version: 4 | 5> <host> <port> [ws PATH]
+//
+// With `ws PATH` every client connects over WebSocket (`ws://host:port/PATH`, MQTT.js's
+// subprotocol `mqtt`) instead of plain TCP.
 //
 // Client ids come in INTEROP_IDS (JSON: pub, sub, spare on their cores; m0, m1 for the share
 // group), chosen by the pytest wrapper (test_mqttjs.py) so that publisher and subscriber are
@@ -15,7 +18,8 @@ import mqtt from 'mqtt'
 const TIMEOUT_MS = 10_000
 const EXPIRY_SECS = 1 // the wrapper starts the broker with --max-session-expiry 1 for `expiry`
 
-const [scenario, versionArg, host, port] = process.argv.slice(2)
+const [scenario, versionArg, host, port, transport, wsPath] = process.argv.slice(2)
+const url = transport === 'ws' ? `ws://${host}:${port}${wsPath}` : `mqtt://${host}:${port}`
 const version = Number(versionArg)
 const ids = JSON.parse(process.env.INTEROP_IDS || '{}')
 const tag = `mqttjs-v${version}-${scenario}`
@@ -39,7 +43,7 @@ async function open (clientId, { subs = [], clean = true, expiry, will } = {}) {
   }
   if (version === 5 && expiry !== undefined) options.properties = { sessionExpiryInterval: expiry }
   if (will) options.will = { topic: will.topic, payload: Buffer.from(will.payload), qos: 1, retain: false }
-  const client = mqtt.connect(`mqtt://${host}:${port}`, options)
+  const client = mqtt.connect(url, options)
   client.inbox = []
   client.waiters = []
   client.on('message', (topic, payload, packet) => {
