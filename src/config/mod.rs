@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::auth::{Authenticator, PasswordFile};
 pub use crate::session::state::Overflow;
 pub use cli::Args;
+pub use limits::{Limits, LimitsArgs};
 
 /// The Session Expiry Interval that MQTT 5 defines as "never expires" (3.1.2.11.2), in
 /// seconds; also the largest `max_session_expiry`, so that `now + expiry` cannot overflow.
@@ -23,6 +24,9 @@ pub const NEVER_EXPIRES: u64 = u32::MAX as u64;
 
 mod cli;
 mod file;
+mod limits;
+#[cfg(test)]
+mod limits_tests;
 #[cfg(test)]
 mod tests;
 
@@ -97,6 +101,8 @@ pub struct Config {
     pub max_keepalive: Option<u16>,
     /// Whether v5 CONNACKs carry `berth-shard` and `berth-accepted-on` (internals).
     pub connack_debug_properties: bool,
+    /// Connections, rates, topic depth, client-id length, bans, flapping (`limits`).
+    pub limits: Limits,
 }
 
 impl Default for Config {
@@ -138,6 +144,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(30),
             max_keepalive: None,
             connack_debug_properties: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -150,6 +157,9 @@ impl Config {
             file::read_file(path)?.apply(&mut config, path)?;
         }
         args.apply(&mut config);
+        args.limits
+            .apply(&mut config.limits)
+            .map_err(|(key, message)| ConfigError::Flag { key, message })?;
 
         // A bad value names the flag when it came from one, else the key (and the file).
         let bad = |key: &'static str, from_flag: bool, message: String| {
@@ -253,6 +263,10 @@ impl Config {
                 ));
             }
         }
+        config
+            .limits
+            .check()
+            .map_err(|(key, message)| bad(key, args.limits.given(key), message))?;
         config.log =
             log_filter(&config.log).map_err(|message| bad("log", args.log.is_some(), message))?;
         config.auth = Arc::new(authenticator(&config).map_err(|(key, message)| {

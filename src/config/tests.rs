@@ -302,6 +302,7 @@ fn help_shows_the_default_of_every_flag_that_has_one() {
                 "config",
                 "server_keep_alive",
                 "password_file",
+                "ban_file",
             ]
             .contains(&arg.get_id().as_str())
         })
