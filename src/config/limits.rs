@@ -64,8 +64,8 @@ pub struct LimitsArgs {
     #[arg(long)]
     pub max_connection_rate: Option<u32>,
     /// PUBLISH packets a second one client may send (a burst of one second's worth is
-    /// allowed); one over it is dropped, answered with v5 0x96 Message rate too high at
-    /// QoS 1/2; a 3.1.1 client, which cannot be told, is disconnected. 0: no limit.
+    /// allowed); one over it is dropped, answered with v5 PUBACK/PUBREC 0x97 Quota exceeded
+    /// at QoS 1/2; a 3.1.1 client, which cannot be told, is disconnected. 0: no limit.
     #[arg(long)]
     pub max_publish_rate: Option<u32>,
     /// Levels a topic name or filter may have, 1..=65535: a deeper PUBLISH ends the

@@ -19,6 +19,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use tracing::Instrument;
 
 use super::engine::CoreEngine;
+use super::limits::ConnectionSlot;
 use super::linger::{linger, Linger};
 use super::local::{Control, Core, CoreMail, Handoff, IoStats};
 use super::outbox::Outbox;
@@ -27,14 +28,17 @@ use super::writer::write_loop;
 use crate::auth::Verdict;
 use crate::ownership::{assign_client_id, owner_of, CoreId};
 use crate::protocol::{self, Connect, ReasonCode};
+use crate::session::admission::refuse_admission;
 use crate::session::connect::{claimed_level, refuse_malformed, Refusal};
 use crate::session::credentials::refuse_credentials;
+use crate::session::link::LinkLimits;
 use crate::session::{End, Link, Step};
 
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Entry point for a freshly accepted connection.
-pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S) {
+/// Entry point for a freshly accepted connection, holding its place under
+/// `max_connections` (`slot`) until it ends or moves to its owner core.
+pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S, slot: ConnectionSlot) {
     let peer = match stream.peer_addr() {
         Ok(peer) => peer,
         Err(_) => return,
@@ -81,6 +85,14 @@ pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S) {
         }
     };
     let connect = Box::new(connect);
+    if let Some(why) = core.limits.check_connect(&connect, peer) {
+        let refusal = refuse_admission(&connect, &why);
+        tracing::info!(core = %core.id, client_id = %connect.client_id, %peer, reason_code = %hex(refusal.reason_code), reason = %refusal.reason, "CONNECT refused");
+        send_refusal(&mut stream, refusal).await;
+        let _ = stream.flush().await;
+        linger(stream).await;
+        return;
+    }
     if !authenticated(&core, &mut stream, &connect, peer).await {
         linger(stream).await;
         return;
@@ -109,6 +121,7 @@ pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S) {
         rest: buf,
         accepted_on: core.id,
         peer,
+        slot,
     };
     core.stats.handed_off.set(core.stats.handed_off.get() + 1);
     if core
@@ -235,17 +248,15 @@ pub fn take_handoff(core: &Rc<Core>, handoff: Handoff) {
         rest,
         accepted_on,
         peer,
+        slot,
     } = handoff;
     match transport::attach(fd, transport) {
         Attached::Plain(stream) => {
-            glommio::spawn_local(serve(
-                core.clone(),
-                stream,
-                connect,
-                rest,
-                accepted_on,
-                peer,
-            ))
+            let served = serve(core.clone(), stream, connect, rest, accepted_on, peer);
+            glommio::spawn_local(async move {
+                served.await;
+                drop(slot);
+            })
             .detach();
         }
     }
@@ -261,6 +272,14 @@ pub async fn serve<S: Transport>(
     peer: SocketAddr,
 ) {
     let client_id_sent = connect.client_id.clone();
+    // Flapping bans live on the owner core, where the client id's disconnects are counted.
+    if let Some(why) = core.limits.check_flapping(&client_id_sent, Instant::now()) {
+        let refusal = refuse_admission(&connect, &why);
+        tracing::info!(core = %core.id, client_id = %client_id_sent, %peer, reason_code = %hex(refusal.reason_code), reason = %refusal.reason, "CONNECT refused");
+        send_refusal(&mut stream, refusal).await;
+        linger(stream).await;
+        return;
+    }
     let opened = Link::open(
         connect,
         &core.policy,
@@ -277,6 +296,8 @@ pub async fn serve<S: Transport>(
             return;
         }
     };
+    // An id the broker assigned is new each time: it cannot flap.
+    let flaps = !client_id_sent.is_empty();
     drop(client_id_sent);
     let client_id = opening.client_id().clone();
     let span = tracing::info_span!("conn", client_id = %client_id, core = %core.id, %peer);
@@ -299,6 +320,10 @@ pub async fn serve<S: Transport>(
                 return;
             }
         };
+        link.set_limits(LinkLimits::new(
+            core.config.limits.max_publish_rate,
+            core.config.limits.max_topic_levels,
+        ));
         core.apply(started.effects).await;
         tracing::info!(
             protocol = ?version,
@@ -349,6 +374,9 @@ pub async fn serve<S: Transport>(
             tracing::warn!(reason = %end, "client disconnected");
         } else {
             tracing::info!(reason = %end, reason_code, "client disconnected");
+        }
+        if flaps {
+            core.limits.disconnected(&client_id, Instant::now());
         }
         let current = core.is_current(&client_id, serial);
         let lingers = link.close(&end, current, Instant::now(), &mut CoreEngine(&core));

@@ -21,6 +21,7 @@ use glommio::net::TcpListener;
 
 use super::egress::Egress;
 use super::gate::{Refusals, StoreGate};
+use super::limits::{ConnectionSlot, CoreLimits, SharedLimits};
 use super::outbox::Outbox;
 use super::transport::TransportState;
 use crate::auth::{Authenticator, CheckCache};
@@ -59,6 +60,8 @@ pub struct Handoff {
     pub rest: BytesMut,
     pub accepted_on: CoreId,
     pub peer: SocketAddr,
+    /// Its place under `max_connections`, given back when the connection ends.
+    pub slot: ConnectionSlot,
 }
 
 /// An order for a running connection from outside its task.
@@ -187,6 +190,8 @@ pub struct Core {
     auth: SharedAuth,
     /// Passwords that checked lately on this core (`auth::CheckCache`).
     pub passed: RefCell<CheckCache>,
+    /// Connection rate and count, bans, flapping (`limits`).
+    pub limits: CoreLimits,
 }
 
 impl Core {
@@ -210,6 +215,12 @@ impl Core {
             connack_debug_properties: config.connack_debug_properties,
         };
         let peers_len = peers.len();
+        let limits = CoreLimits::new(
+            &config.limits,
+            peers_len,
+            SharedLimits::default(),
+            std::time::Instant::now(),
+        );
         Core {
             id,
             cores: peers_len,
@@ -228,7 +239,20 @@ impl Core {
             egress: Egress::new(),
             auth,
             passed: RefCell::new(CheckCache::new()),
+            limits,
         }
+    }
+
+    /// The same core, its limits sharing `shared` with the other cores' (a core made
+    /// without shares only its own).
+    pub fn with_limits(mut self, shared: SharedLimits) -> Core {
+        self.limits = CoreLimits::new(
+            &self.config.limits,
+            self.cores,
+            shared,
+            std::time::Instant::now(),
+        );
+        self
     }
 
     /// Who may connect, as of now.
@@ -515,7 +539,13 @@ pub async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
             Ok(stream) => {
                 backoff = Duration::from_millis(1);
                 core.stats.accepted.set(core.stats.accepted.get() + 1);
-                glommio::spawn_local(super::connection::accepted(core.clone(), stream)).detach();
+                // Over `max_connection_rate` or `max_connections`: closed unread (`limits`).
+                let Some(slot) = core.limits.admit(std::time::Instant::now()) else {
+                    drop(stream);
+                    continue;
+                };
+                let accepted = super::connection::accepted(core.clone(), stream, slot);
+                glommio::spawn_local(accepted).detach();
             }
             Err(e) => {
                 let e = std::io::Error::from(e);

@@ -17,6 +17,7 @@ mod egress;
 mod engine;
 mod gate;
 mod handoff;
+mod limits;
 mod linger;
 mod listener;
 mod local;
@@ -88,6 +89,12 @@ pub fn run(
             }
         }
     });
+    // Bans: replaced whole on SIGHUP like the password file (`limits`).
+    let shared_limits = limits::SharedLimits::new(&config.limits);
+    reload.on_reload("ban_file", {
+        let shared = shared_limits.clone();
+        move |config| shared.replace_bans(config.limits.bans.clone())
+    });
     let reloader = std::thread::Builder::new()
         .name("berth-reload".into())
         .spawn(move || {
@@ -131,6 +138,7 @@ pub fn run(
         let announced = announced.clone();
         let gate = gate.clone();
         let auth = auth.clone();
+        let shared_limits = shared_limits.clone();
         let ready_tx = ready_tx.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("berth-core-{index}"))
@@ -148,7 +156,7 @@ pub fn run(
                         return;
                     }
                 };
-                let core = Rc::new(Core::new(id, config, primary.senders, relay.senders, broker, gate, auth));
+                let core = Rc::new(Core::new(id, config, primary.senders, relay.senders, broker, gate, auth).with_limits(shared_limits));
                 for task in primary.receivers {
                     glommio::spawn_local(mesh::primary_loop(core.clone(), task.await)).detach();
                 }
