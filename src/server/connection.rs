@@ -28,7 +28,7 @@ use super::writer::write_loop;
 use crate::auth::Verdict;
 use crate::ownership::{assign_client_id, owner_of, CoreId};
 use crate::protocol::{self, Connect, ReasonCode};
-use crate::session::admission::refuse_admission;
+use crate::session::admission::{refuse_admission, NotAdmitted};
 use crate::session::connect::{claimed_level, refuse_malformed, Refusal};
 use crate::session::credentials::refuse_credentials;
 use crate::session::link::LinkLimits;
@@ -86,12 +86,7 @@ pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S, slot: ConnectionS
     };
     let connect = Box::new(connect);
     if let Some(why) = core.limits.check_connect(&connect, peer) {
-        let refusal = refuse_admission(&connect, &why);
-        tracing::info!(core = %core.id, client_id = %connect.client_id, %peer, reason_code = %hex(refusal.reason_code), reason = %refusal.reason, "CONNECT refused");
-        send_refusal(&mut stream, refusal).await;
-        let _ = stream.flush().await;
-        linger(stream).await;
-        return;
+        return not_admitted(&core, stream, &connect, why, peer).await;
     }
     if !authenticated(&core, &mut stream, &connect, peer).await {
         linger(stream).await;
@@ -208,6 +203,21 @@ async fn authenticated<S: Transport>(
     false
 }
 
+/// Refuses a CONNECT the limits keep out (`server::limits`): its CONNACK, then close.
+async fn not_admitted<S: Transport>(
+    core: &Core,
+    mut stream: S,
+    connect: &Connect,
+    why: NotAdmitted,
+    peer: SocketAddr,
+) {
+    let refusal = refuse_admission(connect, &why);
+    tracing::info!(core = %core.id, client_id = %connect.client_id, %peer, reason_code = %hex(refusal.reason_code), reason = %refusal.reason, "CONNECT refused");
+    send_refusal(&mut stream, refusal).await;
+    let _ = stream.flush().await;
+    linger(stream).await;
+}
+
 /// A reason code as operators read it in the logs (`0x93`).
 fn hex(code: ReasonCode) -> tracing::field::DisplayValue<String> {
     tracing::field::display(format!("0x{:02X}", code.0))
@@ -274,11 +284,7 @@ pub async fn serve<S: Transport>(
     let client_id_sent = connect.client_id.clone();
     // Flapping bans live on the owner core, where the client id's disconnects are counted.
     if let Some(why) = core.limits.check_flapping(&client_id_sent, Instant::now()) {
-        let refusal = refuse_admission(&connect, &why);
-        tracing::info!(core = %core.id, client_id = %client_id_sent, %peer, reason_code = %hex(refusal.reason_code), reason = %refusal.reason, "CONNECT refused");
-        send_refusal(&mut stream, refusal).await;
-        linger(stream).await;
-        return;
+        return not_admitted(&core, stream, &connect, why, peer).await;
     }
     let opened = Link::open(
         connect,
