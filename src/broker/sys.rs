@@ -63,6 +63,25 @@ pub enum Stat {
     /// Filters of a SUBSCRIBE refused with Quota exceeded: the session held
     /// `max_subscriptions` already.
     SubscriptionsRefused,
+    // The abuse limits (`config::limits`), counted where they refuse.
+    /// Connections closed at accept: `max_connections` were open.
+    RefusedMaxConnections,
+    /// Connections closed at accept: over `max_connection_rate`.
+    RefusedConnectionRate,
+    /// CONNECTs refused: client id longer than `max_clientid_len`.
+    RefusedClientIdLength,
+    /// CONNECTs refused by the ban file.
+    RefusedBanned,
+    /// CONNECTs refused while flapping detection bans the client id.
+    RefusedFlapping,
+    /// Client ids flapping detection has banned.
+    FlappingBans,
+    /// PUBLISH packets dropped over `max_publish_rate`.
+    PublishRateLimited,
+    /// PUBLISH packets whose topic had more than `max_topic_levels` levels.
+    PublishTooDeep,
+    /// SUBSCRIBE filters with more than `max_topic_levels` levels.
+    SubscriptionsTooDeep,
 }
 
 /// How the figures of the cores make the broker's.
@@ -75,7 +94,7 @@ pub enum Combine {
 }
 
 impl Stat {
-    pub const ALL: [Stat; 17] = [
+    pub const ALL: [Stat; 26] = [
         Stat::ClientsConnected,
         Stat::ClientsDisconnected,
         Stat::Subscriptions,
@@ -93,6 +112,15 @@ impl Stat {
         Stat::StoreQueued,
         Stat::StoreErrors,
         Stat::SubscriptionsRefused,
+        Stat::RefusedMaxConnections,
+        Stat::RefusedConnectionRate,
+        Stat::RefusedClientIdLength,
+        Stat::RefusedBanned,
+        Stat::RefusedFlapping,
+        Stat::FlappingBans,
+        Stat::PublishRateLimited,
+        Stat::PublishTooDeep,
+        Stat::SubscriptionsTooDeep,
     ];
 
     /// The topic the figure is published on (Mosquitto's name for it).
@@ -115,6 +143,15 @@ impl Stat {
             Stat::StoreQueued => "$SYS/broker/store/queued",
             Stat::StoreErrors => "$SYS/broker/store/errors",
             Stat::SubscriptionsRefused => "$SYS/broker/subscriptions/refused",
+            Stat::RefusedMaxConnections => "$SYS/broker/clients/refused/max_connections",
+            Stat::RefusedConnectionRate => "$SYS/broker/clients/refused/connection_rate",
+            Stat::RefusedClientIdLength => "$SYS/broker/clients/refused/client_id_length",
+            Stat::RefusedBanned => "$SYS/broker/clients/refused/banned",
+            Stat::RefusedFlapping => "$SYS/broker/clients/refused/flapping",
+            Stat::FlappingBans => "$SYS/broker/clients/flapping/bans",
+            Stat::PublishRateLimited => "$SYS/broker/publish/messages/rate_limited",
+            Stat::PublishTooDeep => "$SYS/broker/publish/messages/too_deep",
+            Stat::SubscriptionsTooDeep => "$SYS/broker/subscriptions/too_deep",
         }
     }
 

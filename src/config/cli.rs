@@ -154,6 +154,8 @@ pub struct Args {
     /// internals, for tests and debugging. Given alone, the flag means `true`.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub connack_debug_properties: Option<bool>,
+    #[command(flatten)]
+    pub limits: super::LimitsArgs,
 }
 
 impl Args {
@@ -237,7 +239,9 @@ impl Args {
     /// file's value in force, so clap never sees them as default values.
     pub fn command_showing_defaults() -> clap::Command {
         let mut command = Args::command();
-        for (id, default) in shown_defaults(&Config::default()) {
+        let defaults = Config::default();
+        let limits = super::limits::shown_defaults(&defaults.limits);
+        for (id, default) in shown_defaults(&defaults).into_iter().chain(limits) {
             command = command.mut_arg(id, |arg| {
                 let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
                 arg.help(format!("{help} [default: {default}]"))

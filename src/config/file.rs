@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::limits::LimitsFile;
 use super::listener::ListenerTable;
 use super::{keepalive_cap, Config, ConfigError, FsyncMode, Listener, Overflow};
 
@@ -40,6 +41,16 @@ pub(super) struct FileConfig {
     queue_qos0: Option<bool>,
     max_sessions: Option<usize>,
     max_subscriptions: Option<usize>,
+    // The limits (`limits::LimitsFile`).
+    max_connections: Option<i64>,
+    max_connection_rate: Option<u32>,
+    max_publish_rate: Option<u32>,
+    max_topic_levels: Option<usize>,
+    max_clientid_len: Option<usize>,
+    ban_file: Option<PathBuf>,
+    flapping_max_disconnects: Option<u32>,
+    flapping_window: Option<u64>,
+    flapping_ban: Option<u64>,
     fsync: Option<FsyncMode>,
     fsync_interval_ms: Option<u64>,
     segment_size: Option<u64>,
@@ -149,6 +160,20 @@ impl FileConfig {
         config.connack_debug_properties = file
             .connack_debug_properties
             .unwrap_or(config.connack_debug_properties);
+        let limits = LimitsFile {
+            max_connections: file.max_connections,
+            max_connection_rate: file.max_connection_rate,
+            max_publish_rate: file.max_publish_rate,
+            max_topic_levels: file.max_topic_levels,
+            max_clientid_len: file.max_clientid_len,
+            ban_file: file.ban_file,
+            flapping_max_disconnects: file.flapping_max_disconnects,
+            flapping_window: file.flapping_window,
+            flapping_ban: file.flapping_ban,
+        };
+        limits
+            .apply(&mut config.limits, path)
+            .map_err(|(key, message)| invalid(key, message))?;
         file.listener
             .into_iter()
             .enumerate()

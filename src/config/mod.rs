@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::auth::{Acl, ApiKeys, Authenticator, PasswordFile};
 pub use crate::session::state::Overflow;
 pub use cli::Args;
+pub use limits::{Limits, LimitsArgs};
 pub use listener::{Identity, Listener, ListenerTransport};
 pub use tls::TlsListener;
 
@@ -25,6 +26,9 @@ pub const NEVER_EXPIRES: u64 = u32::MAX as u64;
 
 mod cli;
 mod file;
+mod limits;
+#[cfg(test)]
+mod limits_tests;
 mod listener;
 #[cfg(test)]
 mod tests;
@@ -130,6 +134,8 @@ pub struct Config {
     pub max_keepalive: Option<u16>,
     /// Whether v5 CONNACKs carry `berth-shard` and `berth-accepted-on` (internals).
     pub connack_debug_properties: bool,
+    /// Connections, rates, topic depth, client-id length, bans, flapping (`limits`).
+    pub limits: Limits,
 }
 
 impl Default for Config {
@@ -180,6 +186,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(30),
             max_keepalive: None,
             connack_debug_properties: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -199,6 +206,9 @@ impl Config {
             config.listeners.push(Listener::plain(DEFAULT_LISTEN));
         }
         listener::check_distinct(&config.listeners, config.listen.is_some(), path.as_deref())?;
+        args.limits
+            .apply(&mut config.limits)
+            .map_err(|(key, message)| ConfigError::Flag { key, message })?;
 
         // A bad value names the flag when it came from one, else the key (and the file).
         let bad = |key: &'static str, from_flag: bool, message: String| {
@@ -302,6 +312,10 @@ impl Config {
                 ));
             }
         }
+        config
+            .limits
+            .check()
+            .map_err(|(key, message)| bad(key, args.limits.given(key), message))?;
         config.log =
             log_filter(&config.log).map_err(|message| bad("log", args.log.is_some(), message))?;
         config.auth = Arc::new(authenticator(&config).map_err(|(key, message)| {

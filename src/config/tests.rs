@@ -307,6 +307,7 @@ fn help_shows_the_default_of_every_flag_that_has_one() {
                 "password_file",
                 "acl_file",
                 "admin_keys_file",
+                "ban_file",
             ]
             .contains(&arg.get_id().as_str())
         })
@@ -396,12 +397,17 @@ fn listener_errors_name_the_listener_the_key_and_the_file() {
         (
             "[[listener]]\naddress = \"127.0.0.1:8883\"\ncert = \"server.pem\"\n".into(),
             "key `cert`",
-            "tls listeners only",
+            "tls and wss listeners only",
         ),
         (
-            "[[listener]]\naddress = \"127.0.0.1:8083\"\ntransport = \"ws\"\n".into(),
+            "[[listener]]\naddress = \"127.0.0.1:8083\"\ntransport = \"ws\"\npath = \"mqtt\"\n".into(),
+            "key `path`",
+            "not an HTTP path",
+        ),
+        (
+            "[[listener]]\naddress = \"127.0.0.1:8083\"\ntransport = \"quic\"\n".into(),
             "key `transport`",
-            "not yet supported",
+            "unknown transport",
         ),
         (
             "listen = \"127.0.0.1:8883\"\n[[listener]]\naddress = \"127.0.0.1:8883\"\n".into(),

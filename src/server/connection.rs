@@ -19,6 +19,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use tracing::Instrument;
 
 use super::engine::CoreEngine;
+use super::limits::ConnectionSlot;
 use super::linger::{linger, Linger};
 use super::local::{ConnInfo, Control, Core, CoreMail, Handoff, IoStats};
 use super::outbox::Outbox;
@@ -27,15 +28,17 @@ use super::writer::write_loop;
 use crate::auth::Verdict;
 use crate::ownership::{assign_client_id, owner_of, CoreId};
 use crate::protocol::{self, Connect, ReasonCode};
+use crate::session::admission::{refuse_admission, NotAdmitted};
 use crate::session::connect::{claimed_level, refuse_malformed, Refusal};
 use crate::session::credentials::{refuse_credentials, refuse_session_of_another};
-use crate::session::link::Opening;
+use crate::session::link::{LinkLimits, Opening};
 use crate::session::{End, Link, Step};
 
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Entry point for a freshly accepted connection.
-pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S) {
+/// Entry point for a freshly accepted connection, holding its place under
+/// `max_connections` (`slot`) until it ends or moves to its owner core.
+pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S, slot: ConnectionSlot) {
     let peer = match stream.peer_addr() {
         Ok(peer) => peer,
         Err(_) => return,
@@ -88,6 +91,9 @@ pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S) {
     if let Some(identity) = &identity {
         connect.username = identity.as_deref().map(Into::into);
     }
+    if let Some(why) = core.limits.check_connect(&connect, peer) {
+        return not_admitted(&core, stream, &connect, why, peer).await;
+    }
     if !authenticated(&core, &mut stream, &connect, peer, identity.is_some()).await {
         linger(stream).await;
         return;
@@ -116,6 +122,7 @@ pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S) {
         rest: buf,
         accepted_on: core.id,
         peer,
+        slot,
     };
     core.stats.handed_off.set(core.stats.handed_off.get() + 1);
     if core
@@ -219,6 +226,21 @@ fn refuse_takeover(core: &Core, opening: &Opening) -> Option<Refusal> {
     Some(refuse_session_of_another(connect))
 }
 
+/// Refuses a CONNECT the limits keep out (`server::limits`): its CONNACK, then close.
+async fn not_admitted<S: Transport>(
+    core: &Core,
+    mut stream: S,
+    connect: &Connect,
+    why: NotAdmitted,
+    peer: SocketAddr,
+) {
+    let refusal = refuse_admission(connect, &why);
+    tracing::info!(core = %core.id, client_id = %connect.client_id, %peer, reason_code = %hex(refusal.reason_code), reason = %refusal.reason, "CONNECT refused");
+    send_refusal(&mut stream, refusal).await;
+    let _ = stream.flush().await;
+    linger(stream).await;
+}
+
 /// A reason code as operators read it in the logs (`0x93`).
 fn hex(code: ReasonCode) -> tracing::field::DisplayValue<String> {
     tracing::field::display(format!("0x{:02X}", code.0))
@@ -259,23 +281,33 @@ pub fn take_handoff(core: &Rc<Core>, handoff: Handoff) {
         rest,
         accepted_on,
         peer,
+        slot,
     } = handoff;
     let core = core.clone();
     match transport::attach(fd, transport) {
         Ok(Attached::Plain(stream)) => {
-            glommio::spawn_local(serve(core, stream, connect, rest, accepted_on, peer)).detach();
+            spawn_serve(serve(core, stream, connect, rest, accepted_on, peer), slot);
         }
         Ok(Attached::Tls(stream)) => {
-            glommio::spawn_local(serve(core, *stream, connect, rest, accepted_on, peer)).detach();
+            spawn_serve(serve(core, *stream, connect, rest, accepted_on, peer), slot);
         }
         Ok(Attached::WebSocket(stream)) => {
-            glommio::spawn_local(serve(core, stream, connect, rest, accepted_on, peer)).detach();
+            spawn_serve(serve(core, stream, connect, rest, accepted_on, peer), slot);
         }
         Ok(Attached::WebSocketTls(stream)) => {
-            glommio::spawn_local(serve(core, *stream, connect, rest, accepted_on, peer)).detach();
+            spawn_serve(serve(core, *stream, connect, rest, accepted_on, peer), slot);
         }
         Err(error) => tracing::error!(core = %core.id, %peer, %error, "cannot take a hand-off"),
     }
+}
+
+/// Runs `served`, holding the connection's place in `max_connections` until it ends.
+fn spawn_serve(served: impl std::future::Future<Output = ()> + 'static, slot: ConnectionSlot) {
+    glommio::spawn_local(async move {
+        served.await;
+        drop(slot);
+    })
+    .detach();
 }
 
 /// Serves a connection on the core that owns its client id.
@@ -288,6 +320,10 @@ pub async fn serve<S: Transport>(
     peer: SocketAddr,
 ) {
     let client_id_sent = connect.client_id.clone();
+    // Flapping bans live on the owner core, where the client id's disconnects are counted.
+    if let Some(why) = core.limits.check_flapping(&client_id_sent, Instant::now()) {
+        return not_admitted(&core, stream, &connect, why, peer).await;
+    }
     let opened = Link::open(
         connect,
         &core.policy,
@@ -304,6 +340,8 @@ pub async fn serve<S: Transport>(
             return;
         }
     };
+    // An id the broker assigned is new each time: it cannot flap.
+    let flaps = !client_id_sent.is_empty();
     drop(client_id_sent);
     let client_id = opening.client_id().clone();
     if let Some(refusal) = refuse_takeover(&core, &opening) {
@@ -335,6 +373,10 @@ pub async fn serve<S: Transport>(
                 return;
             }
         };
+        link.set_limits(LinkLimits::new(
+            core.config.limits.max_publish_rate,
+            core.config.limits.max_topic_levels,
+        ));
         core.apply(started.effects).await;
         tracing::info!(
             protocol = ?version,
@@ -394,6 +436,9 @@ pub async fn serve<S: Transport>(
             tracing::warn!(reason = %end, "client disconnected");
         } else {
             tracing::info!(reason = %end, reason_code, "client disconnected");
+        }
+        if flaps {
+            core.limits.disconnected(&client_id, Instant::now());
         }
         let current = core.is_current(&client_id, serial);
         let lingers = link.close(&end, current, Instant::now(), &mut CoreEngine(&core));

@@ -13,7 +13,7 @@ use super::gate::Closed;
 use super::local::Core;
 use crate::broker::{Effects, SubscribeOutcome};
 use crate::protocol::{Packet, PacketId, Publish, Subscribe, UnsubAck, Unsubscribe};
-use crate::session::link::{Engine, StoreClosed};
+use crate::session::link::{Engine, LimitHit, StoreClosed};
 
 pub struct CoreEngine<'a>(pub &'a Core);
 
@@ -154,5 +154,9 @@ impl Engine for CoreEngine<'_> {
 
     fn count_refused(&mut self) {
         self.0.stats.publish_refused();
+    }
+
+    fn count_limit(&mut self, hit: LimitHit) {
+        self.0.limits.count(hit);
     }
 }

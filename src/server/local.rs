@@ -11,24 +11,23 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use bytestring::ByteString;
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::channels::shared_channel::ConnectedSender;
-use glommio::net::TcpListener;
 
 use super::egress::Egress;
 use super::gate::{Refusals, StoreGate};
+pub use super::io_stats::IoStats;
+use super::limits::{ConnectionSlot, CoreLimits, SharedLimits};
 use super::outbox::Outbox;
-use super::tls::TlsStream;
 use super::transport::TransportState;
 use crate::auth::{Authenticator, CheckCache};
-use crate::broker::{Broker, CoreMsg, CoreStats, Effects, SessionPolicy, Stat};
-use crate::config::{Config, ListenerTransport};
+use crate::broker::{Broker, CoreMsg, Effects, SessionPolicy};
+use crate::config::Config;
 use crate::ownership::CoreId;
-use crate::protocol::{Connect, Packet};
+use crate::protocol::Connect;
 use crate::session::state::QueueLimits;
 use crate::session::ConnectPolicy;
 
@@ -60,6 +59,8 @@ pub struct Handoff {
     pub rest: BytesMut,
     pub accepted_on: CoreId,
     pub peer: SocketAddr,
+    /// Its place under `max_connections`, given back when the connection ends.
+    pub slot: ConnectionSlot,
 }
 
 /// An order for a running connection from outside its task.
@@ -95,89 +96,6 @@ struct Registered {
     info: Option<ConnInfo>,
 }
 
-/// Counters for this core; read and summed across cores for $SYS.
-#[derive(Debug, Default)]
-pub struct IoStats {
-    pub accepted: Cell<u64>,
-    pub handed_off: Cell<u64>,
-    pub taken_in: Cell<u64>,
-    pub connect_failures: Cell<u64>,
-    /// What this core's connections read and wrote (`$SYS/broker/bytes/...`,
-    /// `messages/...`, `publish/messages/...`).
-    pub bytes_received: Cell<u64>,
-    pub bytes_sent: Cell<u64>,
-    pub packets_received: Cell<u64>,
-    pub packets_sent: Cell<u64>,
-    pub publish_received: Cell<u64>,
-    pub publish_sent: Cell<u64>,
-    /// PUBLISH packets not sent to a connected client: its outbox held `max_outbox_bytes`
-    /// of QoS 0 already, or the packet was above its Maximum Packet Size.
-    pub publish_dropped: Cell<u64>,
-    /// QoS 1/2 PUBLISH packets refused because the store could not take their message
-    /// (disk full, `max_stored_bytes`): v5 0x97, or a closed 3.x connection.
-    pub publish_refused: Cell<u64>,
-}
-
-impl IoStats {
-    pub fn read(&self, bytes: usize) {
-        add(&self.bytes_received, bytes as u64);
-    }
-
-    pub fn wrote(&self, bytes: usize) {
-        add(&self.bytes_sent, bytes as u64);
-    }
-
-    /// Counts a packet from a client and hands it back.
-    pub fn received(&self, packet: Packet) -> Packet {
-        add(&self.packets_received, 1);
-        if matches!(packet, Packet::Publish(_)) {
-            add(&self.publish_received, 1);
-        }
-        packet
-    }
-
-    /// A CONNECT decoded (it goes to `received` as a packet of no other kind).
-    pub fn received_connect(&self) {
-        add(&self.packets_received, 1);
-    }
-
-    pub fn sent(&self, packet: &Packet) {
-        add(&self.packets_sent, 1);
-        if matches!(packet, Packet::Publish(_)) {
-            add(&self.publish_sent, 1);
-        }
-    }
-
-    pub fn publish_dropped(&self) {
-        add(&self.publish_dropped, 1);
-    }
-
-    pub fn publish_refused(&self) {
-        add(&self.publish_refused, 1);
-    }
-
-    /// Fills in the connection figures of a `$SYS` snapshot.
-    pub fn fill(&self, stats: &mut CoreStats) {
-        stats.set(Stat::BytesReceived, self.bytes_received.get());
-        stats.set(Stat::BytesSent, self.bytes_sent.get());
-        stats.set(Stat::MessagesReceived, self.packets_received.get());
-        stats.set(Stat::MessagesSent, self.packets_sent.get());
-        stats.set(Stat::PublishReceived, self.publish_received.get());
-        stats.set(Stat::PublishSent, self.publish_sent.get());
-        stats.set(Stat::PublishRefused, self.publish_refused.get());
-        // The engine counts its own drops (queues, share groups); these add to them.
-        let dropped = stats.get(Stat::PublishDropped);
-        stats.set(
-            Stat::PublishDropped,
-            dropped.wrapping_add(self.publish_dropped.get()),
-        );
-    }
-}
-
-fn add(counter: &Cell<u64>, n: u64) {
-    counter.set(counter.get().wrapping_add(n));
-}
-
 pub struct Core {
     pub id: CoreId,
     pub cores: usize,
@@ -207,6 +125,8 @@ pub struct Core {
     auth_seen: Cell<u64>,
     /// Passwords that checked lately on this core (`auth::CheckCache`).
     pub passed: RefCell<CheckCache>,
+    /// Connection rate and count, bans, flapping (`limits`).
+    pub limits: CoreLimits,
 }
 
 impl Core {
@@ -233,6 +153,12 @@ impl Core {
         let mut broker = broker;
         let auth_seen = auth.generation();
         broker.set_acl(auth.get().acl.clone());
+        let limits = CoreLimits::new(
+            &config.limits,
+            peers_len,
+            SharedLimits::default(),
+            std::time::Instant::now(),
+        );
         Core {
             id,
             cores: peers_len,
@@ -252,7 +178,20 @@ impl Core {
             auth,
             auth_seen: Cell::new(auth_seen),
             passed: RefCell::new(CheckCache::new()),
+            limits,
         }
+    }
+
+    /// The same core, its limits sharing `shared` with the other cores' (a core made
+    /// without shares only its own).
+    pub fn with_limits(mut self, shared: SharedLimits) -> Core {
+        self.limits = CoreLimits::new(
+            &self.config.limits,
+            self.cores,
+            shared,
+            std::time::Instant::now(),
+        );
+        self
     }
 
     /// Who may connect, as of now.
@@ -568,65 +507,5 @@ pub fn session_policy(config: &Config, cores: usize) -> SessionPolicy {
             0 => usize::MAX,
             n => n,
         },
-    }
-}
-
-/// Accepts connections forever, backing off while the process is out of descriptors
-/// (accept fails at once with EMFILE then, and retrying at once would spin). A ws or wss
-/// listener's connections first upgrade to WebSocket on its path.
-pub async fn accept_loop(core: Rc<Core>, listener: TcpListener, transport: ListenerTransport) {
-    let mut backoff = Duration::from_millis(1);
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                backoff = Duration::from_millis(1);
-                core.stats.accepted.set(core.stats.accepted.get() + 1);
-                use super::connection::accepted;
-                use super::websocket::accepted as upgraded;
-                match &transport {
-                    ListenerTransport::Tcp => {
-                        glommio::spawn_local(accepted(core.clone(), stream)).detach();
-                    }
-                    ListenerTransport::Ws { path } => {
-                        let path: Rc<str> = Rc::from(&**path);
-                        glommio::spawn_local(upgraded(core.clone(), stream, path)).detach();
-                    }
-                    // The certificates in force now: a reload changes them for new clients.
-                    ListenerTransport::Tls(tls) | ListenerTransport::Wss { tls, .. } => {
-                        match TlsStream::accept(stream, tls.current(), tls.identity) {
-                            Ok(stream) => match &transport {
-                                ListenerTransport::Wss { path, .. } => {
-                                    let path: Rc<str> = Rc::from(&**path);
-                                    let upgrade = upgraded(core.clone(), stream, path);
-                                    glommio::spawn_local(upgrade).detach();
-                                }
-                                _ => {
-                                    glommio::spawn_local(accepted(core.clone(), stream)).detach();
-                                }
-                            },
-                            Err(e) => {
-                                tracing::warn!(core = %core.id, error = %e, "cannot start TLS")
-                            }
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                let e = std::io::Error::from(e);
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EMFILE)
-                        | Some(libc::ENFILE)
-                        | Some(libc::ENOBUFS)
-                        | Some(libc::ENOMEM)
-                ) {
-                    tracing::warn!(core = %core.id, error = %e, backoff_ms = backoff.as_millis() as u64, "accept: out of resources, backing off");
-                    glommio::timer::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                } else {
-                    tracing::debug!(core = %core.id, error = %e, "accept failed");
-                }
-            }
-        }
     }
 }

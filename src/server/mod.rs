@@ -13,6 +13,7 @@
 
 #![allow(unsafe_code)] // Only in `handoff`, `listener` and `storage` (flock), each block with its SAFETY note.
 
+mod accept;
 mod admin;
 mod auth_cell;
 mod connection;
@@ -20,6 +21,8 @@ mod egress;
 mod engine;
 mod gate;
 mod handoff;
+mod io_stats;
+mod limits;
 mod linger;
 mod listener;
 mod local;
@@ -108,6 +111,12 @@ pub fn run(
         let listeners = config.listeners.clone();
         move |config| tls_reload(&listeners, &config.listeners)
     });
+    // Bans: replaced whole on SIGHUP like the password file (`limits`).
+    let shared_limits = limits::SharedLimits::new(&config.limits);
+    reload.on_reload("ban_file", {
+        let shared = shared_limits.clone();
+        move |config| shared.replace_bans(config.limits.bans.clone())
+    });
     let reloader = std::thread::Builder::new()
         .name("berth-reload".into())
         .spawn(move || {
@@ -162,6 +171,7 @@ pub fn run(
         let gate = gate.clone();
         let auth = auth.clone();
         let admin_inbox = admin_inboxes[index].take();
+        let shared_limits = shared_limits.clone();
         let ready_tx = ready_tx.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("berth-core-{index}"))
@@ -179,7 +189,7 @@ pub fn run(
                         return;
                     }
                 };
-                let core = Rc::new(Core::new(id, config, primary.senders, relay.senders, broker, gate, auth));
+                let core = Rc::new(Core::new(id, config, primary.senders, relay.senders, broker, gate, auth).with_limits(shared_limits));
                 for task in primary.receivers {
                     glommio::spawn_local(mesh::primary_loop(core.clone(), task.await)).detach();
                 }
@@ -204,7 +214,7 @@ pub fn run(
                 let admin = admin_inbox.map(|inbox| glommio::spawn_local(admin::cores::answer_loop(core.clone(), inbox)));
                 let sys_interval = core.config.sys_interval;
                 let sys = (!sys_interval.is_zero()).then(|| glommio::spawn_local(sys::sys_loop(core.clone(), sys_interval, started)));
-                let accept: Vec<_> = listener_fds.into_iter().map(|(fd, transport)| glommio::spawn_local(local::accept_loop(core.clone(), listener::into_listener(fd), transport))).collect();
+                let accept: Vec<_> = listener_fds.into_iter().map(|(fd, transport)| glommio::spawn_local(accept::accept_loop(core.clone(), listener::into_listener(fd), transport))).collect();
                 let _ = ready_tx.send(Ok(replayed));
                 let mut over_bound = false;
                 while !shutdown.load(Ordering::Relaxed) {

@@ -7,7 +7,8 @@
 //! registers it, as it owns the tracing subscriber); credentials, ACLs and certificates
 //! are meant to hook in the same way. A configuration that no longer reads (a typo in the
 //! file) changes nothing: the error is logged and the broker goes on as it was.
-//! Settings without a hook (listen address, cores, limits) keep their start-up values.
+//! Settings without a hook (listen address, cores, limits other than `ban_file`) keep their
+//! start-up values.
 
 use crate::config::{Args, Config, ConfigError};
 

@@ -335,7 +335,12 @@ impl<S: Transport> Transport for WebSocket<S> {
 /// Entry point for a connection accepted on a WebSocket listener: the upgrade (given the
 /// connect timeout of its own), then the same way as plain TCP (`connection::accepted`):
 /// the CONNECT is read through the WebSocket and the connection handed to its owner core.
-pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S, path: Rc<str>) {
+pub async fn accepted<S: Transport>(
+    core: Rc<Core>,
+    stream: S,
+    path: Rc<str>,
+    slot: super::limits::ConnectionSlot,
+) {
     let Ok(peer) = stream.peer_addr() else {
         return;
     };
@@ -350,7 +355,7 @@ pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S, path: Rc<str>) {
     )
     .await;
     let (error, stream) = match upgraded {
-        Some(Ok(ws)) => return connection::accepted(core, ws).await,
+        Some(Ok(ws)) => return connection::accepted(core, ws, slot).await,
         Some(Err((error, stream))) => (error, Some(stream)),
         None => (UpgradeError::Io(io::ErrorKind::TimedOut.into()), None),
     };

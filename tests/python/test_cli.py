@@ -54,7 +54,8 @@ def help_blocks() -> dict[str, str]:
 def test_help_shows_the_default_of_every_flag_that_has_one():
     blocks = help_blocks()
     assert "max-session-expiry" in blocks and "connack-debug-properties" in blocks, list(blocks)
-    no_default = {"help", "version", "config", "server-keep-alive", "password-file", "acl-file"}
+    no_default = {"help", "version", "config", "server-keep-alive", "password-file", "acl-file",
+                  "admin-keys-file", "ban-file"}
     missing = [f for f, text in blocks.items() if f not in no_default and "[default: " not in text]
     assert missing == [], f"--help shows no default for: {missing}"
     squeeze = {f: " ".join(text.split()) for f, text in blocks.items()}
@@ -73,6 +74,9 @@ def test_help_shows_the_default_of_every_flag_that_has_one():
     (["--queue-qos0", "maybe"], "--queue-qos0"),
     (["--connack-debug-properties", "yes"], "--connack-debug-properties"),
     (["--log", "loud"], "--log"),
+    (["--max-clientid-len", "5"], "--max-clientid-len"),
+    (["--max-topic-levels", "0"], "--max-topic-levels"),
+    (["--max-connections", "-5"], "--max-connections"),
     (["--no-such-flag"], "--no-such-flag"),
 ], ids=lambda v: v if isinstance(v, str) else " ".join(v))
 def test_a_bad_flag_or_flag_value_is_refused_naming_the_flag(argv, named):

@@ -7,10 +7,61 @@ use std::fmt::Write as _;
 
 use crate::broker::Stat;
 
-/// A figure's name, type and help line.
-fn describe(stat: Stat) -> (&'static str, &'static str, &'static str) {
+/// A figure's family name, type and help line, and the `reason` label that tells it from
+/// the other figures of its family.
+fn describe(
+    stat: Stat,
+) -> (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+) {
     use Stat::*;
-    match stat {
+    let (name, kind, help) = match stat {
+        RefusedMaxConnections
+        | RefusedConnectionRate
+        | RefusedClientIdLength
+        | RefusedBanned
+        | RefusedFlapping => {
+            let reason = match stat {
+                RefusedMaxConnections => "max_connections",
+                RefusedConnectionRate => "connection_rate",
+                RefusedClientIdLength => "client_id_length",
+                RefusedBanned => "banned",
+                _ => "flapping",
+            };
+            let help = "Connections or CONNECTs refused by a limit, by reason.";
+            return (
+                "berth_connections_refused_total",
+                "counter",
+                help,
+                Some(reason),
+            );
+        }
+        PublishRateLimited | PublishTooDeep => {
+            let reason = match stat {
+                PublishRateLimited => "rate_limited",
+                _ => "too_many_levels",
+            };
+            let help = "PUBLISH packets refused by a limit, by reason.";
+            return (
+                "berth_messages_limited_total",
+                "counter",
+                help,
+                Some(reason),
+            );
+        }
+        FlappingBans => (
+            "berth_flapping_bans_total",
+            "counter",
+            "Client ids flapping detection banned.",
+        ),
+        SubscriptionsTooDeep => (
+            "berth_subscriptions_too_deep_total",
+            "counter",
+            "SUBSCRIBE filters with more than max_topic_levels levels.",
+        ),
         ClientsConnected => ("berth_connections", "gauge", "Clients connected."),
         ClientsDisconnected => (
             "berth_sessions_offline",
@@ -88,18 +139,28 @@ fn describe(stat: Stat) -> (&'static str, &'static str, &'static str) {
             "counter",
             "SUBSCRIBE filters refused with Quota exceeded (max_subscriptions).",
         ),
-    }
+    };
+    (name, kind, help, None)
 }
 
 /// The exposition of every core's figures (`per_core[i]` is core i's).
 pub fn render(per_core: &[Vec<(Stat, u64)>], uptime_secs: u64) -> String {
     let mut out = String::new();
+    let mut families: Vec<&str> = Vec::new();
     for stat in Stat::ALL {
-        let (name, kind, help) = describe(stat);
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (core, figures) in per_core.iter().enumerate() {
-            if let Some((_, value)) = figures.iter().find(|(s, _)| *s == stat) {
-                let _ = writeln!(out, "{name}{{core=\"{core}\"}} {value}");
+        let (family, kind, help, _) = describe(stat);
+        if families.contains(&family) {
+            continue;
+        }
+        families.push(family);
+        let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} {kind}");
+        for member in Stat::ALL.into_iter().filter(|&s| describe(s).0 == family) {
+            let reason = describe(member).3;
+            let label = reason.map_or(String::new(), |r| format!(",reason=\"{r}\""));
+            for (core, figures) in per_core.iter().enumerate() {
+                if let Some((_, value)) = figures.iter().find(|(s, _)| *s == member) {
+                    let _ = writeln!(out, "{family}{{core=\"{core}\"{label}}} {value}");
+                }
             }
         }
     }
@@ -120,18 +181,14 @@ mod tests {
         let core = |n| Stat::ALL.iter().map(|&s| (s, n)).collect::<Vec<_>>();
         let text = render(&[core(1), core(2)], 5);
         for stat in Stat::ALL {
-            let (name, kind, _) = describe(stat);
+            let (name, kind, _, reason) = describe(stat);
             assert!(name.starts_with("berth_"));
             assert_eq!(kind == "counter", name.ends_with("_total"), "{name}");
-            assert_eq!(
-                text.matches(&format!("# TYPE {name} ")).count(),
-                1,
-                "{name}"
-            );
-            assert!(
-                text.contains(&format!("{name}{{core=\"1\"}} 2\n")),
-                "{name}"
-            );
+            let families = text.matches(&format!("# TYPE {name} ")).count();
+            assert_eq!(families, 1, "{name}");
+            let label = reason.map_or(String::new(), |r| format!(",reason=\"{r}\""));
+            let series = format!("{name}{{core=\"1\"{label}}} 2\n");
+            assert!(text.contains(&series), "{series}");
         }
         assert!(text.ends_with("berth_uptime_seconds 5\n"));
     }

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 
-use super::{End, Engine, Link, Step, StoreClosed};
+use super::{End, Engine, LimitHit, Link, Step, StoreClosed};
 use crate::broker::{CoreMsg, Effects};
-use crate::protocol::{Ack, Packet, Publish, QoS, ReasonCode};
+use crate::protocol::{Ack, Packet, PacketId, Publish, QoS, ReasonCode};
 use crate::session::state;
 
 impl Link {
@@ -32,6 +32,17 @@ impl Link {
             ));
         }
         let (qos, packet_id) = (publish.qos, publish.packet_id);
+        if !self.limits.topic_fits(&publish.topic) {
+            engine.count_limit(LimitHit::TopicLevels);
+            return Err(End::Violation(
+                ReasonCode::TOPIC_NAME_INVALID,
+                "the topic has more levels than max_topic_levels".into(),
+            ));
+        }
+        if !self.limits.admit_publish(now) {
+            engine.count_limit(LimitHit::PublishRate);
+            return self.refuse_over_rate(qos, packet_id);
+        }
         if !engine.may_publish(&self.client_id, &publish.topic) {
             // As Mosquitto does: v5 is told (0x87), 3.1.1 cannot be and gets its plain
             // acknowledgement; the message goes nowhere, and no QoS 2 state is kept.
@@ -90,6 +101,27 @@ impl Link {
             self.acks
                 .push(ack_packet(qos, state::ack(id, ReasonCode::SUCCESS)));
         }
+        Ok(())
+    }
+
+    /// A PUBLISH over `max_publish_rate`, dropped (see `limits`): a v5 QoS 1/2 one is
+    /// answered 0x97, a 3.1.1 QoS 1/2 one ends the connection, a QoS 0 one is just dropped.
+    fn refuse_over_rate(&mut self, qos: QoS, packet_id: Option<PacketId>) -> Result<(), End> {
+        let Some(id) = packet_id else {
+            return Ok(());
+        };
+        if !self.version.is_v5() {
+            return Err(End::Violation(
+                ReasonCode::MESSAGE_RATE_TOO_HIGH,
+                "PUBLISH over max_publish_rate (3.1.1 cannot be told)".into(),
+            ));
+        }
+        // 0x96 Message rate too high is no PUBACK/PUBREC code (table 3-4): 0x97 is.
+        let mut ack = state::ack(id, ReasonCode::QUOTA_EXCEEDED);
+        ack.properties.reason_string = Some(ByteString::from_static(
+            "more PUBLISH packets a second than max_publish_rate: this one was dropped",
+        ));
+        self.acks.push(ack_packet(qos, ack));
         Ok(())
     }
 

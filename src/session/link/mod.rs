@@ -25,6 +25,9 @@ mod close;
 mod fake;
 mod fit;
 mod inbound;
+mod limits;
+#[cfg(test)]
+mod limits_tests;
 mod open;
 #[cfg(test)]
 mod tests;
@@ -43,6 +46,7 @@ use checks::{check, Checked};
 pub use checks::Violation;
 pub use close::End;
 pub use fit::{ClientLimits, Dropped, Fitted, Fitter};
+pub use limits::{LimitHit, LinkLimits};
 pub use open::{Opening, Refusal, Started};
 
 /// The broker as a connection sees it: the calls the [`Link`] makes, all synchronous (the
@@ -104,6 +108,8 @@ pub trait Engine {
     fn refused_since(&self, before: &[u64]) -> bool;
     /// Counts a QoS 1/2 PUBLISH refused because its message could not be stored.
     fn count_refused(&mut self);
+    /// Counts a packet that ran into one of the connection's limits (`limits`).
+    fn count_limit(&mut self, _hit: LimitHit) {}
 }
 
 /// Why the store takes no new QoS 1/2 messages.
@@ -191,9 +197,16 @@ pub struct Link {
     release_before: Option<Vec<u64>>,
     steps: VecDeque<Step>,
     end: Option<End>,
+    /// Publish rate and topic depth (`limits`); none until the driver sets them.
+    limits: LinkLimits,
 }
 
 impl Link {
+    /// Holds the connection to `limits` from now on (the driver calls this once started).
+    pub fn set_limits(&mut self, limits: LinkLimits) {
+        self.limits = limits;
+    }
+
     pub fn version(&self) -> ProtocolVersion {
         self.version
     }
@@ -309,13 +322,22 @@ impl Link {
                 let effects = engine.on_ack(&self.client_id, packet, now);
                 self.pending.to_clients.extend(effects.to_clients);
             }
-            Packet::Subscribe(subscribe) => {
+            Packet::Subscribe(mut subscribe) => {
+                let deep = self.limits.take_deep_filters(&mut subscribe);
+                deep.iter()
+                    .for_each(|_| engine.count_limit(LimitHit::FilterLevels));
+                if subscribe.filters.is_empty() {
+                    let refused = limits::all_refused(subscribe.packet_id, deep.len());
+                    self.steps.push_back(Step::Send(refused));
+                    return Ok(());
+                }
                 // What came before goes first, the subscription's interest next.
                 let before = std::mem::take(&mut self.pending);
                 if !before.to_clients.is_empty() || !before.to_cores.is_empty() {
                     self.steps.push_back(Step::Apply(before));
                 }
-                let outcome = engine.subscribe(&self.client_id, subscribe, now);
+                let mut outcome = engine.subscribe(&self.client_id, subscribe, now);
+                limits::merge_refused(&mut outcome.sub_ack, &deep);
                 let (to_clients, to_cores) = (outcome.effects.to_clients, outcome.effects.to_cores);
                 self.steps.push_back(Step::Apply(Effects {
                     to_clients: Vec::new(),

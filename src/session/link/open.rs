@@ -188,6 +188,7 @@ impl Opening {
             release_before: None,
             steps: VecDeque::new(),
             end: None,
+            limits: super::LinkLimits::unlimited(),
         };
         let started = Started {
             session_present: present,
