@@ -149,11 +149,18 @@ impl Authenticator {
     }
 
     /// Whether a connection of `username` may take over (or clean) a session that a
-    /// connection of `owner` took last. With `session_ownership` and a password file (the
-    /// usernames are checked, so they say who is who) only the same username may, an
-    /// anonymous connection as much as any other; otherwise anyone may, as in Mosquitto.
-    pub fn may_take_session(&self, owner: Option<&str>, username: Option<&str>) -> bool {
-        !self.session_ownership || self.passwords.is_none() || owner == username
+    /// connection of `owner` took last. With `session_ownership` and checked usernames (a
+    /// password file, or `certified`: the connection's username is its client certificate's
+    /// name) only the same username may, an anonymous connection as much as any other;
+    /// otherwise anyone may, as in Mosquitto.
+    pub fn may_take_session(
+        &self,
+        owner: Option<&str>,
+        username: Option<&str>,
+        certified: bool,
+    ) -> bool {
+        let checked = self.passwords.is_some() || certified;
+        !self.session_ownership || !checked || owner == username
     }
 
     /// The whole decision, hash included (tests, and callers that may block).
@@ -182,23 +189,30 @@ mod tests {
     #[test]
     fn with_a_password_file_a_session_is_taken_by_its_own_user_only() {
         let auth = with_file(true);
-        assert!(auth.may_take_session(Some("dev"), Some("dev")));
-        assert!(auth.may_take_session(None, None));
-        assert!(!auth.may_take_session(Some("dev"), Some("other")));
-        assert!(!auth.may_take_session(Some("dev"), None), "anonymous");
-        assert!(!auth.may_take_session(None, Some("dev")));
+        assert!(auth.may_take_session(Some("dev"), Some("dev"), false));
+        assert!(auth.may_take_session(None, None, false));
+        assert!(!auth.may_take_session(Some("dev"), Some("other"), false));
+        assert!(
+            !auth.may_take_session(Some("dev"), None, false),
+            "anonymous"
+        );
+        assert!(!auth.may_take_session(None, Some("dev"), false));
         let off = Authenticator {
             session_ownership: false,
             ..with_file(true)
         };
-        assert!(off.may_take_session(Some("dev"), Some("other")));
+        assert!(off.may_take_session(Some("dev"), Some("other"), false));
         let unchecked = Authenticator {
             passwords: None,
             ..with_file(true)
         };
         assert!(
-            unchecked.may_take_session(Some("dev"), Some("other")),
+            unchecked.may_take_session(Some("dev"), Some("other"), false),
             "without a password file usernames prove nothing"
+        );
+        assert!(
+            !unchecked.may_take_session(Some("dev"), Some("other"), true),
+            "a certificate's name does"
         );
     }
 

@@ -215,12 +215,15 @@ async fn authenticated<S: Transport>(
 
 /// The refusal of a CONNECT that would take over (or clean) a session another user's
 /// connection took last (`Authenticator::may_take_session`).
-fn refuse_takeover(core: &Core, opening: &Opening) -> Option<Refusal> {
+fn refuse_takeover(core: &Core, opening: &Opening, certified: bool) -> Option<Refusal> {
     let connect = opening.connect();
     let broker = core.broker.borrow();
     let owner = broker.session_username(opening.client_id())?;
     let username = connect.username.as_deref();
-    if core.authenticator().may_take_session(owner, username) {
+    if core
+        .authenticator()
+        .may_take_session(owner, username, certified)
+    {
         return None;
     }
     Some(refuse_session_of_another(connect))
@@ -344,7 +347,8 @@ pub async fn serve<S: Transport>(
     let flaps = !client_id_sent.is_empty();
     drop(client_id_sent);
     let client_id = opening.client_id().clone();
-    if let Some(refusal) = refuse_takeover(&core, &opening) {
+    let certified = stream.certificate_username().is_some();
+    if let Some(refusal) = refuse_takeover(&core, &opening, certified) {
         tracing::info!(core = %core.id, client_id = %client_id, %peer, reason_code = %hex(refusal.reason_code), reason = %refusal.reason, "CONNECT refused");
         core.stats
             .connect_failures

@@ -330,6 +330,11 @@ impl<S: Transport> Transport for WebSocket<S> {
         };
         Ok((fd, TransportState::WebSocket(Box::new(state))))
     }
+
+    /// wss: the TLS session's client certificate.
+    fn certificate_username(&self) -> Option<Option<String>> {
+        self.inner.certificate_username()
+    }
 }
 
 /// Entry point for a connection accepted on a WebSocket listener: the upgrade (given the

@@ -261,3 +261,23 @@ def test_plain_bytes_and_stalled_handshakes_on_the_tls_port_harm_no_one(start_br
     garbage.close()
     stalled.close()
     assert broker.alive()
+
+
+def test_a_session_belongs_to_the_certificate_that_took_it(start_broker, pki):
+    """With `use_identity_as_username` and no password file the certificate's name is a
+    checked username, so another certificate cannot take over (or clean) the session."""
+    pki.leaf("other", "/CN=sensor-2", "ca", "0x2002", client=True)
+    extra = 'ca = "ca.pem"\nrequire_certificate = true\nuse_identity_as_username = true\n'
+    broker = start_broker("--config", tls_config(pki, extra))
+    addr = tls_addr(broker)
+
+    def connect(cert: str, *extra: str) -> subprocess.CompletedProcess:
+        return mosquitto(MOSQUITTO_PUB, addr, "--cafile", pki.path("ca.pem"), "--cert", pki.path(f"{cert}.pem"),
+                         "--key", pki.path(f"{cert}.key"), "-i", "meter-9", "-t", "t", "-m", "m", "-d", *extra)
+
+    owner = connect("client", "-c", "-q", "1")
+    assert "received CONNACK (0)" in owner.stdout, owner.stdout + owner.stderr
+    thief = connect("other")
+    assert "received CONNACK (5)" in thief.stdout, thief.stdout + thief.stderr
+    again = connect("client", "-c", "-q", "1")
+    assert "received CONNACK (0)" in again.stdout, again.stdout + again.stderr
