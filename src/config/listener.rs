@@ -30,6 +30,8 @@ use super::ConfigError;
 pub struct Listener {
     pub address: SocketAddr,
     pub transport: ListenerTransport,
+    /// This listener's `max_connection_rate`, when its table gives one (else the key's).
+    pub max_connection_rate: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +59,7 @@ impl Listener {
         Listener {
             address,
             transport: ListenerTransport::Tcp,
+            max_connection_rate: None,
         }
     }
 
@@ -97,6 +100,7 @@ pub(super) struct ListenerTable {
     use_identity_as_username: Option<bool>,
     use_subject_as_username: Option<bool>,
     path: Option<String>,
+    max_connection_rate: Option<u32>,
 }
 
 /// Whose identity a certificate listener takes as the username.
@@ -232,7 +236,11 @@ impl ListenerTable {
                 ))
             }
         };
-        Ok(Listener { address, transport })
+        Ok(Listener {
+            address,
+            transport,
+            max_connection_rate: self.max_connection_rate,
+        })
     }
 }
 

@@ -343,6 +343,16 @@ impl Config {
         Ok(config)
     }
 
+    /// Each listener's connection rate, in the configured order: its table's
+    /// `max_connection_rate`, else the key's (0: no limit).
+    pub fn connection_rates(&self) -> Vec<u32> {
+        let default = self.limits.max_connection_rate;
+        self.listeners
+            .iter()
+            .map(|l| l.max_connection_rate.unwrap_or(default))
+            .collect()
+    }
+
     /// Whether the admin API runs (see `server::admin`).
     pub fn admin_enabled(&self) -> bool {
         self.admin_keys_file.is_some() || self.admin_allow_anonymous

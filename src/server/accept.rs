@@ -13,7 +13,13 @@ use crate::config::ListenerTransport;
 /// Accepts connections forever, backing off while the process is out of descriptors
 /// (accept fails at once with EMFILE then, and retrying at once would spin). A ws or wss
 /// listener's connections first upgrade to WebSocket on its path.
-pub async fn accept_loop(core: Rc<Core>, listener: TcpListener, transport: ListenerTransport) {
+/// `index`: the listener's place in the configuration (its `max_connection_rate`).
+pub async fn accept_loop(
+    core: Rc<Core>,
+    listener: TcpListener,
+    transport: ListenerTransport,
+    index: usize,
+) {
     let mut backoff = Duration::from_millis(1);
     loop {
         match listener.accept().await {
@@ -21,7 +27,7 @@ pub async fn accept_loop(core: Rc<Core>, listener: TcpListener, transport: Liste
                 backoff = Duration::from_millis(1);
                 core.stats.accepted.set(core.stats.accepted.get() + 1);
                 // Over `max_connection_rate` or `max_connections`: closed unread (`limits`).
-                let Some(slot) = core.limits.admit(std::time::Instant::now()) else {
+                let Some(slot) = core.limits.admit(std::time::Instant::now(), index) else {
                     drop(stream);
                     continue;
                 };

@@ -86,18 +86,29 @@ fn bump(counter: &Cell<u64>) {
 pub struct CoreLimits {
     max_connections: Option<usize>,
     max_clientid_len: usize,
-    connection_rate: Option<RefCell<TokenBucket>>,
+    /// One bucket per listener (in the configured order), `None` where it has no rate.
+    connection_rate: Vec<Option<RefCell<TokenBucket>>>,
     flapping: Option<RefCell<Flapping>>,
     shared: SharedLimits,
     pub stats: LimitStats,
 }
 
 impl CoreLimits {
-    pub fn new(limits: &Limits, cores: usize, shared: SharedLimits, now: Instant) -> CoreLimits {
-        let connection_rate = (limits.max_connection_rate > 0).then(|| {
-            let share = f64::from(limits.max_connection_rate) / cores.max(1) as f64;
-            RefCell::new(TokenBucket::new(share, share, now))
-        });
+    /// `listener_rates`: each listener's `max_connection_rate` (0: no limit).
+    pub fn new(
+        limits: &Limits,
+        listener_rates: &[u32],
+        cores: usize,
+        shared: SharedLimits,
+        now: Instant,
+    ) -> CoreLimits {
+        let bucket = |rate: u32| {
+            (rate > 0).then(|| {
+                let share = f64::from(rate) / cores.max(1) as f64;
+                RefCell::new(TokenBucket::new(share, share, now))
+            })
+        };
+        let connection_rate = listener_rates.iter().map(|&rate| bucket(rate)).collect();
         CoreLimits {
             max_connections: limits.max_connections,
             max_clientid_len: limits.max_clientid_len,
@@ -108,9 +119,10 @@ impl CoreLimits {
         }
     }
 
-    /// A socket just accepted at `now`: its slot, or `None` when it must be closed.
-    pub fn admit(&self, now: Instant) -> Option<ConnectionSlot> {
-        if let Some(bucket) = &self.connection_rate {
+    /// A socket just accepted at `now` on listener `listener`: its slot, or `None` when it
+    /// must be closed.
+    pub fn admit(&self, now: Instant, listener: usize) -> Option<ConnectionSlot> {
+        if let Some(Some(bucket)) = self.connection_rate.get(listener) {
             if !bucket.borrow_mut().take(now) {
                 bump(&self.stats.connection_rate);
                 return None;

@@ -155,6 +155,7 @@ impl Core {
         broker.set_acl(auth.get().acl.clone());
         let limits = CoreLimits::new(
             &config.limits,
+            &config.connection_rates(),
             peers_len,
             SharedLimits::default(),
             std::time::Instant::now(),
@@ -187,6 +188,7 @@ impl Core {
     pub fn with_limits(mut self, shared: SharedLimits) -> Core {
         self.limits = CoreLimits::new(
             &self.config.limits,
+            &self.config.connection_rates(),
             self.cores,
             shared,
             std::time::Instant::now(),

@@ -214,7 +214,7 @@ pub fn run(
                 let admin = admin_inbox.map(|inbox| glommio::spawn_local(admin::cores::answer_loop(core.clone(), inbox)));
                 let sys_interval = core.config.sys_interval;
                 let sys = (!sys_interval.is_zero()).then(|| glommio::spawn_local(sys::sys_loop(core.clone(), sys_interval, started)));
-                let accept: Vec<_> = listener_fds.into_iter().map(|(fd, transport)| glommio::spawn_local(accept::accept_loop(core.clone(), listener::into_listener(fd), transport))).collect();
+                let accept: Vec<_> = listener_fds.into_iter().enumerate().map(|(index, (fd, transport))| glommio::spawn_local(accept::accept_loop(core.clone(), listener::into_listener(fd), transport, index))).collect();
                 let _ = ready_tx.send(Ok(replayed));
                 let mut over_bound = false;
                 while !shutdown.load(Ordering::Relaxed) {

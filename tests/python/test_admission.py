@@ -11,6 +11,7 @@ paho and mosquitto_pub elsewhere.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -177,6 +178,38 @@ def test_connections_over_max_connection_rate_are_closed_at_once(start_broker):
         except AssertionError:
             assert time.monotonic() < deadline
             time.sleep(1)
+
+
+def test_a_listener_table_has_a_connection_rate_of_its_own(start_broker, tmp_path):
+    """`max_connection_rate` in a `[[listener]]` table holds that listener to it; the plain
+    listener (no rate) takes every connection of the same burst."""
+    config = tmp_path / "rates.toml"
+    config.write_text('[[listener]]\naddress = "127.0.0.1:0"\nmax_connection_rate = 2\n')
+    broker = start_broker("--config", str(config), cores=CORES)
+    # berthproc reads the first plain ready line: `listen` (port 0, from the flag) comes first,
+    # so broker.addr is the unlimited one; the table's is the second plain line.
+    limited = LimitedAddr(broker)
+    assert not any(closed_unanswered(broker, f"free-{i}") for i in range(12))
+    outcomes = [closed_unanswered(limited, f"limited-{i}") for i in range(12)]
+    assert outcomes.count(True) >= 6, outcomes
+
+
+class LimitedAddr:
+    """The second plain listener of a broker (its ready line follows the first, which is
+    where berthproc stops reading), as `closed_unanswered` takes one."""
+
+    def __init__(self, broker, timeout: float = 10):
+        import select
+        deadline = time.monotonic() + timeout
+        fd = broker.proc.stdout.fileno()
+        while b"\n" not in broker.stdout_seen:
+            ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+            assert ready, f"no second ready line: {broker.stdout_seen!r}"
+            broker.stdout_seen += os.read(fd, 4096)
+        line = broker.stdout_seen.split(b"\n", 1)[0].decode()
+        assert line.startswith("berth listening on "), line
+        host, port = line.rsplit(" ", 1)[-1].rsplit(":", 1)
+        self.host, self.port = host, int(port)
 
 
 # --- bans ----------------------------------------------------------------------------------------
