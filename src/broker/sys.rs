@@ -63,6 +63,10 @@ pub enum Stat {
     /// Filters of a SUBSCRIBE refused with Quota exceeded: the session held
     /// `max_subscriptions` already.
     SubscriptionsRefused,
+    /// SUBSCRIBE filters and PUBLISH packets the ACL refused.
+    AclRefused,
+    /// Deliveries the ACL refused: the recipient may not read the topic.
+    AclDenied,
     // The abuse limits (`config::limits`), counted where they refuse.
     /// Connections closed at accept: `max_connections` were open.
     RefusedMaxConnections,
@@ -94,7 +98,7 @@ pub enum Combine {
 }
 
 impl Stat {
-    pub const ALL: [Stat; 26] = [
+    pub const ALL: [Stat; 28] = [
         Stat::ClientsConnected,
         Stat::ClientsDisconnected,
         Stat::Subscriptions,
@@ -112,6 +116,8 @@ impl Stat {
         Stat::StoreQueued,
         Stat::StoreErrors,
         Stat::SubscriptionsRefused,
+        Stat::AclRefused,
+        Stat::AclDenied,
         Stat::RefusedMaxConnections,
         Stat::RefusedConnectionRate,
         Stat::RefusedClientIdLength,
@@ -143,6 +149,8 @@ impl Stat {
             Stat::StoreQueued => "$SYS/broker/store/queued",
             Stat::StoreErrors => "$SYS/broker/store/errors",
             Stat::SubscriptionsRefused => "$SYS/broker/subscriptions/refused",
+            Stat::AclRefused => "$SYS/broker/acl/refused",
+            Stat::AclDenied => "$SYS/broker/acl/deliveries_denied",
             Stat::RefusedMaxConnections => "$SYS/broker/clients/refused/max_connections",
             Stat::RefusedConnectionRate => "$SYS/broker/clients/refused/connection_rate",
             Stat::RefusedClientIdLength => "$SYS/broker/clients/refused/client_id_length",
@@ -256,6 +264,8 @@ impl Broker {
             Stat::SubscriptionsRefused,
             self.counters.subscriptions_refused,
         );
+        stats.set(Stat::AclRefused, self.counters.acl_refused);
+        stats.set(Stat::AclDenied, self.counters.acl_denied);
         stats.set(
             Stat::PublishDropped,
             self.counters.dropped + self.shares.undeliverable,

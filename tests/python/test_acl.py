@@ -33,6 +33,7 @@ topic deny news/secret
 
 user admin
 topic readwrite #
+topic read $SYS/#
 """
 
 
@@ -84,7 +85,7 @@ class Client(Paho):
 @VERSIONS
 def test_a_device_publishes_under_its_username_and_reads_its_client_ids_commands(start_broker, files, version):
     pw, acl = files
-    broker = start_broker("--password-file", pw, "--acl-file", str(acl))
+    broker = start_broker("--password-file", pw, "--acl-file", str(acl), "--sys-interval", "1")
     admin = Client(broker, "admin", "admin", "x")
     assert admin.subscribe("devices/#") == 1
     device = Client(broker, f"dev-{version}", "bob", "b", version)
@@ -96,6 +97,10 @@ def test_a_device_publishes_under_its_username_and_reads_its_client_ids_commands
     assert raw_qos2_code(broker, version, "bob", b"b", "devices/alice/temp") == REFUSED_PUBLISH[version]
     assert device.publish("devices/bob/end") == 0
     assert admin.wait_for("devices/bob/end") == ["devices/bob/temp", "devices/bob/end"]
+    # The refusals are counted: `$SYS/broker/acl/refused` (two filters and two PUBLISHes).
+    stats = Client(broker, f"stats-{version}", "admin", "x")
+    assert stats.subscribe("$SYS/broker/acl/refused") == 1
+    stats.loop_until(lambda: any(int(p) >= 4 for _, p in stats.messages), 15, "$SYS acl/refused >= 4")
     assert admin.publish(f"cmd/dev-{version}", b"reboot") == 0
     assert device.wait_for(f"cmd/dev-{version}") == [f"cmd/dev-{version}"]
     # QoS 2 through the whole exchange, allowed: the device's PUBREL is completed.

@@ -57,6 +57,16 @@ fn describe(
             "counter",
             "Client ids flapping detection banned.",
         ),
+        AclRefused => (
+            "berth_acl_refused_total",
+            "counter",
+            "SUBSCRIBE filters and PUBLISH packets the ACL refused.",
+        ),
+        AclDenied => (
+            "berth_acl_deliveries_denied_total",
+            "counter",
+            "Deliveries the ACL refused (the recipient may not read the topic).",
+        ),
         SubscriptionsTooDeep => (
             "berth_subscriptions_too_deep_total",
             "counter",
