@@ -63,6 +63,12 @@ pub enum Stat {
     /// Filters of a SUBSCRIBE refused with Quota exceeded: the session held
     /// `max_subscriptions` already.
     SubscriptionsRefused,
+    /// QoS 0 dropped at a connected client's full outbox while its core kept up: the client
+    /// is slower than its peers (part of `PublishDropped`).
+    DroppedSlowSubscriber,
+    /// QoS 0 dropped at a full outbox while the core was behind (most of its subscribers'
+    /// outboxes full: overload; part of `PublishDropped`).
+    DroppedOverload,
     /// SUBSCRIBE filters and PUBLISH packets the ACL refused.
     AclRefused,
     /// Deliveries the ACL refused: the recipient may not read the topic.
@@ -98,7 +104,7 @@ pub enum Combine {
 }
 
 impl Stat {
-    pub const ALL: [Stat; 28] = [
+    pub const ALL: [Stat; 30] = [
         Stat::ClientsConnected,
         Stat::ClientsDisconnected,
         Stat::Subscriptions,
@@ -116,6 +122,8 @@ impl Stat {
         Stat::StoreQueued,
         Stat::StoreErrors,
         Stat::SubscriptionsRefused,
+        Stat::DroppedSlowSubscriber,
+        Stat::DroppedOverload,
         Stat::AclRefused,
         Stat::AclDenied,
         Stat::RefusedMaxConnections,
@@ -149,6 +157,8 @@ impl Stat {
             Stat::StoreQueued => "$SYS/broker/store/queued",
             Stat::StoreErrors => "$SYS/broker/store/errors",
             Stat::SubscriptionsRefused => "$SYS/broker/subscriptions/refused",
+            Stat::DroppedSlowSubscriber => "$SYS/broker/publish/messages/dropped/slow_subscriber",
+            Stat::DroppedOverload => "$SYS/broker/publish/messages/dropped/overload",
             Stat::AclRefused => "$SYS/broker/acl/refused",
             Stat::AclDenied => "$SYS/broker/acl/deliveries_denied",
             Stat::RefusedMaxConnections => "$SYS/broker/clients/refused/max_connections",

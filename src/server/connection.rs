@@ -411,7 +411,7 @@ pub async fn serve<S: Transport>(
         out.send(started.conn_ack);
         for packet in started.resume {
             if !out.send(packet) {
-                core.stats.publish_dropped();
+                core.stats.outbox_dropped(core.egress.behind());
             }
         }
         core.attach_outbox(&client_id, serial, out.clone());

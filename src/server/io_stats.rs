@@ -24,6 +24,10 @@ pub struct IoStats {
     /// PUBLISH packets not sent to a connected client: its outbox held `max_outbox_bytes`
     /// of QoS 0 already, or the packet was above its Maximum Packet Size.
     pub publish_dropped: Cell<u64>,
+    /// Of those, QoS 0 dropped at a full outbox while the core was not behind (a subscriber
+    /// slower than its peers) and while it was (overload: most outboxes full, `egress`).
+    pub dropped_slow: Cell<u64>,
+    pub dropped_overload: Cell<u64>,
     /// QoS 1/2 PUBLISH packets refused because the store could not take their message
     /// (disk full, `max_stored_bytes`): v5 0x97, or a closed 3.x connection.
     pub publish_refused: Cell<u64>,
@@ -63,6 +67,15 @@ impl IoStats {
         add(&self.publish_dropped, 1);
     }
 
+    /// A QoS 0 PUBLISH dropped at a full outbox; `overload`: the core was behind.
+    pub fn outbox_dropped(&self, overload: bool) {
+        self.publish_dropped();
+        match overload {
+            true => add(&self.dropped_overload, 1),
+            false => add(&self.dropped_slow, 1),
+        }
+    }
+
     pub fn publish_refused(&self) {
         add(&self.publish_refused, 1);
     }
@@ -76,6 +89,8 @@ impl IoStats {
         stats.set(Stat::PublishReceived, self.publish_received.get());
         stats.set(Stat::PublishSent, self.publish_sent.get());
         stats.set(Stat::PublishRefused, self.publish_refused.get());
+        stats.set(Stat::DroppedSlowSubscriber, self.dropped_slow.get());
+        stats.set(Stat::DroppedOverload, self.dropped_overload.get());
         // The engine counts its own drops (queues, share groups); these add to them.
         let dropped = stats.get(Stat::PublishDropped);
         stats.set(
@@ -87,4 +102,24 @@ impl IoStats {
 
 fn add(counter: &Cell<u64>, n: u64) {
     counter.set(counter.get().wrapping_add(n));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_drops_count_in_the_total_and_by_cause() {
+        let stats = IoStats::default();
+        stats.outbox_dropped(false);
+        stats.outbox_dropped(false);
+        stats.outbox_dropped(true);
+        stats.publish_dropped(); // a packet over the client's maximum: neither cause
+        let mut figures = CoreStats::default();
+        figures.set(Stat::PublishDropped, 10); // the engine's own drops
+        stats.fill(&mut figures);
+        assert_eq!(figures.get(Stat::PublishDropped), 14);
+        assert_eq!(figures.get(Stat::DroppedSlowSubscriber), 2);
+        assert_eq!(figures.get(Stat::DroppedOverload), 1);
+    }
 }

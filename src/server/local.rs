@@ -372,7 +372,7 @@ impl Core {
             for (client_id, packet) in effects.to_clients {
                 if let Some(outbox) = connections.get(&client_id).and_then(|r| r.outbox.as_ref()) {
                     if !outbox.send(packet) {
-                        self.stats.publish_dropped();
+                        self.stats.outbox_dropped(self.egress.behind());
                     }
                 }
             }

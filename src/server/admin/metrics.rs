@@ -57,6 +57,15 @@ fn describe(
             "counter",
             "Client ids flapping detection banned.",
         ),
+        DroppedSlowSubscriber | DroppedOverload => {
+            let reason = match stat {
+                DroppedSlowSubscriber => "slow_subscriber",
+                _ => "overload",
+            };
+            let help = "QoS 0 dropped at a full outbox, by whether the core kept up (a \
+                        subscriber slower than its peers) or was behind (overload).";
+            return ("berth_outbox_dropped_total", "counter", help, Some(reason));
+        }
         AclRefused => (
             "berth_acl_refused_total",
             "counter",
