@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use futures_lite::future;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
+use futures_lite::io::{AsyncWriteExt, ReadHalf};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use tracing::Instrument;
 
@@ -23,6 +23,7 @@ use super::limits::ConnectionSlot;
 use super::linger::{linger, Linger};
 use super::local::{ConnInfo, Control, Core, CoreMail, Handoff, IoStats};
 use super::outbox::Outbox;
+use super::reading::{next_read, read_more, READ_CHUNK};
 use super::transport::{self, Attached, Transport};
 use super::writer::write_loop;
 use crate::auth::Verdict;
@@ -33,8 +34,6 @@ use crate::session::connect::{claimed_level, refuse_malformed, Refusal};
 use crate::session::credentials::{refuse_credentials, refuse_session_of_another};
 use crate::session::link::{LinkLimits, Opening};
 use crate::session::{End, Link, Step};
-
-const READ_CHUNK: usize = 16 * 1024;
 
 /// Entry point for a freshly accepted connection, holding its place under
 /// `max_connections` (`slot`) until it ends or moves to its owner core.
@@ -164,7 +163,7 @@ async fn read_connect(
             Ok(None) => {}
             Err(error) => return Err(ConnectFailure::Decode { level, error }),
         }
-        if read_more(stream, buf, stats)
+        if read_more(stream, buf, stats, READ_CHUNK)
             .await
             .map_err(ConnectFailure::Io)?
             == 0
@@ -258,20 +257,6 @@ async fn send_refusal(stream: &mut impl Transport, refusal: Refusal) {
     if protocol::encode(&packet, refusal.version, &mut out).is_ok() {
         let _ = stream.write_all(&out).await;
     }
-}
-
-async fn read_more(
-    stream: &mut (impl futures_lite::AsyncRead + Unpin),
-    buf: &mut BytesMut,
-    stats: &IoStats,
-) -> std::io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + READ_CHUNK, 0);
-    let result = stream.read(&mut buf[start..]).await;
-    let read = *result.as_ref().unwrap_or(&0);
-    buf.truncate(start + read);
-    stats.read(read);
-    result
 }
 
 /// Runs on the core that received a hand-off.
@@ -494,6 +479,7 @@ async fn read_loop<S: Transport>(
     taken_over: &mut Option<LocalSender<()>>,
 ) -> End {
     let max = core.config.max_packet_size;
+    let mut chunk = READ_CHUNK;
     loop {
         // One clock read per read's worth of packets (it was 3% of a QoS 1 profile per packet).
         let now = Instant::now();
@@ -521,7 +507,13 @@ async fn read_loop<S: Transport>(
         let deadline = link.deadline();
         let wake = future::or(
             future::or(
-                async { Wake::Read(read_more(&mut *reader, &mut buf, &core.stats).await) },
+                async {
+                    let read = read_more(&mut *reader, &mut buf, &core.stats, chunk).await;
+                    if let Ok(got) = read {
+                        chunk = next_read(chunk, got);
+                    }
+                    Wake::Read(read)
+                },
                 future::or(async { Wake::Control(control.recv().await) }, async {
                     Wake::WriterFailed(writer_failed.recv().await)
                 }),

@@ -28,6 +28,7 @@ mod listener;
 mod local;
 mod mesh;
 mod outbox;
+mod reading;
 pub mod reload;
 mod storage;
 mod sys;

@@ -23,6 +23,8 @@ use crate::session::link::{ClientLimits, Dropped, Fitted, Fitter};
 
 /// The writer stops gathering queued packets into one write at this many bytes.
 const WRITE_BATCH: usize = 16 * 1024;
+/// A write below this size lets go of a write buffer larger than it.
+const IDLE_WRITE: usize = 512;
 
 pub async fn write_loop<S: Transport>(
     core: Rc<Core>,
@@ -34,7 +36,7 @@ pub async fn write_loop<S: Transport>(
     failed: LocalSender<std::io::Error>,
 ) {
     let mut fit = Fitter::new(limits);
-    let mut buf = BytesMut::with_capacity(4096);
+    let mut buf = BytesMut::new();
     while let Some(packet) = packets.recv().await {
         let mut next = Some(packet);
         // Gather everything already queued into the same write.
@@ -77,7 +79,13 @@ pub async fn write_loop<S: Transport>(
             return;
         }
         core.stats.wrote(buf.len());
-        buf.clear();
+        if buf.len() < IDLE_WRITE && buf.capacity() > IDLE_WRITE {
+            // A small write (a PINGRESP, an acknowledgement) is most often the last for a
+            // while: an idle connection holds no write buffer. A busy one keeps its own.
+            buf = BytesMut::new();
+        } else {
+            buf.clear();
+        }
     }
     let _ = writer.flush().await;
     let _ = writer.close().await;
