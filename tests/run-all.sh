@@ -4,9 +4,10 @@
 #   bash tests/run-all.sh
 #
 # Installs what is missing (and only that): Mosquitto and its command-line clients, a C
-# compiler (glommio builds liburing), paho-mqtt 2.x and pytest, Node.js and MQTT.js. Then
-# builds everything, runs the Rust tests (unit, codec, black-box, rumqttc interop), a bounded
-# fuzzing run, and the Python black-box and interop tests against the built broker.
+# compiler (glommio builds liburing), paho-mqtt 2.x and pytest, Node.js and MQTT.js, Chromium
+# and playwright-core. Then builds everything, runs the Rust tests (unit, codec, black-box,
+# rumqttc interop), a bounded fuzzing run, and the Python black-box and interop tests against
+# the built broker.
 # Runs as root, as CI does; as another user the package installs go through sudo, and the
 # unprivileged-start test is skipped.
 set -euo pipefail
@@ -48,6 +49,9 @@ command -v cc >/dev/null || missing+=(build-essential)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v python3 >/dev/null || missing+=(python3)
 command -v prlimit >/dev/null && command -v setpriv >/dev/null || missing+=(util-linux)
+# MQTT.js in a real browser (tests/interop/test_browser.py): Debian's Chromium, never a
+# browser downloaded by playwright.
+command -v chromium >/dev/null || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   apt_install "${missing[@]}"
@@ -67,7 +71,13 @@ fi
 if [ ! -d tests/interop/mqttjs/node_modules/mqtt ]; then
   (cd tests/interop/mqttjs && npm ci --no-audit --no-fund)
 fi
+# playwright-core (pinned by tests/interop/browser/package-lock.json) drives that Chromium; it
+# has no install script and downloads no browser.
+if [ ! -d tests/interop/browser/node_modules/playwright-core ]; then
+  (cd tests/interop/browser && npm ci --no-audit --no-fund)
+fi
 echo "node $(node --version), MQTT.js $(node -p 'require("./tests/interop/mqttjs/node_modules/mqtt/package.json").version')"
+echo "playwright-core $(node -p 'require("./tests/interop/browser/node_modules/playwright-core/package.json").version'), $(chromium --version 2>/dev/null)"
 echo "mosquitto_pub: $(command -v mosquitto_pub)"
 python3 -c 'import paho.mqtt, pytest; print(f"paho-mqtt {paho.mqtt.__version__}, pytest {pytest.__version__}")'
 cargo --version
@@ -97,7 +107,7 @@ target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import js
 export BERTH_BIN="$target_dir/debug/berth"
 python3 -m pytest -q tests/python
 
-section "Interop: the session scenarios with paho-mqtt, mosquitto_pub/sub and MQTT.js"
+section "Interop: the session scenarios with paho-mqtt, mosquitto_pub/sub and MQTT.js (Node and Chromium)"
 # (rumqttc runs the same scenarios in tests/interop_rumqttc/, part of cargo test.)
 python3 -m pytest -q tests/interop
 

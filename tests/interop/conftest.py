@@ -20,3 +20,4 @@ _spec.loader.exec_module(_harness)
 pytest_sessionstart = _harness.pytest_sessionstart
 start_broker = _harness.start_broker
 broker = _harness.broker
+pki = _harness.pki

@@ -17,11 +17,14 @@ PAHO_PROTOCOL = {V311: mqtt.MQTTv311, V5: mqtt.MQTTv5}
 
 
 class Paho:
-    def __init__(self, client_id: str, version: int = V5, *, clean: bool = True):
+    def __init__(self, client_id: str, version: int = V5, *, clean: bool = True, transport: str = "tcp"):
+        """`transport` is paho's: "tcp", or "websockets" (on the path /mqtt)."""
         self.version = version
         kw = {"clean_session": clean} if version == V311 else {}
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, transport=transport,
                                   protocol=PAHO_PROTOCOL[version], reconnect_on_failure=False, **kw)
+        if transport == "websockets":
+            self.client.ws_set_options(path="/mqtt")
         self.clean = clean
         self.connack = None  # (ConnectFlags, ReasonCode, Properties)
         self.disconnected = None  # (DisconnectFlags, ReasonCode, Properties)

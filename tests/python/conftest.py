@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 from berthproc import Broker, berth_bin
+from pki import Pki
 
 
 def pytest_sessionstart(session):
@@ -49,6 +50,12 @@ def start_broker(tmp_path):
 @pytest.fixture
 def broker(start_broker) -> Broker:
     return start_broker()
+
+
+@pytest.fixture
+def pki(tmp_path) -> Pki:
+    """A fresh CA, server and client certificates in the test's directory (pki.py)."""
+    return Pki(str(tmp_path))
 
 
 @pytest.fixture

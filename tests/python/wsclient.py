@@ -2,7 +2,7 @@
 hand (RFC 6455), so that tests can send what no library would (unmasked or text frames, a
 packet split over frames, a frame announcing 2^62 bytes) and see every frame that comes back.
 
-`WsConn` is a `mqttwire.Conn` whose bytes travel in WebSocket frames: `send` wraps them in
+`WsConn` is a `mqttwire.Conn` whose bytes travel in WebSocket frames (over TLS for wss): `send` wraps them in
 one masked binary frame, and reads unwrap binary frames, so every helper of `Conn`
 (`connect`, `read_packet`, `ping`, ...) works over WebSocket too.
 """
@@ -13,6 +13,7 @@ import base64
 import hashlib
 import os
 import socket
+import ssl
 import struct
 import time
 
@@ -73,10 +74,13 @@ class WsConn(Conn):
     """One WebSocket connection speaking MQTT (see the module docs)."""
 
     def __init__(self, host: str, port: int, version: int = V5, *, path: str = "/mqtt",
-                 protocols: str = "mqtt"):
+                 protocols: str = "mqtt", tls: ssl.SSLContext | None = None):
+        """With `tls`, the WebSocket runs inside TLS (wss), the server named `localhost`."""
         self.version = version
         self.sock = socket.create_connection((host, port), timeout=DEFAULT_TIMEOUT)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         req, accept = request(path, protocols)
         self.sock.sendall(req)
         status, headers, self.raw = http_response(self.sock)

@@ -1,10 +1,11 @@
 // The interop scenarios of tests/interop/scenarios.txt with MQTT.js (npm package `mqtt`).
 //
 //   node scenarios.mjs --list
-//   node scenarios.mjs <scenario> <protocol version: 4 | 5> <host> <port> [ws PATH]
+//   node scenarios.mjs <scenario> <protocol version: 4 | 5> <host> <port> [tls | ws PATH | wss PATH]
 //
 // With `ws PATH` every client connects over WebSocket (`ws://host:port/PATH`, MQTT.js's
-// subprotocol `mqtt`) instead of plain TCP.
+// subprotocol `mqtt`) instead of plain TCP; `tls` is `mqtts://`, `wss PATH` is WebSocket over
+// TLS, both checking the server's certificate against the CA in the file INTEROP_CA.
 //
 // Client ids come in INTEROP_IDS (JSON: pub, sub, spare on their cores; m0, m1 for the share
 // group), chosen by the pytest wrapper (test_mqttjs.py) so that publisher and subscriber are
@@ -12,14 +13,19 @@
 // failed check throws, and the process exits 1 with the reason.
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
+import { readFileSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import mqtt from 'mqtt'
 
 const TIMEOUT_MS = 10_000
 const EXPIRY_SECS = 1 // the wrapper starts the broker with --max-session-expiry 1 for `expiry`
 
-const [scenario, versionArg, host, port, transport, wsPath] = process.argv.slice(2)
-const url = transport === 'ws' ? `ws://${host}:${port}${wsPath}` : `mqtt://${host}:${port}`
+const [scenario, versionArg, host, port, transport = 'tcp', wsPath = ''] = process.argv.slice(2)
+const SCHEMES = { tcp: 'mqtt', tls: 'mqtts', ws: 'ws', wss: 'wss' }
+assert.ok(SCHEMES[transport], `transport ${transport}: tcp, tls, ws or wss`)
+const url = `${SCHEMES[transport]}://${host}:${port}${wsPath}`
+// tls and wss verify the server against the test CA (a PEM file named by INTEROP_CA).
+const tlsOptions = process.env.INTEROP_CA ? { ca: readFileSync(process.env.INTEROP_CA), rejectUnauthorized: true } : {}
 const version = Number(versionArg)
 const ids = JSON.parse(process.env.INTEROP_IDS || '{}')
 const tag = `mqttjs-v${version}-${scenario}`
@@ -35,6 +41,7 @@ function withTimeout (promise, what) {
 /** Connects; resolves to the client, with `sessionPresent` from CONNACK and an inbox. */
 async function open (clientId, { subs = [], clean = true, expiry, will } = {}) {
   const options = {
+    ...tlsOptions,
     clientId,
     protocolVersion: version,
     clean,
