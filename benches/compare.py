@@ -71,6 +71,10 @@ def scenarios(scale: float) -> dict[str, list[str]]:
         "qos0-fan-out": ["throughput", "--pattern", "fan-out", "--publishers", "1",
                          "--subscribers", n(1000), "--qos", "0", "--payload", "64", "--duration", "10",
                          "--timeout", "60"],
+        # Connected idle clients held open (keep alive pings), as many as one process's
+        # descriptor limit allows: the broker's memory per connection.
+        "idle-connections": ["connect", "--connections", n(19_000), "--concurrency", n(1_000),
+                             "--hold", "15", "--keep-alive", "10", "--timeout", "60"],
         # Idle persistent sessions, each subscribed to its own topic, left offline.
         "idle-sessions": ["connect", "--connections", n(100_000), "--concurrency", n(10_000),
                           "--hold", "0", "--persistent", "--subscribe", "--source-ips", "16",
@@ -271,7 +275,7 @@ def run_one(tools, broker: str, name: str, args: list[str], out: str, limit: flo
 
 KIND = {"resume": "resume", "offline-publish": "resume", "qos1-pairs": "throughput",
         "qos0-pairs": "throughput", "qos0-pairs-rate": "throughput",
-        "qos0-fan-out": "throughput", "idle-sessions": "connect"}
+        "qos0-fan-out": "throughput", "idle-sessions": "connect", "idle-connections": "connect"}
 
 
 def lat(r: dict, name: str, q: str) -> float | None:

@@ -23,7 +23,7 @@ use super::limits::ConnectionSlot;
 use super::linger::{linger, Linger};
 use super::local::{ConnInfo, Control, Core, CoreMail, Handoff, IoStats};
 use super::outbox::Outbox;
-use super::reading::{next_read, read_more, READ_CHUNK};
+use super::reading::{next_read, read_more, CONNECT_READ, SMALL_READ};
 use super::transport::{self, Attached, Transport};
 use super::writer::write_loop;
 use crate::auth::Verdict;
@@ -47,7 +47,7 @@ pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S, slot: ConnectionS
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
     tracing::info!(core = %core.id, %peer, %listener, "connection accepted");
     let mut stream = stream;
-    let mut buf = BytesMut::with_capacity(1024);
+    let mut buf = BytesMut::new();
     let timeout = core.config.connect_timeout;
     let first = future::or(
         read_connect(
@@ -152,6 +152,9 @@ async fn read_connect(
     max_packet_size: u32,
     stats: &IoStats,
 ) -> Result<Connect, ConnectFailure> {
+    // A CONNECT is most often a few dozen bytes: the first read is small, so that the
+    // buffer the connection keeps (it becomes the read loop's) is small too.
+    let mut chunk = CONNECT_READ;
     loop {
         // Read before decoding: a failed decode may have consumed the packet.
         let level = claimed_level(buf);
@@ -163,13 +166,13 @@ async fn read_connect(
             Ok(None) => {}
             Err(error) => return Err(ConnectFailure::Decode { level, error }),
         }
-        if read_more(stream, buf, stats, READ_CHUNK)
+        let got = read_more(stream, buf, stats, chunk)
             .await
-            .map_err(ConnectFailure::Io)?
-            == 0
-        {
+            .map_err(ConnectFailure::Io)?;
+        if got == 0 {
             return Err(ConnectFailure::Closed);
         }
+        chunk = next_read(chunk, got);
     }
 }
 
@@ -479,7 +482,8 @@ async fn read_loop<S: Transport>(
     taken_over: &mut Option<LocalSender<()>>,
 ) -> End {
     let max = core.config.max_packet_size;
-    let mut chunk = READ_CHUNK;
+    // Small until a read fills it: a client that connected and went quiet holds little.
+    let mut chunk = SMALL_READ;
     loop {
         // One clock read per read's worth of packets (it was 3% of a QoS 1 profile per packet).
         let now = Instant::now();

@@ -11,6 +11,8 @@ pub(super) const READ_CHUNK: usize = 16 * 1024;
 /// pings, a trickle of telemetry) then holds this much buffer, not `READ_CHUNK`. A read
 /// that fills it goes back to full-size reads.
 pub(super) const SMALL_READ: usize = 256;
+/// The first read of a connection, for its CONNECT.
+pub(super) const CONNECT_READ: usize = 1024;
 
 /// How much the next read asks for, after one that asked `asked` and got `got`.
 pub(super) fn next_read(asked: usize, got: usize) -> usize {
