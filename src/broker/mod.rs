@@ -426,6 +426,8 @@ mod access_tests;
 #[cfg(test)]
 mod exactly_once_tests;
 #[cfg(test)]
+mod inspect_tests;
+#[cfg(test)]
 mod persist_tests;
 #[cfg(test)]
 mod publish_tests;
