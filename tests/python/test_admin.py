@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from berthproc import Broker, BrokerDied
 from clients import RawSession, publish_all
-from mqttwire import V5, V311, Conn, ids_owned_by
+from mqttwire import SESSION_EXPIRY_INTERVAL, V5, V311, Conn, ids_owned_by
 
 ANON = ("--admin-listen", "127.0.0.1:0", "--admin-allow-anonymous", "true")
 
@@ -200,6 +200,10 @@ def test_settings_are_checked_applied_on_every_core_and_survive_a_restart(start_
         assert [m["topic"] for m in ok(b, "GET", f"/api/v1/clients/{cid}/queue")["data"]] == \
             ["set/0", "set/1", "set/2"]  # refuse-newest kept the first three
         assert view["session_expiry_interval"] == 600
+    # A v5 client asking for more is told the new cap in its CONNACK.
+    s = RawSession(b.addr, "set-v5", V5)
+    assert s.connect(clean=True, expiry=3600).props[SESSION_EXPIRY_INTERVAL] == 600
+    s.close()
     b.assert_clean_exit()
     with open(os.path.join(data, "settings.json")) as f:
         assert json.load(f) == change
