@@ -35,7 +35,7 @@ apt_install() {
 
 python_deps_ok() {
   python3 - <<'EOF' 2>/dev/null
-import paho.mqtt, pytest
+import paho.mqtt, pytest, prometheus_client
 assert int(paho.mqtt.__version__.split(".")[0]) >= 2
 EOF
 }
@@ -58,10 +58,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 if ! python_deps_ok; then
   python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
-  pip_install=(python3 -m pip install --quiet 'paho-mqtt>=2,<3' pytest)
+  pip_install=(python3 -m pip install --quiet 'paho-mqtt>=2,<3' pytest prometheus_client)
   # Debian's own Python refuses pip installs (PEP 668) unless told otherwise.
   "${pip_install[@]}" || "${pip_install[@]}" --break-system-packages
-  python_deps_ok || { echo "paho-mqtt>=2 and pytest still not importable" >&2; exit 1; }
+  python_deps_ok || { echo "paho-mqtt>=2, pytest and prometheus_client still not importable" >&2; exit 1; }
 fi
 # MQTT.js for the interop suite: Node from Debian when missing, the package pinned by
 # tests/interop/mqttjs/package-lock.json.

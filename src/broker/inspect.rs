@@ -1,5 +1,6 @@
 //! What the admin API sees of a core's sessions: a view of one, pages of them in client id
-//! order, and discarding them.
+//! order, a session's subscriptions and held messages, and discarding them; and the
+//! session policy it may change at run time.
 //!
 //! A page is the `limit` smallest client ids after a cursor that match the query, chosen in
 //! one pass over the sessions with a heap of `limit + 1` (no sort of the whole map): a page
@@ -10,11 +11,16 @@
 //! references dropped, its will published, SESSION_END journaled).
 
 use std::collections::BinaryHeap;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 
+use super::messages::Lookup;
 use super::{Broker, Effects, Slot};
+use crate::protocol::{PacketId, QoS};
+use crate::session::state::{Messages, Outbound, QueueLimits, Seq};
+use crate::session::{Message, Subscription};
 
 /// One session as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +66,83 @@ impl SessionQuery {
     }
 }
 
+/// A message a session holds: sent and not yet acknowledged, or waiting in its queue.
+#[derive(Debug, Clone)]
+pub struct HeldMessage {
+    pub seq: Seq,
+    /// `Some` while in flight: its packet id, and whether PUBREL was sent (QoS 2).
+    pub in_flight: Option<(PacketId, bool)>,
+    /// The QoS and RETAIN it goes out with.
+    pub qos: QoS,
+    pub retain: bool,
+    /// `None` if it can no longer be read (expired, or the log could not be read).
+    pub message: Option<Arc<Message>>,
+}
+
 impl Broker {
+    pub fn has_session(&self, client_id: &str) -> bool {
+        self.sessions.contains_key(client_id)
+    }
+
+    /// A session's subscriptions, by filter.
+    pub fn subscriptions_of(&self, client_id: &str) -> Option<Vec<(ByteString, Subscription)>> {
+        let slot = self.sessions.get(client_id)?;
+        let mut held: Vec<_> = slot
+            .session
+            .subscriptions
+            .iter()
+            .map(|(filter, sub)| (filter.clone(), sub.clone()))
+            .collect();
+        held.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(held)
+    }
+
+    /// Up to `limit` of the messages a session holds with a number after `after`, in the
+    /// order they arrived (in flight first, then queued), and whether more follow.
+    pub fn held_messages(
+        &self,
+        client_id: &str,
+        after: Option<Seq>,
+        limit: usize,
+    ) -> Option<(Vec<HeldMessage>, bool)> {
+        let session = &self.sessions.get(client_id)?.session;
+        let in_flight = session.in_flight_entries().map(|f| {
+            let released = f.state == Outbound::Released;
+            (f.entry, Some((f.packet_id, released)))
+        });
+        let queued = session.queued_entries().map(|q| (q, None));
+        let mut held: Vec<_> = in_flight
+            .chain(queued)
+            .filter(|(entry, _)| after.map_or(true, |after| entry.seq() > after))
+            .collect();
+        held.sort_by_key(|(entry, _)| entry.seq());
+        let more = held.len() > limit;
+        held.truncate(limit);
+        let lookup = Lookup {
+            table: &self.messages,
+            journal: self.journal.as_ref(),
+            clock: self.clock,
+        };
+        let page = held
+            .into_iter()
+            .map(|(entry, in_flight)| HeldMessage {
+                seq: entry.seq(),
+                in_flight,
+                qos: entry.qos(),
+                retain: entry.retain(),
+                message: lookup.get(entry.seq()),
+            })
+            .collect();
+        Some((page, more))
+    }
+
+    /// The run-time part of the session policy: the cap on Session Expiry (for sessions
+    /// that connect from now on) and the queue limits (for the next message queued).
+    pub fn set_session_limits(&mut self, max_session_expiry: Duration, limits: QueueLimits) {
+        self.policy.max_session_expiry = max_session_expiry;
+        self.policy.limits = limits;
+    }
+
     pub fn session_view(&self, client_id: &str, now: Instant) -> Option<SessionView> {
         let (client_id, slot) = self.sessions.get_key_value(client_id)?;
         Some(self.view_of(client_id, slot, now))

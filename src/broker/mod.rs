@@ -52,7 +52,7 @@ use crate::session::state::{Change, Messages, QueueLimits};
 use crate::session::{Message, Session};
 use crate::topic::{SharedFilter, SubscriptionTree};
 
-pub use inspect::{SessionQuery, SessionView};
+pub use inspect::{HeldMessage, SessionQuery, SessionView};
 use journal::{Journal, Record};
 pub use messages::WallClock;
 use messages::{Lookup, MessageTable};
@@ -425,6 +425,8 @@ impl Broker {
 mod access_tests;
 #[cfg(test)]
 mod exactly_once_tests;
+#[cfg(test)]
+mod inspect_tests;
 #[cfg(test)]
 mod persist_tests;
 #[cfg(test)]

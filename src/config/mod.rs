@@ -18,6 +18,7 @@ pub use crate::session::state::Overflow;
 pub use cli::Args;
 pub use limits::{Limits, LimitsArgs};
 pub use listener::{Identity, Listener, ListenerTransport};
+pub use settings::{BadSetting, Settings};
 pub use tls::TlsListener;
 
 /// The Session Expiry Interval that MQTT 5 defines as "never expires" (3.1.2.11.2), in
@@ -30,6 +31,7 @@ mod limits;
 #[cfg(test)]
 mod limits_tests;
 mod listener;
+pub mod settings;
 #[cfg(test)]
 mod tests;
 mod tls;

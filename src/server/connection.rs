@@ -317,7 +317,7 @@ pub async fn serve<S: Transport>(
     }
     let opened = Link::open(
         connect,
-        &core.policy,
+        &core.policy.borrow(),
         || assign_client_id(core.id, core.cores, rand::random),
         (core.id, accepted_on),
     );
@@ -366,7 +366,7 @@ pub async fn serve<S: Transport>(
             }
         };
         link.set_limits(LinkLimits::new(
-            core.config.limits.max_publish_rate,
+            core.publish_rate.get(),
             core.config.limits.max_topic_levels,
         ));
         core.apply(started.effects).await;

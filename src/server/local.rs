@@ -25,10 +25,9 @@ use super::outbox::Outbox;
 use super::transport::TransportState;
 use crate::auth::{Authenticator, CheckCache};
 use crate::broker::{Broker, CoreMsg, Effects, SessionPolicy};
-use crate::config::Config;
+use crate::config::{Config, Settings};
 use crate::ownership::CoreId;
 use crate::protocol::Connect;
-use crate::session::state::QueueLimits;
 use crate::session::ConnectPolicy;
 
 /// Who may connect and what they may do, shared by every core and replaced whole on SIGHUP.
@@ -100,7 +99,11 @@ pub struct Core {
     pub id: CoreId,
     pub cores: usize,
     pub config: Config,
-    pub policy: ConnectPolicy,
+    /// Its `max_session_expiry` changes at run time (admin API settings), like
+    /// `publish_rate`; `config` keeps the values the broker started with.
+    pub policy: RefCell<ConnectPolicy>,
+    /// `max_publish_rate` for connections made from now on.
+    pub publish_rate: Cell<u32>,
     /// Senders to the other cores, indexed by core; `None` at our own index: the primary
     /// mesh and the relay mesh (see `mesh`).
     peers: Vec<Option<ConnectedSender<CoreMail>>>,
@@ -164,8 +167,9 @@ impl Core {
             id,
             cores: peers_len,
             broker: RefCell::new(broker),
+            publish_rate: Cell::new(config.limits.max_publish_rate),
             config,
-            policy,
+            policy: RefCell::new(policy),
             peers,
             relays,
             relayed: RefCell::new(vec![false; peers_len]),
@@ -491,15 +495,7 @@ impl Core {
 pub fn session_policy(config: &Config, cores: usize) -> SessionPolicy {
     SessionPolicy {
         max_session_expiry: config.max_session_expiry,
-        limits: QueueLimits {
-            max_messages: config.max_queued_messages,
-            max_bytes: match config.max_queued_bytes {
-                0 => usize::MAX,
-                n => n,
-            },
-            overflow: config.queue_overflow,
-            queue_qos0: config.queue_qos0,
-        },
+        limits: Settings::of(config).queue_limits(),
         // Each core holds its share; client ids spread evenly over cores by hash.
         max_sessions: match config.max_sessions {
             0 => usize::MAX,

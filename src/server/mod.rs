@@ -72,6 +72,11 @@ pub fn run(
     // Held until the process ends: a second broker on this data directory stops here.
     let _data_dir_lock = storage::lock_data_dir(&config.data_dir)?;
     storage::check_layout(&config.data_dir, cores)?;
+    // What the admin API changed at run time comes back over the config file's values.
+    let mut config = config;
+    let (settings, settings_changed) =
+        crate::config::Settings::of(&config).load_over(&config.data_dir)?;
+    settings.apply_to(&mut config);
     // The guards are held until the process ends too: a second broker on an address fails.
     // `per_core[i]` holds core i's socket for every listener.
     let mut per_core: Vec<Vec<_>> = (0..cores).map(|_| Vec::new()).collect();
@@ -251,7 +256,8 @@ pub fn run(
             cores: admin_asks,
             keys: config.admin_keys.clone(),
             started,
-            max_queued_messages: config.max_queued_messages,
+            settings: std::cell::RefCell::new((settings, settings_changed)),
+            data_dir: config.data_dir.clone(),
         };
         let addr = admin::start(config.admin_listen, admin)?;
         tracing::info!(%addr, keys = config.admin_keys.is_some(), "admin API listening");

@@ -7,7 +7,8 @@
 //!   (disconnect, keep the session); `DELETE /api/v1/clients/{id}` (discard the session,
 //!   disconnecting its client first); `DELETE /api/v1/clients?conn_state=disconnected&...`
 //!   (every offline session the filters take);
-//! - `GET /api/v1/stats` (the `$SYS` figures per core and summed); `GET /metrics`.
+//! - `GET /api/v1/stats` (the `$SYS` figures per core and summed); `GET /metrics`;
+//! - a session's subscriptions and queue, `/publish` and `/settings`: `sessions_api`.
 //!
 //! Every request needs an API key (HTTP Basic) unless the API runs without keys.
 
@@ -25,8 +26,8 @@ use crate::broker::{SessionQuery, Stat};
 use crate::ownership::owner_of;
 use crate::protocol::ProtocolVersion;
 
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 10_000;
+pub(super) const DEFAULT_LIMIT: usize = 100;
+pub(super) const MAX_LIMIT: usize = 10_000;
 
 type Reply = Response<Full<Bytes>>;
 
@@ -53,6 +54,10 @@ pub async fn handle(admin: &Admin, request: Request<Incoming>) -> Reply {
         .map(percent_decode)
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let request = match super::sessions_api::route(admin, &segments, &params, request).await {
+        Ok(result) => return outcome_reply(result),
+        Err(request) => request,
+    };
     let result = match (request.method(), segments.as_slice()) {
         (&Method::GET, ["metrics"]) => return metrics_reply(admin).await,
         (&Method::GET, ["api", "v1", "stats"]) => stats(admin).await,
@@ -66,15 +71,19 @@ pub async fn handle(admin: &Admin, request: Request<Incoming>) -> Reply {
             format!("no route for {} {path}", request.method()),
         )),
     };
+    outcome_reply(result)
+}
+
+fn outcome_reply(result: Outcome) -> Reply {
     match result {
         Ok(value) => json_reply(StatusCode::OK, &value),
         Err((status, why)) => error(status, &why),
     }
 }
 
-type Outcome = Result<Value, (StatusCode, String)>;
+pub(super) type Outcome = Result<Value, (StatusCode, String)>;
 
-async fn ask(
+pub(super) async fn ask(
     admin: &Admin,
     core: usize,
     question: Question,
@@ -94,7 +103,7 @@ async fn ask(
     answer.recv_async().await.map_err(|_| unavailable())
 }
 
-fn owner(admin: &Admin, client_id: &str) -> usize {
+pub(super) fn owner(admin: &Admin, client_id: &str) -> usize {
     owner_of(client_id, admin.cores.len()).0
 }
 
@@ -302,7 +311,7 @@ fn client_json(admin: &Admin, client: &Client) -> Value {
         "session_expiry_interval": s.expiry_secs,
         "expires_at": s.expires_at_ms,
         "mqueue_len": s.queued,
-        "mqueue_max": admin.max_queued_messages,
+        "mqueue_max": admin.settings.borrow().0.max_queued_messages,
         "mqueue_dropped": s.dropped,
         "inflight_cnt": s.in_flight,
         "subscriptions_cnt": s.subscriptions,

@@ -13,7 +13,12 @@ use std::time::Instant;
 use bytestring::ByteString;
 
 use super::super::local::{ConnInfo, Core};
-use crate::broker::{SessionQuery, SessionView, Stat};
+use super::changes;
+use crate::broker::{HeldMessage, SessionQuery, SessionView, Stat};
+use crate::config::Settings;
+use crate::protocol::{Publish, ReasonCode};
+use crate::session::state::Seq;
+use crate::session::Subscription;
 
 /// A question to one core.
 pub enum Question {
@@ -36,6 +41,27 @@ pub enum Question {
     DeleteOffline { query: SessionQuery },
     /// The core's figures, as `$SYS` publishes them.
     Stats,
+    /// A session's subscriptions.
+    Subscriptions { client_id: String },
+    /// Subscribe a session (online or offline), as its SUBSCRIBE would.
+    Subscribe {
+        client_id: String,
+        filter: String,
+        subscription: Subscription,
+    },
+    /// Unsubscribe a session from one filter, as its UNSUBSCRIBE would.
+    Unsubscribe { client_id: String, filter: String },
+    /// Up to `limit` of a session's held messages numbered after `after`.
+    Held {
+        client_id: String,
+        after: Option<Seq>,
+        limit: usize,
+    },
+    /// Publish as the admin API (`$admin`), answered once it is as durable as a client's
+    /// QoS 1/2 publish is when its acknowledgement leaves.
+    Publish(Publish),
+    /// Put run-time settings in force on this core.
+    Settings(Settings),
 }
 
 /// A session with what its connection adds.
@@ -56,6 +82,12 @@ pub enum Answer {
     Done(bool),
     Deleted(usize),
     Stats(Vec<(Stat, u64)>),
+    /// `None`: no such session.
+    Subscriptions(Option<Vec<(ByteString, Subscription)>>),
+    /// The SUBACK's or UNSUBACK's reason code; `None`: no such session.
+    Reason(Option<ReasonCode>),
+    Held(Option<(Vec<HeldMessage>, bool)>),
+    Published(Result<(), changes::NotPublished>),
 }
 
 pub struct Ask {
@@ -123,6 +155,7 @@ async fn answer(core: &Rc<Core>, question: Question) -> Answer {
             core.stats.fill(&mut stats);
             Answer::Stats(Stat::ALL.iter().map(|&s| (s, stats.get(s))).collect())
         }
+        other => changes::answer(core, other).await,
     }
 }
 

@@ -3,8 +3,10 @@
 //! disturbed; it asks the cores what they hold over channels ([`cores`]) and never reads
 //! their state itself.
 //!
-//! - `api.rs`: the routes and their JSON.
-//! - `cores.rs`: the questions to the cores and how a core answers.
+//! - `api.rs`: the routes and their JSON; `sessions_api.rs`: those for a session's
+//!   subscriptions and queue, `/publish` and `/settings`.
+//! - `cores.rs`: the questions to the cores and how a core answers; `changes.rs`: how a
+//!   core carries out the changes asked of it (subscribe, publish, settings).
 //! - `metrics.rs`: the Prometheus text exposition.
 //! - API keys (`key:secret` lines, HTTP Basic) are `auth::ApiKeys`, read by `config`.
 //!
@@ -14,12 +16,16 @@
 //! caches sessions.
 
 mod api;
+mod changes;
 pub mod cores;
 mod metrics;
+mod sessions_api;
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -30,6 +36,7 @@ use glommio::net::TcpStream;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::auth::ApiKeys;
+use crate::config::Settings;
 use cores::Ask;
 
 /// What the admin executor needs from the broker.
@@ -38,8 +45,10 @@ pub struct Admin {
     /// `None`: requests need no key (`admin_allow_anonymous`).
     pub keys: Option<Arc<ApiKeys>>,
     pub started: std::time::Instant,
-    /// `max_queued_messages`, shown with each session's queue length.
-    pub max_queued_messages: usize,
+    /// The run-time settings in force, and those changed at run time (kept in the data
+    /// directory: `config::settings`). Only `PUT /api/v1/settings` changes them.
+    pub settings: RefCell<(Settings, serde_json::Map<String, serde_json::Value>)>,
+    pub data_dir: PathBuf,
 }
 
 /// Binds `addr` and starts the admin executor; returns the address bound.
