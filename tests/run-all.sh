@@ -4,9 +4,10 @@
 #   bash tests/run-all.sh
 #
 # Installs what is missing (and only that): Mosquitto and its command-line clients, a C
-# compiler (glommio builds liburing), paho-mqtt 2.x and pytest, Node.js and MQTT.js. Then
-# builds everything, runs the Rust tests (unit, codec, black-box, rumqttc interop), a bounded
-# fuzzing run, and the Python black-box and interop tests against the built broker.
+# compiler (glommio builds liburing), paho-mqtt 2.x and pytest, Node.js and MQTT.js, Chromium
+# and playwright-core. Then builds everything, runs the Rust tests (unit, codec, black-box,
+# rumqttc interop), a bounded fuzzing run, and the Python black-box, interop and dashboard
+# (headless Chromium) tests against the built broker.
 # Runs as root, as CI does; as another user the package installs go through sudo, and the
 # unprivileged-start test is skipped.
 set -euo pipefail
@@ -67,7 +68,16 @@ fi
 if [ ! -d tests/interop/mqttjs/node_modules/mqtt ]; then
   (cd tests/interop/mqttjs && npm ci --no-audit --no-fund)
 fi
+# The dashboard test: Debian's Chromium (never a browser that Playwright downloads) driven by
+# playwright-core, pinned by tests/dashboard/package-lock.json.
+if [ ! -x /usr/bin/chromium ]; then
+  apt_install chromium
+fi
+if [ ! -d tests/dashboard/node_modules/playwright-core ]; then
+  (cd tests/dashboard && npm ci --no-audit --no-fund)
+fi
 echo "node $(node --version), MQTT.js $(node -p 'require("./tests/interop/mqttjs/node_modules/mqtt/package.json").version')"
+echo "playwright-core $(node -p 'require("./tests/dashboard/node_modules/playwright-core/package.json").version'), $(/usr/bin/chromium --version 2>/dev/null)"
 echo "mosquitto_pub: $(command -v mosquitto_pub)"
 python3 -c 'import paho.mqtt, pytest; print(f"paho-mqtt {paho.mqtt.__version__}, pytest {pytest.__version__}")'
 cargo --version
@@ -100,5 +110,8 @@ python3 -m pytest -q tests/python
 section "Interop: the session scenarios with paho-mqtt, mosquitto_pub/sub and MQTT.js"
 # (rumqttc runs the same scenarios in tests/interop_rumqttc/, part of cargo test.)
 python3 -m pytest -q tests/interop
+
+section "Dashboard in headless Chromium (playwright-core)"
+BERTH_REQUIRE_BROWSER=1 python3 -m pytest -q tests/dashboard
 
 section "All tests passed"

@@ -7,7 +7,8 @@
 //!   (disconnect, keep the session); `DELETE /api/v1/clients/{id}` (discard the session,
 //!   disconnecting its client first); `DELETE /api/v1/clients?conn_state=disconnected&...`
 //!   (every offline session the filters take);
-//! - `GET /api/v1/stats` (the `$SYS` figures per core and summed); `GET /metrics`.
+//! - `GET /api/v1/stats` (the `$SYS` figures per core and summed); `GET /metrics`;
+//! - `GET /` and `/dashboard/...`: the dashboard page (`dashboard.rs`).
 //!
 //! Every request needs an API key (HTTP Basic) unless the API runs without keys.
 
@@ -55,6 +56,7 @@ pub async fn handle(admin: &Admin, request: Request<Incoming>) -> Reply {
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let result = match (request.method(), segments.as_slice()) {
         (&Method::GET, ["metrics"]) => return metrics_reply(admin).await,
+        (&Method::GET, [""] | ["dashboard", ..]) => return super::dashboard::reply(&segments),
         (&Method::GET, ["api", "v1", "stats"]) => stats(admin).await,
         (&Method::GET, ["api", "v1", "clients"]) => list(admin, &params).await,
         (&Method::DELETE, ["api", "v1", "clients"]) => delete_offline(admin, &params).await,

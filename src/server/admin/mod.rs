@@ -6,6 +6,7 @@
 //! - `api.rs`: the routes and their JSON.
 //! - `cores.rs`: the questions to the cores and how a core answers.
 //! - `metrics.rs`: the Prometheus text exposition.
+//! - `dashboard.rs`: the dashboard page (`dashboard/`: HTML, JavaScript, CSS), compiled in.
 //! - API keys (`key:secret` lines, HTTP Basic) are `auth::ApiKeys`, read by `config`.
 //!
 //! It runs when `admin_keys_file` is set (every request must then carry a key) or
@@ -15,6 +16,7 @@
 
 mod api;
 pub mod cores;
+mod dashboard;
 mod metrics;
 
 use std::io;
