@@ -8,7 +8,7 @@
 // appears in the sessions table with queue length `queued`; its detail page shows it; a
 // dismissed confirmation keeps it; the Clear button (confirmation accepted) removes it; the
 // bulk clear with the client-id filter `bulk` removes the offline sessions it matches and
-// keeps the connected `online` one.
+// keeps the connected `online` one; pages of 10 go forward and back (`fleet` sessions more).
 // mode "auth": with `credentials` (HTTP Basic) the page loads and lists `online`.
 // Screenshots go to `shots` (a directory) when given. Prints one JSON line of what it saw.
 import { chromium } from 'playwright-core';
@@ -72,6 +72,31 @@ async function sessions(page) {
   await rowOf(page, spec.online).waitFor({ timeout: TIMEOUT });
 }
 
+const listedIds = (page) =>
+  page.locator('#session-table tbody tr[data-clientid]').evaluateAll((rows) => rows.map((r) => r.dataset.clientid));
+
+// Pages of 10 over every session: Next and Previous (the page's stack of cursors).
+async function paging(page) {
+  const info = page.locator('#page-info');
+  await page.getByLabel('Per page').selectOption('10');
+  await page.getByRole('button', { name: 'Apply filters' }).click();
+  await info.filter({ hasText: 'Sessions 1–10, page 1' }).waitFor({ timeout: TIMEOUT });
+  const first = await listedIds(page);
+  await page.getByRole('button', { name: 'Next page' }).click();
+  await info.filter({ hasText: 'page 2' }).waitFor({ timeout: TIMEOUT });
+  const second = await listedIds(page);
+  seen.nextDisabled = await page.getByRole('button', { name: 'Next page' }).isDisabled();
+  await page.getByRole('button', { name: 'Previous page' }).click();
+  await info.filter({ hasText: 'page 1' }).waitFor({ timeout: TIMEOUT });
+  const again = await listedIds(page);
+  seen.pages = [first, second];
+  check(JSON.stringify(again) === JSON.stringify(first), `previous page: ${again} vs ${first}`);
+  check(await page.getByRole('button', { name: 'Previous page' }).isDisabled(), 'Previous on page 1');
+  await page.getByLabel('Per page').selectOption('50');
+  await page.getByRole('button', { name: 'Apply filters' }).click();
+  await info.filter({ hasText: 'page 1' }).waitFor({ timeout: TIMEOUT });
+}
+
 async function detail(page) {
   await rowOf(page, spec.target).getByRole('link', { name: spec.target }).click();
   const queue = page.locator('#detail-fields div', { hasText: 'Queue length' }).locator('dd');
@@ -117,9 +142,7 @@ async function bulkClear(page) {
   await page.getByLabel('Client id contains').fill('');
   await page.getByRole('button', { name: 'Apply filters' }).click();
   await rowOf(page, spec.online).waitFor({ timeout: TIMEOUT });
-  seen.remaining = await page.locator('#session-table tbody tr[data-clientid]').evaluateAll((rows) =>
-    rows.map((row) => row.dataset.clientid),
-  );
+  seen.remaining = await listedIds(page);
 }
 
 async function settings(page) {
@@ -161,6 +184,7 @@ try {
   } else {
     await overview(page);
     await sessions(page);
+    await paging(page);
     await detail(page);
     await clear(page);
     await bulkClear(page);

@@ -118,7 +118,8 @@ def test_an_offline_session_is_listed_and_cleared_in_the_browser(start_broker, t
 
     target, online = "dash-offline-1", "sensor-17"
     persistent_session(broker, target, "dash/target/#")
-    for other in ("dash-other-1", "dash-other-2"):
+    fleet = [f"fleet-{i:02}" for i in range(8)]  # 12 sessions in all: two pages of 10
+    for other in ("dash-other-1", "dash-other-2", *fleet):
         persistent_session(broker, other, f"dash/{other}/#")
     publish_qos1(broker, "dash/target/reading", 3)
     publish_qos1(broker, "dash/dash-other-2/reading", 1)
@@ -134,7 +135,10 @@ def test_an_offline_session_is_listed_and_cleared_in_the_browser(start_broker, t
     assert target in seen["dialogs"][1]["message"], seen
     assert "dash-other" in seen["dialogs"][2]["message"], seen
     assert seen["bulkListed"] == 2 and "Cleared 2 " in seen["bulkStatus"], seen
-    assert seen["remaining"] == [online], seen
+    first, second = seen["pages"]
+    assert len(first) == 10 and len(second) == 2 and seen["nextDisabled"], seen
+    assert sorted(first + second) == sorted([target, online, "dash-other-1", "dash-other-2", *fleet]), seen
+    assert sorted(seen["remaining"]) == sorted([online, *fleet]), seen
     for gone in (target, "dash-other-1", "dash-other-2"):
         assert get(f"{url}/api/v1/clients/{gone}")[0] == 404, gone
     assert get(f"{url}/api/v1/clients/{online}")[0] == 200

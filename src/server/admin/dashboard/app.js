@@ -269,14 +269,18 @@ function sessionRow(s) {
     el('td', { class: 'num' }, s.owner_core),
     el(
       'td',
-      { class: 'row-actions' },
-      s.connected
-        ? el('button', { type: 'button', 'aria-label': `Kick ${id}`, onclick: () => kick(id) }, 'Kick')
-        : null,
+      {},
       el(
-        'button',
-        { type: 'button', class: 'danger', 'aria-label': `Clear session ${id}`, onclick: () => clear(id) },
-        'Clear',
+        'div',
+        { class: 'row-actions' },
+        s.connected
+          ? el('button', { type: 'button', 'aria-label': `Kick ${id}`, onclick: () => kick(id) }, 'Kick')
+          : null,
+        el(
+          'button',
+          { type: 'button', class: 'danger', 'aria-label': `Clear session ${id}`, onclick: () => clear(id) },
+          'Clear',
+        ),
       ),
     ),
   );
