@@ -10,6 +10,7 @@
 // bulk clear with the client-id filter `bulk` removes the offline sessions it matches and
 // keeps the connected `online` one; pages of 10 go forward and back (`fleet` sessions more).
 // mode "auth": with `credentials` (HTTP Basic) the page loads and lists `online`.
+// Where the settings route exists, a number setting is changed and read back.
 // Screenshots go to `shots` (a directory) when given. Prints one JSON line of what it saw.
 import { chromium } from 'playwright-core';
 
@@ -150,6 +151,20 @@ async function settings(page) {
   const answer = page.locator('#settings-form > *').first();
   await answer.waitFor({ timeout: TIMEOUT });
   seen.settings = await answer.textContent();
+  // Where this berth has settings: change a number (the queue bound if there is one), save,
+  // and read it back.
+  const queueBound = page.locator('#settings-form input[name="max_queued_messages"]');
+  const input = (await queueBound.count()) > 0 ? queueBound : page.locator('#settings-form input[type="number"]').first();
+  if ((await input.count()) > 0) {
+    const name = await input.getAttribute('name');
+    const value = Number(await input.inputValue()) + 1;
+    await input.fill(String(value));
+    await page.getByRole('button', { name: 'Save settings' }).click();
+    await page.locator('#status', { hasText: `Saved: ${name}` }).waitFor({ timeout: TIMEOUT });
+    await page.locator(`#settings-form input[name="${name}"][value="${value}"]`).waitFor({ timeout: TIMEOUT });
+    seen.settingSaved = { name, value };
+  }
+  await shot(page, 'dashboard-settings.png');
 }
 
 async function authOnly(page) {

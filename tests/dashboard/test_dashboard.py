@@ -139,6 +139,9 @@ def test_an_offline_session_is_listed_and_cleared_in_the_browser(start_broker, t
     assert len(first) == 10 and len(second) == 2 and seen["nextDisabled"], seen
     assert sorted(first + second) == sorted([target, online, "dash-other-1", "dash-other-2", *fleet]), seen
     assert sorted(seen["remaining"]) == sorted([online, *fleet]), seen
+    if get(f"{url}/api/v1/settings")[0] == 200:  # where this berth has the settings route
+        saved = seen["settingSaved"]
+        assert json.loads(get(f"{url}/api/v1/settings")[2])[saved["name"]] == saved["value"], seen
     for gone in (target, "dash-other-1", "dash-other-2"):
         assert get(f"{url}/api/v1/clients/{gone}")[0] == 404, gone
     assert get(f"{url}/api/v1/clients/{online}")[0] == 200

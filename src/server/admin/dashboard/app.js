@@ -118,10 +118,12 @@ function notAvailable(container, what, error) {
   );
 }
 
-// A table of the keys of a list of objects (for answers whose shape this page does not fix).
-function genericTable(rows, caption) {
+// A table of the keys of a list of objects (for answers whose shape this page does not fix):
+// the keys named in `first` first, then any others.
+function genericTable(rows, caption, first = []) {
   if (rows.length === 0) return el('p', {}, `No ${caption.toLowerCase()}.`);
-  const keys = [...new Set(rows.flatMap((row) => Object.keys(row)))];
+  const present = new Set(rows.flatMap((row) => Object.keys(row)));
+  const keys = [...first.filter((k) => present.has(k)), ...[...present].filter((k) => !first.includes(k))];
   const cell = (value) => (value !== null && typeof value === 'object' ? JSON.stringify(value) : value);
   return el(
     'div',
@@ -396,11 +398,14 @@ async function loadDetail(id) {
   loadQueue(id, null);
 }
 
+const SUBSCRIPTION_COLUMNS = ['topic', 'qos', 'nl', 'rap', 'rh', 'identifier'];
+const QUEUE_COLUMNS = ['seq', 'state', 'topic', 'qos', 'retain', 'payload', 'payload_size', 'publisher'];
+
 async function loadSubscriptions(id) {
   const box = document.getElementById('detail-subscriptions');
   try {
     const answer = await api('GET', `${clientPath(id)}/subscriptions`);
-    box.replaceChildren(genericTable(listOf(answer), 'Subscriptions'));
+    box.replaceChildren(genericTable(listOf(answer), 'Subscriptions', SUBSCRIPTION_COLUMNS));
   } catch (error) {
     if (error.noRoute) notAvailable(box, 'Subscriptions are', error);
     else box.replaceChildren(el('p', { class: 'error' }, error.message));
@@ -412,12 +417,13 @@ async function loadQueue(id, cursor) {
   try {
     const answer = await api('GET', `${clientPath(id)}/queue${query({ limit: 50, cursor })}`);
     const next = answer && answer.meta && answer.meta.cursor;
-    box.replaceChildren(
-      genericTable(listOf(answer), 'Queued messages'),
-      next
-        ? el('button', { type: 'button', onclick: () => loadQueue(id, next) }, 'Next 50 queued messages')
-        : null,
-    );
+    const table = genericTable(listOf(answer), 'Queued messages', QUEUE_COLUMNS);
+    if (next) {
+      const more = el('button', { type: 'button', onclick: () => loadQueue(id, next) }, 'Next 50 queued messages');
+      box.replaceChildren(table, more);
+    } else {
+      box.replaceChildren(table);
+    }
   } catch (error) {
     if (error.noRoute) notAvailable(box, 'The queue is', error);
     else box.replaceChildren(el('p', { class: 'error' }, error.message));
