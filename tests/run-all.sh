@@ -6,8 +6,8 @@
 # Installs what is missing (and only that): Mosquitto and its command-line clients, a C
 # compiler (glommio builds liburing), paho-mqtt 2.x and pytest, Node.js and MQTT.js, Chromium
 # and playwright-core. Then builds everything, runs the Rust tests (unit, codec, black-box,
-# rumqttc interop), a bounded fuzzing run, and the Python black-box and interop tests against
-# the built broker.
+# rumqttc interop), a bounded fuzzing run, and the Python black-box, interop (Node and
+# headless Chromium) and dashboard tests against the built broker.
 # Runs as root, as CI does; as another user the package installs go through sudo, and the
 # unprivileged-start test is skipped.
 set -euo pipefail
@@ -78,6 +78,10 @@ if [ ! -d tests/interop/browser/node_modules/playwright-core ]; then
 fi
 echo "node $(node --version), MQTT.js $(node -p 'require("./tests/interop/mqttjs/node_modules/mqtt/package.json").version')"
 echo "playwright-core $(node -p 'require("./tests/interop/browser/node_modules/playwright-core/package.json").version'), $(chromium --version 2>/dev/null)"
+# The dashboard test drives the same Chromium with its own pinned playwright-core.
+if [ ! -d tests/dashboard/node_modules/playwright-core ]; then
+  (cd tests/dashboard && npm ci --no-audit --no-fund)
+fi
 echo "mosquitto_pub: $(command -v mosquitto_pub)"
 python3 -c 'import paho.mqtt, pytest; print(f"paho-mqtt {paho.mqtt.__version__}, pytest {pytest.__version__}")'
 cargo --version
@@ -110,5 +114,8 @@ python3 -m pytest -q tests/python
 section "Interop: the session scenarios with paho-mqtt, mosquitto_pub/sub and MQTT.js (Node and Chromium)"
 # (rumqttc runs the same scenarios in tests/interop_rumqttc/, part of cargo test.)
 python3 -m pytest -q tests/interop
+
+section "Dashboard in headless Chromium (playwright-core)"
+BERTH_REQUIRE_BROWSER=1 python3 -m pytest -q tests/dashboard
 
 section "All tests passed"

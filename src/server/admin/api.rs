@@ -9,6 +9,7 @@
 //!   (every offline session the filters take);
 //! - `GET /api/v1/stats` (the `$SYS` figures per core and summed); `GET /metrics`;
 //! - a session's subscriptions and queue, `/publish` and `/settings`: `sessions_api`.
+//! - `GET /` and `/dashboard/...`: the dashboard page (`dashboard.rs`).
 //!
 //! Every request needs an API key (HTTP Basic) unless the API runs without keys.
 
@@ -60,6 +61,7 @@ pub async fn handle(admin: &Admin, request: Request<Incoming>) -> Reply {
     };
     let result = match (request.method(), segments.as_slice()) {
         (&Method::GET, ["metrics"]) => return metrics_reply(admin).await,
+        (&Method::GET, [""] | ["dashboard", ..]) => return super::dashboard::reply(&segments),
         (&Method::GET, ["api", "v1", "stats"]) => stats(admin).await,
         (&Method::GET, ["api", "v1", "clients"]) => list(admin, &params).await,
         (&Method::DELETE, ["api", "v1", "clients"]) => delete_offline(admin, &params).await,

@@ -8,6 +8,7 @@
 //! - `cores.rs`: the questions to the cores and how a core answers; `changes.rs`: how a
 //!   core carries out the changes asked of it (subscribe, publish, settings).
 //! - `metrics.rs`: the Prometheus text exposition.
+//! - `dashboard.rs`: the dashboard page (`dashboard/`: HTML, JavaScript, CSS), compiled in.
 //! - API keys (`key:secret` lines, HTTP Basic) are `auth::ApiKeys`, read by `config`.
 //!
 //! It runs when `admin_keys_file` is set (every request must then carry a key) or
@@ -18,6 +19,7 @@
 mod api;
 mod changes;
 pub mod cores;
+mod dashboard;
 mod metrics;
 mod sessions_api;
 
