@@ -6,6 +6,7 @@
     python3 benches/compare.py --brokers berth,mosquitto --scenarios resume
     python3 benches/compare.py --scenarios qos1-pairs --markdown   # BENCHMARKS.md's format
     python3 benches/compare.py --markdown-from target/compare/results.json   # no new run
+    python3 benches/compare.py --scenarios resume-tls,qos1-pairs-tls,tls-handshakes  # TLS
 
 Installs what is missing (Debian's `mosquitto`; `cargo install rumqttd` into
 target/rumqttd-install), builds berth and berth-loadgen in release mode, then for every
@@ -23,7 +24,8 @@ default would cut the scenario short (see the config functions below). Mosquitto
 persistence on (its default autosave: the in-memory state is written every 30 min and at
 exit); berth runs with its defaults (log in the page cache, msync every second). rumqttd 0.20
 keeps no sessions on disk: it keeps Clean Session 0 sessions in memory only, and what it does
-on resume is measured and shown as is.
+on resume is measured and shown as is. The TLS scenarios (benches/compare_tls.py) run berth
+and Mosquitto with the same certificate.
 """
 
 from __future__ import annotations
@@ -41,10 +43,13 @@ import tempfile
 import threading
 import time
 
+import compare_tls
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 TARGET = os.path.join(REPO, "target")
 RUMQTTD_ROOT = os.path.join(TARGET, "rumqttd-install")
 BROKERS = ["mosquitto", "berth", "rumqttd"]
+CERTS = os.path.join(TARGET, "compare-certs")
 
 
 def scenarios(scale: float) -> dict[str, list[str]]:
@@ -79,6 +84,7 @@ def scenarios(scale: float) -> dict[str, list[str]]:
         "idle-sessions": ["connect", "--connections", n(100_000), "--concurrency", n(10_000),
                           "--hold", "0", "--persistent", "--subscribe", "--source-ips", "16",
                           "--timeout", "60"],
+        **compare_tls.scenarios(n, os.path.join(CERTS, "ca.pem")),
     }
 
 
@@ -112,7 +118,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def mosquitto_argv(tools, port: int, work: str) -> list[str]:
+def mosquitto_argv(tools, port: int, work: str, name: str) -> list[str]:
     data = os.path.join(work, "data")
     os.makedirs(data)
     try:
@@ -121,8 +127,11 @@ def mosquitto_argv(tools, port: int, work: str) -> list[str]:
         pass
     conf = os.path.join(work, "mosquitto.conf")
     with open(conf, "w") as f:
-        f.write(f"""listener {port} 127.0.0.1
-allow_anonymous true
+        if name in compare_tls.SCENARIOS:
+            f.write(compare_tls.mosquitto_listener(port, CERTS))
+        else:
+            f.write(f"listener {port} 127.0.0.1\n")
+        f.write(f"""allow_anonymous true
 persistence true
 persistence_location {data}/
 # Same limits as berth's defaults: 1000 queued messages per session, no cap on connections.
@@ -137,7 +146,7 @@ log_type warning
     return [tools["mosquitto"], "-c", conf]
 
 
-def rumqttd_argv(tools, port: int, work: str) -> list[str]:
+def rumqttd_argv(tools, port: int, work: str, name: str) -> list[str]:
     conf = os.path.join(work, "rumqttd.toml")
     with open(conf, "w") as f:
         # The shipped config, with the connection cap raised past the scenarios' 10k+ and
@@ -163,10 +172,15 @@ next_connection_delay_ms = 0
     return [tools["rumqttd"], "--quiet", "-c", conf]
 
 
-def berth_argv(tools, port: int, work: str) -> list[str]:
+def berth_argv(tools, port: int, work: str, name: str) -> list[str]:
     data = os.path.join(work, "data")
     os.makedirs(data)
-    return [tools["berth"], "--listen", f"127.0.0.1:{port}", "--data-dir", data, "--log", "warn",
+    listen = ["--listen", f"127.0.0.1:{port}"]
+    if name in compare_tls.SCENARIOS:
+        listen = ["--listen", f"127.0.0.1:{free_port()}", *compare_tls.berth_listener(work, port, CERTS)]
+    if name in compare_tls.ONE_CORE:
+        listen += ["--cores", "1"]
+    return [tools["berth"], *listen, "--data-dir", data, "--log", "warn",
             "--max-queued-messages", "1000"]
 
 
@@ -230,7 +244,7 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
 def run_one(tools, broker: str, name: str, args: list[str], out: str, limit: float) -> dict:
     work = tempfile.mkdtemp(prefix=f"compare-{broker}-", dir=os.path.join(TARGET, "compare-work"))
     port = free_port()
-    argv = ARGV[broker](tools, port, work)
+    argv = ARGV[broker](tools, port, work, name)
     log = open(os.path.join(work, "broker.log"), "wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
@@ -275,7 +289,8 @@ def run_one(tools, broker: str, name: str, args: list[str], out: str, limit: flo
 
 KIND = {"resume": "resume", "offline-publish": "resume", "qos1-pairs": "throughput",
         "qos0-pairs": "throughput", "qos0-pairs-rate": "throughput",
-        "qos0-fan-out": "throughput", "idle-sessions": "connect", "idle-connections": "connect"}
+        "qos0-fan-out": "throughput", "idle-sessions": "connect", "idle-connections": "connect",
+        **compare_tls.KIND}
 
 
 def lat(r: dict, name: str, q: str) -> float | None:
@@ -323,6 +338,8 @@ def metrics(name: str, r: dict) -> list[tuple[str, float | None, str]]:
         t = r.get("connect", {})
         rows += [
             ("sessions/s", t.get("connections_per_s"), "higher"),
+            ("sessions per broker CPU second",
+             t["established"] / cpu if cpu and t.get("established") else None, "higher"),
             ("CONNACK p99 ms", lat(r, "connack", "p99_us"), "lower"),
             ("broker RSS bytes per session", t.get("broker_bytes_per_connection"), "lower"),
             ("broker anonymous bytes per session", t.get("broker_anon_bytes_per_connection"), "lower"),
@@ -487,6 +504,8 @@ def main() -> int:
             if "--duration" in args:
                 args[args.index("--duration") + 1] = f"{opts.duration:g}"
     tools = ensure_tools(brokers, "debug" if opts.debug_build else "release")
+    if any(n in compare_tls.SCENARIOS for n in names):
+        compare_tls.make_certs(CERTS)
     os.makedirs(opts.out, exist_ok=True)
     os.makedirs(os.path.join(TARGET, "compare-work"), exist_ok=True)
     meta = {
@@ -501,6 +520,8 @@ def main() -> int:
     for name in names:
         results[name] = {}
         for broker in brokers:
+            if name in compare_tls.SCENARIOS and broker not in compare_tls.BROKERS:
+                continue
             results[name][broker] = run_one(tools, broker, name, all_scenarios[name], opts.out,
                                             opts.run_timeout)
             meta["loadavg_after"] = os.getloadavg()

@@ -1,6 +1,7 @@
 //! One MQTT client connection, driven by berth's own codec: open a TCP socket (bound to one
-//! of several loopback source addresses when asked, so ephemeral ports never run out),
-//! CONNECT, then read packets and queue packets to send.
+//! of several loopback source addresses when asked, so ephemeral ports never run out), lay
+//! the run's transport over it (TLS, WebSocket, both: `transport`), CONNECT, then read
+//! packets and queue packets to send.
 //!
 //! `Conn::next` flushes whatever was queued before it waits for the socket, so a task that
 //! answers every packet it reads (PUBACK, PUBREC, PUBCOMP) sends its answers in batches.
@@ -19,6 +20,8 @@ use bytestring::ByteString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::transport::{ReadHalf, Stream, Transport, WriteHalf};
+
 const MAX_PACKET: u32 = 268_435_455;
 
 /// Why a connection or an exchange failed; `kind` is the short name errors are counted by.
@@ -36,7 +39,7 @@ impl Failure {
         }
     }
 
-    fn io(kind: &'static str, e: io::Error) -> Failure {
+    pub(crate) fn io(kind: &'static str, e: io::Error) -> Failure {
         let kind = match e.kind() {
             io::ErrorKind::ConnectionRefused => "connection_refused",
             io::ErrorKind::ConnectionReset => "connection_reset",
@@ -61,24 +64,40 @@ pub struct Target {
     /// CONNECT's User Name and Password, sent by every connection when given.
     pub username: Option<ByteString>,
     pub password: Option<Bytes>,
+    /// TLS and WebSocket layers over each TCP connection.
+    pub transport: Transport,
 }
 
 impl Target {
-    /// One TCP connect before a run, so that a broker that is not there is a one-line error
-    /// and not a report of every connection refused.
+    /// One connect (TCP, then the TLS handshake and WebSocket upgrade if any) before a run,
+    /// so that a broker that is not there, or a certificate that does not verify, is a
+    /// one-line error and not a report of every connection refused.
     pub async fn probe(&self) -> anyhow::Result<()> {
-        match tokio::time::timeout(self.timeout, self.tcp(0)).await {
+        let over = match self.transport.name() {
+            "tcp" => String::new(),
+            name => format!(" ({name})"),
+        };
+        let addr = self.addr;
+        match tokio::time::timeout(self.timeout, self.open(0)).await {
             Err(_) => anyhow::bail!(
-                "cannot connect to {}: no answer in {:?}",
-                self.addr,
+                "cannot connect to {addr}{over}: no answer in {:?}",
                 self.timeout
             ),
-            Ok(Err(e)) => anyhow::bail!("cannot connect to {}: {e}", self.addr),
+            Ok(Err(f)) => anyhow::bail!("cannot connect to {addr}{over}: {}", f.detail),
             Ok(Ok(stream)) => {
                 drop(stream);
                 Ok(())
             }
         }
+    }
+
+    /// The TCP connection with the transport's layers over it.
+    async fn open(&self, index: u64) -> Result<Stream, Failure> {
+        let tcp = self
+            .tcp(index)
+            .await
+            .map_err(|e| Failure::io("connect_error", e))?;
+        self.transport.open(tcp, index).await
     }
 
     async fn tcp(&self, index: u64) -> io::Result<TcpStream> {
@@ -109,10 +128,15 @@ impl Target {
         clean_start: bool,
         persistent: bool,
     ) -> Result<(Conn, protocol::ConnAck), Failure> {
-        let stream = tokio::time::timeout(self.timeout, self.tcp(index))
+        let stream = tokio::time::timeout(self.timeout, self.open(index))
             .await
-            .map_err(|_| Failure::new("connect_timeout", format!("TCP connect to {}", self.addr)))?
-            .map_err(|e| Failure::io("connect_error", e))?;
+            .map_err(|_| {
+                let transport = self.transport.name();
+                Failure::new(
+                    "connect_timeout",
+                    format!("{transport} connect to {}", self.addr),
+                )
+            })??;
         let mut conn = Conn::new(stream, self.version, self.timeout);
         let mut properties = Properties::default();
         if self.version.is_v5() {
@@ -163,7 +187,7 @@ fn set_bind_address_no_port(socket: &TcpSocket) {
 }
 
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: BytesMut,
     wbuf: BytesMut,
     pub version: ProtocolVersion,
@@ -171,7 +195,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn new(stream: TcpStream, version: ProtocolVersion, timeout: Duration) -> Conn {
+    fn new(stream: Stream, version: ProtocolVersion, timeout: Duration) -> Conn {
         Conn {
             stream,
             rbuf: BytesMut::with_capacity(4096),
@@ -194,10 +218,13 @@ impl Conn {
     pub async fn flush(&mut self) -> Result<(), Failure> {
         if !self.wbuf.is_empty() {
             let out = self.wbuf.split();
-            self.stream
-                .write_all(&out)
-                .await
-                .map_err(|e| Failure::io("write_error", e))?;
+            let io = self.stream.io();
+            let write = async {
+                io.write_all(&out).await?;
+                // TLS and WebSocket hold back what they could not write at once.
+                io.flush().await
+            };
+            write.await.map_err(|e| Failure::io("write_error", e))?;
         }
         Ok(())
     }
@@ -220,7 +247,7 @@ impl Conn {
             self.flush().await?;
             self.rbuf.reserve(16 * 1024);
             let read =
-                tokio::time::timeout_at(deadline.into(), self.stream.read_buf(&mut self.rbuf));
+                tokio::time::timeout_at(deadline.into(), self.stream.io().read_buf(&mut self.rbuf));
             match read.await {
                 Err(_) => return Err(Failure::new("timeout", "no packet from the broker in time")),
                 Ok(Err(e)) => return Err(Failure::io("read_error", e)),
@@ -277,21 +304,18 @@ impl Conn {
         self.queue(&Packet::Disconnect(Default::default()));
         if self.flush().await.is_ok() {
             let mut scratch = [0u8; 256];
-            let _ =
-                tokio::time::timeout(Duration::from_millis(500), self.stream.read(&mut scratch))
-                    .await;
+            let _ = tokio::time::timeout(
+                Duration::from_millis(500),
+                self.stream.io().read(&mut scratch),
+            )
+            .await;
         }
     }
 
-    /// The socket halves and the bytes already read, for a publisher's reader and writer tasks.
-    pub fn into_split(
-        self,
-    ) -> (
-        tokio::net::tcp::OwnedReadHalf,
-        BytesMut,
-        tokio::net::tcp::OwnedWriteHalf,
-    ) {
-        let (r, w) = self.stream.into_split();
+    /// The stream's halves and the bytes already read, for a publisher's reader and writer
+    /// tasks. The writer flushes after each write (TLS and WebSocket need it).
+    pub fn into_split(self) -> (ReadHalf, BytesMut, WriteHalf) {
+        let (r, w) = self.stream.split();
         (r, self.rbuf, w)
     }
 }

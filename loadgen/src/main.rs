@@ -1,6 +1,7 @@
 //! `berth-loadgen`: drives any MQTT 3.1.1/5.0 broker on host:port with three scenarios
-//! (`resume`, `throughput`, `connect`) and reports latency percentiles, rates, errors, loss
-//! and its own CPU use, so a reader can tell whether the load generator was the bottleneck.
+//! (`resume`, `throughput`, `connect`), over TCP, TLS, WebSocket or WebSocket over TLS, and
+//! reports latency percentiles, rates, errors, loss and its own CPU use, so a reader can
+//! tell whether the load generator was the bottleneck.
 //!
 //! Packets are encoded and decoded with berth's own codec (`berth::protocol`); the runtime is
 //! tokio's multi-threaded scheduler. Exit status: 0 when no error was counted, 1 otherwise
@@ -15,6 +16,8 @@ mod report;
 mod resume;
 mod template;
 mod throughput;
+mod transport;
+mod ws;
 
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
@@ -28,6 +31,7 @@ use bytestring::ByteString;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::conn::Target;
+use crate::transport::{TlsOptions, Transport};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -70,7 +74,7 @@ pub struct Common {
     /// The broker's host name or address.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
-    /// The broker's TCP port.
+    /// The broker's TCP port (its TLS or WebSocket port with --tls or --ws).
     #[arg(long, default_value_t = 1883)]
     pub port: u16,
     /// Protocol version: 3.1.1 (Clean Session 0 for persistent sessions) or 5 (Clean Start 0 +
@@ -83,6 +87,25 @@ pub struct Common {
     /// Password every connection sends in its CONNECT (needs --username under 3.1.1).
     #[arg(long)]
     pub password: Option<String>,
+    /// Connect over TLS (rustls, TLS 1.2 or 1.3), verifying the broker's certificate against
+    /// --cafile, or not at all with --insecure. With --ws: secure WebSocket (wss).
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM file of the CA certificate(s) the broker's certificate must chain to (with --tls).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub cafile: Option<PathBuf>,
+    /// Accept the broker's certificate unverified (with --tls); the handshake's signatures
+    /// are still checked.
+    #[arg(long, requires = "tls", conflicts_with = "cafile")]
+    pub insecure: bool,
+    /// Resume TLS sessions (tickets) on reconnect; off by default, so every connection
+    /// costs a full handshake.
+    #[arg(long, requires = "tls")]
+    pub tls_resume: bool,
+    /// MQTT over WebSocket: upgrade on this HTTP path (e.g. /mqtt) with subprotocol mqtt;
+    /// with --tls, over TLS (wss).
+    #[arg(long, value_name = "PATH")]
+    pub ws: Option<String>,
     /// The broker's name, for the summary, the JSON and plot titles (e.g. mosquitto).
     #[arg(long, default_value = "broker")]
     pub broker_name: String,
@@ -143,7 +166,17 @@ impl Common {
             session_expiry: self.session_expiry,
             username: self.username.as_deref().map(ByteString::from),
             password: self.password.clone().map(Bytes::from),
+            transport: self.transport()?,
         })
+    }
+
+    fn transport(&self) -> anyhow::Result<Transport> {
+        let tls = self.tls.then_some(TlsOptions {
+            cafile: self.cafile.as_deref(),
+            insecure: self.insecure,
+            resume: self.tls_resume,
+        });
+        Transport::new(&self.host, self.port, tls, self.ws.as_deref())
     }
 
     pub fn prefix(&self) -> String {

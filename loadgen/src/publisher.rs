@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::conn::{ack, Conn, Failure};
+use crate::transport::WriteHalf;
 
 /// How one publisher sends.
 pub struct PublishPlan {
@@ -122,8 +123,7 @@ where
             batch += 1;
         }
         if !buf.is_empty() {
-            wr.write_all(&buf).await.map_err(write_err)?;
-            buf.clear();
+            send(&mut wr, &mut buf).await.map_err(write_err)?;
             continue;
         }
         if done {
@@ -150,15 +150,14 @@ where
             tokio::select! {
                 Some(id) = rel_rx.recv() => {
                     encode(&Packet::PubRel(ack(id)), version, &mut buf);
-                    wr.write_all(&buf).await.map_err(write_err)?;
-                    buf.clear();
+                    send(&mut wr, &mut buf).await.map_err(write_err)?;
                 }
                 _ = tokio::time::sleep(Duration::from_millis(5)) => {}
             }
         }
     }
     encode(&Packet::Disconnect(Default::default()), version, &mut buf);
-    let _ = wr.write_all(&buf).await;
+    let _ = send(&mut wr, &mut buf).await;
     let mut reader = reader;
     if tokio::time::timeout(Duration::from_millis(500), &mut reader)
         .await
@@ -170,6 +169,14 @@ where
         sent: n,
         acked: acked.load(Ordering::Relaxed),
     })
+}
+
+/// Writes `buf` out and empties it; the flush pushes out what TLS or WebSocket held back.
+async fn send(wr: &mut WriteHalf, buf: &mut BytesMut) -> std::io::Result<()> {
+    wr.write_all(buf).await?;
+    wr.flush().await?;
+    buf.clear();
+    Ok(())
 }
 
 fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut) {
