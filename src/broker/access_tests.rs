@@ -49,6 +49,16 @@ impl Core {
         }
     }
 
+    /// A broker rebuilt from the journal alone, as after a crash.
+    fn restarted(&self) -> Broker {
+        let mut rebuild = Rebuild::new(self.clock);
+        self.journal
+            .replay(|pos, kind, body| rebuild.visit(pos, kind, body));
+        let journal = Box::new(self.journal.clone());
+        let policy = SessionPolicy::default();
+        Broker::recover(CoreId(0), 1, policy, journal, rebuild, self.now).0
+    }
+
     fn connect(&mut self, id: &str, username: Option<&str>) -> Vec<Packet> {
         let (_, _, resume, _) = self
             .broker
@@ -198,17 +208,7 @@ fn a_sessions_username_is_journaled_and_recovered() {
     core.connect("dev", Some("bob"));
     assert_eq!(owners(&core.journal), 2);
 
-    let mut rebuild = Rebuild::new(core.clock);
-    core.journal
-        .replay(|pos, kind, body| rebuild.visit(pos, kind, body));
-    let (broker, _) = Broker::recover(
-        CoreId(0),
-        1,
-        SessionPolicy::default(),
-        Box::new(core.journal.clone()),
-        rebuild,
-        core.now,
-    );
+    let broker = core.restarted();
     assert_eq!(broker.session_username(&"dev".into()), Some(Some("bob")));
     assert_eq!(broker.session_username(&"anon".into()), Some(None));
     assert_eq!(broker.session_username(&"none".into()), None);
@@ -235,16 +235,6 @@ fn a_checkpoint_keeps_a_sessions_username_in_its_snapshot() {
     core.journal
         .replay(|_, kind, _| owners += usize::from(kind == super::journal::kind::SESSION_OWNER));
     assert_eq!(owners, 0, "the SESSION_OWNER record went with its segment");
-    let mut rebuild = Rebuild::new(clock);
-    core.journal
-        .replay(|pos, kind, body| rebuild.visit(pos, kind, body));
-    let (broker, _) = Broker::recover(
-        CoreId(0),
-        1,
-        SessionPolicy::default(),
-        Box::new(core.journal.clone()),
-        rebuild,
-        core.now,
-    );
+    let broker = core.restarted();
     assert_eq!(broker.session_username(&"dev".into()), Some(Some("alice")));
 }

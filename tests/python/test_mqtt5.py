@@ -345,6 +345,16 @@ def sys_value(addr, topic: str) -> int:
         return int(parse_publish(p, V5).payload)
 
 
+def sys_reaching(addr, topic: str, at_least: int, timeout: float = 10) -> int:
+    """The `$SYS` figure once it reaches `at_least`, or its last value after `timeout`."""
+    deadline = time.monotonic() + timeout
+    value = sys_value(addr, topic)
+    while value < at_least and time.monotonic() < deadline:
+        time.sleep(0.5)
+        value = sys_value(addr, topic)
+    return value
+
+
 def test_slow_qos0_subscriber_is_bounded_and_drops_are_counted(start_broker):
     b = start_broker("--max-outbox-bytes", "65536", "--sys-interval", "1")
     slow = socket.create_connection(b.addr)
@@ -375,23 +385,11 @@ def test_slow_qos0_subscriber_is_bounded_and_drops_are_counted(start_broker):
         # Measured on the debug build: about 45 MiB bounded (core-to-core batches in flight, allocator
         # slack), about 300 MiB with `--max-outbox-bytes 0`.
         assert grown_mib < 100, f"broker RSS grew {grown_mib:.0f} MiB while 200 MiB went to a stalled reader"
-        deadline = time.monotonic() + 10
-        dropped = 0
-        while time.monotonic() < deadline:
-            dropped = sys_value(b.addr, "$SYS/broker/publish/messages/dropped")
-            if dropped >= 150_000:
-                break
-            time.sleep(0.5)
+        dropped = sys_reaching(b.addr, "$SYS/broker/publish/messages/dropped", 150_000)
         assert dropped >= 150_000, f"$SYS dropped counter {dropped}"
         # One stalled reader among keeping-up peers is a slow subscriber, not overload.
-        deadline = time.monotonic() + 10
-        slow_drops = 0
-        while time.monotonic() < deadline:
-            slow_drops = sys_value(b.addr, "$SYS/broker/publish/messages/dropped/slow_subscriber")
-            if slow_drops >= 150_000:
-                break
-            time.sleep(0.5)
-        assert slow_drops >= 150_000, f"slow_subscriber drops {slow_drops}"
+        slow = sys_reaching(b.addr, "$SYS/broker/publish/messages/dropped/slow_subscriber", 150_000)
+        assert slow >= 150_000, f"slow_subscriber drops {slow}"
         assert sys_value(b.addr, "$SYS/broker/publish/messages/dropped/overload") == 0
     finally:
         slow.close()
