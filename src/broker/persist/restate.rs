@@ -66,9 +66,12 @@ impl Broker {
             }
             (None, Some(message)) => {
                 let publish = journal::encode_publish(&publish_for_log(&message));
+                // With its origin, if it is an inbound QoS 2 message: recovery then knows
+                // this core took it, and skips it when a crash has it routed again (the
+                // clean session that took it kept the origin in memory only).
                 let record = Record::Message(journal::MessageRecord::new(
                     seq,
-                    None,
+                    message.origin,
                     &message,
                     self.clock,
                     Vec::new(),
