@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from test_loadgen import loadgen_bin, run_loadgen
-from test_tls import Pki, pki  # noqa: F401  (pki is a fixture)
+from pki import Pki  # the `pki` fixture is conftest.py's
 
 
 def listeners_config(pki: Pki) -> str:
