@@ -103,19 +103,22 @@ impl Broker {
     }
 }
 
-/// A session's view of the stored messages under the ACL: a message it may not read is
-/// not there (so a resume or drain drops it unsent, as it does an expired one).
-pub(super) struct Readable<'a> {
-    pub messages: &'a dyn Messages,
-    pub acl: &'a Acl,
+/// A session's view of the stored messages under the ACL in force: a message it may not
+/// read is not there (so a resume or drain drops it unsent, as it does an expired one).
+/// With no ACL it is `messages` as they are.
+pub(super) struct Readable<'a, M: Messages> {
+    pub messages: &'a M,
+    pub acl: Option<&'a Acl>,
     pub who: Who<'a>,
 }
 
-impl Messages for Readable<'_> {
+impl<M: Messages> Messages for Readable<'_, M> {
     fn get(&self, seq: Seq) -> Option<Arc<Message>> {
-        self.messages
-            .get(seq)
-            .filter(|message| self.acl.may_read(self.who, &message.topic))
+        let message = self.messages.get(seq)?;
+        match self.acl {
+            Some(acl) if !acl.may_read(self.who, &message.topic) => None,
+            _ => Some(message),
+        }
     }
 
     fn size(&self, seq: Seq) -> usize {

@@ -48,7 +48,7 @@ use bytestring::ByteString;
 
 use crate::ownership::CoreId;
 use crate::protocol::{Packet, PacketId};
-use crate::session::state::{Change, Messages, QueueLimits};
+use crate::session::state::{Change, QueueLimits};
 use crate::session::{Message, Session};
 use crate::topic::{SharedFilter, SubscriptionTree};
 
@@ -365,17 +365,13 @@ impl Broker {
             journal: journal.as_ref(),
             clock: *clock,
         };
-        let readable = acl.as_deref().map(|acl| access::Readable {
+        let lookup = &access::Readable {
             messages: &lookup,
-            acl,
+            acl: acl.as_deref(),
             who: crate::auth::Who {
                 client_id,
                 username: slot.username.as_deref(),
             },
-        });
-        let lookup: &dyn Messages = match &readable {
-            Some(readable) => readable,
-            None => &lookup,
         };
         let mut released = None;
         match packet {

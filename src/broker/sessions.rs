@@ -20,7 +20,6 @@ use super::messages::Lookup;
 use super::{Broker, Effects, Slot};
 use crate::auth::Who;
 use crate::protocol::Packet;
-use crate::session::state::Messages;
 use crate::session::Session;
 
 impl Broker {
@@ -136,20 +135,16 @@ impl Broker {
             journal: journal.as_ref(),
             clock: *clock,
         };
-        let readable = acl.as_deref().map(|acl| Readable {
+        let lookup = Readable {
             messages: &lookup,
-            acl,
+            acl: acl.as_deref(),
             who: Who {
                 client_id,
                 username: slot.username.as_deref(),
             },
-        });
-        let lookup: &dyn Messages = match &readable {
-            Some(readable) => readable,
-            None => &lookup,
         };
         slot.session
-            .resume(receive_maximum, lookup, now, &mut resume, &mut changes);
+            .resume(receive_maximum, &lookup, now, &mut resume, &mut changes);
         self.settle(sid, &mut changes);
         self.share_presence(client_id, true, &mut effects);
         Some((present, expiry, resume, effects))
