@@ -133,7 +133,12 @@ async function clear(page) {
 async function bulkClear(page) {
   await page.getByLabel('Client id contains').fill(spec.bulk);
   await page.getByRole('button', { name: 'Apply filters' }).click();
-  await page.locator('#session-table tbody tr[data-clientid]').first().waitFor({ timeout: TIMEOUT });
+  // The rows of the unfiltered table are there until the filtered page replaces them: wait
+  // for a table whose every row matches the filter, not merely for a first row.
+  await page.waitForFunction((like) => {
+    const rows = [...document.querySelectorAll('#session-table tbody tr[data-clientid]')];
+    return rows.length > 0 && rows.every((row) => row.dataset.clientid.includes(like));
+  }, spec.bulk, { timeout: TIMEOUT });
   seen.bulkListed = await page.locator('#session-table tbody tr[data-clientid]').count();
   const answered = nextDialog(page, true);
   await page.getByRole('button', { name: /Clear the disconnected sessions/ }).click();
