@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod broker;
 mod clock;
+pub mod cluster;
 pub mod config;
 pub(crate) mod hash;
 pub mod ownership;

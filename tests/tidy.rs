@@ -17,7 +17,20 @@ const PURE_LAYERS: &[&str] = &[
 ];
 
 /// What a pure layer may not name outside its tests.
-const FORBIDDEN_IMPORTS: &[&str] = &["crate::server", "glommio"];
+const FORBIDDEN_IMPORTS: &[&str] = &[
+    "crate::server",
+    "glommio",
+    "crate::cluster",
+    "tokio",
+    "async_nats",
+];
+
+/// The cluster bridge (`src/cluster`) runs on a tokio thread of its own and talks to the
+/// cores only through channels: it never names the cores' runtime or their state.
+const CLUSTER_FORBIDDEN: &[&str] = &["crate::server", "glommio"];
+
+/// Only the cluster bridge runs tokio and NATS; the cores never do (no core waits on NATS).
+const TOKIO_ONLY_IN: &str = "src/cluster";
 
 /// Clock reads: time comes into a pure layer as an argument.
 const CLOCK_READS: &[&str] = &["Instant::now(", "SystemTime::now(", "now_from_system("];
@@ -132,6 +145,35 @@ fn pure_layers_import_neither_the_server_nor_the_runtime() {
     assert!(
         broken.is_empty(),
         "protocol/, topic/, session/ and broker/ do no I/O; move this to server/:\n{}",
+        broken.join("\n")
+    );
+}
+
+#[test]
+fn the_cluster_bridge_stays_off_the_cores() {
+    let mut broken = Vec::new();
+    let mut paths = Vec::new();
+    rust_files(&root().join("src"), &mut paths);
+    for path in paths {
+        let rel = relative(&path);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let in_cluster = rel.starts_with(TOKIO_ONLY_IN);
+        for (number, code) in code_lines(&text) {
+            let forbidden: &[&str] = if in_cluster {
+                CLUSTER_FORBIDDEN
+            } else {
+                &["tokio", "async_nats"]
+            };
+            for name in forbidden {
+                if code.contains(name) {
+                    broken.push(format!("{rel}:{number}: names `{name}`: {}", code.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "src/cluster (tokio, NATS) and the cores (glommio, server) meet only in channels:\n{}",
         broken.join("\n")
     );
 }

@@ -26,6 +26,7 @@ mod inspect;
 mod interest;
 pub mod journal;
 pub(crate) mod messages;
+mod nodes;
 mod outgoing;
 mod persist;
 mod publish;
@@ -56,6 +57,7 @@ pub use inspect::{HeldMessage, SessionQuery, SessionView};
 use journal::{Journal, Record};
 pub use messages::WallClock;
 use messages::{Lookup, MessageTable};
+pub use nodes::NodeId;
 pub use outgoing::{Outgoing, SharedPublish};
 pub use persist::{CheckpointLimits, CheckpointReport};
 pub use recovery::{Rebuild, Recovered};
@@ -98,6 +100,28 @@ pub enum CoreMsg {
 pub struct Effects {
     pub to_clients: Vec<(ByteString, Outgoing)>,
     pub to_cores: Vec<(CoreId, CoreMsg)>,
+    /// Messages for other nodes of a cluster (`nodes`); empty without one.
+    pub to_nodes: Vec<(NodeId, Arc<Message>)>,
+    /// This core gained (`true`) or lost its first or last subscriber of a plain filter:
+    /// what the node announces to the cluster (the server drops it without one).
+    pub node_interest: Vec<(ByteString, bool)>,
+}
+
+impl Effects {
+    /// Adds everything `other` holds, after what this holds.
+    pub fn extend(&mut self, other: Effects) {
+        self.to_clients.extend(other.to_clients);
+        self.to_cores.extend(other.to_cores);
+        self.to_nodes.extend(other.to_nodes);
+        self.node_interest.extend(other.node_interest);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.to_clients.is_empty()
+            && self.to_cores.is_empty()
+            && self.to_nodes.is_empty()
+            && self.node_interest.is_empty()
+    }
 }
 
 /// The server's session policy.
@@ -153,6 +177,9 @@ pub struct Counters {
     /// never acknowledged as stored. Other cores read it through `Synced` to learn whether
     /// a batch they routed here was refused (see `server::gate`).
     pub store_refused: u64,
+    /// QoS 1/2 messages for another node of a cluster that its stream did not take (or
+    /// the bridge's channel was full): their publishers are refused as for `store_refused`.
+    pub forward_refused: u64,
     pub checkpoints: u64,
     /// Inbound QoS 2 messages routed again by a recovery and skipped: taken before the crash.
     pub duplicates_skipped: u64,
@@ -162,6 +189,14 @@ pub struct Counters {
     pub acl_denied: u64,
     /// SUBSCRIBE filters and PUBLISHes the ACL refused.
     pub acl_refused: u64,
+}
+
+impl Counters {
+    /// Messages this core refused to take so far, for whatever reason: what a
+    /// connection's acknowledgements compare before and after their batch (`server::gate`).
+    pub fn refused(&self) -> u64 {
+        self.store_refused + self.forward_refused
+    }
 }
 
 pub struct Broker {
@@ -174,6 +209,8 @@ pub struct Broker {
     subscriptions: SubscriptionTree<ByteString, crate::session::Subscription>,
     /// Which other cores subscribe to which filters.
     interest: interest::Interest,
+    /// Which other nodes of a cluster subscribe to which filters (`nodes`).
+    nodes: nodes::RemoteInterest,
     /// This core's replica of the retained messages.
     retained: retained::Retained,
     pub counters: Counters,
@@ -233,6 +270,7 @@ impl Broker {
             sessions: FastMap::default(),
             subscriptions: SubscriptionTree::new(),
             interest: interest::Interest::default(),
+            nodes: nodes::RemoteInterest::default(),
             retained: retained::Retained::default(),
             counters: Counters::default(),
             messages: MessageTable::new(1, []),

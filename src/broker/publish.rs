@@ -90,6 +90,20 @@ impl Broker {
         origin: Option<Origin>,
         now: Instant,
     ) -> Effects {
+        self.route(publisher, publish, origin, true, now)
+    }
+
+    /// Routes a message to this core's sessions and the cores with interest; `local`: it
+    /// was published on this node, so it also goes to the nodes with interest (`nodes`)
+    /// and, retained, replaces the retained message.
+    pub(super) fn route(
+        &mut self,
+        publisher: &ByteString,
+        publish: Publish,
+        origin: Option<Origin>,
+        local: bool,
+        now: Instant,
+    ) -> Effects {
         let mut effects = Effects::default();
         if !publisher.is_empty() && is_sys_topic(&publish.topic) {
             // Only the broker writes `$SYS`; a client's PUBLISH was refused (0x87) in its Link.
@@ -115,7 +129,7 @@ impl Broker {
             expires_at,
             origin,
         });
-        if message.retain {
+        if message.retain && local {
             self.set_retained(&message);
             self.broadcast(&mut effects, |_| CoreMsg::Retain(message.clone()));
         }
@@ -127,6 +141,9 @@ impl Broker {
                 .to_cores
                 .push((core, CoreMsg::Publish(message.clone())));
         });
+        if local {
+            self.route_to_nodes(&topic, &message, &mut effects);
+        }
         self.deliver_local(&topic, &message, false, now, &mut effects);
         self.route_shared(&topic, &message, now, &mut effects);
         effects

@@ -103,8 +103,7 @@ impl Broker {
                 seq: r.origin_seq,
             };
             let routed = self.publish_from(&publisher, publish, Some(origin), now);
-            effects.to_cores.extend(routed.to_cores);
-            effects.to_clients.extend(routed.to_clients);
+            effects.extend(routed);
         }
         effects
     }

@@ -192,8 +192,7 @@ impl Broker {
         let mut effects = Effects::default();
         while let Some((client_id, will)) = self.wills.next_due(now) {
             let published = self.publish(&client_id, will, now);
-            effects.to_clients.extend(published.to_clients);
-            effects.to_cores.extend(published.to_cores);
+            effects.extend(published);
             self.drop_will(&client_id);
         }
         while let Some(Reverse((at, _))) = self.expiries.peek() {
@@ -222,8 +221,7 @@ impl Broker {
     ) {
         if let Some(will) = self.wills.take(client_id) {
             let published = self.publish(client_id, will, now);
-            effects.to_clients.extend(published.to_clients);
-            effects.to_cores.extend(published.to_cores);
+            effects.extend(published);
         }
         let Some(slot) = self.sessions.remove(client_id) else {
             return;

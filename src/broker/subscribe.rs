@@ -138,6 +138,7 @@ impl Broker {
                         filter: raw.clone(),
                         present: true,
                     });
+                    effects.node_interest.push((raw.clone(), true));
                 }
                 Added {
                     existed: inserted.replaced.is_some(),
@@ -259,6 +260,7 @@ impl Broker {
                 filter: raw.clone(),
                 present: false,
             });
+            effects.node_interest.push((raw.clone(), false));
         }
     }
 

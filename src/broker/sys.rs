@@ -309,8 +309,7 @@ impl Broker {
             };
             // The empty publisher is the broker itself: no client has an empty id.
             let routed = self.publish(&ByteString::new(), publish, now);
-            effects.to_clients.extend(routed.to_clients);
-            effects.to_cores.extend(routed.to_cores);
+            effects.extend(routed);
             self.sys.published.insert(topic, payload);
         }
         effects

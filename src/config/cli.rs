@@ -156,6 +156,8 @@ pub struct Args {
     pub connack_debug_properties: Option<bool>,
     #[command(flatten)]
     pub limits: super::LimitsArgs,
+    #[command(flatten)]
+    pub cluster: super::ClusterArgs,
 }
 
 impl Args {
@@ -301,6 +303,8 @@ fn shown_defaults(d: &Config) -> Vec<(&'static str, String)> {
             "connack_debug_properties",
             d.connack_debug_properties.to_string(),
         ),
+        ("node", "none (no cluster)".into()),
+        ("nats", super::cluster::DEFAULT_NATS.into()),
     ]
 }
 

@@ -61,6 +61,8 @@ pub(super) struct FileConfig {
     /// `[[listener]]` tables: listeners beside (or instead of) `listen`.
     #[serde(default)]
     listener: Vec<ListenerTable>,
+    /// The `[cluster]` table (`cluster`).
+    cluster: Option<super::cluster::ClusterTable>,
 }
 
 impl FileConfig {
@@ -174,6 +176,9 @@ impl FileConfig {
         limits
             .apply(&mut config.limits, path)
             .map_err(|(key, message)| invalid(key, message))?;
+        if let Some(table) = file.cluster {
+            table.apply(&mut config.cluster, path)?;
+        }
         file.listener
             .into_iter()
             .enumerate()

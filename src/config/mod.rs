@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::auth::{Acl, ApiKeys, Authenticator, PasswordFile};
 pub use crate::session::state::Overflow;
 pub use cli::Args;
+pub use cluster::{ClusterArgs, ClusterConfig};
 pub use limits::{Limits, LimitsArgs};
 pub use listener::{Identity, Listener, ListenerTransport};
 pub use settings::{BadSetting, Settings};
@@ -26,6 +27,7 @@ pub use tls::TlsListener;
 pub const NEVER_EXPIRES: u64 = u32::MAX as u64;
 
 mod cli;
+mod cluster;
 mod file;
 mod limits;
 #[cfg(test)]
@@ -138,6 +140,8 @@ pub struct Config {
     pub connack_debug_properties: bool,
     /// Connections, rates, topic depth, client-id length, bans, flapping (`limits`).
     pub limits: Limits,
+    /// The `[cluster]` table and `--node` / `--nats` (`cluster`): off without a node name.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -189,6 +193,7 @@ impl Default for Config {
             max_keepalive: None,
             connack_debug_properties: false,
             limits: Limits::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -211,6 +216,7 @@ impl Config {
         args.limits
             .apply(&mut config.limits)
             .map_err(|(key, message)| ConfigError::Flag { key, message })?;
+        args.cluster.apply(&mut config.cluster, path.as_deref())?;
 
         // A bad value names the flag when it came from one, else the key (and the file).
         let bad = |key: &'static str, from_flag: bool, message: String| {

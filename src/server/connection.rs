@@ -581,6 +581,8 @@ async fn carry_out(core: &Core, out: &Outbox, link: &mut Link) {
                 if sync_peers {
                     core.sync_peers().await;
                 }
+                // What went to other nodes of a cluster is in their streams (`nodes`).
+                core.sync_nodes().await;
                 let durable = core.broker.borrow().durable();
                 if let Some(durable) = durable {
                     if let Err(error) = durable.await {

@@ -130,6 +130,8 @@ pub struct Core {
     pub passed: RefCell<CheckCache>,
     /// Connection rate and count, bans, flapping (`limits`).
     pub limits: CoreLimits,
+    /// The link to the cluster bridge (`nodes`); `None` without a cluster.
+    pub nodes: Option<super::nodes::NodeLink>,
 }
 
 impl Core {
@@ -184,7 +186,14 @@ impl Core {
             auth_seen: Cell::new(auth_seen),
             passed: RefCell::new(CheckCache::new()),
             limits,
+            nodes: None,
         }
+    }
+
+    /// The same core, one node of a cluster (`nodes`).
+    pub fn with_nodes(mut self, link: Option<super::nodes::NodeLink>) -> Core {
+        self.nodes = link;
+        self
     }
 
     /// The same core, its limits sharing `shared` with the other cores' (a core made
@@ -328,7 +337,11 @@ impl Core {
     /// Carries out what the engine decided of its own accord (a client's packet, a timer,
     /// start-up): packets to this core's clients, batches to other cores on the primary
     /// mesh (one channel message per core, in order).
-    pub async fn apply(&self, effects: Effects) {
+    pub async fn apply(&self, mut effects: Effects) {
+        if !effects.to_nodes.is_empty() || !effects.node_interest.is_empty() {
+            let to_nodes = std::mem::take(&mut effects.to_nodes);
+            self.to_nodes(to_nodes, std::mem::take(&mut effects.node_interest));
+        }
         let batches = self.deliver_clients_and_batch(effects);
         for (core, batch) in batches.into_iter().enumerate() {
             if !batch.is_empty() {
@@ -458,7 +471,7 @@ impl Core {
     }
 
     fn hear_own_refusals(&self) {
-        let own = self.broker.borrow().counters.store_refused;
+        let own = self.broker.borrow().counters.refused();
         self.refusals.borrow_mut().heard(self.id.0, own);
     }
 

@@ -173,7 +173,7 @@ pub async fn relay_loop(core: Rc<Core>, inbox: ConnectedReceiver<CoreMail>) {
 fn answer_sync(core: &Rc<Core>, from: CoreId, token: u64, passed_on: bool) {
     let (durable, refused) = {
         let broker = core.broker.borrow();
-        (broker.durable(), broker.counters.store_refused)
+        (broker.durable(), broker.counters.refused())
     };
     let relayed = if passed_on {
         core.take_relayed()

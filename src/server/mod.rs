@@ -27,6 +27,7 @@ mod linger;
 mod listener;
 mod local;
 mod mesh;
+mod nodes;
 mod outbox;
 mod reading;
 pub mod reload;
@@ -56,6 +57,8 @@ pub use reload::Reload;
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 /// How long connections get to say goodbye at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long start-up waits for the cluster bridge before the ready line (`cluster`).
+const CLUSTER_READY_WAIT: Duration = Duration::from_secs(15);
 
 /// Runs the broker until SIGINT or SIGTERM; SIGHUP runs `reload`. `ready` is called with
 /// the bound addresses (and each one's transport, in the order configured) once every core
@@ -161,6 +164,13 @@ pub fn run(
     if !config.admin_enabled() {
         admin_inboxes.iter_mut().for_each(|inbox| *inbox = None);
     }
+    // One node of a cluster: the NATS bridge's thread and each core's inbox from it.
+    let cluster =
+        crate::cluster::start(&config.cluster, cores).context("cannot start the cluster bridge")?;
+    let (to_bridge, mut node_inboxes, cluster_ready) = match cluster {
+        Some(c) => (Some(c.to_bridge), c.inboxes, Some(c.ready)),
+        None => (None, (0..cores).map(|_| None).collect(), None),
+    };
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<storage::Replayed>>();
     let mut executors = Vec::with_capacity(cores);
     for (index, ((listener_fds, primary), relay)) in
@@ -179,6 +189,8 @@ pub fn run(
         let admin_inbox = admin_inboxes[index].take();
         let shared_limits = shared_limits.clone();
         let ready_tx = ready_tx.clone();
+        let node_inbox = node_inboxes[index].take();
+        let to_bridge = to_bridge.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("berth-core-{index}"))
             // Sized to start under an 8 MiB memlock as an ordinary user (RUNTIME-FACTS).
@@ -195,7 +207,8 @@ pub fn run(
                         return;
                     }
                 };
-                let core = Rc::new(Core::new(id, config, primary.senders, relay.senders, broker, gate, auth).with_limits(shared_limits));
+                let core = Rc::new(Core::new(id, config, primary.senders, relay.senders, broker, gate, auth).with_limits(shared_limits).with_nodes(to_bridge.map(nodes::NodeLink::new)));
+                let node_loop = node_inbox.map(|inbox| glommio::spawn_local(nodes::node_loop(core.clone(), inbox)));
                 for task in primary.receivers {
                     glommio::spawn_local(mesh::primary_loop(core.clone(), task.await)).detach();
                 }
@@ -206,6 +219,7 @@ pub fn run(
                 // sessions of this one hold before any client can publish.
                 core.apply(announce).await;
                 core.sync_peers().await;
+                core.recovered_to_nodes();
                 // Once every core knows every other core's subscriptions, inbound QoS 2
                 // messages a crash left unconfirmed are routed again (each core skips
                 // what it took before), and reach their cores before clients connect.
@@ -232,6 +246,7 @@ pub fn run(
                 drop(expiry);
                 drop(sys);
                 drop(admin);
+                drop(node_loop);
                 core.shut_down_connections();
                 let started = std::time::Instant::now();
                 while core.connected() > 0 && started.elapsed() < SHUTDOWN_GRACE {
@@ -251,6 +266,16 @@ pub fn run(
         }
     }
     replayed.log_summary();
+    if let Some(cluster_ready) = cluster_ready {
+        // Bounded: a node whose NATS is away serves its own clients meanwhile.
+        match cluster_ready.recv_timeout(CLUSTER_READY_WAIT) {
+            Ok(()) => tracing::info!("cluster: this node is ready"),
+            Err(_) => tracing::warn!(
+                wait = ?CLUSTER_READY_WAIT,
+                "cluster: NATS not ready; serving this node's clients, joining once it is"
+            ),
+        }
+    }
     if config.admin_enabled() {
         let admin = admin::Admin {
             cores: admin_asks,

@@ -28,6 +28,7 @@ pub async fn sys_loop(core: Rc<Core>, interval: Duration, started: Instant) {
             Effects {
                 to_clients: Vec::new(),
                 to_cores: vec![(PUBLISHER, CoreMsg::Stats { from, stats })],
+                ..Effects::default()
             }
         };
         core.apply(effects).await;

@@ -313,8 +313,8 @@ impl World {
         }
         // The new interest reaches the other cores before the SUBACK goes, as in the server.
         let to_cores = Effects {
-            to_clients: Vec::new(),
             to_cores: outcome.effects.to_cores,
+            ..Effects::default()
         };
         self.deliver(to_cores, c % CORES);
     }

@@ -138,6 +138,7 @@ async fn publish_as_admin(core: &Rc<Core>, mut publish: Publish) -> Result<(), N
     if crossed {
         core.sync_peers().await;
     }
+    core.sync_nodes().await;
     made_durable(core).await;
     if core.refused_since(&before) {
         core.stats.publish_refused();

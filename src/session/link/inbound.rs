@@ -135,8 +135,7 @@ impl Link {
                 _ => false,
             });
         }
-        self.pending.to_clients.extend(effects.to_clients);
-        self.pending.to_cores.extend(effects.to_cores);
+        self.pending.extend(effects);
     }
 
     /// The conditions of a [`Step::Release`] hold (synced, durable): queues the held

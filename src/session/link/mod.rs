@@ -291,7 +291,7 @@ impl Link {
     /// acknowledgements released (see [`Step::Release`]).
     pub fn end_of_read(&mut self) {
         let pending = std::mem::take(&mut self.pending);
-        if !pending.to_clients.is_empty() || !pending.to_cores.is_empty() {
+        if !pending.is_empty() {
             self.steps.push_back(Step::Apply(pending));
         }
         self.release_before = self.refusals_before.take();
@@ -333,16 +333,14 @@ impl Link {
                 }
                 // What came before goes first, the subscription's interest next.
                 let before = std::mem::take(&mut self.pending);
-                if !before.to_clients.is_empty() || !before.to_cores.is_empty() {
+                if !before.is_empty() {
                     self.steps.push_back(Step::Apply(before));
                 }
                 let mut outcome = engine.subscribe(&self.client_id, subscribe, now);
                 limits::merge_refused(&mut outcome.sub_ack, &deep);
-                let (to_clients, to_cores) = (outcome.effects.to_clients, outcome.effects.to_cores);
-                self.steps.push_back(Step::Apply(Effects {
-                    to_clients: Vec::new(),
-                    to_cores,
-                }));
+                // The interest (cores, and the node's for a cluster) before the SUBACK.
+                let to_clients = std::mem::take(&mut outcome.effects.to_clients);
+                self.steps.push_back(Step::Apply(outcome.effects));
                 if outcome.interest_changed {
                     self.steps.push_back(Step::SyncPeers);
                 }
@@ -351,12 +349,12 @@ impl Link {
                     .push_back(Step::Send(Packet::SubAck(outcome.sub_ack)));
                 self.steps.push_back(Step::Apply(Effects {
                     to_clients,
-                    to_cores: Vec::new(),
+                    ..Effects::default()
                 }));
             }
             Packet::Unsubscribe(unsubscribe) => {
                 let (unsub_ack, effects) = engine.unsubscribe(&self.client_id, unsubscribe);
-                self.pending.to_cores.extend(effects.to_cores);
+                self.pending.extend(effects);
                 self.steps
                     .push_back(Step::Send(Packet::UnsubAck(unsub_ack)));
             }

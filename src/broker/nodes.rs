@@ -1,0 +1,76 @@
+//! The other nodes of a cluster (`src/cluster/`), as one core's engine sees them: which
+//! nodes want which filters (this core's replica of the cluster's interest table), the
+//! messages a PUBLISH routed here sends them, and the messages they send this node.
+//!
+//! Invariants: a message goes to another node only from the core its publisher's PUBLISH
+//! was routed on (never from a core that got it from another core, and never when it came
+//! from a node: no loops), at most once per node however many of the node's filters match;
+//! `$SYS` topics stay on their node; a message from a node is delivered here as a local
+//! publish is, but its retained flag does not replace this node's retained message (each
+//! node keeps its own retained messages); with no cluster the table is empty and a
+//! publish pays one branch.
+
+use std::time::Instant;
+
+use bytestring::ByteString;
+
+use super::{Broker, Effects};
+use crate::protocol::Publish;
+use crate::session::Message;
+use crate::topic::{SubscriptionTree, TopicFilter, TopicName};
+use std::sync::Arc;
+
+/// A node of the cluster, as numbered by this process's bridge (names are the bridge's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u32);
+
+/// Which other nodes want which plain filters.
+#[derive(Default)]
+pub(super) struct RemoteInterest {
+    filters: SubscriptionTree<NodeId, ()>,
+}
+
+impl Broker {
+    /// Node `node` gained (`present`) or lost interest in `filter`. A filter that does not
+    /// parse is ignored (a node never announces one; a foreign entry in the bucket might).
+    pub fn remote_interest(&mut self, node: NodeId, filter: ByteString, present: bool) {
+        let Ok(filter) = TopicFilter::new(filter) else {
+            return;
+        };
+        if present {
+            let _ = self.nodes.filters.insert(&filter, node, ());
+        } else {
+            let _ = self.nodes.filters.remove(&filter, &node);
+        }
+    }
+
+    /// Adds one `to_nodes` entry per node interested in `topic`.
+    pub(super) fn route_to_nodes(
+        &self,
+        topic: &TopicName,
+        message: &Arc<Message>,
+        effects: &mut Effects,
+    ) {
+        if self.nodes.filters.is_empty() || super::is_sys_topic(topic.as_str()) {
+            return;
+        }
+        let first = effects.to_nodes.len();
+        self.nodes.filters.matches(topic, |node, _| {
+            if !effects.to_nodes[first..].iter().any(|(n, _)| n == node) {
+                effects.to_nodes.push((*node, message.clone()));
+            }
+        });
+    }
+
+    /// A PUBLISH that another node received and sent here: routed to this node's cores
+    /// and sessions as one from a client of this core, never to other nodes, and never
+    /// kept as this node's retained message.
+    pub fn publish_from_node(
+        &mut self,
+        publisher: &ByteString,
+        publish: Publish,
+        now: Instant,
+    ) -> Effects {
+        self.route(publisher, publish, None, false, now)
+    }
+}

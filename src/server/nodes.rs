@@ -1,0 +1,214 @@
+//! A core's side of the cluster bridge (`crate::cluster`): what it hands the bridge (its
+//! interest, its messages for other nodes), the wait of a QoS 1/2 acknowledgement for
+//! JetStream's, and the loop that carries out what the bridge sends it (other nodes'
+//! interest, their messages).
+//!
+//! Invariants: a core never waits on the bridge: work is handed over with `try_send`, and
+//! when the bridge's channel is full a QoS 0 message is dropped (counted) and a QoS 1/2
+//! one refused (`Counters::forward_refused`, so its publisher's acknowledgement is
+//! refused as for a full disk); [`Core::sync_nodes`] returns once every QoS 1/2 forward
+//! this core made before the call is answered; a message from another node is answered
+//! as stored only after it is routed here, synced with the other cores and durable, as a
+//! client's PUBACK would be.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytestring::ByteString;
+use glommio::channels::local_channel::{self, LocalSender};
+
+use super::local::Core;
+use crate::broker::NodeId;
+use crate::cluster::{FromCore, ToCore};
+use crate::protocol::QoS;
+use crate::session::Message;
+
+/// Injected messages one turn of [`node_loop`] routes before it syncs and answers them.
+const INJECT_BATCH: usize = 256;
+
+/// One core's link to the bridge.
+pub struct NodeLink {
+    to_bridge: flume::Sender<FromCore>,
+    /// Tickets handed out: QoS 1/2 forwards, numbered from 1.
+    issued: Cell<u64>,
+    /// Every ticket up to this one is answered.
+    answered: Cell<u64>,
+    /// Answered tickets above `answered` (answers come back per target node, so out of
+    /// order across nodes).
+    answered_above: RefCell<BTreeSet<u64>>,
+    /// [`Core::sync_nodes`] calls waiting: the ticket each waits for.
+    waiters: RefCell<Vec<(u64, LocalSender<()>)>>,
+}
+
+impl NodeLink {
+    pub fn new(to_bridge: flume::Sender<FromCore>) -> NodeLink {
+        NodeLink {
+            to_bridge,
+            issued: Cell::new(0),
+            answered: Cell::new(0),
+            answered_above: RefCell::new(BTreeSet::new()),
+            waiters: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn answer(&self, ticket: u64) {
+        let mut above = self.answered_above.borrow_mut();
+        above.insert(ticket);
+        let mut answered = self.answered.get();
+        while above.remove(&(answered + 1)) {
+            answered += 1;
+        }
+        self.answered.set(answered);
+        // Dropping a waiter's sender wakes it.
+        self.waiters
+            .borrow_mut()
+            .retain(|(wanted, _)| *wanted > answered);
+    }
+}
+
+impl Core {
+    /// Hands the bridge what an engine call produced for the cluster; without a cluster
+    /// it is dropped (the engine announces interest whether or not there is one).
+    pub(super) fn to_nodes(
+        &self,
+        messages: Vec<(NodeId, Arc<Message>)>,
+        interest: Vec<(ByteString, bool)>,
+    ) {
+        let Some(link) = &self.nodes else {
+            return;
+        };
+        for (filter, present) in interest {
+            let announced = FromCore::Interest {
+                core: self.id,
+                filter,
+                present,
+            };
+            if link.to_bridge.try_send(announced).is_err() {
+                // Lost, the node's entry would be wrong until a restart: say so.
+                tracing::error!(core = %self.id, "cluster: the bridge's channel is full; an interest change was lost");
+            }
+        }
+        for (node, message) in messages {
+            let ticket = (message.qos != QoS::AtMostOnce).then(|| {
+                let ticket = link.issued.get() + 1;
+                link.issued.set(ticket);
+                ticket
+            });
+            let forward = FromCore::Forward {
+                core: self.id,
+                node,
+                message,
+                ticket,
+            };
+            if link.to_bridge.try_send(forward).is_err() {
+                match ticket {
+                    Some(ticket) => {
+                        self.broker.borrow_mut().counters.forward_refused += 1;
+                        link.answer(ticket);
+                    }
+                    None => self.broker.borrow_mut().counters.dropped += 1,
+                }
+            }
+        }
+    }
+
+    /// Returns once every QoS 1/2 message this core sent to other nodes before the call
+    /// is stored in their streams (or refused, counted in `forward_refused`): a client's
+    /// acknowledgement waits for this. Without a cluster, or with nothing owed, at once.
+    pub async fn sync_nodes(&self) {
+        let Some(link) = &self.nodes else {
+            return;
+        };
+        let wanted = link.issued.get();
+        if link.answered.get() >= wanted {
+            return;
+        }
+        let (done, wait) = local_channel::new_bounded(1);
+        link.waiters.borrow_mut().push((wanted, done));
+        // `None` once `answer` dropped the sender.
+        let _ = wait.recv().await;
+    }
+
+    /// Tells the bridge that this core has announced its recovered filters.
+    pub fn recovered_to_nodes(&self) {
+        if let Some(link) = &self.nodes {
+            let _ = link
+                .to_bridge
+                .try_send(FromCore::Recovered { core: self.id });
+        }
+    }
+
+    /// The bridge answered a forward.
+    fn node_answered(&self, ticket: u64, stored: bool) {
+        if let Some(link) = &self.nodes {
+            if !stored {
+                self.broker.borrow_mut().counters.forward_refused += 1;
+            }
+            link.answer(ticket);
+        }
+    }
+}
+
+/// Carries out what the bridge sends this core, in order. Messages from other nodes are
+/// routed a batch at a time: one sync with the other cores and one wait for the log cover
+/// the batch, as they cover a client's read.
+pub async fn node_loop(core: Rc<Core>, inbox: flume::Receiver<ToCore>) {
+    while let Ok(first) = inbox.recv_async().await {
+        let mut batch = vec![first];
+        while batch.len() < INJECT_BATCH {
+            match inbox.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let before = core.refusals();
+        let mut stored = Vec::new();
+        let mut barriers = Vec::new();
+        for work in batch {
+            match work {
+                ToCore::Interest {
+                    node,
+                    filter,
+                    present,
+                } => core
+                    .broker
+                    .borrow_mut()
+                    .remote_interest(node, filter, present),
+                ToCore::Acked { ticket, ok } => core.node_answered(ticket, ok),
+                ToCore::Barrier(done) => barriers.push(done),
+                ToCore::Inject {
+                    publisher,
+                    publish,
+                    done,
+                } => {
+                    let effects = core.broker.borrow_mut().publish_from_node(
+                        &publisher,
+                        publish,
+                        Instant::now(),
+                    );
+                    core.apply(effects).await;
+                    stored.extend(done);
+                }
+            }
+        }
+        if !stored.is_empty() {
+            core.sync_peers().await;
+            let durable = core.broker.borrow().durable();
+            if let Some(durable) = durable {
+                if let Err(error) = durable.await {
+                    tracing::error!(%error, "the log could not be made durable");
+                }
+            }
+            let ok = !core.refused_since(&before);
+            for done in stored {
+                let _ = done.send(ok);
+            }
+        }
+        for done in barriers {
+            let _ = done.send(());
+        }
+    }
+}

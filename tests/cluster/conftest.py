@@ -1,0 +1,148 @@
+"""Fixtures for cluster tests: a nats-server with JetStream on ephemeral ports in a temporary
+directory (`start_nats`), and berth nodes joined through it (`start_node`).
+
+Every port is picked by its program and read from its output; nothing is guessed. Teardown
+stops the nodes with SIGTERM and asserts a clean exit, then stops nats-server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
+
+from berthproc import Broker, berth_bin  # noqa: E402
+
+NATS_READY_TIMEOUT = 20.0
+CLIENT_PORT = re.compile(rb"Listening for client connections on (\S+):(\d+)")
+MONITOR_PORT = re.compile(rb"Starting http monitor on (\S+):(\d+)")
+
+
+def nats_server_bin() -> str:
+    path = os.environ.get("NATS_SERVER_BIN") or shutil.which("nats-server") or "/usr/sbin/nats-server"
+    return path
+
+
+def pytest_sessionstart(session):
+    if not os.access(berth_bin(), os.X_OK):
+        raise pytest.UsageError(f"berth binary not found at {berth_bin()}: build it or set BERTH_BIN")
+    if not os.access(nats_server_bin(), os.X_OK):
+        raise pytest.UsageError("nats-server not found: apt-get install nats-server (or set NATS_SERVER_BIN)")
+
+
+class Nats:
+    """A running nats-server with JetStream; `url` for clients, `monitor` for its HTTP API."""
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+        self.log_path = os.path.join(workdir, "nats.log")
+        store = os.path.join(workdir, "js")
+        argv = [nats_server_bin(), "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-js", "-sd", store]
+        self._log = open(self.log_path, "wb")
+        env = dict(os.environ, GOMAXPROCS="1")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, env=env)
+        self.url, self.monitor = self._wait_ready()
+
+    def _wait_ready(self) -> tuple[str, str]:
+        deadline = time.monotonic() + NATS_READY_TIMEOUT
+        seen = b""
+        client = monitor = None
+        fd = self.proc.stderr.fileno()
+        while client is None or monitor is None or b"Server is ready" not in seen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.proc.kill()
+                raise AssertionError(f"nats-server not ready within {NATS_READY_TIMEOUT}s: {seen!r}")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise AssertionError(f"nats-server exited: {seen!r}")
+            seen += chunk
+            self._log.write(chunk)
+            if client is None and (m := CLIENT_PORT.search(seen)):
+                client = f"nats://{m.group(1).decode()}:{int(m.group(2))}"
+            if monitor is None and (m := MONITOR_PORT.search(seen)):
+                monitor = f"http://{m.group(1).decode()}:{int(m.group(2))}"
+        # From here on its log goes to a file, read by nobody but a failing test's reader.
+        self._drain = subprocess.Popen(["cat"], stdin=self.proc.stderr, stdout=self._log)
+        return client, monitor
+
+    def jsz(self) -> dict:
+        url = f"{self.monitor}/jsz?streams=true&consumers=true&config=true"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.load(response)
+
+    def stream(self, name: str) -> dict | None:
+        """The state of stream `name` (`messages`, ...), or None while it does not exist."""
+        for account in self.jsz().get("account_details", []):
+            for stream in account.get("stream_detail", []):
+                if stream["name"] == name:
+                    return stream
+        return None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._drain.wait(timeout=5)
+        self._log.close()
+
+
+@pytest.fixture
+def start_nats(tmp_path):
+    """Factory: start_nats() -> a running Nats, stopped at teardown."""
+    started: list[Nats] = []
+
+    def start() -> Nats:
+        workdir = tmp_path / f"nats{len(started)}"
+        workdir.mkdir()
+        n = Nats(str(workdir))
+        started.append(n)
+        return n
+
+    yield start
+    for n in started:
+        n.stop()
+
+
+@pytest.fixture
+def start_node(tmp_path):
+    """Factory: start_node(name, nats, *extra, cores=1, data_dir=None) -> a running berth node
+    (`--node NAME --nats URL`); every node still running at teardown must exit cleanly."""
+    started: list[Broker] = []
+
+    def start(name: str, nats: Nats, *extra: str, cores: int = 1, data_dir: str | None = None) -> Broker:
+        workdir = tmp_path / f"node-{name}-{len(started)}"
+        workdir.mkdir()
+        node = Broker.start("--node", name, "--nats", nats.url, *extra, cores=cores,
+                            workdir=str(workdir), data_dir=data_dir)
+        started.append(node)
+        return node
+
+    yield start
+    failures = []
+    for node in started:
+        if not node.proc.stdout.closed:
+            try:
+                node.assert_clean_exit()
+            except AssertionError as e:
+                failures.append(str(e))
+        print(node.describe())
+    assert not failures, "\n\n".join(failures)

@@ -1,0 +1,197 @@
+"""Two berth nodes joined through one nats-server (README "Cluster (preview)"): a subscriber on
+one node gets what is published on the other, at QoS 0 and QoS 1; a subscription removed stops
+the forwarding; an offline persistent session gets a QoS 1 message published on the other node
+when it comes back; a message that came from NATS is never sent to NATS again.
+
+Interest travels through the KV bucket asynchronously (a SUBACK does not wait for other nodes),
+so before each check a test waits until the publishing node routes to the subscriber's node:
+`until_routed` publishes QoS 0 probes on a filter the subscriber holds until one arrives (the
+KV watch is ordered, so every interest change made before the probe's is then applied).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+
+from berthproc import berth_bin
+
+WAIT = 10.0
+
+
+class Client:
+    """paho-mqtt (MQTT 5), its network loop run in the test's thread."""
+
+    def __init__(self, client_id: str, addr, *, clean: bool = True, expiry: int = 0):
+        self.messages: list[mqtt.MQTTMessage] = []
+        self.acks: dict[int, int] = {}
+        self.subacks: dict[int, list] = {}
+        self.connack = None
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=mqtt.MQTTv5, reconnect_on_failure=False)
+        self.client.on_connect = lambda c, u, f, rc, p: setattr(self, "connack", (f, rc))
+        self.client.on_message = lambda c, u, m: self.messages.append(m)
+        self.client.on_publish = lambda c, u, mid, rc, p: self.acks.__setitem__(mid, rc.value)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subacks.__setitem__(mid, rcs)
+        self.client.on_unsubscribe = lambda c, u, mid, rcs, p: self.subacks.__setitem__(mid, rcs)
+        props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+        if expiry:
+            props.SessionExpiryInterval = expiry
+        self.client.connect(addr[0], addr[1], keepalive=60, clean_start=clean, properties=props)
+        self.loop_until(lambda: self.connack is not None, "CONNACK")
+        assert self.connack[1].value == 0, self.connack
+
+    def loop_until(self, predicate, what: str, timeout: float = WAIT) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"{what} did not happen within {timeout}s"
+            self.client.loop(timeout=0.02)
+
+    def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        _, mid = self.client.subscribe(topic_filter, qos=qos)
+        self.loop_until(lambda: mid in self.subacks, "SUBACK")
+        assert self.subacks[mid][0].value == qos, self.subacks[mid]
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        _, mid = self.client.unsubscribe(topic_filter)
+        self.loop_until(lambda: mid in self.subacks, "UNSUBACK")
+
+    def publish(self, topic: str, payload: bytes, qos: int) -> int | None:
+        """Publishes; QoS 1: waits for PUBACK and returns its reason code."""
+        info = self.client.publish(topic, payload, qos=qos)
+        if qos == 0:
+            self.client.loop(timeout=0.01)
+            return None
+        self.loop_until(lambda: info.mid in self.acks, f"PUBACK of {topic}")
+        return self.acks[info.mid]
+
+    def received(self, topic: str) -> list[mqtt.MQTTMessage]:
+        return [m for m in self.messages if m.topic == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop(timeout=0.05)
+
+
+def until_routed(publisher: Client, subscriber: Client, topic: str) -> None:
+    """Publishes QoS 0 probes on `topic` through `publisher` until `subscriber` gets one."""
+    deadline = time.monotonic() + WAIT
+    while not subscriber.received(topic):
+        assert time.monotonic() < deadline, f"{topic} was not routed across within {WAIT}s"
+        publisher.publish(topic, b"probe", 0)
+        subscriber.loop_until(lambda: True, "")
+        end = time.monotonic() + 0.1
+        while time.monotonic() < end and not subscriber.received(topic):
+            subscriber.client.loop(timeout=0.02)
+            publisher.client.loop(timeout=0.0)
+
+
+def name() -> str:
+    return "c" + uuid.uuid4().hex[:10]
+
+
+def test_qos0_and_qos1_cross_nodes(start_nats, start_node):
+    nats = start_nats()
+    a = start_node("na", nats)
+    b = start_node("nb", nats)
+    sub = Client(name(), a.addr)
+    sub.subscribe("t/#", qos=1)
+    pub = Client(name(), b.addr)
+    until_routed(pub, sub, "t/probe")
+    assert pub.publish("t/zero", b"q0", 0) is None
+    assert pub.publish("t/one", b"q1", 1) == 0
+    sub.loop_until(lambda: sub.received("t/zero") and sub.received("t/one"), "both messages")
+    (zero,), (one,) = sub.received("t/zero"), sub.received("t/one")
+    assert (zero.payload, zero.qos) == (b"q0", 0)
+    assert (one.payload, one.qos) == (b"q1", 1)
+    # The QoS 1 message went through node na's stream and was acknowledged there.
+    stream = nats.stream("BERTH_IN_na")
+    assert stream is not None and stream["state"]["messages"] >= 1, stream
+    sub.close()
+    pub.close()
+
+
+def test_unsubscribe_stops_forwarding(start_nats, start_node):
+    nats = start_nats()
+    a = start_node("na", nats)
+    b = start_node("nb", nats)
+    sub = Client(name(), a.addr)
+    sub.subscribe("gone/#", qos=1)
+    pub = Client(name(), b.addr)
+    until_routed(pub, sub, "gone/probe")
+    assert pub.publish("gone/1", b"1", 1) == 0
+    sub.loop_until(lambda: sub.received("gone/1"), "gone/1")
+    before = nats.stream("BERTH_IN_na")["state"]["messages"]
+    sub.unsubscribe("gone/#")
+    # A later interest change of na, seen by nb, means nb has applied the removal too.
+    marker = Client(name(), a.addr)
+    marker.subscribe("marker/#", qos=0)
+    until_routed(pub, marker, "marker/probe")
+    assert pub.publish("gone/2", b"2", 1) == 0
+    after = nats.stream("BERTH_IN_na")["state"]["messages"]
+    assert after == before, f"nb still forwards gone/# to na: {before} -> {after} messages"
+    assert not sub.received("gone/2")
+    for c in (sub, pub, marker):
+        c.close()
+
+
+def test_offline_persistent_session_gets_qos1_from_other_node(start_nats, start_node):
+    nats = start_nats()
+    a = start_node("na", nats)
+    b = start_node("nb", nats)
+    client_id = name()
+    sub = Client(client_id, a.addr, clean=True, expiry=300)
+    sub.subscribe("keep/#", qos=1)
+    pub = Client(name(), b.addr)
+    until_routed(pub, sub, "keep/probe")
+    sub.close()
+    assert pub.publish("keep/1", b"while away", 1) == 0
+    back = Client(client_id, a.addr, clean=False, expiry=300)
+    assert back.connack[0].session_present
+    back.loop_until(lambda: back.received("keep/1"), "the queued message")
+    (message,) = back.received("keep/1")
+    assert (message.payload, message.qos) == (b"while away", 1)
+    back.close()
+    pub.close()
+
+
+def test_messages_from_nats_are_not_sent_back(start_nats, start_node):
+    nats = start_nats()
+    a = start_node("na", nats)
+    b = start_node("nb", nats)
+    on_a, on_b = Client(name(), a.addr), Client(name(), b.addr)
+    on_a.subscribe("loop/#", qos=1)
+    on_b.subscribe("loop/#", qos=1)
+    until_routed(on_b, on_a, "loop/probe-a")
+    until_routed(on_a, on_b, "loop/probe-b")
+    b_before = nats.stream("BERTH_IN_nb")["state"]["messages"]
+    assert on_b.publish("loop/1", b"once", 1) == 0
+    on_a.loop_until(lambda: on_a.received("loop/1"), "loop/1 on na")
+    # na stored and acknowledged it; had it sent it on, nb's stream would hold it.
+    _wait_acked(nats, "BERTH_IN_na", time.monotonic() + WAIT)
+    assert nats.stream("BERTH_IN_nb")["state"]["messages"] == b_before
+    on_b.loop_until(lambda: on_b.received("loop/1"), "loop/1 on nb")
+    assert len(on_b.received("loop/1")) == 1
+    assert len(on_a.received("loop/1")) == 1
+    on_a.close()
+    on_b.close()
+
+
+def _wait_acked(nats, stream: str, deadline: float) -> None:
+    """Until the stream's consumer has nothing delivered and unacknowledged."""
+    while True:
+        detail = nats.stream(stream)
+        consumers = detail.get("consumer_detail") or []
+        if consumers and consumers[0]["num_ack_pending"] == 0 and consumers[0]["num_pending"] == 0:
+            return
+        assert time.monotonic() < deadline, f"{stream}: still unacknowledged: {consumers}"
+        time.sleep(0.05)
+
+
+def test_nats_without_node_is_an_error():
+    run = subprocess.run([berth_bin(), "--nats", "nats://127.0.0.1:4222"], capture_output=True, timeout=10)
+    assert run.returncode != 0
+    assert b"--nats" in run.stderr and b"node" in run.stderr, run.stderr
