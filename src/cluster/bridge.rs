@@ -154,6 +154,9 @@ async fn prepare(
             name: keys::in_stream(node),
             description: Some(format!("berth: QoS 1/2 messages for node {node}")),
             subjects: vec![keys::in_subject(node)],
+            // A message is gone once this node acknowledged it; while the node is away its
+            // stream fills, and once full (the server's limits) publishers are refused.
+            retention: stream::RetentionPolicy::WorkQueue,
             discard: stream::DiscardPolicy::New,
             storage: stream::StorageType::File,
             ..Default::default()

