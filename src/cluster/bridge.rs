@@ -70,18 +70,27 @@ async fn bridge(setup: Setup) {
             }
         })
         .collect();
+    // Each (re)connection: the node's entries are written again, in case the bucket lost
+    // them while this node was away from it (a NATS server restarted without its store).
+    let (connected_tx, connected) = tokio::sync::mpsc::unbounded_channel();
     let options = ConnectOptions::new()
         .name(format!("berth node {node}"))
         .retry_on_initial_connect()
         .max_reconnects(None)
-        .event_callback(|event| async move {
-            match event {
-                Event::Connected => tracing::info!("cluster: connected to NATS"),
-                Event::Disconnected => {
-                    tracing::warn!("cluster: disconnected from NATS, reconnecting")
+        .event_callback(move |event| {
+            let connected_tx = connected_tx.clone();
+            async move {
+                match event {
+                    Event::Connected => {
+                        tracing::info!("cluster: connected to NATS");
+                        let _ = connected_tx.send(());
+                    }
+                    Event::Disconnected => {
+                        tracing::warn!("cluster: disconnected from NATS, reconnecting")
+                    }
+                    Event::Closed => tracing::warn!("cluster: NATS connection closed"),
+                    other => tracing::warn!(event = %other, "cluster: NATS"),
                 }
-                Event::Closed => tracing::warn!("cluster: NATS connection closed"),
-                other => tracing::warn!(event = %other, "cluster: NATS"),
             }
         });
     let client = match options.connect(addrs).await {
@@ -122,14 +131,37 @@ async fn bridge(setup: Setup) {
         caught_up_tx,
     ));
     tokio::task::spawn_local(take_qos0(client.clone(), node.clone(), to_cores.clone()));
-    tokio::task::spawn_local(take_stream(inbound, to_cores.clone()));
+    tokio::task::spawn_local(take_stream(
+        inbound,
+        js.clone(),
+        node.clone(),
+        to_cores.clone(),
+    ));
     tokio::task::spawn_local(async move {
         if published.await.is_ok() && caught_up.await.is_ok() {
             tracing::info!("cluster: interest published and the other nodes' applied");
             let _ = ready.send(());
         }
     });
-    forward(from_cores, client, js, node, names, to_cores, kv_ops).await;
+    let links = Links {
+        client,
+        js,
+        node,
+        names,
+        to_cores,
+        kv_ops,
+    };
+    forward(from_cores, connected, links).await;
+}
+
+/// What [`forward`] sends through.
+struct Links {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    node: String,
+    names: Rc<RefCell<NodeNames>>,
+    to_cores: Rc<Vec<flume::Sender<ToCore>>>,
+    kv_ops: tokio::sync::mpsc::UnboundedSender<KvOp>,
 }
 
 /// The bucket and this node's stream and consumer, made where missing.
@@ -182,19 +214,35 @@ async fn prepare(
 /// The cores' work: their interest into the bucket, their messages to other nodes.
 async fn forward(
     from_cores: flume::Receiver<FromCore>,
-    client: async_nats::Client,
-    js: jetstream::Context,
-    node: String,
-    names: Rc<RefCell<NodeNames>>,
-    to_cores: Rc<Vec<flume::Sender<ToCore>>>,
-    kv_ops: tokio::sync::mpsc::UnboundedSender<KvOp>,
+    mut connected: tokio::sync::mpsc::UnboundedReceiver<()>,
+    links: Links,
 ) {
+    let Links {
+        client,
+        js,
+        node,
+        names,
+        to_cores,
+        kv_ops,
+    } = links;
     let mut local = LocalInterest::default();
     let mut recovered = HashSet::new();
     // Message ids must differ from those of this node's earlier runs: JetStream drops a
     // message whose id it saw within its duplicate window.
     let run: u64 = rand::random();
-    while let Ok(work) = from_cores.recv_async().await {
+    loop {
+        let work = tokio::select! {
+            work = from_cores.recv_async() => match work {
+                Ok(work) => work,
+                Err(_) => break,
+            },
+            Some(()) = connected.recv() => {
+                if recovered.len() == to_cores.len() {
+                    let _ = kv_ops.send(KvOp::Reconcile(local.filters().cloned().collect()));
+                }
+                continue;
+            }
+        };
         match work {
             FromCore::Interest {
                 core,
@@ -512,7 +560,9 @@ async fn take_qos0(
 
 /// The node's stream: each message routed here, acknowledged once stored, in order.
 async fn take_stream(
-    consumer: consumer::Consumer<consumer::pull::Config>,
+    mut consumer: consumer::Consumer<consumer::pull::Config>,
+    js: jetstream::Context,
+    node: String,
     to_cores: Rc<Vec<flume::Sender<ToCore>>>,
 ) {
     let (pending, mut answers) = tokio::sync::mpsc::channel(MAX_ACK_PENDING as usize);
@@ -534,8 +584,12 @@ async fn take_stream(
         let mut messages = match consumer.messages().await {
             Ok(messages) => messages,
             Err(error) => {
+                // The stream or its consumer may be gone (deleted by hand): made again.
                 tracing::warn!(%error, "cluster: cannot read this node's stream, trying again");
                 tokio::time::sleep(RETRY).await;
+                if let Ok((_, again)) = prepare(&js, &node).await {
+                    consumer = again;
+                }
                 continue;
             }
         };
@@ -543,8 +597,8 @@ async fn take_stream(
             let message = match message {
                 Ok(message) => message,
                 Err(error) => {
-                    tracing::debug!(%error, "cluster: stream read");
-                    continue;
+                    tracing::warn!(%error, "cluster: reading this node's stream again");
+                    break;
                 }
             };
             let (publisher, publish) = match wire::decode(&message.payload) {

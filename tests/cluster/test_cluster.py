@@ -203,8 +203,8 @@ def test_nats_without_node_is_an_error():
 
 
 def test_puback_waits_for_the_target_stream(start_nats, start_node):
-    """With the subscriber's node stream gone, JetStream cannot store the message: the
-    publisher's PUBACK says so (0x97) instead of succeeding before the stream answered."""
+    """When the subscriber's node stream refuses the message (here: larger than the stream
+    now allows), the publisher's PUBACK says so (0x97): it waited for JetStream's answer."""
     nats = start_nats()
     a = start_node("na", nats)
     b = start_node("nb", nats)
@@ -213,9 +213,12 @@ def test_puback_waits_for_the_target_stream(start_nats, start_node):
     pub = Client(name(), b.addr)
     until_routed(pub, sub, "s/probe")
     assert pub.publish("s/1", b"stored", 1) == 0
-    answer = json.loads(nats.request("$JS.API.STREAM.DELETE.BERTH_IN_na"))
-    assert answer.get("success") is True, answer
-    assert pub.publish("s/2", b"nowhere to go", 1) == 0x97
+    sub.loop_until(lambda: sub.received("s/1"), "s/1")
+    info = json.loads(nats.request("$JS.API.STREAM.INFO.BERTH_IN_na"))
+    config = dict(info["config"], max_msg_size=16)
+    answer = json.loads(nats.request("$JS.API.STREAM.UPDATE.BERTH_IN_na", json.dumps(config).encode()))
+    assert answer.get("config", {}).get("max_msg_size") == 16, answer
+    assert pub.publish("s/2", b"too large for the stream now", 1) == 0x97
     # QoS 0 needs no stream: it still goes across.
     pub.publish("s/3", b"q0", 0)
     sub.loop_until(lambda: sub.received("s/3"), "s/3")
