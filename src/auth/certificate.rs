@@ -118,7 +118,7 @@ fn string(tag: u8, value: &[u8]) -> Option<String> {
     match tag {
         0x0C | 0x13 | 0x16 => String::from_utf8(value.to_vec()).ok(),
         0x14 => Some(value.iter().map(|&b| b as char).collect()),
-        0x1E if value.len() % 2 == 0 => {
+        0x1E if value.len().is_multiple_of(2) => {
             let units = value.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]]));
             char::decode_utf16(units)
                 .collect::<Result<String, _>>()

@@ -53,15 +53,15 @@ pub struct SessionQuery {
 
 impl SessionQuery {
     fn matches(&self, client_id: &str, slot: &Slot) -> bool {
-        self.connected.map_or(true, |c| c == slot.online)
+        self.connected.is_none_or(|c| c == slot.online)
             && self
                 .like_client_id
                 .as_deref()
-                .map_or(true, |like| client_id.contains(like))
+                .is_none_or(|like| client_id.contains(like))
             && self
                 .username
                 .as_deref()
-                .map_or(true, |u| slot.username.as_deref() == Some(u))
+                .is_none_or(|u| slot.username.as_deref() == Some(u))
             && slot.session.queued() + slot.session.in_flight() >= self.min_queue_len
     }
 }
@@ -113,7 +113,7 @@ impl Broker {
         let queued = session.queued_entries().map(|q| (q, None));
         let mut held: Vec<_> = in_flight
             .chain(queued)
-            .filter(|(entry, _)| after.map_or(true, |after| entry.seq() > after))
+            .filter(|(entry, _)| after.is_none_or(|after| entry.seq() > after))
             .collect();
         held.sort_by_key(|(entry, _)| entry.seq());
         let more = held.len() > limit;

@@ -1,34 +1,31 @@
-//! The bridge's tasks on its tokio runtime: the connection, the interest bucket (this
-//! node's entries written, every other node's watched), forwarding the cores' messages,
-//! and taking in what other nodes sent here (core NATS for QoS 0, the node's stream for
-//! QoS 1/2).
+//! The bridge on its tokio runtime: the connection, the setup of the node's bucket,
+//! stream and consumer, and forwarding the cores' work (their interest to `interest`, their
+//! messages to other nodes); `interest` and `inbound` hold the other tasks.
 //!
-//! Invariants: the bridge never blocks a core (it only sends to their inboxes); the node's
-//! KV entries are written in the order the cores announced them, each retried until it
-//! succeeds, and made to match the cores' filters whenever the bridge (re)starts; a stream
-//! message is acknowledged only after the core it went to answered that it is stored, and
-//! in the order of the stream; a message that does not decode is logged and terminated,
-//! never routed.
+//! Invariants: the bridge never blocks a core (it only sends to their inboxes); a node's
+//! interest is announced once whatever the number of its cores wanting it (`LocalInterest`),
+//! and only after every core has announced its recovered filters; one core's QoS 1/2
+//! forwards are published in the order the core made them, each answered to it once
+//! JetStream stored it or refused it.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::{ConnectOptions, Event, HeaderMap, ServerAddr};
-use bytestring::ByteString;
-use futures_lite::StreamExt;
 
+use super::inbound::{take_qos0, take_stream};
+use super::interest::{watch_interest, write_interest, KvOp};
 use super::keys::{self, LocalInterest, NodeNames};
 use super::{wire, FromCore, ToCore};
-use crate::ownership::owner_of;
 use crate::protocol::QoS;
 
 /// How long a failed setup step or KV write waits before it is tried again.
-const RETRY: Duration = Duration::from_secs(1);
+pub(super) const RETRY: Duration = Duration::from_secs(1);
 /// Stream messages delivered to this node and not yet acknowledged, at most.
-const MAX_ACK_PENDING: i64 = 1024;
+pub(super) const MAX_ACK_PENDING: i64 = 1024;
 
 pub(super) struct Setup {
     pub node: String,
@@ -36,16 +33,6 @@ pub(super) struct Setup {
     pub from_cores: flume::Receiver<FromCore>,
     pub to_cores: Vec<flume::Sender<ToCore>>,
     pub ready: std::sync::mpsc::Sender<()>,
-}
-
-/// A change of this node's entries in the interest bucket.
-enum KvOp {
-    /// Make the node's entries exactly these filters (after recovery).
-    Reconcile(Vec<ByteString>),
-    Set {
-        filter: ByteString,
-        present: bool,
-    },
 }
 
 pub(super) async fn run(setup: Setup) {
@@ -165,7 +152,7 @@ struct Links {
 }
 
 /// The bucket and this node's stream and consumer, made where missing.
-async fn prepare(
+pub(super) async fn prepare(
     js: &jetstream::Context,
     node: &str,
 ) -> Result<(kv::Store, consumer::Consumer<consumer::pull::Config>), String> {
@@ -316,313 +303,4 @@ async fn forward(
         }
     }
     tracing::info!("cluster: the cores have stopped; bridge stopped");
-}
-
-/// Writes this node's interest entries, in order, each until it succeeds.
-async fn write_interest(
-    bucket: kv::Store,
-    node: String,
-    mut ops: tokio::sync::mpsc::UnboundedReceiver<KvOp>,
-    published: tokio::sync::oneshot::Sender<()>,
-) {
-    let mut published = Some(published);
-    while let Some(op) = ops.recv().await {
-        match op {
-            KvOp::Reconcile(filters) => {
-                while let Err(error) = reconcile(&bucket, &node, &filters).await {
-                    tracing::warn!(%error, "cluster: interest not published, trying again");
-                    tokio::time::sleep(RETRY).await;
-                }
-                tracing::info!(filters = filters.len(), "cluster: interest published");
-                if let Some(published) = published.take() {
-                    let _ = published.send(());
-                }
-            }
-            KvOp::Set { filter, present } => {
-                let key = keys::interest_key(&node, &filter);
-                loop {
-                    let written = if present {
-                        bucket
-                            .put(&key, filter.as_bytes().clone())
-                            .await
-                            .map(drop)
-                            .map_err(async_nats::Error::from)
-                    } else {
-                        bucket.delete(&key).await.map_err(async_nats::Error::from)
-                    };
-                    match written {
-                        Ok(()) => break,
-                        Err(error) => {
-                            tracing::warn!(%error, %filter, "cluster: interest not written, trying again");
-                            tokio::time::sleep(RETRY).await;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Deletes this node's entries for filters it no longer has, and puts the others.
-async fn reconcile(
-    bucket: &kv::Store,
-    node: &str,
-    filters: &[ByteString],
-) -> Result<(), async_nats::Error> {
-    let wanted: HashMap<String, &ByteString> = filters
-        .iter()
-        .map(|f| (keys::interest_key(node, f), f))
-        .collect();
-    let mut present = bucket.keys().await?;
-    let mut stale = Vec::new();
-    while let Some(key) = present.next().await {
-        let key = key?;
-        if keys::key_node(&key) == Some(node) && !wanted.contains_key(&key) {
-            stale.push(key);
-        }
-    }
-    for key in stale {
-        bucket.delete(&key).await?;
-    }
-    for (key, filter) in wanted {
-        bucket.put(&key, filter.as_bytes().clone()).await?;
-    }
-    Ok(())
-}
-
-/// Every other node's entries, into every core's replica; again after a broken watch.
-async fn watch_interest(
-    bucket: kv::Store,
-    js: jetstream::Context,
-    node: String,
-    names: Rc<RefCell<NodeNames>>,
-    to_cores: Rc<Vec<flume::Sender<ToCore>>>,
-    caught_up: tokio::sync::oneshot::Sender<()>,
-) {
-    let mut caught_up = Some(caught_up);
-    // key -> (node, filter), as the cores were told.
-    let mut known: HashMap<String, (crate::broker::NodeId, ByteString)> = HashMap::new();
-    loop {
-        let stream_name = format!("KV_{}", keys::INTEREST_BUCKET);
-        let empty = match js.get_stream(&stream_name).await {
-            Ok(stream) => stream.cached_info().state.messages == 0,
-            Err(error) => {
-                tracing::warn!(%error, "cluster: interest bucket not readable, trying again");
-                tokio::time::sleep(RETRY).await;
-                continue;
-            }
-        };
-        let mut entries = match bucket.watch_with_history(">").await {
-            Ok(entries) => entries,
-            Err(error) => {
-                tracing::warn!(%error, "cluster: cannot watch the interest bucket, trying again");
-                tokio::time::sleep(RETRY).await;
-                continue;
-            }
-        };
-        // Keys seen since this watch began: once it has caught up, the rest are gone.
-        let mut seen: Option<HashSet<String>> = Some(HashSet::new());
-        if empty {
-            finish_catch_up(&mut seen, &mut known, &to_cores, &mut caught_up).await;
-        }
-        while let Some(entry) = entries.next().await {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(error) => {
-                    tracing::warn!(%error, "cluster: interest watch error");
-                    continue;
-                }
-            };
-            if let Some(seen) = seen.as_mut() {
-                seen.insert(entry.key.clone());
-            }
-            apply_entry(&entry, &node, &names, &mut known, &to_cores).await;
-            if entry.delta == 0 && seen.is_some() {
-                finish_catch_up(&mut seen, &mut known, &to_cores, &mut caught_up).await;
-            }
-        }
-        tracing::warn!("cluster: interest watch ended, watching again");
-        tokio::time::sleep(RETRY).await;
-    }
-}
-
-async fn apply_entry(
-    entry: &kv::Entry,
-    own: &str,
-    names: &Rc<RefCell<NodeNames>>,
-    known: &mut HashMap<String, (crate::broker::NodeId, ByteString)>,
-    to_cores: &[flume::Sender<ToCore>],
-) {
-    let Some(node) = keys::key_node(&entry.key) else {
-        return;
-    };
-    if node == own {
-        return;
-    }
-    let put = entry.operation == kv::Operation::Put;
-    let filter = ByteString::try_from(entry.value.clone())
-        .ok()
-        .filter(|_| put);
-    if known.get(&entry.key).map(|(_, f)| Some(f)) == Some(filter.as_ref()) {
-        return; // told already (a watch again after a break)
-    }
-    if let Some((id, old)) = known.remove(&entry.key) {
-        tell_cores(to_cores, id, &old, false).await;
-    }
-    if let Some(filter) = filter {
-        let id = names.borrow_mut().id(node);
-        tell_cores(to_cores, id, &filter, true).await;
-        known.insert(entry.key.clone(), (id, filter));
-    }
-}
-
-/// The watch has delivered what the bucket held when it began: entries not among them
-/// were deleted while no watch ran; the first time, the node may now say it is ready.
-async fn finish_catch_up(
-    seen: &mut Option<HashSet<String>>,
-    known: &mut HashMap<String, (crate::broker::NodeId, ByteString)>,
-    to_cores: &[flume::Sender<ToCore>],
-    caught_up: &mut Option<tokio::sync::oneshot::Sender<()>>,
-) {
-    let Some(seen) = seen.take() else {
-        return;
-    };
-    let gone: Vec<String> = known
-        .keys()
-        .filter(|k| !seen.contains(*k))
-        .cloned()
-        .collect();
-    for key in gone {
-        if let Some((id, filter)) = known.remove(&key) {
-            tell_cores(to_cores, id, &filter, false).await;
-        }
-    }
-    if let Some(caught_up) = caught_up.take() {
-        for core in to_cores {
-            let (done, applied) = flume::bounded(1);
-            if core.send_async(ToCore::Barrier(done)).await.is_ok() {
-                let _ = applied.recv_async().await;
-            }
-        }
-        let _ = caught_up.send(());
-    }
-}
-
-async fn tell_cores(
-    to_cores: &[flume::Sender<ToCore>],
-    node: crate::broker::NodeId,
-    filter: &ByteString,
-    present: bool,
-) {
-    for core in to_cores {
-        let _ = core
-            .send_async(ToCore::Interest {
-                node,
-                filter: filter.clone(),
-                present,
-            })
-            .await;
-    }
-}
-
-/// QoS 0 messages other nodes send here, to the core that owns their publisher's id (so
-/// that one publisher's messages keep their order).
-async fn take_qos0(
-    client: async_nats::Client,
-    node: String,
-    to_cores: Rc<Vec<flume::Sender<ToCore>>>,
-) {
-    let subject = keys::q0_subject(&node);
-    let mut messages = loop {
-        match client.subscribe(subject.clone()).await {
-            Ok(messages) => break messages,
-            Err(error) => {
-                tracing::warn!(%error, "cluster: cannot subscribe to {subject}, trying again");
-                tokio::time::sleep(RETRY).await;
-            }
-        }
-    };
-    while let Some(message) = messages.next().await {
-        match wire::decode(&message.payload) {
-            Ok((publisher, publish)) => {
-                let core = owner_of(&publisher, to_cores.len()).0;
-                let inject = ToCore::Inject {
-                    publisher,
-                    publish,
-                    done: None,
-                };
-                let _ = to_cores[core].send_async(inject).await;
-            }
-            Err(error) => tracing::warn!(%error, "cluster: a QoS 0 message from NATS dropped"),
-        }
-    }
-}
-
-/// The node's stream: each message routed here, acknowledged once stored, in order.
-async fn take_stream(
-    mut consumer: consumer::Consumer<consumer::pull::Config>,
-    js: jetstream::Context,
-    node: String,
-    to_cores: Rc<Vec<flume::Sender<ToCore>>>,
-) {
-    let (pending, mut answers) = tokio::sync::mpsc::channel(MAX_ACK_PENDING as usize);
-    tokio::task::spawn_local(async move {
-        while let Some((message, done)) = answers.recv().await {
-            let done: flume::Receiver<bool> = done;
-            let message: jetstream::Message = message;
-            let acked = match done.recv_async().await {
-                Ok(true) => message.ack().await,
-                // Refused (a full disk) or the core stopped: JetStream delivers it again.
-                _ => message.ack_with(jetstream::AckKind::Nak(Some(RETRY))).await,
-            };
-            if let Err(error) = acked {
-                tracing::warn!(%error, "cluster: a stream acknowledgement was not sent");
-            }
-        }
-    });
-    loop {
-        let mut messages = match consumer.messages().await {
-            Ok(messages) => messages,
-            Err(error) => {
-                // The stream or its consumer may be gone (deleted by hand): made again.
-                tracing::warn!(%error, "cluster: cannot read this node's stream, trying again");
-                tokio::time::sleep(RETRY).await;
-                if let Ok((_, again)) = prepare(&js, &node).await {
-                    consumer = again;
-                }
-                continue;
-            }
-        };
-        while let Some(message) = messages.next().await {
-            let message = match message {
-                Ok(message) => message,
-                Err(error) => {
-                    tracing::warn!(%error, "cluster: reading this node's stream again");
-                    break;
-                }
-            };
-            let (publisher, publish) = match wire::decode(&message.payload) {
-                Ok(decoded) => decoded,
-                Err(error) => {
-                    tracing::warn!(%error, "cluster: a stream message dropped");
-                    let _ = message.ack_with(jetstream::AckKind::Term).await;
-                    continue;
-                }
-            };
-            let core = owner_of(&publisher, to_cores.len()).0;
-            let (done, answer) = flume::bounded(1);
-            let inject = ToCore::Inject {
-                publisher,
-                publish,
-                done: Some(done),
-            };
-            if to_cores[core].send_async(inject).await.is_err() {
-                return; // the cores have stopped
-            }
-            if pending.send((message, answer)).await.is_err() {
-                return;
-            }
-        }
-        tokio::time::sleep(RETRY).await;
-    }
 }

@@ -19,6 +19,8 @@
 //! [`ToCore`] messages), so it names neither glommio nor `crate::server`.
 
 mod bridge;
+mod inbound;
+mod interest;
 mod keys;
 pub mod wire;
 

@@ -25,7 +25,7 @@ pub struct Properties(Option<Box<PropertyValues>>);
 impl Properties {
     /// True when no property is set.
     pub fn is_empty(&self) -> bool {
-        self.0.as_deref().map_or(true, |v| *v == EMPTY)
+        self.0.as_deref().is_none_or(|v| *v == EMPTY)
     }
 
     /// The values, by value.

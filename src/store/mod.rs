@@ -213,7 +213,7 @@ impl LogConfig {
     }
 
     fn validate(&self) -> Result<(), StoreError> {
-        if self.segment_size < MIN_SEGMENT_SIZE || self.segment_size % 4096 != 0 {
+        if self.segment_size < MIN_SEGMENT_SIZE || !self.segment_size.is_multiple_of(4096) {
             return Err(StoreError::Config(
                 "segment size must be a multiple of 4096, at least 4096",
             ));
@@ -395,7 +395,7 @@ impl Log {
             }
         };
         let offset = pos.offset as usize;
-        if offset < SEGMENT_HEADER || offset % ALIGN != 0 {
+        if offset < SEGMENT_HEADER || !offset.is_multiple_of(ALIGN) {
             return Err(StoreError::NoRecord(pos));
         }
         match read_slot(data, offset) {

@@ -65,7 +65,7 @@ proptest! {
                     let head = log.head();
                     let pos = log.append(kind, &body).unwrap();
                     prop_assert!(pos == head || (pos.segment > head.segment && pos.offset == 64));
-                    prop_assert!(model.last().map_or(true, |(last, _, _)| *last < pos));
+                    prop_assert!(model.last().is_none_or(|(last, _, _)| *last < pos));
                     model.push((pos, kind, body));
                 }
                 Op::Reopen => {
@@ -296,7 +296,7 @@ proptest! {
         }
 
         let pos = log.append(7, b"after the damage").unwrap();
-        prop_assert!(seen.last().map_or(true, |last| last.0 < pos));
+        prop_assert!(seen.last().is_none_or(|last| last.0 < pos));
         drop(log);
         let mut again: Model = Vec::new();
         let (_, second) = Log::open(config, |p, k, b| again.push((p, k, b.to_vec()))).unwrap();
