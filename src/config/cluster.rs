@@ -209,6 +209,35 @@ mod tests {
     }
 
     #[test]
+    fn the_table_in_a_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        let read = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            crate::config::Config::from_args(crate::config::Args {
+                config: Some(path.clone()),
+                ..Default::default()
+            })
+        };
+        let config = read("[cluster]\nnode = \"n7\"\nnats = \"nats://h:1\"\n").unwrap();
+        assert_eq!(config.cluster.node.as_deref(), Some("n7"));
+        assert_eq!(config.cluster.nats, vec!["nats://h:1"]);
+        let error = read("[cluster]\nnod = \"n7\"\n").unwrap_err().to_string();
+        assert!(
+            error.contains("nod") && error.contains("berth.toml"),
+            "{error}"
+        );
+        let error = read("[cluster]\nnats = \"nats://h:1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`nats` in") && error.contains("berth.toml"),
+            "{error}"
+        );
+        assert!(!read("").unwrap().cluster.enabled());
+    }
+
+    #[test]
     fn no_node_no_cluster() {
         let cluster = table("").unwrap();
         assert!(!cluster.enabled());

@@ -20,6 +20,7 @@ import uuid
 import paho.mqtt.client as mqtt
 
 from berthproc import berth_bin
+from mqttwire import ids_owned_by
 
 WAIT = 10.0
 
@@ -256,3 +257,41 @@ def test_messages_wait_in_the_stream_while_their_node_is_down(start_nats, start_
     assert nats.stream("BERTH_IN_na")["state"]["messages"] == 0
     back.close()
     pub.close()
+
+
+def test_a_node_wants_a_filter_while_any_of_its_cores_does(start_nats, start_node):
+    """Two subscribers of one filter on two cores of node na: the node's interest stays while
+    either holds it and goes with the last; QoS 2 crosses too."""
+    nats = start_nats()
+    a = start_node("na", nats, cores=2)
+    b = start_node("nb", nats)
+    (id0,), (id1,) = ids_owned_by(0, 2, name()), ids_owned_by(1, 2, name())
+    s0, s1 = Client(id0, a.addr), Client(id1, a.addr)
+    s0.subscribe("two/#", qos=2)
+    s1.subscribe("two/#", qos=2)
+    pub = Client(name(), b.addr)
+    until_routed(pub, s0, "two/probe")
+    until_routed(pub, s1, "two/probe")
+    assert pub.publish("two/q2", b"exactly", 2) == 0
+    for s in (s0, s1):
+        s.loop_until(lambda s=s: s.received("two/q2"), "two/q2")
+        assert [(m.payload, m.qos) for m in s.received("two/q2")] == [(b"exactly", 2)]
+    marker = Client(name(), a.addr)
+
+    def settled(probe: str) -> None:
+        # A later interest change of na, seen by nb: the one before it is applied there.
+        marker.subscribe(f"{probe}/#", qos=0)
+        until_routed(pub, marker, f"{probe}/probe")
+
+    s0.unsubscribe("two/#")
+    settled("m1")
+    before = nats.stream("BERTH_IN_na")["state"]["last_seq"]
+    assert pub.publish("two/still", b"core 1 wants it", 1) == 0
+    s1.loop_until(lambda: s1.received("two/still"), "two/still")
+    assert nats.stream("BERTH_IN_na")["state"]["last_seq"] == before + 1
+    s1.unsubscribe("two/#")
+    settled("m2")
+    assert pub.publish("two/nobody", b"-", 1) == 0
+    assert nats.stream("BERTH_IN_na")["state"]["last_seq"] == before + 1
+    for c in (s0, s1, pub, marker):
+        c.close()
