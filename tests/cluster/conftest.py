@@ -54,13 +54,23 @@ class Nats:
     def __init__(self, workdir: str):
         self.workdir = workdir
         self.log_path = os.path.join(workdir, "nats.log")
-        store = os.path.join(workdir, "js")
-        argv = [nats_server_bin(), "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-js", "-sd", store]
         self._log = open(self.log_path, "wb")
+        self._start("-1", "-1")
+
+    def _start(self, port: str, monitor: str) -> None:
+        store = os.path.join(self.workdir, "js")
+        argv = [nats_server_bin(), "-a", "127.0.0.1", "-p", port, "-m", monitor, "-js", "-sd", store]
         env = dict(os.environ, GOMAXPROCS="1")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env=env)
         self.url, self.monitor = self._wait_ready()
+
+    def restart(self) -> None:
+        """Stops the server and starts it again on the same ports and store (what JetStream
+        holds survives); its clients lose their connections meanwhile."""
+        port, monitor = self.url.rsplit(":", 1)[1], self.monitor.rsplit(":", 1)[1]
+        self._terminate()
+        self._start(port, monitor)
 
     def _wait_ready(self) -> tuple[str, str]:
         deadline = time.monotonic() + NATS_READY_TIMEOUT
@@ -122,7 +132,7 @@ class Nats:
                 elif line.startswith(b"-ERR"):
                     raise AssertionError(line)
 
-    def stop(self) -> None:
+    def _terminate(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -131,6 +141,9 @@ class Nats:
                 self.proc.kill()
                 self.proc.wait()
         self._drain.wait(timeout=5)
+
+    def stop(self) -> None:
+        self._terminate()
         self._log.close()
 
 

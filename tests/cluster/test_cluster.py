@@ -295,3 +295,27 @@ def test_a_node_wants_a_filter_while_any_of_its_cores_does(start_nats, start_nod
     assert nats.stream("BERTH_IN_na")["state"]["last_seq"] == before + 1
     for c in (s0, s1, pub, marker):
         c.close()
+
+
+def test_nodes_reconnect_after_nats_restarts(start_nats, start_node):
+    """nats-server stops and starts again (its JetStream store kept): the nodes reconnect on
+    their own, log it, and messages cross again."""
+    nats = start_nats()
+    a = start_node("na", nats)
+    b = start_node("nb", nats)
+    sub = Client(name(), a.addr)
+    sub.subscribe("re/#", qos=1)
+    pub = Client(name(), b.addr)
+    until_routed(pub, sub, "re/probe")
+    nats.restart()
+    for node in (a, b):
+        deadline = time.monotonic() + 30
+        while "disconnected from NATS" not in node.stderr_text() \
+                or node.stderr_text().count("cluster: connected to NATS") < 2:
+            assert time.monotonic() < deadline, f"no reconnection logged\n{node.describe()}"
+            time.sleep(0.05)
+    until_routed(pub, sub, "re/probe-again")
+    assert pub.publish("re/1", b"after the restart", 1) == 0
+    sub.loop_until(lambda: sub.received("re/1"), "re/1")
+    sub.close()
+    pub.close()
