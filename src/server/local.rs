@@ -336,11 +336,14 @@ impl Core {
 
     /// Carries out what the engine decided of its own accord (a client's packet, a timer,
     /// start-up): packets to this core's clients, batches to other cores on the primary
-    /// mesh (one channel message per core, in order).
-    pub async fn apply(&self, mut effects: Effects) {
+    /// mesh (one channel message per core, in order), work for other nodes to the cluster
+    /// bridge. Returns what an acknowledgement of it must wait for from other nodes
+    /// ([`Core::sync_nodes_for`]; nothing without a cluster or a QoS 1/2 message for one).
+    pub async fn apply(&self, mut effects: Effects) -> super::nodes::NodesOwed {
+        let mut owed = super::nodes::NodesOwed::default();
         if !effects.to_nodes.is_empty() || !effects.node_interest.is_empty() {
             let to_nodes = std::mem::take(&mut effects.to_nodes);
-            self.to_nodes(to_nodes, std::mem::take(&mut effects.node_interest));
+            owed = self.to_nodes(to_nodes, std::mem::take(&mut effects.node_interest));
         }
         let batches = self.deliver_clients_and_batch(effects);
         for (core, batch) in batches.into_iter().enumerate() {
@@ -348,6 +351,7 @@ impl Core {
                 let _ = self.send_to(CoreId(core), CoreMail::Core(batch)).await;
             }
         }
+        owed
     }
 
     /// Carries out what the engine decided while handling a message from another core:

@@ -6,8 +6,9 @@
 //! Invariants: a core never waits on the bridge: work is handed over with `try_send`, and
 //! when the bridge's channel is full a QoS 0 message is dropped (counted) and a QoS 1/2
 //! one refused (`Counters::forward_refused`, so its publisher's acknowledgement is
-//! refused as for a full disk); [`Core::sync_nodes`] returns once every QoS 1/2 forward
-//! this core made before the call is answered; a message from another node is answered
+//! refused as for a full disk); [`Core::sync_nodes_for`] returns only once the forwards
+//! up to the ticket it is given (and this core's earlier ones) are answered, and a publish
+//! that forwarded nothing waits for nothing; a message from another node is answered
 //! as stored only after it is routed here, synced with the other cores and durable, as a
 //! client's PUBACK would be.
 
@@ -29,6 +30,11 @@ use crate::session::Message;
 /// Injected messages one turn of [`node_loop`] routes before it syncs and answers them.
 const INJECT_BATCH: usize = 256;
 
+/// The last QoS 1/2 forward (ticket) an [`Core::apply`] made; 0: none. An acknowledgement
+/// of what was applied waits for it ([`Core::sync_nodes_for`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NodesOwed(u64);
+
 /// One core's link to the bridge.
 pub struct NodeLink {
     to_bridge: flume::Sender<FromCore>,
@@ -39,7 +45,7 @@ pub struct NodeLink {
     /// Answered tickets above `answered` (answers come back per target node, so out of
     /// order across nodes).
     answered_above: RefCell<BTreeSet<u64>>,
-    /// [`Core::sync_nodes`] calls waiting: the ticket each waits for.
+    /// [`Core::sync_nodes_for`] calls waiting: the ticket each waits for.
     waiters: RefCell<Vec<(u64, LocalSender<()>)>>,
 }
 
@@ -76,9 +82,10 @@ impl Core {
         &self,
         messages: Vec<(NodeId, Arc<Message>)>,
         interest: Vec<(ByteString, bool)>,
-    ) {
+    ) -> NodesOwed {
+        let mut owed = NodesOwed::default();
         let Some(link) = &self.nodes else {
-            return;
+            return owed;
         };
         for (filter, present) in interest {
             let announced = FromCore::Interest {
@@ -95,6 +102,7 @@ impl Core {
             let ticket = (message.qos != QoS::AtMostOnce).then(|| {
                 let ticket = link.issued.get() + 1;
                 link.issued.set(ticket);
+                owed = NodesOwed(ticket);
                 ticket
             });
             let forward = FromCore::Forward {
@@ -113,16 +121,20 @@ impl Core {
                 }
             }
         }
+        owed
     }
 
-    /// Returns once every QoS 1/2 message this core sent to other nodes before the call
-    /// is stored in their streams (or refused, counted in `forward_refused`): a client's
-    /// acknowledgement waits for this. Without a cluster, or with nothing owed, at once.
-    pub async fn sync_nodes(&self) {
+    /// Returns once the QoS 1/2 forwards up to `owed` (what [`Core::apply`] returned for
+    /// the effects an acknowledgement covers) are stored in their nodes' streams, or
+    /// refused (counted in `forward_refused`): a client's acknowledgement waits for this.
+    /// Answers are kept as a watermark, so this also waits for this core's earlier
+    /// forwards; a publish that sent nothing to other nodes waits for nothing. Without a
+    /// cluster, at once.
+    pub async fn sync_nodes_for(&self, owed: NodesOwed) {
         let Some(link) = &self.nodes else {
             return;
         };
-        let wanted = link.issued.get();
+        let wanted = owed.0;
         if link.answered.get() >= wanted {
             return;
         }

@@ -131,14 +131,14 @@ async fn publish_as_admin(core: &Rc<Core>, mut publish: Publish) -> Result<(), N
         CoreMsg::Retain(_) => true,
         _ => false,
     });
-    core.apply(effects).await;
+    let owed = core.apply(effects).await;
     if !acknowledged {
         return Ok(());
     }
     if crossed {
         core.sync_peers().await;
     }
-    core.sync_nodes().await;
+    core.sync_nodes_for(owed).await;
     made_durable(core).await;
     if core.refused_since(&before) {
         core.stats.publish_refused();
