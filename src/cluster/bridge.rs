@@ -17,13 +17,16 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::{ConnectOptions, Event, HeaderMap, ServerAddr};
 
 use super::inbound::{take_qos0, take_stream};
-use super::interest::{watch_interest, write_interest, KvOp};
+use super::interest::{self, KvOp};
 use super::keys::{self, LocalInterest, NodeNames};
+use super::members;
 use super::{wire, FromCore, ToCore};
 use crate::protocol::QoS;
 
 /// How long a failed setup step or KV write waits before it is tried again.
 pub(super) const RETRY: Duration = Duration::from_secs(1);
+/// The longest a SUBACK waits for the cluster to route its new filter here.
+const INTEREST_WAIT: Duration = Duration::from_secs(3);
 /// Stream messages delivered to this node and not yet acknowledged, at most.
 pub(super) const MAX_ACK_PENDING: i64 = 1024;
 
@@ -88,7 +91,7 @@ async fn bridge(setup: Setup) {
         }
     };
     let js = jetstream::new(client.clone());
-    let (bucket, inbound) = loop {
+    let (bucket, beats, inbound) = loop {
         match prepare(&js, &node).await {
             Ok(prepared) => break prepared,
             Err(error) => {
@@ -103,17 +106,28 @@ async fn bridge(setup: Setup) {
     let (kv_ops, kv_rx) = tokio::sync::mpsc::unbounded_channel();
     let (published_tx, published) = tokio::sync::oneshot::channel();
     let (caught_up_tx, caught_up) = tokio::sync::oneshot::channel();
-    tokio::task::spawn_local(write_interest(
-        bucket.clone(),
+    let members = Rc::new(members::Members::default());
+    let applied = Rc::new(members::Applied::default());
+    tokio::task::spawn_local(members::heartbeat(beats.clone(), node.clone()));
+    tokio::task::spawn_local(members::watch_members(beats, node.clone(), members.clone()));
+    tokio::task::spawn_local(members::answer_barriers(
+        client.clone(),
         node.clone(),
-        kv_rx,
-        published_tx,
+        applied.clone(),
+        to_cores.clone(),
     ));
-    tokio::task::spawn_local(watch_interest(
+    let writer = interest::Writer {
+        bucket: bucket.clone(),
+        node: node.clone(),
+        client: client.clone(),
+        members,
+    };
+    tokio::task::spawn_local(interest::write_interest(writer, kv_rx, published_tx));
+    tokio::task::spawn_local(interest::watch_interest(
         bucket,
         js.clone(),
         node.clone(),
-        names.clone(),
+        (names.clone(), applied),
         to_cores.clone(),
         caught_up_tx,
     ));
@@ -155,7 +169,14 @@ struct Links {
 pub(super) async fn prepare(
     js: &jetstream::Context,
     node: &str,
-) -> Result<(kv::Store, consumer::Consumer<consumer::pull::Config>), String> {
+) -> Result<
+    (
+        kv::Store,
+        kv::Store,
+        consumer::Consumer<consumer::pull::Config>,
+    ),
+    String,
+> {
     let bucket = match js.get_key_value(keys::INTEREST_BUCKET).await {
         Ok(bucket) => bucket,
         Err(_) => js
@@ -167,6 +188,19 @@ pub(super) async fn prepare(
             })
             .await
             .map_err(|e| format!("bucket {}: {e}", keys::INTEREST_BUCKET))?,
+    };
+    let beats = match js.get_key_value(keys::NODES_BUCKET).await {
+        Ok(beats) => beats,
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: keys::NODES_BUCKET.to_string(),
+                description: "berth: the nodes' heartbeats".to_string(),
+                history: 1,
+                max_age: members::HEARTBEAT_AGE,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("bucket {}: {e}", keys::NODES_BUCKET))?,
     };
     let inbound = js
         .get_or_create_stream(stream::Config {
@@ -195,7 +229,7 @@ pub(super) async fn prepare(
         )
         .await
         .map_err(|e| format!("consumer {}: {e}", keys::CONSUMER))?;
-    Ok((bucket, consumer))
+    Ok((bucket, beats, consumer))
 }
 
 /// The cores' work: their interest into the bucket, their messages to other nodes.
@@ -235,10 +269,21 @@ async fn forward(
                 core,
                 filter,
                 present,
+                ticket,
             } => {
                 let changed = local.announced(core, &filter, present);
                 if let (Some(present), true) = (changed, recovered.len() == to_cores.len()) {
                     let _ = kv_ops.send(KvOp::Set { filter, present });
+                }
+                if let (Some(ticket), Some(to_core)) = (ticket, to_cores.get(core.0).cloned()) {
+                    // Answered once the writes before it are done (barrier included), or
+                    // after INTEREST_WAIT: a SUBACK never waits on NATS for long.
+                    let (done, written) = tokio::sync::oneshot::channel();
+                    let _ = kv_ops.send(KvOp::Answer(done));
+                    tokio::task::spawn_local(async move {
+                        let _ = tokio::time::timeout(INTEREST_WAIT, written).await;
+                        let _ = to_core.send_async(ToCore::Acked { ticket, ok: true }).await;
+                    });
                 }
             }
             FromCore::Recovered { core } => {

@@ -18,6 +18,7 @@ use futures_lite::StreamExt;
 
 use super::bridge::RETRY;
 use super::keys::{self, NodeNames};
+use super::members::{barrier, Applied, Members};
 use super::ToCore;
 
 /// A change of this node's entries in the interest bucket.
@@ -28,15 +29,30 @@ pub(super) enum KvOp {
         filter: ByteString,
         present: bool,
     },
+    /// Said once every op before it is done.
+    Answer(tokio::sync::oneshot::Sender<()>),
+}
+
+/// What [`write_interest`] writes with.
+pub(super) struct Writer {
+    pub bucket: kv::Store,
+    pub node: String,
+    pub client: async_nats::Client,
+    pub members: Rc<Members>,
 }
 
 /// Writes this node's interest entries, in order, each until it succeeds.
 pub(super) async fn write_interest(
-    bucket: kv::Store,
-    node: String,
+    writer: Writer,
     mut ops: tokio::sync::mpsc::UnboundedReceiver<KvOp>,
     published: tokio::sync::oneshot::Sender<()>,
 ) {
+    let Writer {
+        bucket,
+        node,
+        client,
+        members,
+    } = writer;
     let mut published = Some(published);
     while let Some(op) = ops.recv().await {
         match op {
@@ -50,6 +66,9 @@ pub(super) async fn write_interest(
                     let _ = published.send(());
                 }
             }
+            KvOp::Answer(done) => {
+                let _ = done.send(());
+            }
             KvOp::Set { filter, present } => {
                 let key = keys::interest_key(&node, &filter);
                 loop {
@@ -57,13 +76,23 @@ pub(super) async fn write_interest(
                         bucket
                             .put(&key, filter.as_bytes().clone())
                             .await
-                            .map(drop)
+                            .map(Some)
                             .map_err(async_nats::Error::from)
                     } else {
-                        bucket.delete(&key).await.map_err(async_nats::Error::from)
+                        bucket
+                            .delete(&key)
+                            .await
+                            .map(|()| None)
+                            .map_err(async_nats::Error::from)
                     };
                     match written {
-                        Ok(()) => break,
+                        Ok(revision) => {
+                            // New interest: the other nodes route it before the SUBACK.
+                            if let Some(revision) = revision {
+                                barrier(&client, &members, revision).await;
+                            }
+                            break;
+                        }
                         Err(error) => {
                             tracing::warn!(%error, %filter, "cluster: interest not written, trying again");
                             tokio::time::sleep(RETRY).await;
@@ -107,7 +136,7 @@ pub(super) async fn watch_interest(
     bucket: kv::Store,
     js: jetstream::Context,
     node: String,
-    names: Rc<RefCell<NodeNames>>,
+    (names, applied): (Rc<RefCell<NodeNames>>, Rc<Applied>),
     to_cores: Rc<Vec<flume::Sender<ToCore>>>,
     caught_up: tokio::sync::oneshot::Sender<()>,
 ) {
@@ -149,6 +178,7 @@ pub(super) async fn watch_interest(
                 seen.insert(entry.key.clone());
             }
             apply_entry(&entry, &node, &names, &mut known, &to_cores).await;
+            applied.told(entry.revision);
             if entry.delta == 0 && seen.is_some() {
                 finish_catch_up(&mut seen, &mut known, &to_cores, &mut caught_up).await;
             }

@@ -16,6 +16,8 @@ use crate::broker::NodeId;
 use crate::ownership::CoreId;
 
 pub const INTEREST_BUCKET: &str = "berth_interest";
+pub const NODES_BUCKET: &str = "berth_nodes";
+pub const BARRIER_SUBJECT: &str = "berth.barrier";
 pub const CONSUMER: &str = "berth_in";
 
 pub fn q0_subject(node: &str) -> String {

@@ -5,7 +5,8 @@
 //! - **Interest**: a node announces a filter when the first of its cores gains a
 //!   subscriber of it and withdraws it when the last loses its last one, as the KV entry
 //!   `<node>.<sha256(filter)>` -> filter in bucket `berth_interest`. Every node watches the
-//!   bucket into each core's replica (`broker::nodes`), leaving out its own entries.
+//!   bucket into each core's replica (`broker::nodes`), leaving out its own entries. A
+//!   SUBACK that added interest waits until every live node has applied it (`members`).
 //! - **QoS 0** goes over core NATS to `berth.node.<node>.q0`.
 //! - **QoS 1/2** go into the stream `BERTH_IN_<node>` (subject `berth.node.<node>.in`,
 //!   `Nats-Msg-Id` = a unique id per forward); the publishing core's acknowledgement waits
@@ -22,6 +23,7 @@ mod bridge;
 mod inbound;
 mod interest;
 mod keys;
+mod members;
 pub mod wire;
 
 use std::sync::Arc;
@@ -37,10 +39,13 @@ use crate::session::Message;
 /// Work the cores send the bridge.
 pub enum FromCore {
     /// Core `core` gained (`present`) its first or lost its last subscriber of `filter`.
+    /// `ticket`: a SUBACK waits for it, answered with [`ToCore::Acked`] once every live
+    /// node routes the filter here (`members`), or after a bounded wait.
     Interest {
         core: CoreId,
         filter: ByteString,
         present: bool,
+        ticket: Option<u64>,
     },
     /// Core `core` has announced every filter its recovered sessions hold: once every core
     /// has, the node's entries in the bucket are made to match (stale ones deleted).

@@ -570,8 +570,7 @@ async fn read_loop<S: Transport>(
 
 /// Carries out the link's steps in order (see [`Step`]).
 async fn carry_out(core: &Core, out: &Outbox, link: &mut Link) {
-    // What the read's QoS 1/2 messages owe from other nodes of a cluster (`nodes`): its
-    // effects and its Release are carried out in the same call (`Link::end_of_read`).
+    // What the read owes from other nodes (`nodes`); `end_of_read` queues it with its Release.
     let mut owed = super::nodes::NodesOwed::default();
     while let Some(step) = link.poll_step() {
         match step {
@@ -579,12 +578,14 @@ async fn carry_out(core: &Core, out: &Outbox, link: &mut Link) {
                 out.send(packet);
             }
             Step::Apply(effects) => owed = owed.max(core.apply(effects).await),
-            Step::SyncPeers => core.sync_peers().await,
+            Step::SyncPeers => {
+                core.sync_peers().await;
+                core.sync_nodes_for(owed).await;
+            }
             Step::Release { sync_peers } => {
                 if sync_peers {
                     core.sync_peers().await;
                 }
-                // What went to other nodes of a cluster is in their streams (`nodes`).
                 core.sync_nodes_for(std::mem::take(&mut owed)).await;
                 let durable = core.broker.borrow().durable();
                 if let Some(durable) = durable {

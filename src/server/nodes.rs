@@ -1,6 +1,6 @@
 //! A core's side of the cluster bridge (`crate::cluster`): what it hands the bridge (its
 //! interest, its messages for other nodes), the wait of a QoS 1/2 acknowledgement for
-//! JetStream's, and the loop that carries out what the bridge sends it (other nodes'
+//! JetStream's and of a new filter's SUBACK for the other nodes' routing, and the loop that carries out what the bridge sends it (other nodes'
 //! interest, their messages).
 //!
 //! Invariants: a core never waits on the bridge: work is handed over with `try_send`, and
@@ -88,14 +88,25 @@ impl Core {
             return owed;
         };
         for (filter, present) in interest {
+            // A new filter's SUBACK waits until other nodes route it here (`cluster`).
+            let ticket = present.then(|| {
+                let ticket = link.issued.get() + 1;
+                link.issued.set(ticket);
+                owed = NodesOwed(ticket);
+                ticket
+            });
             let announced = FromCore::Interest {
                 core: self.id,
                 filter,
                 present,
+                ticket,
             };
             if link.to_bridge.try_send(announced).is_err() {
                 // Lost, the node's entry would be wrong until a restart: say so.
                 tracing::error!(core = %self.id, "cluster: the bridge's channel is full; an interest change was lost");
+                if let Some(ticket) = ticket {
+                    link.answer(ticket);
+                }
             }
         }
         for (node, message) in messages {

@@ -3,10 +3,11 @@ one node gets what is published on the other, at QoS 0 and QoS 1; a subscription
 the forwarding; an offline persistent session gets a QoS 1 message published on the other node
 when it comes back; a message that came from NATS is never sent to NATS again.
 
-Interest travels through the KV bucket asynchronously (a SUBACK does not wait for other nodes),
-so before each check a test waits until the publishing node routes to the subscriber's node:
-`until_routed` publishes QoS 0 probes on a filter the subscriber holds until one arrives (the
-KV watch is ordered, so every interest change made before the probe's is then applied).
+A SUBACK of a new filter waits until the other nodes route it (the barrier, tested on its
+own below); an UNSUBACK does not. So where a test needs to know that another node has applied
+a change, `until_routed` publishes QoS 0 probes on a filter the subscriber holds until one
+arrives (the KV watch is ordered, so every interest change made before the probe's is then
+applied); the tests use it after SUBACKs as well, so that they check one thing each.
 """
 
 from __future__ import annotations
@@ -340,5 +341,22 @@ def test_one_publishers_qos1_messages_cross_in_order(start_nats, start_node):
     elapsed = time.monotonic() - started
     assert [int(m.payload) for m in sub.received("seq/n")] == list(range(count))
     print(f"{count} QoS 1 messages across nodes in {elapsed:.2f}s ({count / elapsed:.0f}/s)")
+    sub.close()
+    pub.close()
+
+
+def test_a_publish_right_after_suback_reaches_the_subscriber(start_nats, start_node):
+    """The SUBACK of a new filter waits until every live node routes it here (the barrier),
+    so a publish on another node right after it is delivered: no probing needed."""
+    nats = start_nats()
+    a = start_node("na", nats)
+    b = start_node("nb", nats)
+    pub = Client(name(), b.addr)
+    sub = Client(name(), a.addr)
+    count = 20
+    for i in range(count):
+        sub.subscribe(f"fresh/{i}", qos=1)
+        assert pub.publish(f"fresh/{i}", b"x", 1) == 0
+    sub.loop_until(lambda: all(sub.received(f"fresh/{i}") for i in range(count)), "every message")
     sub.close()
     pub.close()

@@ -83,9 +83,10 @@ async fn subscribe(
         .broker
         .borrow_mut()
         .subscribe(&client_id, packet, Instant::now());
-    core.apply(outcome.effects).await;
+    let owed = core.apply(outcome.effects).await;
     if outcome.interest_changed {
         core.sync_peers().await;
+        core.sync_nodes_for(owed).await;
     }
     made_durable(core).await;
     outcome.sub_ack.reason_codes.first().copied()
