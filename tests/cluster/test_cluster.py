@@ -360,3 +360,28 @@ def test_a_publish_right_after_suback_reaches_the_subscriber(start_nats, start_n
     sub.loop_until(lambda: all(sub.received(f"fresh/{i}") for i in range(count)), "every message")
     sub.close()
     pub.close()
+
+
+def test_without_nats_a_node_serves_its_own_clients(start_nats, start_node):
+    """nats-server goes away: a node's local traffic goes on at once (no core waits on NATS);
+    a QoS 1 message that must reach another node's stream is refused (PUBACK 0x97) once
+    JetStream's answer does not come, and still delivered here."""
+    nats = start_nats()
+    a = start_node("na", nats)
+    b = start_node("nb", nats)
+    far = Client(name(), a.addr)
+    far.subscribe("both/#", qos=1)
+    near = Client(name(), b.addr)
+    near.subscribe("both/#", qos=1)
+    near.subscribe("local/#", qos=1)
+    pub = Client(name(), b.addr)
+    until_routed(pub, far, "both/probe")
+    nats.stop()
+    started = time.monotonic()
+    assert pub.publish("local/1", b"stays here", 1) == 0
+    assert time.monotonic() - started < 2, "a local-only QoS 1 message waited on NATS"
+    near.loop_until(lambda: near.received("local/1"), "local/1")
+    assert pub.publish("both/1", b"cannot reach na", 1) == 0x97
+    near.loop_until(lambda: near.received("both/1"), "both/1 on nb")
+    for c in (far, near, pub):
+        c.close()
