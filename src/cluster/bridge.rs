@@ -91,6 +91,20 @@ async fn bridge(setup: Setup) {
         }
     };
     let js = jetstream::new(client.clone());
+    let names = Rc::new(RefCell::new(NodeNames::default()));
+    let to_cores = Rc::new(to_cores);
+    let (kv_ops, kv_rx) = tokio::sync::mpsc::unbounded_channel();
+    // The cores' work is taken from the start, so that while JetStream is not ready their
+    // SUBACKs wait only for `INTEREST_WAIT` (their KV writes queue until it is).
+    let links = Links {
+        client: client.clone(),
+        js: js.clone(),
+        node: node.clone(),
+        names: names.clone(),
+        to_cores: to_cores.clone(),
+        kv_ops,
+    };
+    let forwarding = tokio::task::spawn_local(forward(from_cores, connected, links));
     let (bucket, beats, inbound) = loop {
         match prepare(&js, &node).await {
             Ok(prepared) => break prepared,
@@ -101,9 +115,6 @@ async fn bridge(setup: Setup) {
         }
     };
     tracing::info!(%node, stream = %keys::in_stream(&node), "cluster: joined");
-    let names = Rc::new(RefCell::new(NodeNames::default()));
-    let to_cores = Rc::new(to_cores);
-    let (kv_ops, kv_rx) = tokio::sync::mpsc::unbounded_channel();
     let (published_tx, published) = tokio::sync::oneshot::channel();
     let (caught_up_tx, caught_up) = tokio::sync::oneshot::channel();
     let members = Rc::new(members::Members::default());
@@ -132,27 +143,14 @@ async fn bridge(setup: Setup) {
         caught_up_tx,
     ));
     tokio::task::spawn_local(take_qos0(client.clone(), node.clone(), to_cores.clone()));
-    tokio::task::spawn_local(take_stream(
-        inbound,
-        js.clone(),
-        node.clone(),
-        to_cores.clone(),
-    ));
+    tokio::task::spawn_local(take_stream(inbound, js, node, to_cores));
     tokio::task::spawn_local(async move {
         if published.await.is_ok() && caught_up.await.is_ok() {
             tracing::info!("cluster: interest published and the other nodes' applied");
             let _ = ready.send(());
         }
     });
-    let links = Links {
-        client,
-        js,
-        node,
-        names,
-        to_cores,
-        kv_ops,
-    };
-    forward(from_cores, connected, links).await;
+    let _ = forwarding.await;
 }
 
 /// What [`forward`] sends through.

@@ -385,3 +385,21 @@ def test_without_nats_a_node_serves_its_own_clients(start_nats, start_node):
     near.loop_until(lambda: near.received("both/1"), "both/1 on nb")
     for c in (far, near, pub):
         c.close()
+
+
+def test_a_node_starts_and_serves_while_nats_is_unreachable(start_nats, start_node):
+    """No nats-server at the node's URL: the node is ready after its bounded wait, says so,
+    and serves its own clients (a new filter's SUBACK waits at most a few seconds)."""
+    nats = start_nats()
+    nats.stop()  # its URL now leads nowhere
+    lone = start_node("lone", nats)
+    assert "NATS not ready" in lone.stderr_text()
+    sub = Client(name(), lone.addr)
+    started = time.monotonic()
+    sub.subscribe("here/#", qos=1)
+    assert time.monotonic() - started < 5
+    pub = Client(name(), lone.addr)
+    assert pub.publish("here/1", b"local", 1) == 0
+    sub.loop_until(lambda: sub.received("here/1"), "here/1")
+    sub.close()
+    pub.close()
