@@ -25,6 +25,8 @@ use crate::protocol::QoS;
 
 /// How long a failed setup step or KV write waits before it is tried again.
 pub(super) const RETRY: Duration = Duration::from_secs(1);
+/// The longest one message may take to be handed to the NATS client (it buffers).
+const SEND_WAIT: Duration = Duration::from_secs(1);
 /// The longest a SUBACK waits for the cluster to route its new filter here.
 const INTEREST_WAIT: Duration = Duration::from_secs(3);
 /// Stream messages delivered to this node and not yet acknowledged, at most.
@@ -311,18 +313,33 @@ async fn forward(
                     acked(true).await; // expired on the way: as if delivered and expired there
                     continue;
                 };
+                if client.connection_state() != async_nats::connection::State::Connected {
+                    // Refused (QoS 0: dropped) at once rather than queued behind a
+                    // reconnection: publishers learn now, and this loop never stalls.
+                    acked(false).await;
+                    continue;
+                }
                 if message.qos == QoS::AtMostOnce {
-                    if let Err(error) = client.publish(keys::q0_subject(&target), body).await {
-                        tracing::debug!(%error, node = %target, "cluster: QoS 0 message not sent");
+                    let sent = tokio::time::timeout(
+                        SEND_WAIT,
+                        client.publish(keys::q0_subject(&target), body),
+                    );
+                    if !matches!(sent.await, Ok(Ok(()))) {
+                        tracing::debug!(node = %target, "cluster: QoS 0 message not sent");
                     }
                     continue;
                 }
                 let mut headers = HeaderMap::new();
                 let id = format!("{node}-{run:016x}-{}-{}", core.0, ticket.unwrap_or(0));
                 headers.insert("Nats-Msg-Id", id.as_str());
-                match js
-                    .publish_with_headers(keys::in_subject(&target), headers, body)
+                let sent = tokio::time::timeout(
+                    SEND_WAIT,
+                    js.publish_with_headers(keys::in_subject(&target), headers, body),
+                );
+                match sent
                     .await
+                    .map_err(|_| "timed out".to_string())
+                    .and_then(|sent| sent.map_err(|e| e.to_string()))
                 {
                     Ok(ack) => {
                         let done = acked(true);
