@@ -72,6 +72,17 @@ pub struct Args {
     /// admin_listen.
     #[arg(long)]
     pub admin_allow_anonymous: Option<bool>,
+    /// PEM certificate chain: the admin API (and dashboard) speak HTTPS with it. Needs
+    /// admin_tls_key.
+    #[arg(long)]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// PEM private key of admin_tls_cert.
+    #[arg(long)]
+    pub admin_tls_key: Option<PathBuf>,
+    /// Seconds an admin API connection may stay silent while the API waits for a request
+    /// (or for its TLS handshake) before it is closed.
+    #[arg(long)]
+    pub admin_idle_timeout: Option<u64>,
     /// Seconds an accepted connection may take to send its CONNECT.
     #[arg(long)]
     pub connect_timeout: Option<u64>,
@@ -184,6 +195,15 @@ impl Args {
         config.admin_allow_anonymous = self
             .admin_allow_anonymous
             .unwrap_or(config.admin_allow_anonymous);
+        if let Some(v) = self.admin_idle_timeout {
+            config.admin_idle_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = &self.admin_tls_cert {
+            config.admin_tls_cert = Some(v.clone());
+        }
+        if let Some(v) = &self.admin_tls_key {
+            config.admin_tls_key = Some(v.clone());
+        }
         if let Some(v) = self.connect_timeout {
             config.connect_timeout = Duration::from_secs(v);
         }
@@ -267,6 +287,10 @@ fn shown_defaults(d: &Config) -> Vec<(&'static str, String)> {
         ("session_ownership", d.session_ownership.to_string()),
         ("admin_listen", d.admin_listen.to_string()),
         ("admin_allow_anonymous", d.admin_allow_anonymous.to_string()),
+        (
+            "admin_idle_timeout",
+            d.admin_idle_timeout.as_secs().to_string(),
+        ),
         ("connect_timeout", d.connect_timeout.as_secs().to_string()),
         ("max_packet_size", d.max_packet_size.to_string()),
         ("receive_maximum", d.receive_maximum.to_string()),

@@ -26,6 +26,9 @@ pub(super) struct FileConfig {
     admin_listen: Option<String>,
     admin_keys_file: Option<PathBuf>,
     admin_allow_anonymous: Option<bool>,
+    admin_tls_cert: Option<PathBuf>,
+    admin_tls_key: Option<PathBuf>,
+    admin_idle_timeout: Option<u64>,
     connect_timeout: Option<u64>,
     max_packet_size: Option<u32>,
     server_keep_alive: Option<u16>,
@@ -108,6 +111,15 @@ impl FileConfig {
         config.admin_allow_anonymous = file
             .admin_allow_anonymous
             .unwrap_or(config.admin_allow_anonymous);
+        if let Some(v) = file.admin_idle_timeout {
+            config.admin_idle_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = file.admin_tls_cert {
+            config.admin_tls_cert = Some(path.parent().map_or(v.clone(), |dir| dir.join(&v)));
+        }
+        if let Some(v) = file.admin_tls_key {
+            config.admin_tls_key = Some(path.parent().map_or(v.clone(), |dir| dir.join(&v)));
+        }
         if let Some(v) = file.data_dir {
             config.data_dir = v;
         }

@@ -105,6 +105,13 @@ pub struct Config {
     /// The keys `admin_keys_file` holds, read when the configuration is.
     pub admin_keys: Option<Arc<ApiKeys>>,
     pub admin_allow_anonymous: bool,
+    /// `admin_tls_cert` and `admin_tls_key`: the admin API speaks HTTPS with them.
+    pub admin_tls_cert: Option<PathBuf>,
+    /// How long an admin connection may stay silent while a read waits on it.
+    pub admin_idle_timeout: Duration,
+    pub admin_tls_key: Option<PathBuf>,
+    /// The admin API's TLS settings, read from those files (swapped whole on SIGHUP).
+    pub admin_tls: Option<Arc<TlsListener>>,
     /// Who may connect, as these settings decide (the password file read at start and at
     /// each reload).
     pub auth: Arc<Authenticator>,
@@ -158,6 +165,10 @@ impl Default for Config {
             admin_keys_file: None,
             admin_keys: None,
             admin_allow_anonymous: false,
+            admin_tls_cert: None,
+            admin_idle_timeout: Duration::from_secs(60),
+            admin_tls_key: None,
+            admin_tls: None,
             auth: Arc::new(Authenticator {
                 passwords: None,
                 allow_anonymous: true,
@@ -333,6 +344,46 @@ impl Config {
                 bad("admin_keys_file", args.admin_keys_file.is_some(), message)
             })?;
             config.admin_keys = Some(Arc::new(keys));
+        }
+        if config.admin_idle_timeout.is_zero() {
+            return Err(bad(
+                "admin_idle_timeout",
+                args.admin_idle_timeout.is_some(),
+                "must be at least 1".into(),
+            ));
+        }
+        match (&config.admin_tls_cert, &config.admin_tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = tls::Files {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    ca: None,
+                    require_certificate: false,
+                };
+                let tls =
+                    TlsListener::load(files, Identity::None).map_err(|(which, message)| {
+                        let (key, from_flag) = if which == "key" {
+                            ("admin_tls_key", args.admin_tls_key.is_some())
+                        } else {
+                            ("admin_tls_cert", args.admin_tls_cert.is_some())
+                        };
+                        bad(key, from_flag, message)
+                    })?;
+                config.admin_tls = Some(Arc::new(tls));
+            }
+            (Some(_), None) => {
+                let message = "needs admin_tls_key too (the certificate's PEM key)".to_string();
+                return Err(bad(
+                    "admin_tls_cert",
+                    args.admin_tls_cert.is_some(),
+                    message,
+                ));
+            }
+            (None, Some(_)) => {
+                let message = "needs admin_tls_cert too (the key's PEM chain)".to_string();
+                return Err(bad("admin_tls_key", args.admin_tls_key.is_some(), message));
+            }
+            (None, None) => {}
         }
         if config.admin_allow_anonymous && !config.admin_listen.ip().is_loopback() {
             let message = format!(

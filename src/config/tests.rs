@@ -307,6 +307,8 @@ fn help_shows_the_default_of_every_flag_that_has_one() {
                 "password_file",
                 "acl_file",
                 "admin_keys_file",
+                "admin_tls_cert",
+                "admin_tls_key",
                 "ban_file",
             ]
             .contains(&arg.get_id().as_str())

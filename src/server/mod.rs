@@ -117,6 +117,15 @@ pub fn run(
         let listeners = config.listeners.clone();
         move |config| tls_reload(&listeners, &config.listeners)
     });
+    reload.on_reload("admin certificate", {
+        let admin_tls = config.admin_tls.clone();
+        move |config| {
+            if let (Some(current), Some(newer)) = (&admin_tls, &config.admin_tls) {
+                current.replace(newer);
+                tracing::info!("admin API TLS certificate reloaded");
+            }
+        }
+    });
     // Bans: replaced whole on SIGHUP like the password file (`limits`).
     let shared_limits = limits::SharedLimits::new(&config.limits);
     reload.on_reload("ban_file", {
@@ -258,9 +267,12 @@ pub fn run(
             started,
             settings: std::cell::RefCell::new((settings, settings_changed)),
             data_dir: config.data_dir.clone(),
+            tls: config.admin_tls.clone(),
+            idle: config.admin_idle_timeout,
         };
         let addr = admin::start(config.admin_listen, admin)?;
-        tracing::info!(%addr, keys = config.admin_keys.is_some(), "admin API listening");
+        let tls = config.admin_tls.is_some();
+        tracing::info!(%addr, keys = config.admin_keys.is_some(), tls, "admin API listening");
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "berth admin API on {addr}");
         let _ = stdout.flush();
