@@ -16,9 +16,7 @@ const PUBLISHER: CoreId = CoreId(0);
 pub async fn sys_loop(core: Rc<Core>, interval: Duration, started: Instant) {
     loop {
         glommio::timer::sleep(interval).await;
-        let mut stats = core.broker.borrow().core_stats();
-        core.stats.fill(&mut stats);
-        core.limits.fill(&mut stats);
+        let stats = core.figures();
         let effects = if core.id == PUBLISHER {
             let mut broker = core.broker.borrow_mut();
             broker.record_stats(core.id, stats);

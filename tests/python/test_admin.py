@@ -378,3 +378,24 @@ def test_anonymous_admin_on_a_public_address_refuses_to_start(tmp_path):
     with pytest.raises(BrokerDied) as died:
         Broker.start("--admin-listen", "0.0.0.0:0", "--admin-allow-anonymous", "true", workdir=str(tmp_path))
     assert "flag --admin-allow-anonymous" in str(died.value).split("--- broker stderr (tail) ---")[1]
+
+
+def test_subscriptions_added_by_the_api_meet_the_limits_a_clients_would(start_broker):
+    b = start_broker(*ANON, "--max-topic-levels", "3")
+    offline_session(b, "api-limits")
+    path = "/api/v1/clients/api-limits/subscriptions"
+    status, value = api(b, "POST", path, {"topic": "a/b/c/d", "qos": 1})
+    assert status == 400 and "0x8F" in value["error"], (status, value)
+    # A $share/<group>/ prefix is not counted, as for a client's SUBSCRIBE.
+    assert ok(b, "POST", path, {"topic": "$share/g/a/b/c", "qos": 1})["qos"] == 1
+    assert ok(b, "POST", path, {"topic": "a/b/c", "qos": 0})["qos"] == 0
+    status, value = api(b, "POST", path, {"topic": "$share/g/x", "nl": True})
+    assert status == 400 and "MQTT-3.8.3-4" in value["error"], (status, value)
+    status, value = api(b, "POST", path, {"topic": "x" * 65536})
+    assert status == 400 and "65535" in value["error"], (status, value)
+    subs = sorted(s["topic"] for s in ok(b, "GET", path)["data"])
+    assert subs == ["$share/g/a/b/c", "a/b/c"], subs
+    # The refusal is counted where a client's is.
+    families = {f.name: f for f in text_string_to_metric_families(api(b, "GET", "/metrics")[1])}
+    deep = families["berth_subscriptions_too_deep"]
+    assert sum(s.value for s in deep.samples if s.name.endswith("_total")) == 1, deep.samples

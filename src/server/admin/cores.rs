@@ -151,8 +151,7 @@ async fn answer(core: &Rc<Core>, question: Question) -> Answer {
             Answer::Deleted(deleted)
         }
         Question::Stats => {
-            let mut stats = core.broker.borrow().core_stats();
-            core.stats.fill(&mut stats);
+            let stats = core.figures();
             Answer::Stats(Stat::ALL.iter().map(|&s| (s, stats.get(s))).collect())
         }
         other => changes::answer(core, other).await,
