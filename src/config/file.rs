@@ -82,11 +82,7 @@ impl FileConfig {
         };
 
         if let Some(listen) = file.listen {
-            config.listen = Some(
-                listen
-                    .parse()
-                    .map_err(|e| invalid("listen", format!("`{listen}`: {e}")))?,
-            );
+            config.listen = Some(super::listen_address(&listen).map_err(|e| invalid("listen", e))?);
         }
         if let Some(v) = file.cores {
             config.cores = v;
@@ -101,9 +97,8 @@ impl FileConfig {
         }
         config.session_ownership = file.session_ownership.unwrap_or(config.session_ownership);
         if let Some(v) = &file.admin_listen {
-            config.admin_listen = v
-                .parse()
-                .map_err(|e| invalid("admin_listen", format!("`{v}`: {e}")))?;
+            config.admin_listen =
+                super::listen_address(v).map_err(|e| invalid("admin_listen", e))?;
         }
         if let Some(v) = file.admin_keys_file {
             config.admin_keys_file = Some(path.parent().map_or(v.clone(), |dir| dir.join(&v)));

@@ -42,6 +42,34 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::ne
     1883,
 ));
 
+/// An address to listen on: `IP:PORT`, or `NAME:PORT` with the name resolved now
+/// (`localhost:1883`); a name that resolves to several addresses takes the first, IPv4
+/// before IPv6, as most resolvers order `localhost`.
+pub fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    use std::net::ToSocketAddrs;
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!(
+            "`{text}` is not HOST:PORT (such as 127.0.0.1:1883)"
+        ));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!("`{text}`: `{port}` is not a port (0..=65535)"));
+    }
+    let addresses: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("`{text}`: cannot resolve `{host}`: {e}"))?
+        .collect();
+    addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("`{text}`: `{host}` resolves to no address"))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
