@@ -11,6 +11,7 @@ pub mod broker;
 mod clock;
 pub mod config;
 pub(crate) mod hash;
+pub mod histogram;
 pub mod ownership;
 pub mod passwd;
 pub mod protocol;

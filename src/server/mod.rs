@@ -29,6 +29,7 @@ mod local;
 mod mesh;
 mod outbox;
 mod reading;
+mod refusal;
 pub mod reload;
 mod storage;
 mod sys;
@@ -419,6 +420,11 @@ async fn checkpoint(core: Rc<Core>) {
                 glommio::timer::sleep(pause).await
             }
             Ok(Some(report)) => {
+                core.stats
+                    .checkpoints
+                    .0
+                    .borrow_mut()
+                    .observe(started.elapsed());
                 tracing::info!(
                     core = %core.id,
                     sessions = report.sessions,

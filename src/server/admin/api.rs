@@ -69,7 +69,7 @@ pub async fn handle(admin: &Admin, request: Request<Incoming>) -> Reply {
         Err(request) => request,
     };
     let result = match (request.method(), segments.as_slice()) {
-        (&Method::GET, ["metrics"]) => return metrics_reply(admin).await,
+        (&Method::GET, ["metrics"]) => return metrics::reply(admin).await,
         (&Method::GET, [""] | ["dashboard", ..]) => return super::dashboard::reply(&segments),
         (&Method::GET, ["api", "v1", "stats"]) => stats(admin).await,
         (&Method::GET, ["api", "v1", "clients"]) => list(admin, &params).await,
@@ -317,21 +317,6 @@ async fn stats(admin: &Admin) -> Outcome {
     }
     let uptime = admin.started.elapsed().as_secs();
     Ok(json!({ "uptime_secs": uptime, "cores": cores, "total": total }))
-}
-
-async fn metrics_reply(admin: &Admin) -> Reply {
-    match core_stats(admin).await {
-        Ok(per_core) => {
-            let text = metrics::render(&per_core, admin.started.elapsed().as_secs());
-            let mut reply = Response::new(Full::new(Bytes::from(text)));
-            reply.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            reply
-        }
-        Err((status, why)) => error(status, &why),
-    }
 }
 
 fn client_json(admin: &Admin, client: &Client) -> Value {
