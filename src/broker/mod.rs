@@ -91,8 +91,9 @@ pub enum CoreMsg {
         members: u32,
         online: u32,
     },
-    /// A core's figures for `$SYS`, sent to core 0 every `sys_interval`.
-    Stats { from: CoreId, stats: CoreStats },
+    /// A core's figures for `$SYS`, sent to core 0 every `sys_interval`. Boxed: 320 bytes
+    /// inline would make every message on the mesh that large.
+    Stats { from: CoreId, stats: Box<CoreStats> },
 }
 
 #[derive(Debug, Default)]

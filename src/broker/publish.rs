@@ -168,7 +168,7 @@ impl Broker {
                 members,
                 online,
             } => self.shares.set_count(from, &group, members, online),
-            CoreMsg::Stats { from, stats } => self.record_stats(from, stats),
+            CoreMsg::Stats { from, stats } => self.record_stats(from, *stats),
         }
         effects
     }

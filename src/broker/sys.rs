@@ -467,7 +467,7 @@ mod tests {
         let effects = core0.on_core_msg(
             CoreMsg::Stats {
                 from: CoreId(1),
-                stats: theirs,
+                stats: Box::new(theirs),
             },
             now,
         );

@@ -25,7 +25,13 @@ pub async fn sys_loop(core: Rc<Core>, interval: Duration, started: Instant) {
             let from = core.id;
             Effects {
                 to_clients: Vec::new(),
-                to_cores: vec![(PUBLISHER, CoreMsg::Stats { from, stats })],
+                to_cores: vec![(
+                    PUBLISHER,
+                    CoreMsg::Stats {
+                        from,
+                        stats: Box::new(stats),
+                    },
+                )],
             }
         };
         core.apply(effects).await;
