@@ -3,7 +3,8 @@ with real clients and the page read by prometheus_client's own text parser:
 
 - drops by reason: a queue over `--max-queued-messages` (queue_full), PUBLISHes nobody
   subscribed to (no_subscribers), a v5 message whose Message Expiry Interval passed while
-  queued (expired), a PUBLISH the ACL refused (acl);
+  queued (expired), a PUBLISH the ACL refused (acl), QoS 1 refused at `--max-stored-bytes`
+  as on a full disk (disk_full);
 - refused CONNECTs by CONNACK reason code: bad passwords (v5 0x86 and 3.1.1 return code 4,
   both 0x86), an anonymous client (0x87), a client id over `--max-clientid-len` 23 (0x85,
   reason client_id_length);
@@ -230,3 +231,27 @@ def test_msync_and_checkpoint_durations_are_histograms(start_broker):
         buckets = [s.value for s in family.samples if s.name == name + "_bucket"]
         assert buckets == sorted(buckets), f"{name} buckets are cumulative"
         assert total(families, name, "_sum") > 0
+
+
+def test_a_store_at_max_stored_bytes_counts_disk_full(start_broker):
+    """`--max-stored-bytes` refuses QoS 1 as a full disk does (v5 PUBACK 0x97): each refusal is
+    a disk_full drop, and the refused figure says the same."""
+    b = start_broker(*ANON, "--max-stored-bytes", str(20 * (16 << 10)))
+    s = RawSession(b.addr, "metrics-hoard", V311)
+    s.connect(clean=False)
+    s.subscribe("hoard/t", qos=1)
+    s.disconnect()
+    with Conn(*b.addr, version=V5) as c:
+        c.connect("metrics-hoarder")
+        for n in range(1, 1001):
+            c.send(publish_with("hoard/t", bytes(16 << 10), V5, qos=1, packet_id=n))
+            p = c.read_packet()
+            assert p.ptype == PUBACK, p
+            if len(p.body) > 2 and p.body[2] == 0x97:
+                break
+        else:
+            raise AssertionError("max_stored_bytes never refused a message")
+    families = scrape(b)
+    refused = total(families, "berth_messages_refused")
+    assert refused >= 1
+    assert total(families, "berth_messages_dropped", reason="disk_full") == refused
