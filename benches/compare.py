@@ -61,6 +61,20 @@ def scenarios(scale: float) -> dict[str, list[str]]:
         "resume": ["resume", "--sessions", n(100_000), "--messages", "10", "--qos", "1",
                    "--payload", "64", "--concurrency", n(10_000), "--publishers", "8",
                    "--source-ips", "16", "--timeout", "60"],
+        # Churn: 20k sessions x 10 queued QoS 1 resumed 100 at a time (sessions/s and p99 at
+        # a load where no backlog overflows), and a storm of 5,000 concurrent reconnects
+        # (the TCP connect alone: SYN retries when a listen backlog overflows).
+        "resume-100": ["resume", "--sessions", n(20_000), "--messages", "10", "--qos", "1",
+                       "--payload", "64", "--concurrency", n(100), "--publishers", "8",
+                       "--source-ips", "16", "--timeout", "60"],
+        "resume-5000": ["resume", "--sessions", n(20_000), "--messages", "10", "--qos", "1",
+                        "--payload", "64", "--concurrency", n(5_000), "--publishers", "8",
+                        "--source-ips", "16", "--timeout", "60"],
+        # Session creation: 20k persistent sessions connect, subscribe QoS 1, disconnect
+        # (broker CPU per created session).
+        "create-sessions": ["connect", "--connections", n(20_000), "--concurrency", n(100),
+                            "--hold", "0", "--persistent", "--subscribe", "--source-ips", "16",
+                            "--timeout", "60"],
         # Publishing into 20k offline queues (the publish phase of a resume run).
         "offline-publish": ["resume", "--sessions", n(20_000), "--messages", "20", "--qos", "1",
                             "--payload", "64", "--concurrency", n(10_000), "--publishers", "8",
@@ -107,7 +121,8 @@ def ensure_tools(brokers: list[str], profile: str = "release") -> dict[str, str]
     return {
         "mosquitto": shutil.which("mosquitto") or "/usr/sbin/mosquitto",
         "rumqttd": rumqttd,
-        "berth": os.path.join(TARGET, profile, "berth"),
+        # BERTH_COMPARE_BIN: another berth binary (an A/B run of two builds).
+        "berth": os.environ.get("BERTH_COMPARE_BIN") or os.path.join(TARGET, profile, "berth"),
         "loadgen": os.path.join(TARGET, profile, "berth-loadgen"),
     }
 
@@ -290,6 +305,7 @@ def run_one(tools, broker: str, name: str, args: list[str], out: str, limit: flo
 KIND = {"resume": "resume", "offline-publish": "resume", "qos1-pairs": "throughput",
         "qos0-pairs": "throughput", "qos0-pairs-rate": "throughput",
         "qos0-fan-out": "throughput", "idle-sessions": "connect", "idle-connections": "connect",
+        "resume-100": "resume", "resume-5000": "resume", "create-sessions": "connect",
         **compare_tls.KIND}
 
 
@@ -316,6 +332,7 @@ def metrics(name: str, r: dict) -> list[tuple[str, float | None, str]]:
             ("resume p50 ms", lat(r, "resume", "p50_us"), "lower"),
             ("resume p99 ms", lat(r, "resume", "p99_us"), "lower"),
             ("resume max ms", lat(r, "resume", "max_us"), "lower"),
+            ("storm TCP connect p99 ms", lat(r, "storm_tcp_connect", "p99_us"), "lower"),
             ("storm CONNACK p99 ms", lat(r, "storm_connack", "p99_us"), "lower"),
             ("sessions not created (connect failed)", t.get("not_created"), "lower"),
             ("sessions not reconnected (connect failed)", t.get("unreached_sessions"), "lower"),
@@ -340,6 +357,8 @@ def metrics(name: str, r: dict) -> list[tuple[str, float | None, str]]:
             ("sessions/s", t.get("connections_per_s"), "higher"),
             ("sessions per broker CPU second",
              t["established"] / cpu if cpu and t.get("established") else None, "higher"),
+            ("broker CPU us per session",
+             cpu * 1e6 / t["established"] if cpu and t.get("established") else None, "lower"),
             ("CONNACK p99 ms", lat(r, "connack", "p99_us"), "lower"),
             ("broker RSS bytes per session", t.get("broker_bytes_per_connection"), "lower"),
             ("broker anonymous bytes per session", t.get("broker_anon_bytes_per_connection"), "lower"),

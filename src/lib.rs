@@ -12,6 +12,7 @@ mod clock;
 pub mod cluster;
 pub mod config;
 pub(crate) mod hash;
+pub mod histogram;
 pub mod ownership;
 pub mod passwd;
 pub mod protocol;

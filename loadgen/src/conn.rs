@@ -91,13 +91,16 @@ impl Target {
         }
     }
 
-    /// The TCP connection with the transport's layers over it.
-    async fn open(&self, index: u64) -> Result<Stream, Failure> {
+    /// The TCP connection with the transport's layers over it, and how long the TCP
+    /// connect alone took (SYN to established: what a full listen backlog stretches).
+    async fn open(&self, index: u64) -> Result<(Stream, Duration), Failure> {
+        let started = std::time::Instant::now();
         let tcp = self
             .tcp(index)
             .await
             .map_err(|e| Failure::io("connect_error", e))?;
-        self.transport.open(tcp, index).await
+        let tcp_connect = started.elapsed();
+        Ok((self.transport.open(tcp, index).await?, tcp_connect))
     }
 
     async fn tcp(&self, index: u64) -> io::Result<TcpStream> {
@@ -128,7 +131,7 @@ impl Target {
         clean_start: bool,
         persistent: bool,
     ) -> Result<(Conn, protocol::ConnAck), Failure> {
-        let stream = tokio::time::timeout(self.timeout, self.open(index))
+        let (stream, tcp_connect) = tokio::time::timeout(self.timeout, self.open(index))
             .await
             .map_err(|_| {
                 let transport = self.transport.name();
@@ -138,6 +141,7 @@ impl Target {
                 )
             })??;
         let mut conn = Conn::new(stream, self.version, self.timeout);
+        conn.tcp_connect = tcp_connect;
         let mut properties = Properties::default();
         if self.version.is_v5() {
             if persistent {
@@ -192,6 +196,8 @@ pub struct Conn {
     wbuf: BytesMut,
     pub version: ProtocolVersion,
     timeout: Duration,
+    /// How long its TCP connect took.
+    pub tcp_connect: Duration,
 }
 
 impl Conn {
@@ -202,6 +208,7 @@ impl Conn {
             wbuf: BytesMut::with_capacity(1024),
             version,
             timeout,
+            tcp_connect: Duration::ZERO,
         }
     }
 

@@ -76,6 +76,8 @@ struct Tally {
 }
 
 struct Hists {
+    /// The TCP connect alone (SYN retries under a full listen backlog show here).
+    tcp: Hist,
     connack: Hist,
     first: Hist,
     last: Hist,
@@ -143,6 +145,7 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
     report.hist("create_connack", create_hist);
 
     let mut all = Hists {
+        tcp: hist(),
         connack: hist(),
         first: hist(),
         last: hist(),
@@ -169,6 +172,7 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
             "duplicates": get(&cycle_tally.duplicates), "out_of_order": get(&cycle_tally.out_of_order),
             "session_present_0": get(&cycle_tally.no_session),
             "resume_p99_us": h.last.value_at_quantile(0.99),
+            "tcp_connect_p99_us": h.tcp.value_at_quantile(0.99),
         }));
         for (from, to) in [
             (&cycle_tally.resumed, &tally.resumed),
@@ -182,6 +186,7 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
         ] {
             to.fetch_add(get(from), Ordering::Relaxed);
         }
+        all.tcp.add(&h.tcp).expect("same bounds");
         all.connack.add(&h.connack).expect("same bounds");
         all.first.add(&h.first).expect("same bounds");
         all.last.add(&h.last).expect("same bounds");
@@ -202,6 +207,7 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
             "session_present_0": get(&tally.no_session), "resumed_sessions": get(&tally.resumed),
         }),
     );
+    report.hist("storm_tcp_connect", all.tcp);
     report.hist("storm_connack", all.connack);
     report.hist("first_message", all.first);
     report.hist("resume", all.last);
@@ -216,6 +222,7 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<u64> {
             p("resume", 0.99),
             p("resume", 0.5)
         ),
+        format!("storm TCP connect p99 {} ms", p("storm_tcp_connect", 0.99)),
         format!("created {:.0} sessions/s", created as f64 / create_wall),
         format!(
             "publish {:.0} msgs/s",
@@ -357,6 +364,7 @@ async fn storm(run: &Arc<Run>, cycle: u32, tally: &Arc<Tally>) -> (Hists, f64) {
     let a = &run.args;
     let gate = Arc::new(Semaphore::new(a.concurrency));
     let hists = Arc::new(Mutex::new(Hists {
+        tcp: hist(),
         connack: hist(),
         first: hist(),
         last: hist(),
@@ -410,6 +418,7 @@ async fn resume_one(run: &Run, i: u64, cycle: u32, hists: &Mutex<Hists>, tally: 
         }
     };
     let connack_at = t0.elapsed();
+    let tcp_connect = conn.tcp_connect;
     if !connack.session_present {
         tally.no_session.fetch_add(1, Ordering::Relaxed);
         run.errors.add(
@@ -514,6 +523,7 @@ async fn resume_one(run: &Run, i: u64, cycle: u32, hists: &Mutex<Hists>, tally: 
         tally.resumed.fetch_add(1, Ordering::Relaxed);
     }
     let mut h = hists.lock().expect("lock");
+    record(&mut h.tcp, tcp_connect);
     record(&mut h.connack, connack_at);
     if let Some(d) = first {
         record(&mut h.first, d);

@@ -68,6 +68,7 @@ impl Broker {
         };
         let allowed = acl.may_publish(self.who(client_id), topic);
         self.counters.acl_refused += u64::from(!allowed);
+        self.counters.acl_publish_refused += u64::from(!allowed);
         allowed
     }
 

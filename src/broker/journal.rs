@@ -58,6 +58,10 @@ pub trait Journal {
     fn room_for_messages(&self) -> Option<usize> {
         None
     }
+    /// How long the log's msyncs took so far; `None` where nothing is synced.
+    fn fsync_latency(&self) -> Option<crate::histogram::Histogram> {
+        None
+    }
 }
 
 /// A MESSAGE record's bytes besides its publisher, its PUBLISH and its targets: the

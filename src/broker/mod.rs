@@ -36,6 +36,7 @@ mod sessions;
 mod share;
 mod subscribe;
 mod sys;
+mod sys_load;
 mod wills;
 
 use crate::hash::FastMap;
@@ -92,8 +93,9 @@ pub enum CoreMsg {
         members: u32,
         online: u32,
     },
-    /// A core's figures for `$SYS`, sent to core 0 every `sys_interval`.
-    Stats { from: CoreId, stats: CoreStats },
+    /// A core's figures for `$SYS`, sent to core 0 every `sys_interval`. Boxed: 320 bytes
+    /// inline would make every message on the mesh that large.
+    Stats { from: CoreId, stats: Box<CoreStats> },
 }
 
 #[derive(Debug, Default)]
@@ -170,7 +172,24 @@ pub(crate) struct Slot {
 pub struct Counters {
     pub messages_received: u64,
     pub messages_sent: u64,
+    /// Deliveries lost for a recipient that matched (`$SYS publish/messages/dropped`, with
+    /// the connections' own): the queue overflowed, or the log had no room for an offline
+    /// session's QoS 0.
     pub dropped: u64,
+    /// Of `dropped`, those the `max_queued_messages` / `max_queued_bytes` overflow policy
+    /// dropped (the oldest) or refused (the newest).
+    pub dropped_queue_full: u64,
+    /// Of `dropped`, QoS 0 an offline session could not keep: the log was full.
+    pub dropped_disk_full: u64,
+    /// Deliveries whose Message Expiry Interval passed before they were sent (on arrival
+    /// or while queued).
+    pub expired: u64,
+    /// Client PUBLISHes (not retained) that matched no subscription on any core.
+    pub no_subscribers: u64,
+    /// PUBLISHes the ACL refused (part of `acl_refused`).
+    pub acl_publish_refused: u64,
+    /// Offline sessions ended because their expiry interval passed.
+    pub sessions_expired: u64,
     /// Records that could not be written to the log (disk full, I/O error).
     pub journal_errors: u64,
     /// Messages this core did not store because its log could not take them (disk full):
@@ -312,6 +331,11 @@ impl Broker {
         self.journal.disk_bytes()
     }
 
+    /// How long this core's log msyncs took (`None`: no msync runs, `fsync = "never"`).
+    pub fn fsync_latency(&self) -> Option<crate::histogram::Histogram> {
+        self.journal.fsync_latency()
+    }
+
     /// See [`Journal::durable`].
     pub fn durable(&self) -> Option<journal::Durable> {
         self.journal.durable()
@@ -367,9 +391,14 @@ impl Broker {
                     packet_id: packet_id.map_or(0, PacketId::get),
                 }),
                 Change::Received { seq } => sid.map(|sid| Record::Received { sid, seq }),
-                Change::Done { seq } | Change::Dropped { seq } => {
-                    if matches!(change, Change::Dropped { .. }) {
-                        self.counters.dropped += 1;
+                Change::Done { seq } | Change::Dropped { seq } | Change::Expired { seq } => {
+                    match change {
+                        Change::Dropped { .. } => {
+                            self.counters.dropped += 1;
+                            self.counters.dropped_queue_full += 1;
+                        }
+                        Change::Expired { .. } => self.counters.expired += 1,
+                        _ => {}
                     }
                     self.messages.release(seq);
                     sid.map(|sid| Record::Done { sid, seq })

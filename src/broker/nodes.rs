@@ -44,15 +44,15 @@ impl Broker {
         }
     }
 
-    /// Adds one `to_nodes` entry per node interested in `topic`.
+    /// Adds one `to_nodes` entry per node interested in `topic`; whether there was one.
     pub(super) fn route_to_nodes(
         &self,
         topic: &TopicName,
         message: &Arc<Message>,
         effects: &mut Effects,
-    ) {
+    ) -> bool {
         if self.nodes.filters.is_empty() || super::is_sys_topic(topic.as_str()) {
-            return;
+            return false;
         }
         let first = effects.to_nodes.len();
         self.nodes.filters.matches(topic, |node, _| {
@@ -60,6 +60,7 @@ impl Broker {
                 effects.to_nodes.push((*node, message.clone()));
             }
         });
+        effects.to_nodes.len() > first
     }
 
     /// A PUBLISH that another node received and sent here: routed to this node's cores

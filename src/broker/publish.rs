@@ -136,16 +136,22 @@ impl Broker {
         let Ok(topic) = TopicName::new(message.topic.clone()) else {
             return effects;
         };
+        let mut elsewhere = false;
         self.interest.cores(&topic, |core| {
+            elsewhere = true;
             effects
                 .to_cores
                 .push((core, CoreMsg::Publish(message.clone())));
         });
         if local {
-            self.route_to_nodes(&topic, &message, &mut effects);
+            elsewhere |= self.route_to_nodes(&topic, &message, &mut effects);
         }
-        self.deliver_local(&topic, &message, false, now, &mut effects);
-        self.route_shared(&topic, &message, now, &mut effects);
+        let here = self.deliver_local(&topic, &message, false, now, &mut effects);
+        let shared = self.route_shared(&topic, &message, now, &mut effects);
+        // The broker's own `$SYS` figures often have no reader: they are not drops.
+        if !(elsewhere || here || shared || message.retain || publisher.is_empty()) {
+            self.counters.no_subscribers += 1;
+        }
         effects
     }
 
@@ -179,7 +185,7 @@ impl Broker {
                 members,
                 online,
             } => self.shares.set_count(from, &group, members, online),
-            CoreMsg::Stats { from, stats } => self.record_stats(from, stats),
+            CoreMsg::Stats { from, stats } => self.record_stats(from, *stats),
         }
         effects
     }
@@ -188,6 +194,7 @@ impl Broker {
     /// session, at the highest QoS of its matching subscriptions, carrying all of their
     /// Subscription Identifiers (MQTT 5.0 4.8.1 allows either this or one copy each).
     /// `from_other_core`: the message arrived over a channel (see [`LOCAL_COPY_FANOUT`]).
+    /// Returns whether any local subscription matched.
     fn deliver_local(
         &mut self,
         topic: &TopicName,
@@ -195,12 +202,12 @@ impl Broker {
         from_other_core: bool,
         now: Instant,
         effects: &mut Effects,
-    ) {
+    ) -> bool {
         if let Some(origin) = message.origin {
             if !self.exactly_once.admit(origin) {
                 // Routed again by a recovery, and this core took it before the crash.
                 self.counters.duplicates_skipped += 1;
-                return;
+                return true;
             }
         }
         // Reused between publishes: a fan-out to hundreds of sessions otherwise regrows
@@ -241,7 +248,9 @@ impl Broker {
         } else {
             message
         };
+        let matched = !list.is_empty();
         self.deliver_to(message, list, message.origin, now, effects);
+        matched
     }
 
     /// Gives `message` to each [`Recipient`]. The message is stored once however many sessions take
@@ -258,7 +267,11 @@ impl Broker {
         effects: &mut Effects,
     ) {
         self.keep_readers(&mut targets, &message.topic);
-        if targets.is_empty() || message.expires_at.is_some_and(|at| at <= now) {
+        if targets.is_empty() {
+            return;
+        }
+        if message.expires_at.is_some_and(|at| at <= now) {
+            self.counters.expired += targets.len() as u64;
             return;
         }
         let logged = match self.journal.room_for_messages() {
@@ -274,7 +287,9 @@ impl Broker {
                             .get(&target.client_id)
                             .is_some_and(|slot| slot.online || slot.sid.is_none())
                     });
-                    self.counters.dropped += (before - targets.len()) as u64;
+                    let lost = (before - targets.len()) as u64;
+                    self.counters.dropped += lost;
+                    self.counters.dropped_disk_full += lost;
                     None
                 }
                 None => {
@@ -360,6 +375,7 @@ impl Broker {
                 Delivery::Queued => true,
                 Delivery::Skipped { refused } => {
                     counters.dropped += u64::from(refused);
+                    counters.dropped_queue_full += u64::from(refused);
                     false
                 }
             };

@@ -165,3 +165,65 @@ fn fan_out_from_another_core_delivers_the_same_message_from_a_local_copy() {
     };
     assert_eq!(p.payload.as_ptr(), message.payload.as_ptr());
 }
+
+/// The drop reasons the engine counts: a PUBLISH nobody subscribed to (not a retained one,
+/// not the broker's own), the overflow of a queue, and a queued message whose expiry passed
+/// before its session came back.
+#[test]
+fn drops_are_counted_by_reason() {
+    let now = Instant::now();
+    let policy = SessionPolicy {
+        limits: crate::session::state::QueueLimits {
+            max_messages: 2,
+            ..Default::default()
+        },
+        ..SessionPolicy::default()
+    };
+    let mut core = Broker::new(CoreId(0), 1, policy, WallClock::now_from_system());
+    let publish = |topic: &'static str, retain: bool, expiry: Option<u32>| Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain,
+        topic: topic.into(),
+        packet_id: PacketId::new(1),
+        properties: crate::protocol::PropertyValues {
+            message_expiry_interval: expiry,
+            ..Default::default()
+        }
+        .into(),
+        payload: Bytes::from_static(b"x"),
+    };
+    let _ = core.publish(&"pub".into(), publish("nobody", false, None), now);
+    let _ = core.publish(&"pub".into(), publish("kept", true, None), now);
+    let _ = core.publish(&ByteString::new(), publish("$SYS/x", false, None), now);
+    assert_eq!(core.counters.no_subscribers, 1);
+
+    let holder = ByteString::from("holder");
+    core.connect(&holder, false, Duration::from_secs(60), 10, now)
+        .expect("accepted");
+    core.subscribe(&holder, subscribe("q/#", QoS::AtLeastOnce), now);
+    core.disconnect(&holder, None, now);
+    let _ = core.publish(&"pub".into(), publish("q/stale", false, Some(1)), now);
+    let _ = core.publish(&"pub".into(), publish("q/fresh", false, None), now);
+    assert_eq!(core.counters.dropped_queue_full, 0);
+    let _ = core.publish(&"pub".into(), publish("q/third", false, None), now);
+    // Drop-oldest: the stale one goes for the third, and is a queue drop, not an expiry.
+    assert_eq!(
+        (core.counters.dropped_queue_full, core.counters.dropped),
+        (1, 1)
+    );
+    let _ = core.publish(&"pub".into(), publish("q/short", false, Some(1)), now);
+    assert_eq!(core.counters.dropped_queue_full, 2);
+    let later = now + Duration::from_secs(2);
+    let (present, _, packets, _) = core
+        .connect(&holder, false, Duration::from_secs(60), 10, later)
+        .expect("resumed");
+    assert!(present);
+    assert_eq!(packets.len(), 1, "the message that had not expired");
+    assert_eq!(core.counters.expired, 1);
+    assert_eq!(core.counters.no_subscribers, 1);
+    assert_eq!(
+        core.counters.dropped, 2,
+        "an expiry is not in Mosquitto's dropped"
+    );
+}

@@ -59,6 +59,7 @@ impl Broker {
             .sessions
             .get(client_id)
             .is_some_and(|slot| !slot.online && slot.expires_at.is_some_and(|at| at <= now));
+        self.counters.sessions_expired += u64::from(expired);
         if clean_start || expired {
             // An expired session is gone even if the once-a-second sweep has not run yet.
             self.end_session(client_id, now, &mut effects);
@@ -207,6 +208,7 @@ impl Broker {
                 .get(&client_id)
                 .is_some_and(|slot| !slot.online && slot.expires_at == Some(at));
             if due {
+                self.counters.sessions_expired += 1;
                 self.end_session(&client_id, now, &mut effects);
             }
         }

@@ -222,15 +222,16 @@ impl Broker {
 
     /// Picks, for every share group whose filter matches, the core that delivers to it,
     /// and delivers or sends the message accordingly.
+    /// Returns whether any share group matched.
     pub(super) fn route_shared(
         &mut self,
         topic: &TopicName,
         message: &Arc<Message>,
         now: Instant,
         effects: &mut Effects,
-    ) {
+    ) -> bool {
         if self.shares.placements.is_empty() {
-            return;
+            return false;
         }
         let mut picks: Vec<(CoreId, SharedFilter)> = Vec::new();
         self.shares.placements.matches_mut(topic, |group, row| {
@@ -246,6 +247,7 @@ impl Broker {
             }
         });
         picks.sort_by_key(|(core, _)| *core);
+        let matched = !picks.is_empty();
         let mut picks = picks.into_iter().peekable();
         while let Some((core, group)) = picks.next() {
             if core == self.id {
@@ -265,6 +267,7 @@ impl Broker {
                 },
             ));
         }
+        matched
     }
 
     /// Delivers `message` to one member of `group` on this core, or passes it on (see the

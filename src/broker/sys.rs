@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use bytestring::ByteString;
 
+use super::sys_load::{Load, LOADS};
 use super::{Broker, Effects};
 use crate::ownership::CoreId;
 use crate::protocol::{Properties, Publish, QoS};
@@ -92,6 +93,30 @@ pub enum Stat {
     PublishTooDeep,
     /// SUBSCRIBE filters with more than `max_topic_levels` levels.
     SubscriptionsTooDeep,
+    // Drops by reason (`publish/messages/dropped/...`, and `berth_messages_dropped_total`
+    // by `reason`); `PublishDropped` keeps Mosquitto's meaning, the first four of these.
+    /// Messages the `max_queued_messages` / `max_queued_bytes` overflow policy dropped.
+    DroppedQueueFull,
+    /// QoS 0 an offline session could not keep (the log was full), and QoS 1/2 PUBLISHes
+    /// refused because the store could not take them (`PublishRefused`).
+    DroppedDiskFull,
+    /// PUBLISH packets above the receiving client's Maximum Packet Size.
+    DroppedTooLarge,
+    /// Messages for a share group none of whose members could take them.
+    DroppedNoShareMember,
+    /// Deliveries whose Message Expiry Interval passed before they were sent.
+    DroppedExpired,
+    /// Client PUBLISHes (not retained) that matched no subscription.
+    DroppedNoSubscribers,
+    /// PUBLISHes the ACL refused, and deliveries it denied (`AclDenied`).
+    DroppedAcl,
+    /// Offline sessions ended because their expiry interval passed (Mosquitto's
+    /// `clients/expired`).
+    ClientsExpired,
+    /// Connections accepted (sockets), for `load/sockets`.
+    SocketsAccepted,
+    /// CONNECT packets received, for `load/connections`.
+    Connects,
 }
 
 /// How the figures of the cores make the broker's.
@@ -104,7 +129,7 @@ pub enum Combine {
 }
 
 impl Stat {
-    pub const ALL: [Stat; 30] = [
+    pub const ALL: [Stat; 40] = [
         Stat::ClientsConnected,
         Stat::ClientsDisconnected,
         Stat::Subscriptions,
@@ -135,6 +160,16 @@ impl Stat {
         Stat::PublishRateLimited,
         Stat::PublishTooDeep,
         Stat::SubscriptionsTooDeep,
+        Stat::DroppedQueueFull,
+        Stat::DroppedDiskFull,
+        Stat::DroppedTooLarge,
+        Stat::DroppedNoShareMember,
+        Stat::DroppedExpired,
+        Stat::DroppedNoSubscribers,
+        Stat::DroppedAcl,
+        Stat::ClientsExpired,
+        Stat::SocketsAccepted,
+        Stat::Connects,
     ];
 
     /// The topic the figure is published on (Mosquitto's name for it).
@@ -170,6 +205,16 @@ impl Stat {
             Stat::PublishRateLimited => "$SYS/broker/publish/messages/rate_limited",
             Stat::PublishTooDeep => "$SYS/broker/publish/messages/too_deep",
             Stat::SubscriptionsTooDeep => "$SYS/broker/subscriptions/too_deep",
+            Stat::DroppedQueueFull => "$SYS/broker/publish/messages/dropped/queue_full",
+            Stat::DroppedDiskFull => "$SYS/broker/publish/messages/dropped/disk_full",
+            Stat::DroppedTooLarge => "$SYS/broker/publish/messages/dropped/too_large",
+            Stat::DroppedNoShareMember => "$SYS/broker/publish/messages/dropped/no_share_member",
+            Stat::DroppedExpired => "$SYS/broker/publish/messages/dropped/expired",
+            Stat::DroppedNoSubscribers => "$SYS/broker/publish/messages/dropped/no_subscribers",
+            Stat::DroppedAcl => "$SYS/broker/publish/messages/dropped/acl",
+            Stat::ClientsExpired => "$SYS/broker/clients/expired",
+            Stat::SocketsAccepted => "$SYS/broker/sockets/accepted",
+            Stat::Connects => "$SYS/broker/clients/connects",
         }
     }
 
@@ -183,14 +228,23 @@ impl Stat {
 
 /// `clients/connected` + `clients/disconnected`, as Mosquitto publishes it.
 pub const CLIENTS_TOTAL: &str = "$SYS/broker/clients/total";
+/// The most clients connected at once, as seen at each `$SYS` update (Mosquitto's
+/// meaning: a client that comes and goes between two updates may be missed).
+pub const CLIENTS_MAXIMUM: &str = "$SYS/broker/clients/maximum";
 /// Seconds since the broker started, as `"N seconds"`.
 pub const UPTIME: &str = "$SYS/broker/uptime";
 /// `"berth X.Y.Z"`, published once.
 pub const VERSION: &str = "$SYS/broker/version";
 
 /// One core's figures at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CoreStats([u64; Stat::ALL.len()]);
+
+impl Default for CoreStats {
+    fn default() -> CoreStats {
+        CoreStats([0; Stat::ALL.len()])
+    }
+}
 
 impl CoreStats {
     pub fn get(&self, stat: Stat) -> u64 {
@@ -205,7 +259,10 @@ impl CoreStats {
 /// Core 0's view: the latest figures of every core and what it last published.
 pub(crate) struct SysBoard {
     latest: Vec<Option<CoreStats>>,
-    published: HashMap<&'static str, String>,
+    published: HashMap<String, String>,
+    /// The most clients seen connected at an update.
+    maximum: u64,
+    load: Load,
 }
 
 impl SysBoard {
@@ -213,7 +270,16 @@ impl SysBoard {
         SysBoard {
             latest: vec![None; cores],
             published: HashMap::new(),
+            maximum: 0,
+            load: Load::default(),
         }
+    }
+
+    /// Takes in an update's totals: the maximum and the load averages.
+    fn update(&mut self, uptime: Duration) {
+        self.maximum = self.maximum.max(self.total(Stat::ClientsConnected));
+        let totals = LOADS.map(|(stat, _)| self.total(stat));
+        self.load.update(uptime, totals);
     }
 
     /// The broker-wide figure: summed over the cores heard from, or core 0's own.
@@ -230,18 +296,23 @@ impl SysBoard {
     }
 
     /// Every topic and payload, in a fixed order.
-    fn figures(&self, uptime: Duration) -> Vec<(&'static str, String)> {
-        let mut out: Vec<(&'static str, String)> = vec![
-            (VERSION, format!("berth {}", env!("CARGO_PKG_VERSION"))),
-            (UPTIME, format!("{} seconds", uptime.as_secs())),
+    fn figures(&self, uptime: Duration) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = vec![
+            (
+                VERSION.into(),
+                format!("berth {}", env!("CARGO_PKG_VERSION")),
+            ),
+            (UPTIME.into(), format!("{} seconds", uptime.as_secs())),
         ];
         out.extend(
             Stat::ALL
                 .iter()
-                .map(|&stat| (stat.topic(), self.total(stat).to_string())),
+                .map(|&stat| (stat.topic().into(), self.total(stat).to_string())),
         );
         let clients = self.total(Stat::ClientsConnected) + self.total(Stat::ClientsDisconnected);
-        out.push((CLIENTS_TOTAL, clients.to_string()));
+        out.push((CLIENTS_TOTAL.into(), clients.to_string()));
+        out.push((CLIENTS_MAXIMUM.into(), self.maximum.to_string()));
+        out.extend(self.load.figures());
         out
     }
 }
@@ -276,10 +347,16 @@ impl Broker {
         );
         stats.set(Stat::AclRefused, self.counters.acl_refused);
         stats.set(Stat::AclDenied, self.counters.acl_denied);
-        stats.set(
-            Stat::PublishDropped,
-            self.counters.dropped + self.shares.undeliverable,
-        );
+        let c = &self.counters;
+        stats.set(Stat::PublishDropped, c.dropped + self.shares.undeliverable);
+        stats.set(Stat::DroppedQueueFull, c.dropped_queue_full);
+        // The connections add the publishes refused for a full store (`IoStats::fill`).
+        stats.set(Stat::DroppedDiskFull, c.dropped_disk_full);
+        stats.set(Stat::DroppedNoShareMember, self.shares.undeliverable);
+        stats.set(Stat::DroppedExpired, c.expired);
+        stats.set(Stat::DroppedNoSubscribers, c.no_subscribers);
+        stats.set(Stat::DroppedAcl, c.acl_publish_refused + c.acl_denied);
+        stats.set(Stat::ClientsExpired, c.sessions_expired);
         stats
     }
 
@@ -294,15 +371,16 @@ impl Broker {
     /// (all of them the first time). `uptime` is the time since the broker started.
     pub fn publish_sys(&mut self, uptime: Duration, now: Instant) -> Effects {
         let mut effects = Effects::default();
+        self.sys.update(uptime);
         for (topic, payload) in self.sys.figures(uptime) {
-            if self.sys.published.get(topic) == Some(&payload) {
+            if self.sys.published.get(&topic) == Some(&payload) {
                 continue;
             }
             let publish = Publish {
                 dup: false,
                 qos: QoS::AtMostOnce,
                 retain: true,
-                topic: ByteString::from_static(topic),
+                topic: ByteString::from(topic.as_str()),
                 packet_id: None,
                 properties: Properties::default(),
                 payload: Bytes::from(payload.clone().into_bytes()),
@@ -354,7 +432,9 @@ mod tests {
     #[test]
     fn topics_are_distinct_and_under_sys() {
         let mut topics: Vec<&str> = Stat::ALL.iter().map(|s| s.topic()).collect();
-        topics.extend([CLIENTS_TOTAL, UPTIME, VERSION]);
+        topics.extend([CLIENTS_TOTAL, CLIENTS_MAXIMUM, UPTIME, VERSION]);
+        let loads: Vec<String> = super::super::sys_load::topics().collect();
+        topics.extend(loads.iter().map(String::as_str));
         let count = topics.len();
         topics.sort();
         topics.dedup();
@@ -386,14 +466,15 @@ mod tests {
         let effects = core0.on_core_msg(
             CoreMsg::Stats {
                 from: CoreId(1),
-                stats: theirs,
+                stats: Box::new(theirs),
             },
             now,
         );
         assert!(effects.to_cores.is_empty() && effects.to_clients.is_empty());
         let first = core0.publish_sys(Duration::from_secs(7), now);
         let topics = retained_topics(&first);
-        assert_eq!(topics.len(), Stat::ALL.len() + 3, "{topics:?}");
+        let loads = super::super::sys_load::topics().count();
+        assert_eq!(topics.len(), Stat::ALL.len() + 4 + loads, "{topics:?}");
         let value = |topic: &str| {
             core0
                 .retained
@@ -413,6 +494,7 @@ mod tests {
             "core 0's own"
         );
         assert_eq!(value("$SYS/broker/uptime"), "7 seconds");
+        assert_eq!(value("$SYS/broker/clients/maximum"), "6");
         assert!(value("$SYS/broker/version").starts_with("berth "));
         // Nothing changed but the uptime.
         let second = core0.publish_sys(Duration::from_secs(8), now);

@@ -24,8 +24,9 @@ use super::{keepalive_cap, Config, FsyncMode, Overflow};
 pub struct Args {
     /// Address to listen on with plain TCP (every core accepts on it); the first listener,
     /// before the config file's `[[listener]]` tables. The default applies only where the
-    /// file has no `[[listener]]` table. Port 0 picks a free port.
-    #[arg(long)]
+    /// file has no `[[listener]]` table. Port 0 picks a free port; a host name is resolved
+    /// at start (`localhost:1883`).
+    #[arg(long, value_parser = super::listen_address)]
     pub listen: Option<SocketAddr>,
     /// Number of cores (executors, each pinned to its CPU) to run, 1..=1024. More than this
     /// machine's CPUs is allowed, with a warning: the executors then run unpinned (a data
@@ -50,7 +51,7 @@ pub struct Args {
     /// Whether a client without a username may connect: true or false. Default: true only
     /// on a loopback address without a password file; berth refuses to start on another
     /// address with no authentication unless this is true.
-    #[arg(long)]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub allow_anonymous: Option<bool>,
     /// Mosquitto ACL file: what each user may publish (write) and subscribe to or receive
     /// (read). Without one, every client may do everything. Re-read on SIGHUP.
@@ -59,19 +60,30 @@ pub struct Args {
     /// With a password_file: a CONNECT whose username differs from the one that last took
     /// the client id's session is refused (v5 0x87, 3.1.1 return code 5) rather than
     /// taking it over or cleaning it. true or false.
-    #[arg(long)]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub session_ownership: Option<bool>,
     /// Address of the admin HTTP API and `/metrics` (EMQX's port). It runs only with
     /// admin_keys_file or admin_allow_anonymous.
-    #[arg(long)]
+    #[arg(long, value_parser = super::listen_address)]
     pub admin_listen: Option<SocketAddr>,
     /// File of `key:secret` lines: the API keys the admin API takes over HTTP Basic.
     #[arg(long)]
     pub admin_keys_file: Option<PathBuf>,
     /// Run the admin API without keys: true or false; allowed only on a loopback
     /// admin_listen.
-    #[arg(long)]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub admin_allow_anonymous: Option<bool>,
+    /// PEM certificate chain: the admin API (and dashboard) speak HTTPS with it. Needs
+    /// admin_tls_key.
+    #[arg(long)]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// PEM private key of admin_tls_cert.
+    #[arg(long)]
+    pub admin_tls_key: Option<PathBuf>,
+    /// Seconds an admin API connection may stay silent while the API waits for a request
+    /// (or for its TLS handshake) before it is closed.
+    #[arg(long)]
+    pub admin_idle_timeout: Option<u64>,
     /// Seconds an accepted connection may take to send its CONNECT.
     #[arg(long)]
     pub connect_timeout: Option<u64>,
@@ -120,7 +132,7 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub queue_overflow: Option<Overflow>,
     /// Whether QoS 0 messages are queued for offline sessions (`true`/`false`).
-    #[arg(long)]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub queue_qos0: Option<bool>,
     /// Most sessions the broker holds; 0 means no limit. Each core holds its share.
     #[arg(long)]
@@ -186,6 +198,15 @@ impl Args {
         config.admin_allow_anonymous = self
             .admin_allow_anonymous
             .unwrap_or(config.admin_allow_anonymous);
+        if let Some(v) = self.admin_idle_timeout {
+            config.admin_idle_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = &self.admin_tls_cert {
+            config.admin_tls_cert = Some(v.clone());
+        }
+        if let Some(v) = &self.admin_tls_key {
+            config.admin_tls_key = Some(v.clone());
+        }
         if let Some(v) = self.connect_timeout {
             config.connect_timeout = Duration::from_secs(v);
         }
@@ -269,6 +290,10 @@ fn shown_defaults(d: &Config) -> Vec<(&'static str, String)> {
         ("session_ownership", d.session_ownership.to_string()),
         ("admin_listen", d.admin_listen.to_string()),
         ("admin_allow_anonymous", d.admin_allow_anonymous.to_string()),
+        (
+            "admin_idle_timeout",
+            d.admin_idle_timeout.as_secs().to_string(),
+        ),
         ("connect_timeout", d.connect_timeout.as_secs().to_string()),
         ("max_packet_size", d.max_packet_size.to_string()),
         ("receive_maximum", d.receive_maximum.to_string()),

@@ -26,6 +26,9 @@ pub(super) struct FileConfig {
     admin_listen: Option<String>,
     admin_keys_file: Option<PathBuf>,
     admin_allow_anonymous: Option<bool>,
+    admin_tls_cert: Option<PathBuf>,
+    admin_tls_key: Option<PathBuf>,
+    admin_idle_timeout: Option<u64>,
     connect_timeout: Option<u64>,
     max_packet_size: Option<u32>,
     server_keep_alive: Option<u16>,
@@ -81,11 +84,7 @@ impl FileConfig {
         };
 
         if let Some(listen) = file.listen {
-            config.listen = Some(
-                listen
-                    .parse()
-                    .map_err(|e| invalid("listen", format!("`{listen}`: {e}")))?,
-            );
+            config.listen = Some(super::listen_address(&listen).map_err(|e| invalid("listen", e))?);
         }
         if let Some(v) = file.cores {
             config.cores = v;
@@ -100,9 +99,8 @@ impl FileConfig {
         }
         config.session_ownership = file.session_ownership.unwrap_or(config.session_ownership);
         if let Some(v) = &file.admin_listen {
-            config.admin_listen = v
-                .parse()
-                .map_err(|e| invalid("admin_listen", format!("`{v}`: {e}")))?;
+            config.admin_listen =
+                super::listen_address(v).map_err(|e| invalid("admin_listen", e))?;
         }
         if let Some(v) = file.admin_keys_file {
             config.admin_keys_file = Some(path.parent().map_or(v.clone(), |dir| dir.join(&v)));
@@ -110,6 +108,15 @@ impl FileConfig {
         config.admin_allow_anonymous = file
             .admin_allow_anonymous
             .unwrap_or(config.admin_allow_anonymous);
+        if let Some(v) = file.admin_idle_timeout {
+            config.admin_idle_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = file.admin_tls_cert {
+            config.admin_tls_cert = Some(path.parent().map_or(v.clone(), |dir| dir.join(&v)));
+        }
+        if let Some(v) = file.admin_tls_key {
+            config.admin_tls_key = Some(path.parent().map_or(v.clone(), |dir| dir.join(&v)));
+        }
         if let Some(v) = file.data_dir {
             config.data_dir = v;
         }

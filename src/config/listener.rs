@@ -132,9 +132,8 @@ impl ListenerTable {
                 "is required (such as \"0.0.0.0:8883\")".into(),
             ));
         };
-        let address: SocketAddr = address
-            .parse()
-            .map_err(|e| invalid("address", format!("`{address}`: {e}")))?;
+        let address: SocketAddr =
+            super::listen_address(address).map_err(|e| invalid("address", e))?;
         let transport = self.transport.as_deref().unwrap_or("tcp");
         if self.path.is_some() && !matches!(transport, "ws" | "wss") {
             return Err(invalid(

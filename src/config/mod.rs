@@ -44,6 +44,34 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::ne
     1883,
 ));
 
+/// An address to listen on: `IP:PORT`, or `NAME:PORT` with the name resolved now
+/// (`localhost:1883`); a name that resolves to several addresses takes the first, IPv4
+/// before IPv6, as most resolvers order `localhost`.
+pub fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    use std::net::ToSocketAddrs;
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!(
+            "`{text}` is not HOST:PORT (such as 127.0.0.1:1883)"
+        ));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!("`{text}`: `{port}` is not a port (0..=65535)"));
+    }
+    let addresses: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("`{text}`: cannot resolve `{host}`: {e}"))?
+        .collect();
+    addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("`{text}`: `{host}` resolves to no address"))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -107,6 +135,13 @@ pub struct Config {
     /// The keys `admin_keys_file` holds, read when the configuration is.
     pub admin_keys: Option<Arc<ApiKeys>>,
     pub admin_allow_anonymous: bool,
+    /// `admin_tls_cert` and `admin_tls_key`: the admin API speaks HTTPS with them.
+    pub admin_tls_cert: Option<PathBuf>,
+    /// How long an admin connection may stay silent while a read waits on it.
+    pub admin_idle_timeout: Duration,
+    pub admin_tls_key: Option<PathBuf>,
+    /// The admin API's TLS settings, read from those files (swapped whole on SIGHUP).
+    pub admin_tls: Option<Arc<TlsListener>>,
     /// Who may connect, as these settings decide (the password file read at start and at
     /// each reload).
     pub auth: Arc<Authenticator>,
@@ -162,6 +197,10 @@ impl Default for Config {
             admin_keys_file: None,
             admin_keys: None,
             admin_allow_anonymous: false,
+            admin_tls_cert: None,
+            admin_idle_timeout: Duration::from_secs(60),
+            admin_tls_key: None,
+            admin_tls: None,
             auth: Arc::new(Authenticator {
                 passwords: None,
                 allow_anonymous: true,
@@ -339,6 +378,46 @@ impl Config {
                 bad("admin_keys_file", args.admin_keys_file.is_some(), message)
             })?;
             config.admin_keys = Some(Arc::new(keys));
+        }
+        if config.admin_idle_timeout.is_zero() {
+            return Err(bad(
+                "admin_idle_timeout",
+                args.admin_idle_timeout.is_some(),
+                "must be at least 1".into(),
+            ));
+        }
+        match (&config.admin_tls_cert, &config.admin_tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = tls::Files {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    ca: None,
+                    require_certificate: false,
+                };
+                let tls =
+                    TlsListener::load(files, Identity::None).map_err(|(which, message)| {
+                        let (key, from_flag) = if which == "key" {
+                            ("admin_tls_key", args.admin_tls_key.is_some())
+                        } else {
+                            ("admin_tls_cert", args.admin_tls_cert.is_some())
+                        };
+                        bad(key, from_flag, message)
+                    })?;
+                config.admin_tls = Some(Arc::new(tls));
+            }
+            (Some(_), None) => {
+                let message = "needs admin_tls_key too (the certificate's PEM key)".to_string();
+                return Err(bad(
+                    "admin_tls_cert",
+                    args.admin_tls_cert.is_some(),
+                    message,
+                ));
+            }
+            (None, Some(_)) => {
+                let message = "needs admin_tls_cert too (the key's PEM chain)".to_string();
+                return Err(bad("admin_tls_key", args.admin_tls_key.is_some(), message));
+            }
+            (None, None) => {}
         }
         if config.admin_allow_anonymous && !config.admin_listen.ip().is_loopback() {
             let message = format!(

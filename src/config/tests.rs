@@ -307,6 +307,8 @@ fn help_shows_the_default_of_every_flag_that_has_one() {
                 "password_file",
                 "acl_file",
                 "admin_keys_file",
+                "admin_tls_cert",
+                "admin_tls_key",
                 "ban_file",
             ]
             .contains(&arg.get_id().as_str())
@@ -446,4 +448,51 @@ fn every_listener_counts_for_the_refusal_to_run_open_beyond_loopback() {
     ));
     let config = config.unwrap();
     assert!(config.listeners[0].certificate_required());
+}
+
+fn parsed(flags: &[&str]) -> Result<Config, String> {
+    let matches = Args::command_showing_defaults()
+        .try_get_matches_from(std::iter::once("berth").chain(flags.iter().copied()))
+        .map_err(|e| e.to_string())?;
+    let args = <Args as clap::FromArgMatches>::from_arg_matches(&matches).unwrap();
+    Config::from_args(args).map_err(|e| e.to_string())
+}
+
+#[test]
+fn every_bool_flag_is_a_switch_that_also_takes_a_value() {
+    let on = parsed(&["--queue-qos0", "--session-ownership", "--allow-anonymous"]).unwrap();
+    assert!(on.queue_qos0 && on.session_ownership);
+    let off = parsed(&["--queue-qos0", "false", "--session-ownership=false"]).unwrap();
+    assert!(!off.queue_qos0 && !off.session_ownership);
+    assert!(parsed(&["--queue-qos0", "maybe"]).is_err());
+}
+
+#[test]
+fn a_listen_address_may_name_a_host() {
+    let config = parsed(&[
+        "--listen",
+        "localhost:1884",
+        "--admin-listen",
+        "localhost:0",
+    ])
+    .unwrap();
+    assert_eq!(
+        config.listen,
+        Some(SocketAddr::from(([127, 0, 0, 1], 1884)))
+    );
+    assert!(config.admin_listen.ip().is_loopback());
+    let err = parsed(&["--listen", "localhost"]).unwrap_err();
+    assert!(
+        err.contains("--listen") && err.contains("HOST:PORT"),
+        "{err}"
+    );
+    let err = parsed(&["--listen", "localhost:99999"]).unwrap_err();
+    assert!(err.contains("not a port"), "{err}");
+    let err = with_file("listen = \"no-such-host.invalid:1883\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`listen`") && err.contains("cannot resolve"),
+        "{err}"
+    );
 }

@@ -19,17 +19,18 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use tracing::Instrument;
 
 use super::engine::CoreEngine;
+use super::io_stats::Refused;
 use super::limits::ConnectionSlot;
 use super::linger::{linger, Linger};
 use super::local::{ConnInfo, Control, Core, CoreMail, Handoff, IoStats};
 use super::outbox::Outbox;
 use super::reading::{next_read, read_more, CONNECT_READ, SMALL_READ};
+use super::refusal::{hex, not_admitted, send_refusal};
 use super::transport::{self, Attached, Transport};
 use super::writer::write_loop;
 use crate::auth::Verdict;
 use crate::ownership::{assign_client_id, owner_of, CoreId};
-use crate::protocol::{self, Connect, ReasonCode};
-use crate::session::admission::{refuse_admission, NotAdmitted};
+use crate::protocol::{self, Connect};
 use crate::session::connect::{claimed_level, refuse_malformed, Refusal};
 use crate::session::credentials::{refuse_credentials, refuse_session_of_another};
 use crate::session::link::{LinkLimits, Opening};
@@ -71,9 +72,15 @@ pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S, slot: ConnectionS
             if let ConnectFailure::Decode { error, level } = failure {
                 let refusal = refuse_malformed(&error, level);
                 let code = refusal.as_ref().map(|r| hex(r.reason_code));
-                if let Some(refusal) = refusal {
-                    send_refusal(&mut stream, refusal).await;
-                    let _ = stream.flush().await;
+                match refusal {
+                    Some(refusal) => {
+                        send_refusal(&core, &mut stream, refusal, None).await;
+                        let _ = stream.flush().await;
+                    }
+                    None => core.stats.refused(Refused {
+                        code: None,
+                        why: "malformed CONNECT",
+                    }),
                 }
                 tracing::info!(core = %core.id, client_id = "<unknown>", %peer, reason_code = code, %error, "CONNECT refused");
                 linger(stream).await;
@@ -210,7 +217,7 @@ async fn authenticated<S: Transport>(
         .connect_failures
         .set(core.stats.connect_failures.get() + 1);
     tracing::info!(core = %core.id, client_id = %connect.client_id, username = username.unwrap_or(""), %peer, reason_code = %hex(refusal.reason_code), reason = %refusal.reason, "CONNECT refused");
-    send_refusal(stream, refusal).await;
+    send_refusal(core, stream, refusal, None).await;
     let _ = stream.flush().await;
     false
 }
@@ -229,37 +236,6 @@ fn refuse_takeover(core: &Core, opening: &Opening, certified: bool) -> Option<Re
         return None;
     }
     Some(refuse_session_of_another(connect))
-}
-
-/// Refuses a CONNECT the limits keep out (`server::limits`): its CONNACK, then close.
-async fn not_admitted<S: Transport>(
-    core: &Core,
-    mut stream: S,
-    connect: &Connect,
-    why: NotAdmitted,
-    peer: SocketAddr,
-) {
-    let refusal = refuse_admission(connect, &why);
-    tracing::info!(core = %core.id, client_id = %connect.client_id, %peer, reason_code = %hex(refusal.reason_code), reason = %refusal.reason, "CONNECT refused");
-    send_refusal(&mut stream, refusal).await;
-    let _ = stream.flush().await;
-    linger(stream).await;
-}
-
-/// A reason code as operators read it in the logs (`0x93`).
-fn hex(code: ReasonCode) -> tracing::field::DisplayValue<String> {
-    tracing::field::display(format!("0x{:02X}", code.0))
-}
-
-/// Writes a refusing CONNACK, if the link left one that fits the client.
-async fn send_refusal(stream: &mut impl Transport, refusal: Refusal) {
-    let Some(packet) = refusal.conn_ack else {
-        return;
-    };
-    let mut out = BytesMut::new();
-    if protocol::encode(&packet, refusal.version, &mut out).is_ok() {
-        let _ = stream.write_all(&out).await;
-    }
 }
 
 /// Runs on the core that received a hand-off.
@@ -326,7 +302,7 @@ pub async fn serve<S: Transport>(
         Err(refusal) => {
             let reason = refusal.reason.clone();
             tracing::info!(core = %core.id, client_id = %client_id_sent, %peer, reason_code = %hex(refusal.reason_code), reason, "CONNECT refused");
-            send_refusal(&mut stream, refusal).await;
+            send_refusal(&core, &mut stream, refusal, None).await;
             linger(stream).await;
             return;
         }
@@ -341,7 +317,7 @@ pub async fn serve<S: Transport>(
         core.stats
             .connect_failures
             .set(core.stats.connect_failures.get() + 1);
-        send_refusal(&mut stream, refusal).await;
+        send_refusal(&core, &mut stream, refusal, None).await;
         linger(stream).await;
         return;
     }
@@ -359,7 +335,7 @@ pub async fn serve<S: Transport>(
             Ok(started) => started,
             Err(refusal) => {
                 tracing::warn!(client_id = %client_id, %peer, reason_code = %hex(refusal.reason_code), "CONNECT refused: session limit reached");
-                send_refusal(&mut stream, refusal).await;
+                send_refusal(&core, &mut stream, refusal, None).await;
                 core.unregister(&client_id, serial);
                 linger(stream).await;
                 return;

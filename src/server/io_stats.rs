@@ -1,10 +1,26 @@
 //! A core's connection counters: plain cells the connection tasks add to, read for `$SYS`
 //! and the admin API (no atomics: one core writes and reads them).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use crate::broker::{CoreStats, Stat};
-use crate::protocol::Packet;
+use crate::histogram::{Histogram, CHECKPOINT_SECONDS};
+use crate::protocol::{Packet, ReasonCode};
+
+/// CONNECTs refused, by the CONNACK's reason code (the 5.0 code; a 3.x client got its
+/// return code mapped from it) and why (a limit's name, or the code's own name): a short
+/// list, a few kinds ever happen on one broker.
+pub type Refusals = Vec<(Refused, u64)>;
+
+/// One kind of refused CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    /// `None`: nothing could be answered (a malformed CONNECT of an unknown level).
+    pub code: Option<ReasonCode>,
+    /// A limit's name (`client_id_length`, `banned`, `flapping`, ...) or the code's
+    /// description, as the logs say it.
+    pub why: &'static str,
+}
 
 /// Counters for this core; read and summed across cores for $SYS.
 #[derive(Debug, Default)]
@@ -31,6 +47,21 @@ pub struct IoStats {
     /// QoS 1/2 PUBLISH packets refused because the store could not take their message
     /// (disk full, `max_stored_bytes`): v5 0x97, or a closed 3.x connection.
     pub publish_refused: Cell<u64>,
+    /// CONNECT packets decoded (`load/connections`).
+    pub connects: Cell<u64>,
+    pub refusals: RefCell<Refusals>,
+    /// How long this core's completed checkpoints took, start to END.
+    pub checkpoints: CheckpointTimes,
+}
+
+/// The checkpoint durations of one core (its own type so that `IoStats` stays `Default`).
+#[derive(Debug)]
+pub struct CheckpointTimes(pub RefCell<Histogram>);
+
+impl Default for CheckpointTimes {
+    fn default() -> CheckpointTimes {
+        CheckpointTimes(RefCell::new(Histogram::new(CHECKPOINT_SECONDS)))
+    }
 }
 
 impl IoStats {
@@ -54,6 +85,16 @@ impl IoStats {
     /// A CONNECT decoded (it goes to `received` as a packet of no other kind).
     pub fn received_connect(&self) {
         add(&self.packets_received, 1);
+        add(&self.connects, 1);
+    }
+
+    /// A CONNECT refused (once per refusal, whether or not a CONNACK could be sent).
+    pub fn refused(&self, refused: Refused) {
+        let mut refusals = self.refusals.borrow_mut();
+        match refusals.iter_mut().find(|(kind, _)| *kind == refused) {
+            Some((_, count)) => *count += 1,
+            None => refusals.push((refused, 1)),
+        }
     }
 
     pub fn sent(&self, packet: &Packet) {
@@ -91,6 +132,18 @@ impl IoStats {
         stats.set(Stat::PublishRefused, self.publish_refused.get());
         stats.set(Stat::DroppedSlowSubscriber, self.dropped_slow.get());
         stats.set(Stat::DroppedOverload, self.dropped_overload.get());
+        let outbox = self.dropped_slow.get() + self.dropped_overload.get();
+        stats.set(
+            Stat::DroppedTooLarge,
+            self.publish_dropped.get().saturating_sub(outbox),
+        );
+        let disk_full = stats.get(Stat::DroppedDiskFull);
+        stats.set(
+            Stat::DroppedDiskFull,
+            disk_full.wrapping_add(self.publish_refused.get()),
+        );
+        stats.set(Stat::SocketsAccepted, self.accepted.get());
+        stats.set(Stat::Connects, self.connects.get());
         // The engine counts its own drops (queues, share groups); these add to them.
         let dropped = stats.get(Stat::PublishDropped);
         stats.set(
@@ -121,5 +174,23 @@ mod tests {
         assert_eq!(figures.get(Stat::PublishDropped), 14);
         assert_eq!(figures.get(Stat::DroppedSlowSubscriber), 2);
         assert_eq!(figures.get(Stat::DroppedOverload), 1);
+        assert_eq!(figures.get(Stat::DroppedTooLarge), 1);
+    }
+
+    #[test]
+    fn refusals_are_counted_by_code_and_reason() {
+        let stats = IoStats::default();
+        let banned = Refused {
+            code: Some(ReasonCode::BANNED),
+            why: "banned",
+        };
+        let flapping = Refused {
+            code: Some(ReasonCode::BANNED),
+            why: "flapping",
+        };
+        stats.refused(banned);
+        stats.refused(flapping);
+        stats.refused(banned);
+        assert_eq!(*stats.refusals.borrow(), vec![(banned, 2), (flapping, 1)]);
     }
 }

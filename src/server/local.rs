@@ -135,6 +135,15 @@ pub struct Core {
 }
 
 impl Core {
+    /// This core's figures now: the broker's, the connections' I/O and the limits' (what
+    /// `$SYS` and `/metrics` show).
+    pub fn figures(&self) -> crate::broker::CoreStats {
+        let mut stats = self.broker.borrow().core_stats();
+        self.stats.fill(&mut stats);
+        self.limits.fill(&mut stats);
+        stats
+    }
+
     pub fn new(
         id: CoreId,
         config: Config,

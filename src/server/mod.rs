@@ -30,6 +30,7 @@ mod mesh;
 mod nodes;
 mod outbox;
 mod reading;
+mod refusal;
 pub mod reload;
 mod storage;
 mod sys;
@@ -119,6 +120,15 @@ pub fn run(
     reload.on_reload("listener certificates", {
         let listeners = config.listeners.clone();
         move |config| tls_reload(&listeners, &config.listeners)
+    });
+    reload.on_reload("admin certificate", {
+        let admin_tls = config.admin_tls.clone();
+        move |config| {
+            if let (Some(current), Some(newer)) = (&admin_tls, &config.admin_tls) {
+                current.replace(newer);
+                tracing::info!("admin API TLS certificate reloaded");
+            }
+        }
     });
     // Bans: replaced whole on SIGHUP like the password file (`limits`).
     let shared_limits = limits::SharedLimits::new(&config.limits);
@@ -283,9 +293,12 @@ pub fn run(
             started,
             settings: std::cell::RefCell::new((settings, settings_changed)),
             data_dir: config.data_dir.clone(),
+            tls: config.admin_tls.clone(),
+            idle: config.admin_idle_timeout,
         };
         let addr = admin::start(config.admin_listen, admin)?;
-        tracing::info!(%addr, keys = config.admin_keys.is_some(), "admin API listening");
+        let tls = config.admin_tls.is_some();
+        tracing::info!(%addr, keys = config.admin_keys.is_some(), tls, "admin API listening");
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "berth admin API on {addr}");
         let _ = stdout.flush();
@@ -432,6 +445,11 @@ async fn checkpoint(core: Rc<Core>) {
                 glommio::timer::sleep(pause).await
             }
             Ok(Some(report)) => {
+                core.stats
+                    .checkpoints
+                    .0
+                    .borrow_mut()
+                    .observe(started.elapsed());
                 tracing::info!(
                     core = %core.id,
                     sessions = report.sessions,

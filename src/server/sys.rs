@@ -16,9 +16,7 @@ const PUBLISHER: CoreId = CoreId(0);
 pub async fn sys_loop(core: Rc<Core>, interval: Duration, started: Instant) {
     loop {
         glommio::timer::sleep(interval).await;
-        let mut stats = core.broker.borrow().core_stats();
-        core.stats.fill(&mut stats);
-        core.limits.fill(&mut stats);
+        let stats = core.figures();
         let effects = if core.id == PUBLISHER {
             let mut broker = core.broker.borrow_mut();
             broker.record_stats(core.id, stats);
@@ -27,7 +25,13 @@ pub async fn sys_loop(core: Rc<Core>, interval: Duration, started: Instant) {
             let from = core.id;
             Effects {
                 to_clients: Vec::new(),
-                to_cores: vec![(PUBLISHER, CoreMsg::Stats { from, stats })],
+                to_cores: vec![(
+                    PUBLISHER,
+                    CoreMsg::Stats {
+                        from,
+                        stats: Box::new(stats),
+                    },
+                )],
                 ..Effects::default()
             }
         };

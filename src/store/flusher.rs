@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use memmap2::MmapRaw;
 
 use super::{FsyncPolicy, Position, StoreError};
+use crate::histogram::{Histogram, FSYNC_SECONDS};
 
 pub struct Flusher {
     /// End of the appended data in the head segment. Stored by the executor after each append
@@ -39,6 +40,9 @@ struct State {
     failure: Option<(PathBuf, io::ErrorKind, String)>,
     closing: bool,
     closed: bool,
+    /// How long each round's msyncs took (rounds that had something to sync), read by
+    /// `/metrics` (`berth_log_fsync_seconds`).
+    latency: Histogram,
 }
 
 struct Unsynced {
@@ -64,6 +68,7 @@ impl Flusher {
                 failure: None,
                 closing: false,
                 closed: false,
+                latency: Histogram::new(FSYNC_SECONDS),
             }),
             wake: Condvar::new(),
         });
@@ -129,6 +134,11 @@ impl Flusher {
     pub fn close(&self) {
         self.lock().closing = true;
         self.wake.notify_all();
+    }
+
+    /// A copy of the msync latencies so far.
+    pub fn latency(&self) -> Histogram {
+        self.lock().latency.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -212,14 +222,20 @@ impl Flusher {
             (head, ranges)
         };
         let mut failure = None;
+        let synced_any = !ranges.is_empty();
+        let started = Instant::now();
         for (map, path, start, end) in ranges {
             if let Err(e) = map.flush_range(start, end - start) {
                 failure = Some((path, e.kind(), e.to_string()));
                 break;
             }
         }
+        let took = started.elapsed();
         let wakers: Vec<Waker> = {
             let mut state = self.lock();
+            if synced_any {
+                state.latency.observe(took);
+            }
             if state.failure.is_none() {
                 state.failure = failure;
             }

@@ -460,6 +460,11 @@ impl Log {
         }
     }
 
+    /// How long the flusher's msyncs took; `None` under `fsync = "never"` (no flusher).
+    pub fn fsync_latency(&self) -> Option<crate::histogram::Histogram> {
+        self.flusher.as_ref().map(|(flusher, _)| flusher.latency())
+    }
+
     pub fn config(&self) -> &LogConfig {
         &self.config
     }

@@ -28,7 +28,8 @@ from mqttwire import SESSION_EXPIRY_INTERVAL, V5, V311, Conn, ids_owned_by
 ANON = ("--admin-listen", "127.0.0.1:0", "--admin-allow-anonymous", "true")
 
 
-def api(b: Broker, method: str, path: str, body=None, auth: tuple[str, str] | None = None):
+def api(b: Broker, method: str, path: str, body=None, auth: tuple[str, str] | None = None,
+        headers: dict[str, str] | None = None):
     """(status, decoded JSON or text) of one request to `b`'s admin API."""
     host, port = b.admin
     data = None if body is None else json.dumps(body).encode()
@@ -37,6 +38,8 @@ def api(b: Broker, method: str, path: str, body=None, auth: tuple[str, str] | No
         req.add_header("Content-Type", "application/json")
     if auth:
         req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             status, raw, kind = r.status, r.read(), r.headers.get("Content-Type", "")
@@ -155,6 +158,27 @@ def test_kick_disconnects_with_0x98_and_keeps_the_queue(start_broker):
     assert s.connect(clean=False, expiry=3600).session_present
     assert [s.next_publish().topic for _ in range(2)] == ["kick/a", "kick/b"]
     s.close()
+
+
+def test_a_change_sent_from_another_sites_page_is_refused_and_changes_nothing(start_broker):
+    # A browser holding the admin's Basic credentials sends them with a form another site
+    # posts: the Origin (or Sec-Fetch-Site) header is what tells such a request apart.
+    b = start_broker(*ANON)
+    offline_session(b, "csrf-1", "c/#")
+    host, port = b.admin
+    for foreign in ({"Origin": "http://evil.example"}, {"Origin": "null"},
+                    {"Origin": f"http://{host}:{port + 1}"}, {"Sec-Fetch-Site": "cross-site"}):
+        status, value = api(b, "DELETE", "/api/v1/clients/csrf-1", headers=foreign)
+        assert status == 403, f"{foreign}: {status} {value}"
+        status, _ = api(b, "POST", "/api/v1/publish", {"topic": "c/x", "payload": "forged", "qos": 1}, headers=foreign)
+        assert status == 403, foreign
+    # Reading stays open to any page, and the session and its (empty) queue are untouched.
+    assert ok(b, "GET", "/api/v1/clients/csrf-1")["mqueue_len"] == 0
+    # The dashboard's own requests carry its origin and pass.
+    same = {"Origin": f"http://{host}:{port}", "Sec-Fetch-Site": "same-origin"}
+    status, value = api(b, "DELETE", "/api/v1/clients/csrf-1", headers=same)
+    assert (status, value["deleted"]) == (200, True), value
+    assert reconnect_present(b, "csrf-1") is False
 
 
 def test_bulk_delete_takes_the_disconnected_sessions_the_filter_names(start_broker):
@@ -354,3 +378,24 @@ def test_anonymous_admin_on_a_public_address_refuses_to_start(tmp_path):
     with pytest.raises(BrokerDied) as died:
         Broker.start("--admin-listen", "0.0.0.0:0", "--admin-allow-anonymous", "true", workdir=str(tmp_path))
     assert "flag --admin-allow-anonymous" in str(died.value).split("--- broker stderr (tail) ---")[1]
+
+
+def test_subscriptions_added_by_the_api_meet_the_limits_a_clients_would(start_broker):
+    b = start_broker(*ANON, "--max-topic-levels", "3")
+    offline_session(b, "api-limits")
+    path = "/api/v1/clients/api-limits/subscriptions"
+    status, value = api(b, "POST", path, {"topic": "a/b/c/d", "qos": 1})
+    assert status == 400 and "0x8F" in value["error"], (status, value)
+    # A $share/<group>/ prefix is not counted, as for a client's SUBSCRIBE.
+    assert ok(b, "POST", path, {"topic": "$share/g/a/b/c", "qos": 1})["qos"] == 1
+    assert ok(b, "POST", path, {"topic": "a/b/c", "qos": 0})["qos"] == 0
+    status, value = api(b, "POST", path, {"topic": "$share/g/x", "nl": True})
+    assert status == 400 and "MQTT-3.8.3-4" in value["error"], (status, value)
+    status, value = api(b, "POST", path, {"topic": "x" * 65536})
+    assert status == 400 and "65535" in value["error"], (status, value)
+    subs = sorted(s["topic"] for s in ok(b, "GET", path)["data"])
+    assert subs == ["$share/g/a/b/c", "a/b/c"], subs
+    # The refusal is counted where a client's is.
+    families = {f.name: f for f in text_string_to_metric_families(api(b, "GET", "/metrics")[1])}
+    deep = families["berth_subscriptions_too_deep"]
+    assert sum(s.value for s in deep.samples if s.name.endswith("_total")) == 1, deep.samples

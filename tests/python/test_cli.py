@@ -55,7 +55,7 @@ def test_help_shows_the_default_of_every_flag_that_has_one():
     blocks = help_blocks()
     assert "max-session-expiry" in blocks and "connack-debug-properties" in blocks, list(blocks)
     no_default = {"help", "version", "config", "server-keep-alive", "password-file", "acl-file",
-                  "admin-keys-file", "ban-file"}
+                  "admin-keys-file", "ban-file", "admin-tls-cert", "admin-tls-key"}
     missing = [f for f, text in blocks.items() if f not in no_default and "[default: " not in text]
     assert missing == [], f"--help shows no default for: {missing}"
     squeeze = {f: " ".join(text.split()) for f, text in blocks.items()}

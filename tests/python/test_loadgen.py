@@ -39,6 +39,7 @@ def test_resume_v311_two_cycles_all_messages_in_order(broker, tmp_path):
     assert r["errors"]["total"] == 0
     assert r["latency"]["resume"]["count"] == 400
     assert r["latency"]["storm_connack"]["p50_us"] <= r["latency"]["resume"]["p50_us"]
+    assert r["latency"]["storm_tcp_connect"]["p50_us"] <= r["latency"]["storm_connack"]["p50_us"]
     assert [c["published"] for c in r["cycles"]] == [1000, 1000]
     hgrm = (tmp_path / "hgrm" / "resume-resume.hgrm").read_text()
     assert "Percentile" in hgrm and "#[Max" in hgrm

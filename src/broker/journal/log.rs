@@ -49,6 +49,10 @@ impl Journal for LogJournal {
         self.log.disk_bytes()
     }
 
+    fn fsync_latency(&self) -> Option<crate::histogram::Histogram> {
+        self.log.fsync_latency()
+    }
+
     fn durable(&self) -> Option<Durable> {
         self.always.then(|| Box::pin(self.log.durable()) as Durable)
     }

@@ -11,7 +11,10 @@
 //! - a session's subscriptions and queue, `/publish` and `/settings`: `sessions_api`.
 //! - `GET /` and `/dashboard/...`: the dashboard page (`dashboard.rs`).
 //!
-//! Every request needs an API key (HTTP Basic) unless the API runs without keys.
+//! Every request needs an API key (HTTP Basic) unless the API runs without keys. A request
+//! that changes something (any method but GET and HEAD) from a page of another origin is
+//! refused with 403 (`cross_site`): a browser sends cached Basic credentials along with a
+//! form another site posts, so the key alone does not stop cross-site request forgery.
 
 use std::collections::HashMap;
 
@@ -33,6 +36,12 @@ pub(super) const MAX_LIMIT: usize = 10_000;
 type Reply = Response<Full<Bytes>>;
 
 pub async fn handle(admin: &Admin, request: Request<Incoming>) -> Reply {
+    if cross_site(&request) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "a request that changes something must come from the admin listener's own pages",
+        );
+    }
     if let Some(keys) = &admin.keys {
         let authorization = request
             .headers()
@@ -60,7 +69,7 @@ pub async fn handle(admin: &Admin, request: Request<Incoming>) -> Reply {
         Err(request) => request,
     };
     let result = match (request.method(), segments.as_slice()) {
-        (&Method::GET, ["metrics"]) => return metrics_reply(admin).await,
+        (&Method::GET, ["metrics"]) => return metrics::reply(admin).await,
         (&Method::GET, [""] | ["dashboard", ..]) => return super::dashboard::reply(&segments),
         (&Method::GET, ["api", "v1", "stats"]) => stats(admin).await,
         (&Method::GET, ["api", "v1", "clients"]) => list(admin, &params).await,
@@ -74,6 +83,38 @@ pub async fn handle(admin: &Admin, request: Request<Incoming>) -> Reply {
         )),
     };
     outcome_reply(result)
+}
+
+/// Whether `request` changes something and a browser says it comes from a page of another
+/// origin: an `Origin` header whose host and port are not the `Host` the request was sent to
+/// (`null` included), or `Sec-Fetch-Site: cross-site`. Clients that are not browsers (curl,
+/// scripts) send neither header and pass.
+fn cross_site<B>(request: &Request<B>) -> bool {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return false;
+    }
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+    };
+    if header(hyper::header::HeaderName::from_static("sec-fetch-site")) == Some("cross-site") {
+        return true;
+    }
+    let Some(origin) = header(hyper::header::ORIGIN) else {
+        return false;
+    };
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    match (authority, header(hyper::header::HOST)) {
+        (Some(authority), Some(host)) => !authority.eq_ignore_ascii_case(host),
+        _ => true,
+    }
 }
 
 fn outcome_reply(result: Outcome) -> Reply {
@@ -278,21 +319,6 @@ async fn stats(admin: &Admin) -> Outcome {
     Ok(json!({ "uptime_secs": uptime, "cores": cores, "total": total }))
 }
 
-async fn metrics_reply(admin: &Admin) -> Reply {
-    match core_stats(admin).await {
-        Ok(per_core) => {
-            let text = metrics::render(&per_core, admin.started.elapsed().as_secs());
-            let mut reply = Response::new(Full::new(Bytes::from(text)));
-            reply.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            reply
-        }
-        Err((status, why)) => error(status, &why),
-    }
-}
-
 fn client_json(admin: &Admin, client: &Client) -> Value {
     let s = &client.session;
     let connection = client.connection.as_ref().filter(|_| s.connected);
@@ -415,5 +441,43 @@ mod tests {
         assert_eq!(params["like_clientid"], "a/b c");
         assert_eq!(params["limit"], "5");
         assert_eq!(params["bad"], "%zz");
+    }
+
+    fn request(method: Method, headers: &[(&'static str, &str)]) -> Request<()> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri("/api/v1/clients/x/kick");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn a_change_from_another_origin_is_cross_site() {
+        let host = ("host", "127.0.0.1:18083");
+        for (headers, cross) in [
+            (vec![host], false),
+            (vec![host, ("origin", "http://127.0.0.1:18083")], false),
+            (vec![host, ("origin", "https://127.0.0.1:18083")], false),
+            (vec![host, ("origin", "http://evil.example")], true),
+            (vec![host, ("origin", "http://127.0.0.1:18084")], true),
+            (vec![host, ("origin", "null")], true),
+            (vec![("origin", "http://127.0.0.1:18083")], true),
+            (vec![host, ("sec-fetch-site", "cross-site")], true),
+            (vec![host, ("sec-fetch-site", "same-origin")], false),
+        ] {
+            assert_eq!(
+                cross_site(&request(Method::POST, &headers)),
+                cross,
+                "{headers:?}"
+            );
+            assert_eq!(
+                cross_site(&request(Method::DELETE, &headers)),
+                cross,
+                "{headers:?}"
+            );
+            assert!(!cross_site(&request(Method::GET, &headers)), "{headers:?}");
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! subscription added or removed, a message published, settings put in force.
 //!
 //! Each goes through the broker's own paths, so it is journaled, announced and routed as
-//! the same packet from a client would be. Guarantees: an answer to a subscribe comes once
+//! the same packet from a client would be, and meets the limits a client's would: a filter
+//! deeper than `max_topic_levels` is refused with 0x8F (and counted) as a client's is. Guarantees: an answer to a subscribe comes once
 //! every other core has heard of the new interest (a publish made after it, on any core,
 //! is routed to the session) and the SUBSCRIBE record is durable; an answer to a QoS 1/2
 //! publish comes once the message is as durable as a client's is when its PUBACK leaves
@@ -18,6 +19,7 @@ use super::cores::{Answer, Question};
 use crate::broker::CoreMsg;
 use crate::config::Settings;
 use crate::protocol::{PacketId, Publish, QoS, ReasonCode, Subscribe, Unsubscribe};
+use crate::session::link::{LimitHit, LinkLimits};
 use crate::session::Subscription;
 
 /// The client id the admin API publishes as (what No Local compares with).
@@ -76,6 +78,11 @@ async fn subscribe(
     }
     let mut packet = Subscribe::one(packet_id(), filter, subscription.options.qos);
     packet.filters[0].1 = subscription.options;
+    let limits = LinkLimits::new(0, core.config.limits.max_topic_levels);
+    if !limits.take_deep_filters(&mut packet).is_empty() {
+        core.limits.count(LimitHit::FilterLevels);
+        return Some(ReasonCode::TOPIC_FILTER_INVALID);
+    }
     if let Some(identifier) = subscription.identifier {
         packet.properties.subscription_identifiers = vec![identifier];
     }

@@ -14,6 +14,7 @@ use bytestring::ByteString;
 
 use super::super::local::{ConnInfo, Core};
 use super::changes;
+use super::metrics::CoreMetrics;
 use crate::broker::{HeldMessage, SessionQuery, SessionView, Stat};
 use crate::config::Settings;
 use crate::protocol::{Publish, ReasonCode};
@@ -41,6 +42,8 @@ pub enum Question {
     DeleteOffline { query: SessionQuery },
     /// The core's figures, as `$SYS` publishes them.
     Stats,
+    /// The core's figures for `/metrics`: those of `Stats` and what only it shows.
+    Metrics,
     /// A session's subscriptions.
     Subscriptions { client_id: String },
     /// Subscribe a session (online or offline), as its SUBSCRIBE would.
@@ -82,6 +85,7 @@ pub enum Answer {
     Done(bool),
     Deleted(usize),
     Stats(Vec<(Stat, u64)>),
+    Metrics(Box<CoreMetrics>),
     /// `None`: no such session.
     Subscriptions(Option<Vec<(ByteString, Subscription)>>),
     /// The SUBACK's or UNSUBACK's reason code; `None`: no such session.
@@ -151,9 +155,18 @@ async fn answer(core: &Rc<Core>, question: Question) -> Answer {
             Answer::Deleted(deleted)
         }
         Question::Stats => {
-            let mut stats = core.broker.borrow().core_stats();
-            core.stats.fill(&mut stats);
+            let stats = core.figures();
             Answer::Stats(Stat::ALL.iter().map(|&s| (s, stats.get(s))).collect())
+        }
+        Question::Metrics => {
+            let broker = core.broker.borrow();
+            Answer::Metrics(Box::new(CoreMetrics {
+                stats: core.figures(),
+                stored_bytes: broker.stored_bytes(),
+                refusals: core.stats.refusals.borrow().clone(),
+                fsync: broker.fsync_latency(),
+                checkpoints: core.stats.checkpoints.0.borrow().clone(),
+            }))
         }
         other => changes::answer(core, other).await,
     }

@@ -148,6 +148,9 @@ async fn subscribe(admin: &Admin, id: &str, body: &Value) -> Outcome {
         .get("topic")
         .and_then(Value::as_str)
         .ok_or_else(|| bad("topic", "a topic filter is required"))?;
+    if filter.len() > usize::from(u16::MAX) {
+        return Err(bad("topic", "longer than 65535 bytes (an MQTT string)"));
+    }
     if ParsedFilter::parse(filter.to_string()).is_err() {
         return Err(bad("topic", "not a valid topic filter"));
     }
@@ -165,10 +168,17 @@ async fn subscribe(admin: &Admin, id: &str, body: &Value) -> Outcome {
                 .ok_or_else(|| bad("identifier", "1 to 268435455"))? as u32,
         ),
     };
+    let no_local = flag(body, "nl")?;
+    if no_local && filter.starts_with("$share/") {
+        return Err(bad(
+            "nl",
+            "No Local cannot be set on a shared subscription [MQTT-3.8.3-4]",
+        ));
+    }
     let subscription = Subscription {
         options: SubscriptionOptions {
             qos: qos_of(body, "qos")?,
-            no_local: flag(body, "nl")?,
+            no_local,
             retain_as_published: flag(body, "rap")?,
             retain_handling,
         },

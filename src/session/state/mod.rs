@@ -42,7 +42,8 @@ pub use queue::{Overflow, QueueLimits, Queued};
 pub use window::{InFlight, Outbound};
 
 /// A change to what the session holds, reported so the broker can log it and count
-/// references: every reference a session takes ends in exactly one `Done` or `Dropped`.
+/// references: every reference a session takes ends in exactly one `Done`, `Dropped` or
+/// `Expired`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     /// A queued message was sent with this packet id (and is in flight unless QoS 0).
@@ -52,10 +53,13 @@ pub enum Change {
     },
     /// QoS 2: PUBREC received, PUBREL sent.
     Received { seq: Seq },
-    /// The delivery ended: acknowledged, sent at QoS 0, or expired unsent.
+    /// The delivery ended: acknowledged, sent at QoS 0, or gone from the table unsent.
     Done { seq: Seq },
     /// The message was dropped by the overflow policy.
     Dropped { seq: Seq },
+    /// The message's expiry interval passed while it was queued: it ends unsent (counted
+    /// apart from `Done` so that operators see expiries as drops).
+    Expired { seq: Seq },
 }
 
 /// What [`Session::deliver`] did with a message.

@@ -188,7 +188,9 @@ impl Run {
             self.log.push(match change {
                 Change::Sent { seq, packet_id } => Record::Sent(seq, packet_id),
                 Change::Received { seq } => Record::Received(seq),
-                Change::Done { seq } | Change::Dropped { seq } => Record::Done(seq),
+                Change::Done { seq } | Change::Dropped { seq } | Change::Expired { seq } => {
+                    Record::Done(seq)
+                }
             });
         }
     }

@@ -117,7 +117,12 @@ impl Session {
             };
             let message = match message {
                 Some(m) if !m.expired(now) => m,
-                _ => {
+                Some(_) => {
+                    self.forget_ids(entry.seq());
+                    changes.push(Change::Expired { seq: entry.seq() });
+                    continue;
+                }
+                None => {
                     self.forget_ids(entry.seq());
                     changes.push(Change::Done { seq: entry.seq() });
                     continue;
