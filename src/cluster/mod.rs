@@ -87,7 +87,7 @@ pub const TO_BRIDGE_CAPACITY: usize = 1 << 16;
 const TO_CORE_CAPACITY: usize = 4096;
 
 /// The running bridge, as the server holds it.
-pub struct Cluster {
+pub struct Bridge {
     /// Every core's way to the bridge (clone one per core).
     pub to_bridge: flume::Sender<FromCore>,
     /// Each core's inbox, by core index (taken by the cores).
@@ -98,7 +98,7 @@ pub struct Cluster {
 }
 
 /// Starts the bridge's thread for a node with `cores` cores. `None` without a node name.
-pub fn start(config: &ClusterConfig, cores: usize) -> std::io::Result<Option<Cluster>> {
+pub fn start(config: &ClusterConfig, cores: usize) -> std::io::Result<Option<Bridge>> {
     let Some(node) = config.node.clone() else {
         return Ok(None);
     };
@@ -125,7 +125,7 @@ pub fn start(config: &ClusterConfig, cores: usize) -> std::io::Result<Option<Clu
                 ready: ready_tx,
             }))
         })?;
-    Ok(Some(Cluster {
+    Ok(Some(Bridge {
         to_bridge,
         inboxes,
         ready,

@@ -97,10 +97,10 @@ def name() -> str:
     return "c" + uuid.uuid4().hex[:10]
 
 
-def test_qos0_and_qos1_cross_nodes(start_nats, start_node):
+def test_qos0_and_qos1_cross_nodes(start_nats, start_nats_node):
     nats = start_nats()
-    a = start_node("na", nats)
-    b = start_node("nb", nats)
+    a = start_nats_node("na", nats)
+    b = start_nats_node("nb", nats)
     sub = Client(name(), a.addr)
     sub.subscribe("t/#", qos=1)
     pub = Client(name(), b.addr)
@@ -118,10 +118,10 @@ def test_qos0_and_qos1_cross_nodes(start_nats, start_node):
     pub.close()
 
 
-def test_unsubscribe_stops_forwarding(start_nats, start_node):
+def test_unsubscribe_stops_forwarding(start_nats, start_nats_node):
     nats = start_nats()
-    a = start_node("na", nats)
-    b = start_node("nb", nats)
+    a = start_nats_node("na", nats)
+    b = start_nats_node("nb", nats)
     sub = Client(name(), a.addr)
     sub.subscribe("gone/#", qos=1)
     pub = Client(name(), b.addr)
@@ -142,10 +142,10 @@ def test_unsubscribe_stops_forwarding(start_nats, start_node):
         c.close()
 
 
-def test_offline_persistent_session_gets_qos1_from_other_node(start_nats, start_node):
+def test_offline_persistent_session_gets_qos1_from_other_node(start_nats, start_nats_node):
     nats = start_nats()
-    a = start_node("na", nats)
-    b = start_node("nb", nats)
+    a = start_nats_node("na", nats)
+    b = start_nats_node("nb", nats)
     client_id = name()
     sub = Client(client_id, a.addr, clean=True, expiry=300)
     sub.subscribe("keep/#", qos=1)
@@ -165,10 +165,10 @@ def test_offline_persistent_session_gets_qos1_from_other_node(start_nats, start_
     pub.close()
 
 
-def test_messages_from_nats_are_not_sent_back(start_nats, start_node):
+def test_messages_from_nats_are_not_sent_back(start_nats, start_nats_node):
     nats = start_nats()
-    a = start_node("na", nats)
-    b = start_node("nb", nats)
+    a = start_nats_node("na", nats)
+    b = start_nats_node("nb", nats)
     on_a, on_b = Client(name(), a.addr), Client(name(), b.addr)
     on_a.subscribe("loop/#", qos=1)
     on_b.subscribe("loop/#", qos=1)
@@ -204,12 +204,12 @@ def test_nats_without_node_is_an_error():
     assert b"--nats" in run.stderr and b"node" in run.stderr, run.stderr
 
 
-def test_puback_waits_for_the_target_stream(start_nats, start_node):
+def test_puback_waits_for_the_target_stream(start_nats, start_nats_node):
     """When the subscriber's node stream refuses the message (here: larger than the stream
     now allows), the publisher's PUBACK says so (0x97): it waited for JetStream's answer."""
     nats = start_nats()
-    a = start_node("na", nats)
-    b = start_node("nb", nats)
+    a = start_nats_node("na", nats)
+    b = start_nats_node("nb", nats)
     sub = Client(name(), a.addr)
     sub.subscribe("s/#", qos=1)
     pub = Client(name(), b.addr)
@@ -229,14 +229,14 @@ def test_puback_waits_for_the_target_stream(start_nats, start_node):
     pub.close()
 
 
-def test_messages_wait_in_the_stream_while_their_node_is_down(start_nats, start_node, tmp_path):
+def test_messages_wait_in_the_stream_while_their_node_is_down(start_nats, start_nats_node, tmp_path):
     """Node na stops; its interest stays in the bucket, so what nb publishes for na's
     persistent session is acknowledged into na's stream, and delivered once na is back."""
     nats = start_nats()
     data = str(tmp_path / "na-data")
     os.makedirs(data)
-    a = start_node("na", nats, data_dir=data)
-    b = start_node("nb", nats)
+    a = start_nats_node("na", nats, data_dir=data)
+    b = start_nats_node("nb", nats)
     client_id = name()
     sub = Client(client_id, a.addr, expiry=600)
     sub.subscribe("park/#", qos=1)
@@ -247,7 +247,7 @@ def test_messages_wait_in_the_stream_while_their_node_is_down(start_nats, start_
     for i in range(3):
         assert pub.publish(f"park/{i}", f"m{i}".encode(), 1) == 0
     assert nats.stream("BERTH_IN_na")["state"]["messages"] == 3, "parked, unacknowledged"
-    a2 = start_node("na", nats, data_dir=data)
+    a2 = start_nats_node("na", nats, data_dir=data)
     back = Client(client_id, a2.addr, clean=False, expiry=600)
     assert back.connack[0].session_present
     back.loop_until(lambda: all(back.received(f"park/{i}") for i in range(3)), "the parked messages")
@@ -260,12 +260,12 @@ def test_messages_wait_in_the_stream_while_their_node_is_down(start_nats, start_
     pub.close()
 
 
-def test_a_node_wants_a_filter_while_any_of_its_cores_does(start_nats, start_node):
+def test_a_node_wants_a_filter_while_any_of_its_cores_does(start_nats, start_nats_node):
     """Two subscribers of one filter on two cores of node na: the node's interest stays while
     either holds it and goes with the last; QoS 2 crosses too."""
     nats = start_nats()
-    a = start_node("na", nats, cores=2)
-    b = start_node("nb", nats)
+    a = start_nats_node("na", nats, cores=2)
+    b = start_nats_node("nb", nats)
     (id0,), (id1,) = ids_owned_by(0, 2, name()), ids_owned_by(1, 2, name())
     s0, s1 = Client(id0, a.addr), Client(id1, a.addr)
     s0.subscribe("two/#", qos=2)
@@ -298,12 +298,12 @@ def test_a_node_wants_a_filter_while_any_of_its_cores_does(start_nats, start_nod
         c.close()
 
 
-def test_nodes_reconnect_after_nats_restarts(start_nats, start_node):
+def test_nodes_reconnect_after_nats_restarts(start_nats, start_nats_node):
     """nats-server stops and starts again (its JetStream store kept): the nodes reconnect on
     their own, log it, and messages cross again."""
     nats = start_nats()
-    a = start_node("na", nats)
-    b = start_node("nb", nats)
+    a = start_nats_node("na", nats)
+    b = start_nats_node("nb", nats)
     sub = Client(name(), a.addr)
     sub.subscribe("re/#", qos=1)
     pub = Client(name(), b.addr)
@@ -322,12 +322,12 @@ def test_nodes_reconnect_after_nats_restarts(start_nats, start_node):
     pub.close()
 
 
-def test_one_publishers_qos1_messages_cross_in_order(start_nats, start_node):
+def test_one_publishers_qos1_messages_cross_in_order(start_nats, start_nats_node):
     """500 QoS 1 messages of one publisher (paho: 20 in flight), through na's stream: every one
     acknowledged and delivered once, in order."""
     nats = start_nats()
-    a = start_node("na", nats)
-    b = start_node("nb", nats)
+    a = start_nats_node("na", nats)
+    b = start_nats_node("nb", nats)
     sub = Client(name(), a.addr)
     sub.subscribe("seq/#", qos=1)
     pub = Client(name(), b.addr)
@@ -345,12 +345,12 @@ def test_one_publishers_qos1_messages_cross_in_order(start_nats, start_node):
     pub.close()
 
 
-def test_a_publish_right_after_suback_reaches_the_subscriber(start_nats, start_node):
+def test_a_publish_right_after_suback_reaches_the_subscriber(start_nats, start_nats_node):
     """The SUBACK of a new filter waits until every live node routes it here (the barrier),
     so a publish on another node right after it is delivered: no probing needed."""
     nats = start_nats()
-    a = start_node("na", nats)
-    b = start_node("nb", nats)
+    a = start_nats_node("na", nats)
+    b = start_nats_node("nb", nats)
     pub = Client(name(), b.addr)
     sub = Client(name(), a.addr)
     count = 20
@@ -362,13 +362,13 @@ def test_a_publish_right_after_suback_reaches_the_subscriber(start_nats, start_n
     pub.close()
 
 
-def test_without_nats_a_node_serves_its_own_clients(start_nats, start_node):
+def test_without_nats_a_node_serves_its_own_clients(start_nats, start_nats_node):
     """nats-server goes away: a node's local traffic goes on at once (no core waits on NATS);
     a QoS 1 message that must reach another node's stream is refused (PUBACK 0x97) once
     JetStream's answer does not come, and still delivered here."""
     nats = start_nats()
-    a = start_node("na", nats)
-    b = start_node("nb", nats)
+    a = start_nats_node("na", nats)
+    b = start_nats_node("nb", nats)
     far = Client(name(), a.addr)
     far.subscribe("both/#", qos=1)
     near = Client(name(), b.addr)
@@ -387,12 +387,12 @@ def test_without_nats_a_node_serves_its_own_clients(start_nats, start_node):
         c.close()
 
 
-def test_a_node_starts_and_serves_while_nats_is_unreachable(start_nats, start_node):
+def test_a_node_starts_and_serves_while_nats_is_unreachable(start_nats, start_nats_node):
     """No nats-server at the node's URL: the node is ready after its bounded wait, says so,
     and serves its own clients (a new filter's SUBACK waits at most a few seconds)."""
     nats = start_nats()
     nats.stop()  # its URL now leads nowhere
-    lone = start_node("lone", nats)
+    lone = start_nats_node("lone", nats)
     assert "NATS not ready" in lone.stderr_text()
     sub = Client(name(), lone.addr)
     started = time.monotonic()
