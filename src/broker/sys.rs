@@ -92,6 +92,8 @@ pub enum Stat {
     PublishTooDeep,
     /// SUBSCRIBE filters with more than `max_topic_levels` levels.
     SubscriptionsTooDeep,
+    /// CONNECTs refused in a cluster: another node owns the client id's slot.
+    RefusedOtherNode,
 }
 
 /// How the figures of the cores make the broker's.
@@ -104,7 +106,7 @@ pub enum Combine {
 }
 
 impl Stat {
-    pub const ALL: [Stat; 30] = [
+    pub const ALL: [Stat; 31] = [
         Stat::ClientsConnected,
         Stat::ClientsDisconnected,
         Stat::Subscriptions,
@@ -135,6 +137,7 @@ impl Stat {
         Stat::PublishRateLimited,
         Stat::PublishTooDeep,
         Stat::SubscriptionsTooDeep,
+        Stat::RefusedOtherNode,
     ];
 
     /// The topic the figure is published on (Mosquitto's name for it).
@@ -170,6 +173,7 @@ impl Stat {
             Stat::PublishRateLimited => "$SYS/broker/publish/messages/rate_limited",
             Stat::PublishTooDeep => "$SYS/broker/publish/messages/too_deep",
             Stat::SubscriptionsTooDeep => "$SYS/broker/subscriptions/too_deep",
+            Stat::RefusedOtherNode => "$SYS/broker/clients/refused/other_node",
         }
     }
 

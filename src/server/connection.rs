@@ -27,7 +27,7 @@ use super::reading::{next_read, read_more, CONNECT_READ, SMALL_READ};
 use super::transport::{self, Attached, Transport};
 use super::writer::write_loop;
 use crate::auth::Verdict;
-use crate::ownership::{assign_client_id, owner_of, CoreId};
+use crate::ownership::{assign_client_id_where, owner_of, CoreId};
 use crate::protocol::{self, Connect, ReasonCode};
 use crate::session::admission::{refuse_admission, NotAdmitted};
 use crate::session::connect::{claimed_level, refuse_malformed, Refusal};
@@ -97,7 +97,9 @@ pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S, slot: ConnectionS
         linger(stream).await;
         return;
     }
-    // A client without an id gets one that this core owns (see `serve`), so it never moves.
+    // A client without an id gets one that this core owns (see `serve`), so it never moves,
+    // and in a cluster one whose slot this node owns (`check_connect` has refused a client
+    // without an id on a node that owns no slot).
     let owner = if connect.client_id.is_empty() {
         core.id
     } else {
@@ -318,7 +320,7 @@ pub async fn serve<S: Transport>(
     let opened = Link::open(
         connect,
         &core.policy.borrow(),
-        || assign_client_id(core.id, core.cores, rand::random),
+        || assign_client_id_where(core.id, core.cores, rand::random, core.limits.assignable()),
         (core.id, accepted_on),
     );
     let opening = match opened {

@@ -23,12 +23,14 @@ fn describe(
         | RefusedConnectionRate
         | RefusedClientIdLength
         | RefusedBanned
-        | RefusedFlapping => {
+        | RefusedFlapping
+        | RefusedOtherNode => {
             let reason = match stat {
                 RefusedMaxConnections => "max_connections",
                 RefusedConnectionRate => "connection_rate",
                 RefusedClientIdLength => "client_id_length",
                 RefusedBanned => "banned",
+                RefusedOtherNode => "other_node",
                 _ => "flapping",
             };
             let help = "Connections or CONNECTs refused by a limit, by reason.";
