@@ -1,7 +1,8 @@
 //! The HAProxy 2.6 configuration that routes each MQTT CONNECT to its client id's home
 //! node: the frontend holds the connection until a whole, valid MQTT packet is there
 //! (`tcp-request inspect-delay`, `mqtt_is_valid`), and the backend's `use-server` names
-//! the server from the slot, computed as berth computes it (`crc32,mod(4096)`, see
+//! the server from the slot (through a variable: see the comment in [`config`]), computed
+//! as berth computes it (`crc32,mod(4096)`, see
 //! [`slots`](super::slots)), looked up in the map file that
 //! [`SlotMap::haproxy_map`](super::SlotMap::haproxy_map) writes.
 //!
@@ -29,7 +30,7 @@ pub struct Layout<'a> {
 /// The client id's slot, then its server, as one HAProxy sample expression.
 pub fn server_expression(map_path: &str) -> String {
     format!(
-        "%[req.payload(0,0),mqtt_field_value(connect,client_identifier),crc32,mod({}),map({map_path})]",
+        "req.payload(0,0),mqtt_field_value(connect,client_identifier),crc32,mod({}),map({map_path})",
         super::SLOTS
     )
 }
@@ -50,8 +51,8 @@ pub fn config(map: &SlotMap, layout: &Layout<'_>) -> String {
          defaults\n    \
              mode tcp\n    \
              timeout connect 5s\n    \
-             # Above the longest MQTT keep alive the clients use (1.5 times it is the\n    \
-             # broker's own limit); HAProxy closes a connection idle for longer.\n    \
+             # Above 1.5 times the longest MQTT keep alive the clients use (the broker's\n    \
+             # own limit): HAProxy closes a connection idle for longer.\n    \
              timeout client 15m\n    \
              timeout server 15m\n\
          \n\
@@ -65,7 +66,10 @@ pub fn config(map: &SlotMap, layout: &Layout<'_>) -> String {
          backend berth\n    \
              # Empty client ids (the node assigns one it owns) and down homes.\n    \
              balance leastconn\n    \
-             use-server {expression} unless {{ req.payload(0,0),mqtt_field_value(connect,client_identifier) -m len 0 }}",
+             # The home is computed into a variable first: HAProxy 2.6.12 evaluates\n    \
+             # req.payload inside use-server's own log-format to nothing (measured).\n    \
+             tcp-request content set-var(txn.berth_home) {expression} unless {{ req.payload(0,0),mqtt_field_value(connect,client_identifier) -m len 0 }}\n    \
+             use-server %[var(txn.berth_home)] if {{ var(txn.berth_home) -m found }}",
         map_path = layout.map,
         socket = layout.stats_socket,
         bind = layout.bind,
@@ -104,8 +108,9 @@ mod tests {
         );
         assert!(text.contains("    bind 127.0.0.1:1883\n"), "{text}");
         assert!(text.contains(
-            "use-server %[req.payload(0,0),mqtt_field_value(connect,client_identifier),crc32,mod(4096),map(/etc/haproxy/slots.map)] unless"
+            "set-var(txn.berth_home) req.payload(0,0),mqtt_field_value(connect,client_identifier),crc32,mod(4096),map(/etc/haproxy/slots.map) unless"
         ));
+        assert!(text.contains("use-server %[var(txn.berth_home)] if"));
         assert!(text.contains("    server n1 127.0.0.2:1883 check\n"));
         assert!(text.contains("    server n2 127.0.0.3:1883 check\n"));
         assert!(text.contains("stats socket /run/haproxy/admin.sock mode 600 level admin"));
