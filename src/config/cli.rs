@@ -304,6 +304,9 @@ fn shown_defaults(d: &Config) -> Vec<(&'static str, String)> {
             "connack_debug_properties",
             d.connack_debug_properties.to_string(),
         ),
+        ("node", "none (a single broker, not in a cluster)".into()),
+        ("advertise", "the slot map's address for this node".into()),
+        ("slot_map", "none (needed with --node)".into()),
     ]
 }
 

@@ -308,10 +308,6 @@ fn help_shows_the_default_of_every_flag_that_has_one() {
                 "acl_file",
                 "admin_keys_file",
                 "ban_file",
-                // A single broker has none: the cluster's have no default.
-                "node",
-                "advertise",
-                "slot_map",
             ]
             .contains(&arg.get_id().as_str())
         })
