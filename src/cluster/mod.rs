@@ -3,7 +3,7 @@
 //!
 //! **Invariant** of the cluster: a client id is live on exactly one node. A node never
 //! accepts a CONNECT whose client id's slot another node owns (it refuses it, telling
-//! the client where to go: [`Home::of`]), and gives a client without an id only an id
+//! the client where to go: [`Cluster::home_of`]), and gives a client without an id only an id
 //! whose slot it owns. Takeover therefore stays on one node, with no cluster-wide
 //! session registry. Pure: no I/O, no clock.
 
@@ -59,10 +59,46 @@ impl Cluster {
     }
 }
 
-impl Home<'_> {
-    /// The home of `client_id` as `cluster` (if any) sees it: without a cluster every id
-    /// lives here.
-    pub fn of<'a>(cluster: Option<&'a Cluster>, client_id: &str) -> Home<'a> {
-        cluster.map_or(Home::Here, |c| c.home_of(client_id))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(node: &str, text: &str) -> Cluster {
+        Cluster {
+            node: node.into(),
+            map: Arc::new(SlotMap::parse(text).unwrap()),
+        }
+    }
+
+    #[test]
+    fn an_id_lives_where_its_slot_is_owned() {
+        let text = "node n1 127.0.0.2:1883\nnode n2 127.0.0.3:1883\n0-2047 n1 1\n2048-4095 n2 1\n";
+        let (n1, n2) = (cluster("n1", text), cluster("n2", text));
+        for i in 0..200 {
+            let id = format!("c{i}");
+            let slot = slot_of(id.as_bytes());
+            let (here, there) = if slot.0 < 2048 {
+                (&n1, &n2)
+            } else {
+                (&n2, &n1)
+            };
+            assert_eq!(here.home_of(&id), Home::Here);
+            match there.home_of(&id) {
+                Home::Elsewhere { slot: s, node } => {
+                    assert_eq!(s, slot);
+                    assert_eq!(node.name, here.node);
+                }
+                Home::Here => panic!("{id} at home on both nodes"),
+            }
+        }
+        assert!(n1.owns_slots());
+    }
+
+    #[test]
+    fn a_node_without_slots_names_one_with_some() {
+        let text = "node n1 127.0.0.2:1883\nnode n2 127.0.0.3:1883\n0-4095 n2 1\n";
+        let idle = cluster("n1", text);
+        assert!(!idle.owns_slots());
+        assert_eq!(idle.any_home().unwrap().name, "n2");
     }
 }

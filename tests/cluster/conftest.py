@@ -166,7 +166,8 @@ class HAProxy:
 @pytest.fixture
 def start_node(tmp_path):
     """Factory: start_node(name, host, slot_map, *extra) -> a running berth node on host (its port
-    from slot_map's `node` line), with `--connack-debug-properties` (v5 CONNACKs name the node);
+    from slot_map's `node` line), with `--connack-debug-properties` (v5 CONNACKs name the node)
+    and the admin API on host (`node.admin`);
     all are stopped at the end and must exit cleanly."""
     started: list[Broker] = []
 
@@ -180,7 +181,9 @@ def start_node(tmp_path):
         argv = [berth_bin(), "--listen", address, "--cores", str(cores), "--data-dir", str(data),
                 "--log", os.environ.get("BERTH_LOG", "info"), "--segment-size", TEST_SEGMENT_SIZE,
                 "--node", name, "--advertise", address, "--slot-map", slot_map.path,
-                "--connack-debug-properties", *extra]
+                "--connack-debug-properties",
+                # The admin API (anonymous: loopback only) for /metrics.
+                "--admin-listen", f"{host}:0", "--admin-allow-anonymous", "true", *extra]
         node = Broker(argv, workdir=str(workdir))
         node.name = name
         started.append(node)

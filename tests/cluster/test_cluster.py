@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import time
+import urllib.request
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -103,6 +104,12 @@ def test_the_wrong_node_refuses_with_the_home_address_and_counts_it(cluster):
         while seen != b"3":
             assert time.monotonic() < deadline, f"refused/other_node is {seen!r}, not 3"
             seen = parse_publish(conn.read_packet(timeout=5), V5).payload
+    # And in /metrics, as the other refusals.
+    host, port = cluster.nodes["n1"].admin
+    metrics = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read().decode()
+    refused = [line for line in metrics.splitlines()
+               if line.startswith("berth_connections_refused_total{") and 'reason="other_node"' in line]
+    assert refused and sum(float(line.split()[-1]) for line in refused) == 3, refused
 
 
 def test_a_client_without_an_id_gets_one_whose_slot_and_core_are_where_it_was_accepted(cluster):
@@ -181,3 +188,19 @@ def test_the_generated_haproxy_config_is_what_haproxy_2_6_takes(cluster):
         lines = f.read().splitlines()
     assert len(lines) == 4096 and lines[0] == f"0 {cluster.slot_map.owner(0)}"
     assert mqtt  # paho is the client of these tests
+
+
+def test_a_node_that_owns_no_slot_sends_every_client_elsewhere(tmp_path, start_node):
+    """A node whose every slot is another's (being drained, say) refuses named and empty ids
+    alike, naming the owner: it can give no client an id whose slot it owns."""
+    from conftest import SlotMap, free_port
+    slot_map = SlotMap(str(tmp_path / "slots.txt"), {"n1": f"127.0.0.2:{free_port('127.0.0.2')}",
+                                                     "n2": "127.0.0.3:1883"})
+    for s in range(4096):
+        slot_map.owners[s] = ("n2", 1)
+    slot_map.write()
+    node = start_node("n1", "127.0.0.2", slot_map)
+    for cid in ("", "anyone"):
+        p = connect(node.addr, cid, V5)
+        assert code(p) == USE_ANOTHER_SERVER, (cid, p.connack)
+        assert p.connack[2].ServerReference == "127.0.0.3:1883"

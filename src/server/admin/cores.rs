@@ -153,6 +153,8 @@ async fn answer(core: &Rc<Core>, question: Question) -> Answer {
         Question::Stats => {
             let mut stats = core.broker.borrow().core_stats();
             core.stats.fill(&mut stats);
+            // The limits' refusals too, as `$SYS` has them (`server::sys`).
+            core.limits.fill(&mut stats);
             Answer::Stats(Stat::ALL.iter().map(|&s| (s, stats.get(s))).collect())
         }
         other => changes::answer(core, other).await,
