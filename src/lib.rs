@@ -9,6 +9,8 @@
 pub mod auth;
 pub mod broker;
 mod clock;
+pub mod cluster;
+pub mod cluster_command;
 pub mod config;
 pub(crate) mod hash;
 pub mod histogram;

@@ -3,7 +3,7 @@
 #
 #   bash tests/run-all.sh
 #
-# Installs what is missing (and only that): Mosquitto and its command-line clients, a C
+# Installs what is missing (and only that): Mosquitto and its command-line clients, HAProxy, a C
 # compiler (glommio builds liburing), paho-mqtt 2.x and pytest, Node.js and MQTT.js, Chromium
 # and playwright-core. Then builds everything, runs the Rust tests (unit, codec, black-box,
 # rumqttc interop), a bounded fuzzing run, and the Python black-box, interop (Node and
@@ -44,6 +44,8 @@ section "Dependencies"
 missing=()
 command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+# HAProxy 2.6 in front of the cluster tests' nodes (tests/cluster).
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v cc >/dev/null || missing+=(build-essential)
 # test_tls.py makes its certificates with the openssl CLI.
 command -v openssl >/dev/null || missing+=(openssl)
@@ -110,6 +112,10 @@ section "pytest tests/python"
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 export BERTH_BIN="$target_dir/debug/berth"
 python3 -m pytest -q tests/python
+
+section "Cluster entry tier: three nodes behind HAProxy (tests/cluster)"
+# About ten seconds; bounded so that a hung HAProxy or node cannot hold CI.
+timeout 180 python3 -m pytest -q tests/cluster
 
 section "Interop: the session scenarios with paho-mqtt, mosquitto_pub/sub and MQTT.js (Node and Chromium)"
 # (rumqttc runs the same scenarios in tests/interop_rumqttc/, part of cargo test.)

@@ -14,6 +14,7 @@ const PURE_LAYERS: &[&str] = &[
     "src/broker",
     "src/auth",
     "src/websocket",
+    "src/cluster",
 ];
 
 /// What a pure layer may not name outside its tests.

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::auth::{Acl, ApiKeys, Authenticator, PasswordFile};
 pub use crate::session::state::Overflow;
 pub use cli::Args;
+pub use cluster::{ClusterArgs, ClusterConfig};
 pub use limits::{Limits, LimitsArgs};
 pub use listener::{Identity, Listener, ListenerTransport};
 pub use settings::{BadSetting, Settings};
@@ -26,6 +27,7 @@ pub use tls::TlsListener;
 pub const NEVER_EXPIRES: u64 = u32::MAX as u64;
 
 mod cli;
+mod cluster;
 mod file;
 mod limits;
 #[cfg(test)]
@@ -173,6 +175,8 @@ pub struct Config {
     pub connack_debug_properties: bool,
     /// Connections, rates, topic depth, client-id length, bans, flapping (`limits`).
     pub limits: Limits,
+    /// This node's name and slot map in a cluster (`[cluster]`); empty: a single broker.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -228,6 +232,7 @@ impl Default for Config {
             max_keepalive: None,
             connack_debug_properties: false,
             limits: Limits::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -247,6 +252,8 @@ impl Config {
             config.listeners.push(Listener::plain(DEFAULT_LISTEN));
         }
         listener::check_distinct(&config.listeners, config.listen.is_some(), path.as_deref())?;
+        args.cluster.apply(&mut config.cluster);
+        cluster::check(&mut config.cluster, &args.cluster, path.as_deref())?;
         args.limits
             .apply(&mut config.limits)
             .map_err(|(key, message)| ConfigError::Flag { key, message })?;

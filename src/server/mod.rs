@@ -128,11 +128,24 @@ pub fn run(
         }
     });
     // Bans: replaced whole on SIGHUP like the password file (`limits`).
-    let shared_limits = limits::SharedLimits::new(&config.limits);
+    let shared_limits = limits::SharedLimits::new(&config.limits, config.cluster.cluster());
     reload.on_reload("ban_file", {
         let shared = shared_limits.clone();
         move |config| shared.replace_bans(config.limits.bans.clone())
     });
+    // The slot map: replaced whole on SIGHUP like the bans (a map that does not read, or
+    // is not whole, fails the reload and keeps the old one). A node that leaves the
+    // cluster needs a restart.
+    if config.cluster.node.is_some() {
+        reload.on_reload("slot_map", {
+            let shared = shared_limits.clone();
+            move |config| {
+                if let Some(cluster) = config.cluster.cluster() {
+                    shared.replace_cluster(cluster);
+                }
+            }
+        });
+    }
     let reloader = std::thread::Builder::new()
         .name("berth-reload".into())
         .spawn(move || {

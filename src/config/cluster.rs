@@ -1,0 +1,259 @@
+//! The `[cluster]` table and its flags: this node's name in a berth cluster (`node`), the
+//! address clients are told to use for it (`advertise`), and the slot map file
+//! (`slot_map`, read at start and again on SIGHUP; format in `cluster::slots`).
+//!
+//! Without `node` berth is a single broker and nothing here applies; `advertise` or
+//! `slot_map` without it is an error, as is a map that does not name this node, or names
+//! it at another address than `advertise`. Errors name the key (`cluster.slot_map`) and
+//! the file, or the flag (`--slot-map`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::cluster::{slots, Cluster, SlotMap};
+
+/// The cluster settings in force.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterConfig {
+    /// This node's name (its HAProxy server name too); `None`: not in a cluster.
+    pub node: Option<String>,
+    /// `host:port` clients are told to use for this node.
+    pub advertise: Option<String>,
+    pub slot_map_file: Option<PathBuf>,
+    /// The map `slot_map_file` held when the configuration was read.
+    pub slot_map: Option<Arc<SlotMap>>,
+}
+
+impl ClusterConfig {
+    /// This node's view of the cluster, when it is in one.
+    pub fn cluster(&self) -> Option<Cluster> {
+        Some(Cluster {
+            node: self.node.clone()?,
+            map: self.slot_map.clone()?,
+        })
+    }
+}
+
+/// The `[cluster]` table of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClusterTable {
+    node: Option<String>,
+    advertise: Option<String>,
+    slot_map: Option<PathBuf>,
+}
+
+impl ClusterTable {
+    pub(super) fn apply(self, cluster: &mut ClusterConfig, path: &Path) {
+        cluster.node = self.node.or(cluster.node.take());
+        cluster.advertise = self.advertise.or(cluster.advertise.take());
+        if let Some(v) = self.slot_map {
+            // Relative to the config file, as the other file keys.
+            cluster.slot_map_file = Some(path.parent().map_or(v.clone(), |dir| dir.join(&v)));
+        }
+    }
+}
+
+/// The cluster flags; each optional, so that one not given leaves the file in force.
+#[derive(Debug, clap::Args, Default, Clone)]
+pub struct ClusterArgs {
+    /// This node's name in a cluster (`[cluster] node`): letters, digits, `-`, `_`, `.`.
+    /// With it, a CONNECT whose client id's slot another node owns is refused (v5 0x9C Use
+    /// another server with its address, 3.1.1 return code 3).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// The `host:port` clients are told to use for this node; it must be this node's
+    /// address in the slot map.
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// The slot map file: `node NAME ADDRESS` lines and `SLOT NODE EPOCH` lines (or
+    /// `FIRST-LAST NODE EPOCH`) for all 4096 slots. Re-read on SIGHUP.
+    #[arg(long)]
+    pub slot_map: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    pub(super) fn apply(&self, cluster: &mut ClusterConfig) {
+        if let Some(v) = &self.node {
+            cluster.node = Some(v.clone());
+        }
+        if let Some(v) = &self.advertise {
+            cluster.advertise = Some(v.clone());
+        }
+        if let Some(v) = &self.slot_map {
+            cluster.slot_map_file = Some(v.clone());
+        }
+    }
+}
+
+/// Checks the merged settings and reads the slot map into `cluster.slot_map`.
+pub(super) fn check(
+    cluster: &mut ClusterConfig,
+    args: &ClusterArgs,
+    path: Option<&Path>,
+) -> Result<(), ConfigError> {
+    // Named as the flag when it came from one, else as the key and the file.
+    let bad = |key: &'static str, from_flag: bool, message: String| {
+        if from_flag {
+            ConfigError::Flag { key, message }
+        } else {
+            ConfigError::Invalid {
+                key: match key {
+                    "node" => "cluster.node",
+                    "advertise" => "cluster.advertise",
+                    _ => "cluster.slot_map",
+                },
+                path: path.map(Path::to_path_buf),
+                message,
+            }
+        }
+    };
+    let Some(node) = cluster.node.clone() else {
+        if cluster.advertise.is_some() {
+            return Err(bad(
+                "advertise",
+                args.advertise.is_some(),
+                "needs `node` (this node's name in the cluster)".into(),
+            ));
+        }
+        if cluster.slot_map_file.is_some() {
+            return Err(bad(
+                "slot_map",
+                args.slot_map.is_some(),
+                "needs `node` (this node's name in the cluster)".into(),
+            ));
+        }
+        return Ok(());
+    };
+    let node_flag = args.node.is_some();
+    if !slots::valid_node_name(&node) {
+        let message = format!("`{node}`: 1 to 64 letters, digits, `-`, `_` or `.`");
+        return Err(bad("node", node_flag, message));
+    }
+    let map_flag = args.slot_map.is_some();
+    let Some(file) = cluster.slot_map_file.clone() else {
+        let message = "a cluster node needs `slot_map` (which node owns which slot)".into();
+        return Err(bad("slot_map", map_flag, message));
+    };
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        bad(
+            "slot_map",
+            map_flag,
+            format!("cannot read {}: {e}", file.display()),
+        )
+    })?;
+    let map = SlotMap::parse(&text)
+        .map_err(|e| bad("slot_map", map_flag, format!("{}: {e}", file.display())))?;
+    let Some(own) = map.node(&node) else {
+        let message = format!("{} has no `node {node} ADDRESS` line", file.display());
+        return Err(bad("slot_map", map_flag, message));
+    };
+    if let Some(advertise) = &cluster.advertise {
+        let from_flag = args.advertise.is_some();
+        if !slots::valid_address(advertise) {
+            let message = format!("`{advertise}` is not HOST:PORT");
+            return Err(bad("advertise", from_flag, message));
+        }
+        if *advertise != own.address {
+            let message = format!(
+                "`{advertise}`, but {} puts node {node} at {}",
+                file.display(),
+                own.address
+            );
+            return Err(bad("advertise", from_flag, message));
+        }
+    }
+    cluster.slot_map = Some(Arc::new(map));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Args, Config};
+
+    fn map_file(dir: &Path) -> PathBuf {
+        let path = dir.join("slots.map");
+        std::fs::write(
+            &path,
+            "node n1 127.0.0.2:1883\nnode n2 127.0.0.3:1883\n0-2047 n1 1\n2048-4095 n2 1\n",
+        )
+        .unwrap();
+        path
+    }
+
+    fn from(args: Args) -> Result<Config, String> {
+        Config::from_args(args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_cluster_table_reads_its_map_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        map_file(dir.path());
+        let config = dir.path().join("berth.toml");
+        std::fs::write(
+            &config,
+            "[cluster]\nnode = \"n2\"\nadvertise = \"127.0.0.3:1883\"\nslot_map = \"slots.map\"\n",
+        )
+        .unwrap();
+        let args = Args {
+            config: Some(config),
+            ..Args::default()
+        };
+        let cluster = from(args).unwrap().cluster.cluster().unwrap();
+        assert_eq!(cluster.node, "n2");
+        assert_eq!(cluster.map.slots_of("n2"), 2048);
+    }
+
+    #[test]
+    fn no_node_no_cluster() {
+        let config = from(Args::default()).unwrap();
+        assert!(config.cluster.cluster().is_none());
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_file_or_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let map = map_file(dir.path());
+        let config = dir.path().join("berth.toml");
+        let file_err = |text: &str| {
+            std::fs::write(&config, text).unwrap();
+            from(Args {
+                config: Some(config.clone()),
+                ..Args::default()
+            })
+            .unwrap_err()
+        };
+        let err = file_err("[cluster]\nslot_map = \"slots.map\"\n");
+        assert!(err.contains("`cluster.slot_map` in ") && err.contains("berth.toml"));
+        assert!(err.contains("needs `node`"), "{err}");
+        let err = file_err("[cluster]\nnode = \"n1\"\n");
+        assert!(err.contains("`cluster.slot_map`") && err.contains("needs `slot_map`"));
+        let err = file_err("[cluster]\nnode = \"n3\"\nslot_map = \"slots.map\"\n");
+        assert!(err.contains("has no `node n3 ADDRESS` line"), "{err}");
+        let err = file_err(
+            "[cluster]\nnode = \"n1\"\nadvertise = \"127.0.0.9:1883\"\nslot_map = \"slots.map\"\n",
+        );
+        assert!(err.contains("`cluster.advertise`") && err.contains("at 127.0.0.2:1883"));
+        let err = file_err("[cluster]\nnode = \"a/b\"\nslot_map = \"slots.map\"\n");
+        assert!(err.contains("`cluster.node`"), "{err}");
+        let err = file_err("[cluster]\nnodes = \"n1\"\n");
+        assert!(err.contains("nodes"), "{err}");
+
+        std::fs::write(&map, "node n1 127.0.0.2:1883\n0-4094 n1 1\n").unwrap();
+        let err = from(Args {
+            cluster: ClusterArgs {
+                node: Some("n1".into()),
+                slot_map: Some(map.clone()),
+                advertise: None,
+            },
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(err.starts_with("flag --slot-map: "), "{err}");
+        assert!(err.contains("slots without an owner: 4095"), "{err}");
+    }
+}
