@@ -12,15 +12,28 @@ use berth::server::Reload;
 
 fn main() -> std::process::ExitCode {
     // `berth passwd ...` writes password files; everything else runs the broker.
+    // `berth cluster ...` writes a cluster's HAProxy map and configuration.
     let mut argv = std::env::args().skip(1);
-    if argv.next().as_deref() == Some("passwd") {
-        return match berth::passwd::main(argv) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("berth passwd: error: {e:#}");
-                std::process::ExitCode::FAILURE
+    match argv.next().as_deref() {
+        Some("passwd") => {
+            return match berth::passwd::main(argv) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("berth passwd: error: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
             }
-        };
+        }
+        Some("cluster") => {
+            return match berth::cluster_command::main(argv) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("berth cluster: error: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+        _ => {}
     }
     let args = Args::parse_showing_defaults();
     let config = match Config::from_args(args.clone()) {

@@ -33,10 +33,22 @@ pub fn owner_of(client_id: &str, cores: usize) -> CoreId {
 /// A fresh client id that `owner_of` maps to `core`, so that a client without an id stays
 /// on the core that accepted it (no hand-off). `random` supplies entropy; about `cores`
 /// draws are needed on average.
-pub fn assign_client_id(core: CoreId, cores: usize, mut random: impl FnMut() -> u64) -> ByteString {
+pub fn assign_client_id(core: CoreId, cores: usize, random: impl FnMut() -> u64) -> ByteString {
+    assign_client_id_where(core, cores, random, |_| true)
+}
+
+/// As [`assign_client_id`], an id that `also` takes too: in a cluster, one whose slot this
+/// node owns (`cluster`). `also` must take a fair share of ids (a node's slots, about
+/// `1/nodes` of them), or this loops: about `cores / share` draws are needed.
+pub fn assign_client_id_where(
+    core: CoreId,
+    cores: usize,
+    mut random: impl FnMut() -> u64,
+    also: impl Fn(&str) -> bool,
+) -> ByteString {
     loop {
         let id = format!("berth-{:016x}", random());
-        if owner_of(&id, cores) == core {
+        if owner_of(&id, cores) == core && also(&id) {
             return ByteString::from(id);
         }
     }
@@ -78,6 +90,11 @@ mod tests {
         for core in 0..4 {
             let id = assign_client_id(CoreId(core), 4, &mut random);
             assert_eq!(owner_of(&id, 4), CoreId(core));
+            let odd = assign_client_id_where(CoreId(core), 4, &mut random, |id| {
+                id.bytes().last().is_some_and(|b| b % 2 == 1)
+            });
+            assert_eq!(owner_of(&odd, 4), CoreId(core));
+            assert_eq!(odd.as_bytes().last().unwrap() % 2, 1);
         }
     }
 }

@@ -14,23 +14,24 @@ const PURE_LAYERS: &[&str] = &[
     "src/broker",
     "src/auth",
     "src/websocket",
+    "src/cluster",
 ];
 
 /// What a pure layer may not name outside its tests.
 const FORBIDDEN_IMPORTS: &[&str] = &[
     "crate::server",
     "glommio",
-    "crate::cluster",
+    "crate::nats",
     "tokio",
     "async_nats",
 ];
 
-/// The cluster bridge (`src/cluster`) runs on a tokio thread of its own and talks to the
-/// cores only through channels: it never names the cores' runtime or their state.
+/// The NATS bridge (`src/nats`) runs on a tokio thread of its own and talks to the cores
+/// only through channels: it never names the cores' runtime or their state.
 const CLUSTER_FORBIDDEN: &[&str] = &["crate::server", "glommio"];
 
-/// Only the cluster bridge runs tokio and NATS; the cores never do (no core waits on NATS).
-const TOKIO_ONLY_IN: &str = "src/cluster";
+/// Only the NATS bridge runs tokio and NATS; the cores never do (no core waits on NATS).
+const TOKIO_ONLY_IN: &str = "src/nats";
 
 /// Clock reads: time comes into a pure layer as an argument.
 const CLOCK_READS: &[&str] = &["Instant::now(", "SystemTime::now(", "now_from_system("];
@@ -150,7 +151,7 @@ fn pure_layers_import_neither_the_server_nor_the_runtime() {
 }
 
 #[test]
-fn the_cluster_bridge_stays_off_the_cores() {
+fn the_nats_bridge_stays_off_the_cores() {
     let mut broken = Vec::new();
     let mut paths = Vec::new();
     rust_files(&root().join("src"), &mut paths);
@@ -173,7 +174,7 @@ fn the_cluster_bridge_stays_off_the_cores() {
     }
     assert!(
         broken.is_empty(),
-        "src/cluster (tokio, NATS) and the cores (glommio, server) meet only in channels:\n{}",
+        "src/nats (tokio, NATS) and the cores (glommio, server) meet only in channels:\n{}",
         broken.join("\n")
     );
 }

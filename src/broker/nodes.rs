@@ -1,4 +1,4 @@
-//! The other nodes of a cluster (`src/cluster/`), as one core's engine sees them: which
+//! The other nodes of a cluster (`src/nats/`), as one core's engine sees them: which
 //! nodes want which filters (this core's replica of the cluster's interest table), the
 //! messages a PUBLISH routed here sends them, and the messages they send this node.
 //!

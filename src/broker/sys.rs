@@ -117,6 +117,8 @@ pub enum Stat {
     SocketsAccepted,
     /// CONNECT packets received, for `load/connections`.
     Connects,
+    /// CONNECTs refused in a cluster: another node owns the client id's slot.
+    RefusedOtherNode,
 }
 
 /// How the figures of the cores make the broker's.
@@ -129,7 +131,7 @@ pub enum Combine {
 }
 
 impl Stat {
-    pub const ALL: [Stat; 40] = [
+    pub const ALL: [Stat; 41] = [
         Stat::ClientsConnected,
         Stat::ClientsDisconnected,
         Stat::Subscriptions,
@@ -170,6 +172,7 @@ impl Stat {
         Stat::ClientsExpired,
         Stat::SocketsAccepted,
         Stat::Connects,
+        Stat::RefusedOtherNode,
     ];
 
     /// The topic the figure is published on (Mosquitto's name for it).
@@ -215,6 +218,7 @@ impl Stat {
             Stat::ClientsExpired => "$SYS/broker/clients/expired",
             Stat::SocketsAccepted => "$SYS/broker/sockets/accepted",
             Stat::Connects => "$SYS/broker/clients/connects",
+            Stat::RefusedOtherNode => "$SYS/broker/clients/refused/other_node",
         }
     }
 

@@ -1,133 +1,104 @@
-//! The data plane between the nodes of a cluster: one NATS connection per node, on a tokio
-//! current-thread runtime in an OS thread of its own (`berth-nats`), bridged to the
-//! glommio cores by flume channels (design A of `cluster-design.md`).
+//! A berth cluster's entry tier: which node a client id lives on (slot homes, [`slots`]),
+//! and the HAProxy configuration that routes each connection there ([`haproxy`]).
 //!
-//! - **Interest**: a node announces a filter when the first of its cores gains a
-//!   subscriber of it and withdraws it when the last loses its last one, as the KV entry
-//!   `<node>.<sha256(filter)>` -> filter in bucket `berth_interest`. Every node watches the
-//!   bucket into each core's replica (`broker::nodes`), leaving out its own entries. A
-//!   SUBACK that added interest waits until every live node has applied it (`members`).
-//! - **QoS 0** goes over core NATS to `berth.node.<node>.q0`.
-//! - **QoS 1/2** go into the stream `BERTH_IN_<node>` (subject `berth.node.<node>.in`,
-//!   `Nats-Msg-Id` = a unique id per forward); the publishing core's acknowledgement waits
-//!   for JetStream's (`server::nodes`). The target consumes its stream with one durable
-//!   pull consumer and acks a message once its cores have stored it.
-//!
-//! Invariants: no core ever waits on NATS (a core hands work to the bridge with
-//! `try_send`; a full channel refuses a QoS 1/2 message and drops a QoS 0 one, counted); a
-//! message that came from NATS is routed on this node only and never sent to NATS again
-//! (`Broker::publish_from_node`); this module never touches a core's state (it only sends
-//! [`ToCore`] messages), so it names neither glommio nor `crate::server`.
+//! **Invariant** of the cluster: a client id is live on exactly one node. A node never
+//! accepts a CONNECT whose client id's slot another node owns (it refuses it, telling
+//! the client where to go: [`Cluster::home_of`]), and gives a client without an id only an id
+//! whose slot it owns. Takeover therefore stays on one node, with no cluster-wide
+//! session registry. Pure: no I/O, no clock.
 
-mod bridge;
-mod inbound;
-mod interest;
-mod keys;
-mod members;
-pub mod wire;
+pub mod haproxy;
+pub mod slots;
 
 use std::sync::Arc;
 
-use bytestring::ByteString;
+pub use slots::{slot_of, Node, Slot, SlotMap, SlotMapError, SLOTS};
 
-use crate::broker::NodeId;
-use crate::config::ClusterConfig;
-use crate::ownership::CoreId;
-use crate::protocol::Publish;
-use crate::session::Message;
+/// This node's view of the cluster: its name and the slot map in force.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub node: String,
+    pub map: Arc<SlotMap>,
+}
 
-/// Work the cores send the bridge.
-pub enum FromCore {
-    /// Core `core` gained (`present`) its first or lost its last subscriber of `filter`.
-    /// `ticket`: a SUBACK waits for it, answered with [`ToCore::Acked`] once every live
-    /// node routes the filter here (`members`), or after a bounded wait.
-    Interest {
-        core: CoreId,
-        filter: ByteString,
-        present: bool,
-        ticket: Option<u64>,
-    },
-    /// Core `core` has announced every filter its recovered sessions hold: once every core
-    /// has, the node's entries in the bucket are made to match (stale ones deleted).
-    Recovered { core: CoreId },
-    /// Send `message` to `node`. `ticket`: a QoS 1/2 message, answered with
-    /// [`ToCore::Acked`] once JetStream has stored it (or could not).
-    Forward {
-        core: CoreId,
-        node: NodeId,
-        message: Arc<Message>,
-        ticket: Option<u64>,
+/// Where a client id lives, as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Home<'a> {
+    Here,
+    /// Another node owns the slot: the client is to go to `node` at its address.
+    Elsewhere {
+        slot: Slot,
+        node: &'a Node,
     },
 }
 
-/// What the bridge sends a core.
-pub enum ToCore {
-    /// Node `node` gained (`present`) or lost interest in `filter`.
-    Interest {
-        node: NodeId,
-        filter: ByteString,
-        present: bool,
-    },
-    /// A message another node sent here, to route on this node. `done`: a QoS 1/2
-    /// message, answered (`true`: stored) once the cores it went to have it in their logs.
-    Inject {
-        publisher: ByteString,
-        publish: Publish,
-        done: Option<flume::Sender<bool>>,
-    },
-    /// The forward with this ticket was stored by JetStream (`ok`) or refused.
-    Acked { ticket: u64, ok: bool },
-    /// Answered once everything sent before it is applied.
-    Barrier(flume::Sender<()>),
+impl Cluster {
+    /// Where `client_id` lives.
+    pub fn home_of(&self, client_id: &str) -> Home<'_> {
+        let slot = slot_of(client_id.as_bytes());
+        let (owner, _) = self.map.owner(slot);
+        if owner.name == self.node {
+            Home::Here
+        } else {
+            Home::Elsewhere { slot, node: owner }
+        }
+    }
+
+    /// Whether this node owns any slot (else it can give no client an id).
+    pub fn owns_slots(&self) -> bool {
+        self.map.slots_of(&self.node) > 0
+    }
+
+    /// Where a client without an id goes when this node owns no slot: the first node
+    /// that owns one.
+    pub fn any_home(&self) -> Option<&Node> {
+        self.map
+            .nodes()
+            .iter()
+            .find(|n| self.map.slots_of(&n.name) > 0)
+    }
 }
 
-/// Work a core's channel to the bridge holds before the core refuses more (`try_send`).
-pub const TO_BRIDGE_CAPACITY: usize = 1 << 16;
-/// Messages the bridge holds for one core before it waits (it may; cores never do).
-const TO_CORE_CAPACITY: usize = 4096;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The running bridge, as the server holds it.
-pub struct Bridge {
-    /// Every core's way to the bridge (clone one per core).
-    pub to_bridge: flume::Sender<FromCore>,
-    /// Each core's inbox, by core index (taken by the cores).
-    pub inboxes: Vec<Option<flume::Receiver<ToCore>>>,
-    /// Says once the bridge is up: connected, the node's stream and interest in place,
-    /// the other nodes' interest applied on every core.
-    pub ready: std::sync::mpsc::Receiver<()>,
-}
+    fn cluster(node: &str, text: &str) -> Cluster {
+        Cluster {
+            node: node.into(),
+            map: Arc::new(SlotMap::parse(text).unwrap()),
+        }
+    }
 
-/// Starts the bridge's thread for a node with `cores` cores. `None` without a node name.
-pub fn start(config: &ClusterConfig, cores: usize) -> std::io::Result<Option<Bridge>> {
-    let Some(node) = config.node.clone() else {
-        return Ok(None);
-    };
-    let (to_bridge, from_cores) = flume::bounded(TO_BRIDGE_CAPACITY);
-    let (senders, inboxes): (Vec<_>, Vec<_>) = (0..cores)
-        .map(|_| {
-            let (tx, rx) = flume::bounded(TO_CORE_CAPACITY);
-            (tx, Some(rx))
-        })
-        .unzip();
-    let (ready_tx, ready) = std::sync::mpsc::channel();
-    let servers = config.nats.clone();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("berth-nats".into())
-        .spawn(move || {
-            runtime.block_on(bridge::run(bridge::Setup {
-                node,
-                servers,
-                from_cores,
-                to_cores: senders,
-                ready: ready_tx,
-            }))
-        })?;
-    Ok(Some(Bridge {
-        to_bridge,
-        inboxes,
-        ready,
-    }))
+    #[test]
+    fn an_id_lives_where_its_slot_is_owned() {
+        let text = "node n1 127.0.0.2:1883\nnode n2 127.0.0.3:1883\n0-2047 n1 1\n2048-4095 n2 1\n";
+        let (n1, n2) = (cluster("n1", text), cluster("n2", text));
+        for i in 0..200 {
+            let id = format!("c{i}");
+            let slot = slot_of(id.as_bytes());
+            let (here, there) = if slot.0 < 2048 {
+                (&n1, &n2)
+            } else {
+                (&n2, &n1)
+            };
+            assert_eq!(here.home_of(&id), Home::Here);
+            match there.home_of(&id) {
+                Home::Elsewhere { slot: s, node } => {
+                    assert_eq!(s, slot);
+                    assert_eq!(node.name, here.node);
+                }
+                Home::Here => panic!("{id} at home on both nodes"),
+            }
+        }
+        assert!(n1.owns_slots());
+    }
+
+    #[test]
+    fn a_node_without_slots_names_one_with_some() {
+        let text = "node n1 127.0.0.2:1883\nnode n2 127.0.0.3:1883\n0-4095 n2 1\n";
+        let idle = cluster("n1", text);
+        assert!(!idle.owns_slots());
+        assert_eq!(idle.any_home().unwrap().name, "n2");
+    }
 }

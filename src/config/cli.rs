@@ -17,7 +17,7 @@ use super::{keepalive_cap, Config, FsyncMode, Overflow};
     name = "berth",
     version,
     about = "MQTT 3.1.1/5.0 broker built for persistent sessions at scale",
-    after_help = "To write a password file: berth passwd --help",
+    after_help = "To write a password file: berth passwd --help\nFor a cluster's HAProxy configuration and map: berth cluster --help",
     // `--cores -1` is a bad value for --cores (and says so), not an unknown flag `-1`.
     allow_negative_numbers = true
 )]
@@ -162,7 +162,8 @@ pub struct Args {
     #[arg(long)]
     pub max_keepalive: Option<u16>,
     /// Put User Properties `berth-shard` (the core that owns the client) and
-    /// `berth-accepted-on` (the core that accepted the connection) in every v5 CONNACK:
+    /// `berth-accepted-on` (the core that accepted the connection), and in a cluster
+    /// `berth-node` (this node's name), in every v5 CONNACK:
     /// internals, for tests and debugging. Given alone, the flag means `true`.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub connack_debug_properties: Option<bool>,
@@ -328,8 +329,13 @@ fn shown_defaults(d: &Config) -> Vec<(&'static str, String)> {
             "connack_debug_properties",
             d.connack_debug_properties.to_string(),
         ),
-        ("node", "none (no cluster)".into()),
-        ("nats", super::cluster::DEFAULT_NATS.into()),
+        ("node", "none (a single broker, not in a cluster)".into()),
+        ("advertise", "the slot map's address for this node".into()),
+        ("slot_map", "none (needed with --node)".into()),
+        (
+            "nats",
+            "none (no NATS bridge: nothing crosses to other nodes)".into(),
+        ),
     ]
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::cluster::ClusterTable;
 use super::limits::LimitsFile;
 use super::listener::ListenerTable;
 use super::{keepalive_cap, Config, ConfigError, FsyncMode, Listener, Overflow};
@@ -64,8 +65,8 @@ pub(super) struct FileConfig {
     /// `[[listener]]` tables: listeners beside (or instead of) `listen`.
     #[serde(default)]
     listener: Vec<ListenerTable>,
-    /// The `[cluster]` table (`cluster`).
-    cluster: Option<super::cluster::ClusterTable>,
+    /// `[cluster]`: this node in a cluster (`cluster`).
+    cluster: Option<ClusterTable>,
 }
 
 impl FileConfig {
@@ -180,12 +181,12 @@ impl FileConfig {
             flapping_window: file.flapping_window,
             flapping_ban: file.flapping_ban,
         };
+        if let Some(table) = file.cluster {
+            table.apply(&mut config.cluster, path);
+        }
         limits
             .apply(&mut config.limits, path)
             .map_err(|(key, message)| invalid(key, message))?;
-        if let Some(table) = file.cluster {
-            table.apply(&mut config.cluster, path)?;
-        }
         file.listener
             .into_iter()
             .enumerate()

@@ -175,7 +175,8 @@ pub struct Config {
     pub connack_debug_properties: bool,
     /// Connections, rates, topic depth, client-id length, bans, flapping (`limits`).
     pub limits: Limits,
-    /// The `[cluster]` table and `--node` / `--nats` (`cluster`): off without a node name.
+    /// This node's name, slot map and NATS servers in a cluster (`[cluster]`); empty: a
+    /// single broker.
     pub cluster: ClusterConfig,
 }
 
@@ -252,10 +253,11 @@ impl Config {
             config.listeners.push(Listener::plain(DEFAULT_LISTEN));
         }
         listener::check_distinct(&config.listeners, config.listen.is_some(), path.as_deref())?;
+        args.cluster.apply(&mut config.cluster);
+        cluster::check(&mut config.cluster, &args.cluster, path.as_deref())?;
         args.limits
             .apply(&mut config.limits)
             .map_err(|(key, message)| ConfigError::Flag { key, message })?;
-        args.cluster.apply(&mut config.cluster, path.as_deref())?;
 
         // A bad value names the flag when it came from one, else the key (and the file).
         let bad = |key: &'static str, from_flag: bool, message: String| {

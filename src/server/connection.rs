@@ -29,7 +29,7 @@ use super::refusal::{hex, not_admitted, send_refusal};
 use super::transport::{self, Attached, Transport};
 use super::writer::write_loop;
 use crate::auth::Verdict;
-use crate::ownership::{assign_client_id, owner_of, CoreId};
+use crate::ownership::{assign_client_id_where, owner_of, CoreId};
 use crate::protocol::{self, Connect};
 use crate::session::connect::{claimed_level, refuse_malformed, Refusal};
 use crate::session::credentials::{refuse_credentials, refuse_session_of_another};
@@ -104,7 +104,9 @@ pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S, slot: ConnectionS
         linger(stream).await;
         return;
     }
-    // A client without an id gets one that this core owns (see `serve`), so it never moves.
+    // A client without an id gets one that this core owns (see `serve`), so it never moves,
+    // and in a cluster one whose slot this node owns (`check_connect` has refused a client
+    // without an id on a node that owns no slot).
     let owner = if connect.client_id.is_empty() {
         core.id
     } else {
@@ -294,7 +296,7 @@ pub async fn serve<S: Transport>(
     let opened = Link::open(
         connect,
         &core.policy.borrow(),
-        || assign_client_id(core.id, core.cores, rand::random),
+        || assign_client_id_where(core.id, core.cores, rand::random, core.limits.assignable()),
         (core.id, accepted_on),
     );
     let opening = match opened {

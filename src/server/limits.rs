@@ -9,8 +9,11 @@
 //!   shared by every core, touched once at accept and once at close, never per message.
 //!   The [`ConnectionSlot`] a connection holds travels with it to its owner core and gives
 //!   the count back when dropped.
-//! - **At CONNECT, on the accepting core**: `max_clientid_len` and the ban file (an
-//!   immutable list every core reads, replaced whole on SIGHUP).
+//! - **At CONNECT, on the accepting core**: `max_clientid_len`, the ban file (an
+//!   immutable list every core reads, replaced whole on SIGHUP) and, in a cluster, the
+//!   client id's home: a CONNECT whose slot another node owns is refused before it is
+//!   authenticated or handed to its core (the home node does both), and so is a client
+//!   without an id on a node that owns no slot (the slot map, replaced whole on SIGHUP).
 //! - **At CONNECT, on the owner core**: flapping detection. Client ids belong to one core,
 //!   so their disconnect counts live there and nothing is shared.
 
@@ -22,6 +25,7 @@ use std::time::Instant;
 
 use crate::auth::{BanList, Flapping, TokenBucket};
 use crate::broker::{CoreStats, Stat};
+use crate::cluster::{Cluster, Home};
 use crate::config::Limits;
 use crate::protocol::Connect;
 use crate::session::admission::NotAdmitted;
@@ -30,19 +34,40 @@ use crate::session::link::LimitHit;
 /// The ban list in force, read by every core at each CONNECT and replaced whole on SIGHUP.
 pub type SharedBans = Arc<RwLock<Arc<BanList>>>;
 
+/// This node's cluster view (`None`: a single broker), read at each CONNECT and replaced
+/// whole on SIGHUP.
+pub type SharedCluster = Arc<RwLock<Option<Arc<Cluster>>>>;
+
 /// What the cores' limits share.
 #[derive(Clone, Default)]
 pub struct SharedLimits {
     pub bans: SharedBans,
     /// Open connections, all cores together (only counted under `max_connections`).
     pub connections: Arc<AtomicUsize>,
+    pub cluster: SharedCluster,
 }
 
 impl SharedLimits {
-    pub fn new(limits: &Limits) -> SharedLimits {
+    pub fn new(limits: &Limits, cluster: Option<Cluster>) -> SharedLimits {
         SharedLimits {
             bans: Arc::new(RwLock::new(limits.bans.clone())),
             connections: Arc::new(AtomicUsize::new(0)),
+            cluster: Arc::new(RwLock::new(cluster.map(Arc::new))),
+        }
+    }
+
+    /// Puts a reloaded slot map in force.
+    pub fn replace_cluster(&self, cluster: Cluster) {
+        if let Ok(mut current) = self.cluster.write() {
+            *current = Some(Arc::new(cluster));
+        }
+    }
+
+    /// The cluster view in force.
+    pub fn cluster(&self) -> Option<Arc<Cluster>> {
+        match self.cluster.read() {
+            Ok(cluster) => cluster.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
@@ -77,6 +102,7 @@ pub struct LimitStats {
     publish_rate: Cell<u64>,
     publish_too_deep: Cell<u64>,
     filters_too_deep: Cell<u64>,
+    other_node: Cell<u64>,
 }
 
 fn bump(counter: &Cell<u64>) {
@@ -154,9 +180,50 @@ impl CoreLimits {
             Ok(bans) => bans.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        let banned = bans.check(&connect.client_id, connect.username.as_deref(), peer.ip())?;
-        bump(&self.stats.banned);
-        Some(NotAdmitted::Banned(banned.reason()))
+        if let Some(banned) = bans.check(&connect.client_id, connect.username.as_deref(), peer.ip())
+        {
+            bump(&self.stats.banned);
+            return Some(NotAdmitted::Banned(banned.reason()));
+        }
+        let why = self.elsewhere(&connect.client_id)?;
+        bump(&self.stats.other_node);
+        Some(why)
+    }
+
+    /// Where to send a client whose id (empty: one to be assigned) does not live on this
+    /// node; `None` when it does, or when there is no cluster.
+    fn elsewhere(&self, client_id: &str) -> Option<NotAdmitted> {
+        let cluster = self.shared.cluster()?;
+        if client_id.is_empty() {
+            if cluster.owns_slots() {
+                return None;
+            }
+            let node = cluster.any_home()?;
+            return Some(NotAdmitted::OtherNode {
+                slot: None,
+                node: node.name.clone(),
+                address: node.address.clone(),
+            });
+        }
+        match cluster.home_of(client_id) {
+            Home::Here => None,
+            Home::Elsewhere { slot, node } => Some(NotAdmitted::OtherNode {
+                slot: Some(slot.0),
+                node: node.name.clone(),
+                address: node.address.clone(),
+            }),
+        }
+    }
+
+    /// Whether an id this node assigns may be `client_id`: true unless another node owns
+    /// its slot. A node that owns no slot takes every id (it refuses clients without an
+    /// id at CONNECT; this only happens when a reload took its last slot in between).
+    pub fn assignable(&self) -> impl Fn(&str) -> bool {
+        let cluster = self.shared.cluster().filter(|c| c.owns_slots());
+        move |id| match &cluster {
+            Some(cluster) => cluster.home_of(id) == Home::Here,
+            None => true,
+        }
     }
 
     /// Whether flapping detection bans `client_id` at `now` (on its owner core).
@@ -208,6 +275,7 @@ impl CoreLimits {
             (Stat::PublishRateLimited, &s.publish_rate),
             (Stat::PublishTooDeep, &s.publish_too_deep),
             (Stat::SubscriptionsTooDeep, &s.filters_too_deep),
+            (Stat::RefusedOtherNode, &s.other_node),
         ] {
             stats.set(stat, counter.get());
         }

@@ -162,6 +162,7 @@ impl Core {
             max_session_expiry: config.max_session_expiry,
             max_inflight_messages: config.max_inflight_messages,
             connack_debug_properties: config.connack_debug_properties,
+            node: config.cluster.node.as_deref().map(ByteString::from),
         };
         let peers_len = peers.len();
         let mut broker = broker;

@@ -58,7 +58,7 @@ pub use reload::Reload;
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 /// How long connections get to say goodbye at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-/// How long start-up waits for the cluster bridge before the ready line (`cluster`).
+/// How long start-up waits for the cluster bridge before the ready line (`crate::nats`).
 const CLUSTER_READY_WAIT: Duration = Duration::from_secs(15);
 
 /// Runs the broker until SIGINT or SIGTERM; SIGHUP runs `reload`. `ready` is called with
@@ -131,11 +131,24 @@ pub fn run(
         }
     });
     // Bans: replaced whole on SIGHUP like the password file (`limits`).
-    let shared_limits = limits::SharedLimits::new(&config.limits);
+    let shared_limits = limits::SharedLimits::new(&config.limits, config.cluster.cluster());
     reload.on_reload("ban_file", {
         let shared = shared_limits.clone();
         move |config| shared.replace_bans(config.limits.bans.clone())
     });
+    // The slot map: replaced whole on SIGHUP like the bans (a map that does not read, or
+    // is not whole, fails the reload and keeps the old one). A node that leaves the
+    // cluster needs a restart.
+    if config.cluster.node.is_some() {
+        reload.on_reload("slot_map", {
+            let shared = shared_limits.clone();
+            move |config| {
+                if let Some(cluster) = config.cluster.cluster() {
+                    shared.replace_cluster(cluster);
+                }
+            }
+        });
+    }
     let reloader = std::thread::Builder::new()
         .name("berth-reload".into())
         .spawn(move || {
@@ -176,7 +189,7 @@ pub fn run(
     }
     // One node of a cluster: the NATS bridge's thread and each core's inbox from it.
     let cluster =
-        crate::cluster::start(&config.cluster, cores).context("cannot start the cluster bridge")?;
+        crate::nats::start(&config.cluster, cores).context("cannot start the cluster bridge")?;
     let (to_bridge, mut node_inboxes, cluster_ready) = match cluster {
         Some(c) => (Some(c.to_bridge), c.inboxes, Some(c.ready)),
         None => (None, (0..cores).map(|_| None).collect(), None),

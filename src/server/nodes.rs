@@ -1,4 +1,4 @@
-//! A core's side of the cluster bridge (`crate::cluster`): what it hands the bridge (its
+//! A core's side of the cluster bridge (`crate::nats`): what it hands the bridge (its
 //! interest, its messages for other nodes), the wait of a QoS 1/2 acknowledgement for
 //! JetStream's and of a new filter's SUBACK for the other nodes' routing, and the loop that carries out what the bridge sends it (other nodes'
 //! interest, their messages).
@@ -23,7 +23,7 @@ use glommio::channels::local_channel::{self, LocalSender};
 
 use super::local::Core;
 use crate::broker::NodeId;
-use crate::cluster::{FromCore, ToCore};
+use crate::nats::{FromCore, ToCore};
 use crate::protocol::QoS;
 use crate::session::Message;
 
@@ -88,7 +88,7 @@ impl Core {
             return owed;
         };
         for (filter, present) in interest {
-            // A new filter's SUBACK waits until other nodes route it here (`cluster`).
+            // A new filter's SUBACK waits until other nodes route it here (`crate::nats`).
             let ticket = present.then(|| {
                 let ticket = link.issued.get() + 1;
                 link.issued.set(ticket);

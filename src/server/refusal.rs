@@ -29,6 +29,7 @@ pub async fn not_admitted<S: Transport>(
         NotAdmitted::ClientIdTooLong { .. } => "client_id_length",
         NotAdmitted::Banned(_) => "banned",
         NotAdmitted::Flapping { .. } => "flapping",
+        NotAdmitted::OtherNode { .. } => "other_node",
     };
     send_refusal(core, &mut stream, refusal, Some(limit)).await;
     let _ = stream.flush().await;

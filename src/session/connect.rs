@@ -34,6 +34,9 @@ pub struct ConnectPolicy {
     /// Whether a v5 CONNACK names the owning and the accepting core (User Properties
     /// `berth-shard`, `berth-accepted-on`): internals, for tests and debugging only.
     pub connack_debug_properties: bool,
+    /// This node's name in a cluster: under `connack_debug_properties` a v5 CONNACK
+    /// names it too (User Property `berth-node`).
+    pub node: Option<ByteString>,
 }
 
 /// A CONNECT refused: the CONNACK to write before closing, and what to log.
@@ -239,6 +242,7 @@ mod tests {
             max_session_expiry: Duration::from_secs(3600),
             max_inflight_messages: 1024,
             connack_debug_properties: false,
+            node: None,
         }
     }
 

@@ -21,7 +21,8 @@ import uuid
 import paho.mqtt.client as mqtt
 
 from berthproc import berth_bin
-from mqttwire import ids_owned_by
+from conftest import nats_home
+from mqttwire import owner_core
 
 WAIT = 10.0
 
@@ -93,17 +94,22 @@ def until_routed(publisher: Client, subscriber: Client, topic: str) -> None:
             publisher.client.loop(timeout=0.0)
 
 
-def name() -> str:
-    return "c" + uuid.uuid4().hex[:10]
+def name(node: str, core: int | None = None, cores: int = 1) -> str:
+    """A fresh client id whose home is `node` (conftest's NATS_SLOT_MAP): a node refuses the
+    others (0x9C). With `core`: also owned by that core of the node's `cores`."""
+    while True:
+        client_id = "c" + uuid.uuid4().hex[:10]
+        if nats_home(client_id) == node and (core is None or owner_core(client_id, cores) == core):
+            return client_id
 
 
 def test_qos0_and_qos1_cross_nodes(start_nats, start_nats_node):
     nats = start_nats()
     a = start_nats_node("na", nats)
     b = start_nats_node("nb", nats)
-    sub = Client(name(), a.addr)
+    sub = Client(name("na"), a.addr)
     sub.subscribe("t/#", qos=1)
-    pub = Client(name(), b.addr)
+    pub = Client(name("nb"), b.addr)
     until_routed(pub, sub, "t/probe")
     assert pub.publish("t/zero", b"q0", 0) is None
     assert pub.publish("t/one", b"q1", 1) == 0
@@ -122,16 +128,16 @@ def test_unsubscribe_stops_forwarding(start_nats, start_nats_node):
     nats = start_nats()
     a = start_nats_node("na", nats)
     b = start_nats_node("nb", nats)
-    sub = Client(name(), a.addr)
+    sub = Client(name("na"), a.addr)
     sub.subscribe("gone/#", qos=1)
-    pub = Client(name(), b.addr)
+    pub = Client(name("nb"), b.addr)
     until_routed(pub, sub, "gone/probe")
     assert pub.publish("gone/1", b"1", 1) == 0
     sub.loop_until(lambda: sub.received("gone/1"), "gone/1")
     before = nats.stream("BERTH_IN_na")["state"]["last_seq"]
     sub.unsubscribe("gone/#")
     # A later interest change of na, seen by nb, means nb has applied the removal too.
-    marker = Client(name(), a.addr)
+    marker = Client(name("na"), a.addr)
     marker.subscribe("marker/#", qos=0)
     until_routed(pub, marker, "marker/probe")
     assert pub.publish("gone/2", b"2", 1) == 0
@@ -146,10 +152,10 @@ def test_offline_persistent_session_gets_qos1_from_other_node(start_nats, start_
     nats = start_nats()
     a = start_nats_node("na", nats)
     b = start_nats_node("nb", nats)
-    client_id = name()
+    client_id = name("na")
     sub = Client(client_id, a.addr, clean=True, expiry=300)
     sub.subscribe("keep/#", qos=1)
-    pub = Client(name(), b.addr)
+    pub = Client(name("nb"), b.addr)
     until_routed(pub, sub, "keep/probe")
     sub.close()
     assert pub.publish("keep/1", b"while away", 1) == 0
@@ -169,7 +175,7 @@ def test_messages_from_nats_are_not_sent_back(start_nats, start_nats_node):
     nats = start_nats()
     a = start_nats_node("na", nats)
     b = start_nats_node("nb", nats)
-    on_a, on_b = Client(name(), a.addr), Client(name(), b.addr)
+    on_a, on_b = Client(name("na"), a.addr), Client(name("nb"), b.addr)
     on_a.subscribe("loop/#", qos=1)
     on_b.subscribe("loop/#", qos=1)
     until_routed(on_b, on_a, "loop/probe-a")
@@ -210,9 +216,9 @@ def test_puback_waits_for_the_target_stream(start_nats, start_nats_node):
     nats = start_nats()
     a = start_nats_node("na", nats)
     b = start_nats_node("nb", nats)
-    sub = Client(name(), a.addr)
+    sub = Client(name("na"), a.addr)
     sub.subscribe("s/#", qos=1)
-    pub = Client(name(), b.addr)
+    pub = Client(name("nb"), b.addr)
     until_routed(pub, sub, "s/probe")
     assert pub.publish("s/1", b"stored", 1) == 0
     sub.loop_until(lambda: sub.received("s/1"), "s/1")
@@ -237,10 +243,10 @@ def test_messages_wait_in_the_stream_while_their_node_is_down(start_nats, start_
     os.makedirs(data)
     a = start_nats_node("na", nats, data_dir=data)
     b = start_nats_node("nb", nats)
-    client_id = name()
+    client_id = name("na")
     sub = Client(client_id, a.addr, expiry=600)
     sub.subscribe("park/#", qos=1)
-    pub = Client(name(), b.addr)
+    pub = Client(name("nb"), b.addr)
     until_routed(pub, sub, "park/probe")
     sub.close()
     a.assert_clean_exit()
@@ -266,18 +272,18 @@ def test_a_node_wants_a_filter_while_any_of_its_cores_does(start_nats, start_nat
     nats = start_nats()
     a = start_nats_node("na", nats, cores=2)
     b = start_nats_node("nb", nats)
-    (id0,), (id1,) = ids_owned_by(0, 2, name()), ids_owned_by(1, 2, name())
+    id0, id1 = name("na", core=0, cores=2), name("na", core=1, cores=2)
     s0, s1 = Client(id0, a.addr), Client(id1, a.addr)
     s0.subscribe("two/#", qos=2)
     s1.subscribe("two/#", qos=2)
-    pub = Client(name(), b.addr)
+    pub = Client(name("nb"), b.addr)
     until_routed(pub, s0, "two/probe")
     until_routed(pub, s1, "two/probe")
     assert pub.publish("two/q2", b"exactly", 2) == 0
     for s in (s0, s1):
         s.loop_until(lambda s=s: s.received("two/q2"), "two/q2")
         assert [(m.payload, m.qos) for m in s.received("two/q2")] == [(b"exactly", 2)]
-    marker = Client(name(), a.addr)
+    marker = Client(name("na"), a.addr)
 
     def settled(probe: str) -> None:
         # A later interest change of na, seen by nb: the one before it is applied there.
@@ -304,9 +310,9 @@ def test_nodes_reconnect_after_nats_restarts(start_nats, start_nats_node):
     nats = start_nats()
     a = start_nats_node("na", nats)
     b = start_nats_node("nb", nats)
-    sub = Client(name(), a.addr)
+    sub = Client(name("na"), a.addr)
     sub.subscribe("re/#", qos=1)
-    pub = Client(name(), b.addr)
+    pub = Client(name("nb"), b.addr)
     until_routed(pub, sub, "re/probe")
     nats.restart()
     for node in (a, b):
@@ -328,9 +334,9 @@ def test_one_publishers_qos1_messages_cross_in_order(start_nats, start_nats_node
     nats = start_nats()
     a = start_nats_node("na", nats)
     b = start_nats_node("nb", nats)
-    sub = Client(name(), a.addr)
+    sub = Client(name("na"), a.addr)
     sub.subscribe("seq/#", qos=1)
-    pub = Client(name(), b.addr)
+    pub = Client(name("nb"), b.addr)
     until_routed(pub, sub, "seq/probe")
     count = 500
     started = time.monotonic()
@@ -351,8 +357,8 @@ def test_a_publish_right_after_suback_reaches_the_subscriber(start_nats, start_n
     nats = start_nats()
     a = start_nats_node("na", nats)
     b = start_nats_node("nb", nats)
-    pub = Client(name(), b.addr)
-    sub = Client(name(), a.addr)
+    pub = Client(name("nb"), b.addr)
+    sub = Client(name("na"), a.addr)
     count = 20
     for i in range(count):
         sub.subscribe(f"fresh/{i}", qos=1)
@@ -369,12 +375,12 @@ def test_without_nats_a_node_serves_its_own_clients(start_nats, start_nats_node)
     nats = start_nats()
     a = start_nats_node("na", nats)
     b = start_nats_node("nb", nats)
-    far = Client(name(), a.addr)
+    far = Client(name("na"), a.addr)
     far.subscribe("both/#", qos=1)
-    near = Client(name(), b.addr)
+    near = Client(name("nb"), b.addr)
     near.subscribe("both/#", qos=1)
     near.subscribe("local/#", qos=1)
-    pub = Client(name(), b.addr)
+    pub = Client(name("nb"), b.addr)
     until_routed(pub, far, "both/probe")
     nats.stop()
     started = time.monotonic()
@@ -392,13 +398,13 @@ def test_a_node_starts_and_serves_while_nats_is_unreachable(start_nats, start_na
     and serves its own clients (a new filter's SUBACK waits at most a few seconds)."""
     nats = start_nats()
     nats.stop()  # its URL now leads nowhere
-    lone = start_nats_node("lone", nats)
+    lone = start_nats_node("na", nats)
     assert "NATS not ready" in lone.stderr_text()
-    sub = Client(name(), lone.addr)
+    sub = Client(name("na"), lone.addr)
     started = time.monotonic()
     sub.subscribe("here/#", qos=1)
     assert time.monotonic() - started < 5
-    pub = Client(name(), lone.addr)
+    pub = Client(name("na"), lone.addr)
     assert pub.publish("here/1", b"local", 1) == 0
     sub.loop_until(lambda: sub.received("here/1"), "here/1")
     sub.close()

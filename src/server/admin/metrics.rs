@@ -91,7 +91,7 @@ fn describe(stat: Stat) -> Option<(Family, Option<(&'static str, &'static str)>)
         // `publish/messages/dropped` is a sum of some of the reasons below.
         PublishDropped => None,
         // Refused with a CONNACK: in the refusals, by code and reason.
-        RefusedClientIdLength | RefusedBanned | RefusedFlapping => None,
+        RefusedClientIdLength | RefusedBanned | RefusedFlapping | RefusedOtherNode => None,
         DroppedQueueFull => reason(DROPPED, "queue_full"),
         DroppedSlowSubscriber => reason(DROPPED, "outbox_full_slow_subscriber"),
         DroppedOverload => reason(DROPPED, "outbox_full_overload"),

@@ -7,6 +7,7 @@
 //! available, and Response Information when asked for (3.2.2.3.15). Under
 //! `connack_debug_properties` (off by default: they are internals) it also tells which core
 //! owns the client and which accepted it (User Properties `berth-shard`, `berth-accepted-on`),
+//! and in a cluster which node (`berth-node`),
 //! left out when they would push the CONNACK past the client's Maximum Packet Size
 //! [MQTT-3.2.2-20] (the writer would drop the whole CONNACK).
 
@@ -69,6 +70,9 @@ impl Link {
                 "berth-accepted-on".into(),
                 ByteString::from(accepted_on.to_string()),
             ));
+            if let Some(node) = &policy.node {
+                props.push(("berth-node".into(), node.clone()));
+            }
             let conn_ack = Packet::ConnAck(accepted.conn_ack.clone());
             if let Some(max) = accepted.client_max_packet_size {
                 if protocol::encoded_len(&conn_ack, version) > max as usize {

@@ -21,6 +21,7 @@ pub(super) fn policy() -> ConnectPolicy {
         max_session_expiry: Duration::from_secs(100),
         max_inflight_messages: 1024,
         connack_debug_properties: false,
+        node: None,
     }
 }
 

@@ -20,6 +20,13 @@ pub const NODES_BUCKET: &str = "berth_nodes";
 pub const BARRIER_SUBJECT: &str = "berth.barrier";
 pub const CONSUMER: &str = "berth_in";
 
+/// A node's name as NATS sees it: `.` (allowed in node names, a separator in subjects and
+/// not allowed in stream names) becomes `=` (which node names never hold, so no two names
+/// meet).
+pub fn nats_name(node: &str) -> String {
+    node.replace('.', "=")
+}
+
 pub fn q0_subject(node: &str) -> String {
     format!("berth.node.{node}.q0")
 }
@@ -136,6 +143,15 @@ mod tests {
         assert_eq!(interest.announced(CoreId(1), &f, false), Some(false));
         assert_eq!(interest.announced(CoreId(1), &f, false), None);
         assert_eq!(interest.filters().count(), 0);
+    }
+
+    #[test]
+    fn dotted_node_names_become_one_subject_token() {
+        let node = nats_name("n1.eu-west_2");
+        assert_eq!(node, "n1=eu-west_2");
+        assert_eq!(q0_subject(&node), "berth.node.n1=eu-west_2.q0");
+        assert_eq!(in_stream(&node), "BERTH_IN_n1=eu-west_2");
+        assert_eq!(key_node(&interest_key(&node, "a/b")), Some("n1=eu-west_2"));
     }
 
     #[test]
