@@ -6,7 +6,8 @@ ends the connection, v5 with DISCONNECT 0x90; a deeper filter is refused in SUBA
 other clients as they were.
 
 Rates are measured by what is delivered over a window, with wide margins: these are tests of
-the limit's correctness, not of its timing (loadgen measures that; see the notes).
+the limit's correctness, not of its timing (the load generator measures that: BENCHMARKS.md,
+"limits").
 """
 
 from __future__ import annotations
