@@ -75,6 +75,9 @@ pub enum ToCore {
     Inject {
         publisher: ByteString,
         publish: Publish,
+        /// Its sequence in this node's stream (QoS 1/2; `None` for QoS 0): a QoS 2
+        /// message is taken once per sequence (`Broker::publish_from_node`).
+        stream_seq: Option<u64>,
         done: Option<flume::Sender<bool>>,
     },
     /// The forward with this ticket was stored by JetStream (`ok`) or refused.
