@@ -330,7 +330,13 @@ async fn forward(
                     continue;
                 }
                 let mut headers = HeaderMap::new();
-                let id = format!("{node}-{run:016x}-{}-{}", core.0, ticket.unwrap_or(0));
+                let id = match message.origin {
+                    // A persistent publisher's QoS 2 message: its origin is journaled and
+                    // never reused, so a recovery that routes it again sends the same id and
+                    // JetStream's duplicate window drops the second copy.
+                    Some(origin) => format!("{node}-o{}-{}", origin.core, origin.seq),
+                    None => format!("{node}-{run:016x}-{}-{}", core.0, ticket.unwrap_or(0)),
+                };
                 headers.insert("Nats-Msg-Id", id.as_str());
                 let sent = tokio::time::timeout(
                     SEND_WAIT,
