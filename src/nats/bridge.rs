@@ -108,7 +108,7 @@ async fn bridge(setup: Setup) {
     };
     let forwarding = tokio::task::spawn_local(forward(from_cores, connected, links));
     let (bucket, beats, inbound) = loop {
-        match prepare(&js, &node).await {
+        match prepare(&js, &node, true).await {
             Ok(prepared) => break prepared,
             Err(error) => {
                 tracing::warn!(%error, "cluster: JetStream not ready, trying again");
@@ -165,10 +165,15 @@ struct Links {
     kv_ops: tokio::sync::mpsc::UnboundedSender<KvOp>,
 }
 
-/// The bucket and this node's stream and consumer, made where missing.
+/// The bucket and this node's stream and consumer, made where missing. `fresh` (at start):
+/// the consumer is made anew, so that the messages an earlier run of this node was handed
+/// and never acknowledged (killed) come again at once and in stream order, before the
+/// later ones, rather than after the ack wait and behind them (a WorkQueue stream keeps
+/// every message until it is acknowledged, whatever happens to its consumer).
 pub(super) async fn prepare(
     js: &jetstream::Context,
     node: &str,
+    fresh: bool,
 ) -> Result<
     (
         kv::Store,
@@ -216,6 +221,17 @@ pub(super) async fn prepare(
         })
         .await
         .map_err(|e| format!("stream {}: {e}", keys::in_stream(node)))?;
+    if fresh
+        && inbound
+            .get_consumer::<consumer::pull::Config>(keys::CONSUMER)
+            .await
+            .is_ok()
+    {
+        inbound
+            .delete_consumer(keys::CONSUMER)
+            .await
+            .map_err(|e| format!("consumer {}: {e}", keys::CONSUMER))?;
+    }
     let consumer = inbound
         .get_or_create_consumer(
             keys::CONSUMER,
