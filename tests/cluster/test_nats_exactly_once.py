@@ -95,7 +95,7 @@ def test_kill_a_node_under_load(start_nats, start_nats_node, tmp_path):
     bystander.client.on_disconnect = lambda c, u, f, rc, p: disconnects.append(rc)
     bystander.subscribe("calm/#", qos=1)
 
-    count = 300
+    count = 1000
     sent: dict[int, tuple[int, int]] = {}  # mid -> (qos, number)
     for i in range(count):
         for qos in (1, 2):
@@ -128,6 +128,9 @@ def test_kill_a_node_under_load(start_nats, start_nats_node, tmp_path):
     done = acked()
     assert len(done[1]) + len(done[2]) > killed_at, "nothing was acknowledged while nb was down"
 
+    parked = nats.stream("BERTH_IN_nb")["state"]["messages"]
+    assert parked > 0, "no message waits in nb's stream"
+    print(f"acknowledged: QoS 1 {len(done[1])}, QoS 2 {len(done[2])}; {parked} waiting in nb's stream")
     b2 = start_nats_node("nb", nats, data_dir=data)
     back1 = Client(id1, b2.addr, clean=False, expiry=600)
     back2 = Client(id2, b2.addr, clean=False, expiry=600)
