@@ -38,6 +38,7 @@ pub(super) struct Setup {
     pub from_cores: flume::Receiver<FromCore>,
     pub to_cores: Vec<flume::Sender<ToCore>>,
     pub ready: std::sync::mpsc::Sender<()>,
+    pub joined: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub(super) async fn run(setup: Setup) {
@@ -51,6 +52,7 @@ async fn bridge(setup: Setup) {
         from_cores,
         to_cores,
         ready,
+        joined,
     } = setup;
     let addrs: Vec<ServerAddr> = servers
         .iter()
@@ -149,6 +151,7 @@ async fn bridge(setup: Setup) {
     tokio::task::spawn_local(async move {
         if published.await.is_ok() && caught_up.await.is_ok() {
             tracing::info!("cluster: interest published and the other nodes' applied");
+            joined.store(true, std::sync::atomic::Ordering::Release);
             let _ = ready.send(());
         }
     });
@@ -267,6 +270,9 @@ async fn forward(
     // Message ids must differ from those of this node's earlier runs: JetStream drops a
     // message whose id it saw within its duplicate window.
     let run: u64 = rand::random();
+    // Tests only: QoS 1/2 forwards are neither sent nor answered, so that the publisher's
+    // acknowledgement never leaves and a test can kill the node before it does.
+    let drop_forwards = std::env::var_os("BERTH_TEST_DROP_NODE_FORWARDS").is_some();
     loop {
         let work = tokio::select! {
             work = from_cores.recv_async() => match work {
@@ -343,6 +349,10 @@ async fn forward(
                     if !matches!(sent.await, Ok(Ok(()))) {
                         tracing::debug!(node = %target, "cluster: QoS 0 message not sent");
                     }
+                    continue;
+                }
+                if drop_forwards {
+                    tracing::info!("cluster: test hook: a forward neither sent nor answered");
                     continue;
                 }
                 let mut headers = HeaderMap::new();

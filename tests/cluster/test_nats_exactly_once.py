@@ -165,3 +165,42 @@ def test_kill_a_node_under_load(start_nats, start_nats_node, tmp_path):
     assert disconnects == []
     for c in (back1, back2, pub, bystander):
         c.close()
+
+
+def test_a_qos2_message_routed_again_after_a_crash_reaches_the_other_node(start_nats, start_nats_node,
+                                                                          tmp_path, monkeypatch):
+    """A persistent publisher's QoS 2 message journaled and routed on na, whose forward to nb
+    never left (`BERTH_TEST_DROP_NODE_FORWARDS`, a test hook off by default), and na killed
+    before PUBREC: at restart na routes it again after the other nodes' interest is known,
+    so nb's subscriber gets it, once."""
+    nats = start_nats()
+    data = str(tmp_path / "na-data")
+    os.makedirs(data)
+    monkeypatch.setenv("BERTH_TEST_DROP_NODE_FORWARDS", "1")
+    a = start_nats_node("na", nats, data_dir=data)
+    monkeypatch.delenv("BERTH_TEST_DROP_NODE_FORWARDS")
+    b = start_nats_node("nb", nats)
+    sub = Client(name("nb"), b.addr)
+    sub.subscribe("re/#", qos=2)
+    pub_id = name("na")
+    pub = Client(pub_id, a.addr, expiry=600)
+    until_routed(pub, sub, "re/probe")
+    info = pub.client.publish("re/x", b"again", qos=2)
+    deadline = time.monotonic() + WAIT
+    while "neither sent nor answered" not in a.stderr_text():
+        assert time.monotonic() < deadline, "the forward never reached the bridge"
+        pub.client.loop(timeout=0.02)
+    assert info.mid not in pub.acks, "PUBREC left although the forward was not answered"
+    a.proc.kill()
+    a.proc.wait()
+    a.stop(sig=None)
+
+    a2 = start_nats_node("na", nats, data_dir=data)
+    sub.loop_until(lambda: sub.received("re/x"), "re/x after na's restart", timeout=WAIT + 15)
+    later = Client(pub_id, a2.addr, clean=False, expiry=600)
+    assert later.connack[0].session_present
+    assert later.publish("re/last", b"last", 2) == 0
+    sub.loop_until(lambda: sub.received("re/last"), "re/last")
+    assert [m.payload for m in sub.received("re/x")] == [b"again"]
+    for c in (sub, later):
+        c.close()
