@@ -112,6 +112,11 @@ impl ExactlyOnce {
         self.reroute = pending;
     }
 
+    /// Whether recovery left messages to route again.
+    pub fn has_reroute(&self) -> bool {
+        !self.reroute.is_empty()
+    }
+
     /// The messages recovery left to route again, taken out once.
     pub fn take_reroute(&mut self) -> Vec<(ByteString, Routing)> {
         std::mem::take(&mut self.reroute)

@@ -58,7 +58,7 @@ pub use inspect::{HeldMessage, SessionQuery, SessionView};
 use journal::{Journal, Record};
 pub use messages::WallClock;
 use messages::{Lookup, MessageTable};
-pub use nodes::NodeId;
+pub use nodes::{NodeId, STREAM_ORIGIN_CORE};
 pub use outgoing::{Outgoing, SharedPublish};
 pub use persist::{CheckpointLimits, CheckpointReport};
 pub use recovery::{Rebuild, Recovered};

@@ -7,18 +7,26 @@
 //! from a node: no loops), at most once per node however many of the node's filters match;
 //! `$SYS` topics stay on their node; a message from a node is delivered here as a local
 //! publish is, but its retained flag does not replace this node's retained message (each
-//! node keeps its own retained messages); with no cluster the table is empty and a
-//! publish pays one branch.
+//! node keeps its own retained messages); a QoS 2 message from this node's stream is
+//! taken once by each core however often the stream delivers it (its stream sequence is
+//! its origin, [`STREAM_ORIGIN_CORE`]); with no cluster the table is empty and a publish
+//! pays one branch.
 
 use std::time::Instant;
 
 use bytestring::ByteString;
 
 use super::{Broker, Effects};
-use crate::protocol::Publish;
+use crate::protocol::{Publish, QoS};
+use crate::session::state::Origin;
 use crate::session::Message;
 use crate::topic::{SubscriptionTree, TopicFilter, TopicName};
 use std::sync::Arc;
+
+/// The origin core of a QoS 2 message from this node's stream: no core has this number
+/// (cores are numbered from 0, far fewer than 65,535), so stream sequences never clash with
+/// a core's own origins.
+pub const STREAM_ORIGIN_CORE: u16 = u16::MAX;
 
 /// A node of the cluster, as numbered by this process's bridge (names are the bridge's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -65,13 +73,25 @@ impl Broker {
 
     /// A PUBLISH that another node received and sent here: routed to this node's cores
     /// and sessions as one from a client of this core, never to other nodes, and never
-    /// kept as this node's retained message.
+    /// kept as this node's retained message. `stream_seq`: its sequence in this node's
+    /// stream (QoS 1/2). A QoS 2 one carries the origin [`STREAM_ORIGIN_CORE`] and that
+    /// sequence, so that every core takes it once however often the stream delivers it
+    /// (its acknowledgement lost, or this node killed between storing and acknowledging
+    /// it): the cores' origin sets (journaled with the message, restated by checkpoints)
+    /// skip it as they skip a local QoS 2 message routed again.
     pub fn publish_from_node(
         &mut self,
         publisher: &ByteString,
         publish: Publish,
+        stream_seq: Option<u64>,
         now: Instant,
     ) -> Effects {
-        self.route(publisher, publish, None, false, now)
+        let origin = stream_seq
+            .filter(|_| publish.qos == QoS::ExactlyOnce)
+            .map(|seq| Origin {
+                core: STREAM_ORIGIN_CORE,
+                seq,
+            });
+        self.route(publisher, publish, origin, false, now)
     }
 }

@@ -82,6 +82,12 @@ impl Broker {
     /// broker stopped again, oldest first; each core skips those it took before. Call once
     /// every core has applied every other core's `announce`, and wait for the result to
     /// reach the other cores before accepting clients.
+    /// Whether [`Broker::route_again`] has messages to route (a cluster node waits for the
+    /// other nodes' interest first, so that they reach those nodes too).
+    pub fn has_reroute(&self) -> bool {
+        self.exactly_once.has_reroute()
+    }
+
     pub fn route_again(&mut self, now: Instant) -> super::Effects {
         let mut effects = super::Effects::default();
         for (publisher, r) in self.exactly_once.take_reroute() {

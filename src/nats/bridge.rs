@@ -38,6 +38,7 @@ pub(super) struct Setup {
     pub from_cores: flume::Receiver<FromCore>,
     pub to_cores: Vec<flume::Sender<ToCore>>,
     pub ready: std::sync::mpsc::Sender<()>,
+    pub joined: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub(super) async fn run(setup: Setup) {
@@ -51,6 +52,7 @@ async fn bridge(setup: Setup) {
         from_cores,
         to_cores,
         ready,
+        joined,
     } = setup;
     let addrs: Vec<ServerAddr> = servers
         .iter()
@@ -108,7 +110,7 @@ async fn bridge(setup: Setup) {
     };
     let forwarding = tokio::task::spawn_local(forward(from_cores, connected, links));
     let (bucket, beats, inbound) = loop {
-        match prepare(&js, &node).await {
+        match prepare(&js, &node, true).await {
             Ok(prepared) => break prepared,
             Err(error) => {
                 tracing::warn!(%error, "cluster: JetStream not ready, trying again");
@@ -149,6 +151,7 @@ async fn bridge(setup: Setup) {
     tokio::task::spawn_local(async move {
         if published.await.is_ok() && caught_up.await.is_ok() {
             tracing::info!("cluster: interest published and the other nodes' applied");
+            joined.store(true, std::sync::atomic::Ordering::Release);
             let _ = ready.send(());
         }
     });
@@ -165,10 +168,15 @@ struct Links {
     kv_ops: tokio::sync::mpsc::UnboundedSender<KvOp>,
 }
 
-/// The bucket and this node's stream and consumer, made where missing.
+/// The bucket and this node's stream and consumer, made where missing. `fresh` (at start):
+/// the consumer is made anew, so that the messages an earlier run of this node was handed
+/// and never acknowledged (killed) come again at once and in stream order, before the
+/// later ones, rather than after the ack wait and behind them (a WorkQueue stream keeps
+/// every message until it is acknowledged, whatever happens to its consumer).
 pub(super) async fn prepare(
     js: &jetstream::Context,
     node: &str,
+    fresh: bool,
 ) -> Result<
     (
         kv::Store,
@@ -216,6 +224,17 @@ pub(super) async fn prepare(
         })
         .await
         .map_err(|e| format!("stream {}: {e}", keys::in_stream(node)))?;
+    if fresh
+        && inbound
+            .get_consumer::<consumer::pull::Config>(keys::CONSUMER)
+            .await
+            .is_ok()
+    {
+        inbound
+            .delete_consumer(keys::CONSUMER)
+            .await
+            .map_err(|e| format!("consumer {}: {e}", keys::CONSUMER))?;
+    }
     let consumer = inbound
         .get_or_create_consumer(
             keys::CONSUMER,
@@ -251,6 +270,9 @@ async fn forward(
     // Message ids must differ from those of this node's earlier runs: JetStream drops a
     // message whose id it saw within its duplicate window.
     let run: u64 = rand::random();
+    // Tests only: QoS 1/2 forwards are neither sent nor answered, so that the publisher's
+    // acknowledgement never leaves and a test can kill the node before it does.
+    let drop_forwards = std::env::var_os("BERTH_TEST_DROP_NODE_FORWARDS").is_some();
     loop {
         let work = tokio::select! {
             work = from_cores.recv_async() => match work {
@@ -329,8 +351,18 @@ async fn forward(
                     }
                     continue;
                 }
+                if drop_forwards {
+                    tracing::info!("cluster: test hook: a forward neither sent nor answered");
+                    continue;
+                }
                 let mut headers = HeaderMap::new();
-                let id = format!("{node}-{run:016x}-{}-{}", core.0, ticket.unwrap_or(0));
+                let id = match message.origin {
+                    // A persistent publisher's QoS 2 message: its origin is journaled and
+                    // never reused, so a recovery that routes it again sends the same id and
+                    // JetStream's duplicate window drops the second copy.
+                    Some(origin) => format!("{node}-o{}-{}", origin.core, origin.seq),
+                    None => format!("{node}-{run:016x}-{}-{}", core.0, ticket.unwrap_or(0)),
+                };
                 headers.insert("Nats-Msg-Id", id.as_str());
                 let sent = tokio::time::timeout(
                     SEND_WAIT,

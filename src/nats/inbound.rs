@@ -40,6 +40,7 @@ pub(super) async fn take_qos0(
                 let inject = ToCore::Inject {
                     publisher,
                     publish,
+                    stream_seq: None,
                     done: None,
                 };
                 let _ = to_cores[core].send_async(inject).await;
@@ -57,11 +58,20 @@ pub(super) async fn take_stream(
     to_cores: Rc<Vec<flume::Sender<ToCore>>>,
 ) {
     let (pending, mut answers) = tokio::sync::mpsc::channel(MAX_ACK_PENDING as usize);
+    // Tests only: stored messages are never acknowledged, as if the node were killed
+    // between storing and acknowledging each (the stream delivers them again).
+    let hold_acks = std::env::var_os("BERTH_TEST_HOLD_STREAM_ACKS").is_some();
     tokio::task::spawn_local(async move {
         while let Some((message, done)) = answers.recv().await {
             let done: flume::Receiver<bool> = done;
             let message: jetstream::Message = message;
             let acked = match done.recv_async().await {
+                Ok(true) if hold_acks => {
+                    tracing::info!(
+                        "cluster: test hook: a stored stream message left unacknowledged"
+                    );
+                    Ok(())
+                }
                 Ok(true) => message.ack().await,
                 // Refused (a full disk) or the core stopped: JetStream delivers it again.
                 _ => message.ack_with(jetstream::AckKind::Nak(Some(RETRY))).await,
@@ -78,7 +88,7 @@ pub(super) async fn take_stream(
                 // The stream or its consumer may be gone (deleted by hand): made again.
                 tracing::warn!(%error, "cluster: cannot read this node's stream, trying again");
                 tokio::time::sleep(RETRY).await;
-                if let Ok((_, _, again)) = prepare(&js, &node).await {
+                if let Ok((_, _, again)) = prepare(&js, &node, false).await {
                     consumer = again;
                 }
                 continue;
@@ -100,11 +110,19 @@ pub(super) async fn take_stream(
                     continue;
                 }
             };
+            let Ok(info) = message.info() else {
+                // Without its stream sequence a QoS 2 message could be taken twice.
+                tracing::warn!("cluster: a stream message without its metadata dropped");
+                let _ = message.ack_with(jetstream::AckKind::Term).await;
+                continue;
+            };
+            let stream_seq = Some(info.stream_sequence);
             let core = owner_of(&publisher, to_cores.len()).0;
             let (done, answer) = flume::bounded(1);
             let inject = ToCore::Inject {
                 publisher,
                 publish,
+                stream_seq,
                 done: Some(done),
             };
             if to_cores[core].send_async(inject).await.is_err() {

@@ -75,6 +75,9 @@ pub enum ToCore {
     Inject {
         publisher: ByteString,
         publish: Publish,
+        /// Its sequence in this node's stream (QoS 1/2; `None` for QoS 0): a QoS 2
+        /// message is taken once per sequence (`Broker::publish_from_node`).
+        stream_seq: Option<u64>,
         done: Option<flume::Sender<bool>>,
     },
     /// The forward with this ticket was stored by JetStream (`ok`) or refused.
@@ -97,6 +100,8 @@ pub struct Bridge {
     /// Says once the bridge is up: connected, the node's stream and interest in place,
     /// the other nodes' interest applied on every core.
     pub ready: std::sync::mpsc::Receiver<()>,
+    /// Set at the same moment as `ready`: for the cores, which must not block on `ready`.
+    pub joined: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Starts the bridge's thread for a node with `cores` cores. `None` without a node name
@@ -115,7 +120,9 @@ pub fn start(config: &ClusterConfig, cores: usize) -> std::io::Result<Option<Bri
         })
         .unzip();
     let (ready_tx, ready) = std::sync::mpsc::channel();
+    let joined = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let servers = config.nats.clone();
+    let joined_here = joined.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -128,11 +135,13 @@ pub fn start(config: &ClusterConfig, cores: usize) -> std::io::Result<Option<Bri
                 from_cores,
                 to_cores: senders,
                 ready: ready_tx,
+                joined: joined_here,
             }))
         })?;
     Ok(Some(Bridge {
         to_bridge,
         inboxes,
         ready,
+        joined,
     }))
 }

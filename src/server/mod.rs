@@ -190,9 +190,9 @@ pub fn run(
     // One node of a cluster: the NATS bridge's thread and each core's inbox from it.
     let cluster =
         crate::nats::start(&config.cluster, cores).context("cannot start the cluster bridge")?;
-    let (to_bridge, mut node_inboxes, cluster_ready) = match cluster {
-        Some(c) => (Some(c.to_bridge), c.inboxes, Some(c.ready)),
-        None => (None, (0..cores).map(|_| None).collect(), None),
+    let (to_bridge, mut node_inboxes, cluster_ready, joined) = match cluster {
+        Some(c) => (Some(c.to_bridge), c.inboxes, Some(c.ready), Some(c.joined)),
+        None => (None, (0..cores).map(|_| None).collect(), None, None),
     };
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<storage::Replayed>>();
     let mut executors = Vec::with_capacity(cores);
@@ -214,6 +214,7 @@ pub fn run(
         let ready_tx = ready_tx.clone();
         let node_inbox = node_inboxes[index].take();
         let to_bridge = to_bridge.clone();
+        let joined = joined.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("berth-core-{index}"))
             // Sized to start under an 8 MiB memlock as an ordinary user (RUNTIME-FACTS).
@@ -249,6 +250,14 @@ pub fn run(
                 announced.fetch_add(1, Ordering::AcqRel);
                 while announced.load(Ordering::Acquire) < cores && !shutdown.load(Ordering::Relaxed) {
                     glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+                if let Some(joined) = joined.as_ref().filter(|_| core.broker.borrow().has_reroute()) {
+                    // In a cluster they also go to the other nodes, once their interest
+                    // is here (bounded: without NATS they reach this node's sessions).
+                    let waited = std::time::Instant::now();
+                    while !joined.load(Ordering::Acquire) && waited.elapsed() < CLUSTER_READY_WAIT && !shutdown.load(Ordering::Relaxed) {
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                    }
                 }
                 let rerouted = core.broker.borrow_mut().route_again(std::time::Instant::now());
                 core.apply(rerouted).await;

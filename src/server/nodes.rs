@@ -205,11 +205,13 @@ pub async fn node_loop(core: Rc<Core>, inbox: flume::Receiver<ToCore>) {
                 ToCore::Inject {
                     publisher,
                     publish,
+                    stream_seq,
                     done,
                 } => {
                     let effects = core.broker.borrow_mut().publish_from_node(
                         &publisher,
                         publish,
+                        stream_seq,
                         Instant::now(),
                     );
                     core.apply(effects).await;
