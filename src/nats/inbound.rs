@@ -78,7 +78,7 @@ pub(super) async fn take_stream(
                 // The stream or its consumer may be gone (deleted by hand): made again.
                 tracing::warn!(%error, "cluster: cannot read this node's stream, trying again");
                 tokio::time::sleep(RETRY).await;
-                if let Ok((_, _, again)) = prepare(&js, &node).await {
+                if let Ok((_, _, _, again)) = prepare(&js, &node).await {
                     consumer = again;
                 }
                 continue;

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import paho.mqtt.client as mqtt
 
-from test_nats_bridge import Client, name, until_routed
+from test_nats_bridge import WAIT, Client, name, until_routed
 
 
 def connect_with_will(client_id: str, addr, topic: str, payload: bytes, qos: int,
@@ -58,3 +59,110 @@ def test_a_will_reaches_a_subscriber_on_another_node(start_nats, start_nats_node
     assert not sub.received("will/polite")
     sub.close()
     probe.close()
+
+
+def publish_retained(client: Client, topic: str, payload: bytes, qos: int = 1) -> None:
+    """A retained PUBLISH; QoS 1: its PUBACK must be a success (the bucket holds it)."""
+    info = client.client.publish(topic, payload, qos=qos, retain=True)
+    if qos == 0:
+        client.loop_until(lambda: info.is_published(), f"sending {topic}")
+        return
+    client.loop_until(lambda: info.mid in client.acks, f"PUBACK of {topic}")
+    assert client.acks[info.mid] == 0, client.acks[info.mid]
+
+
+def retained_on_subscribe(addr, node: str, topic_filter: str, marker: str) -> dict:
+    """Subscribes a fresh client on `addr` to `topic_filter` and returns {topic: payload} of
+    the retained messages it is sent, read until the retained message of `marker` (which must
+    exist and sorts last among them: a SUBACK's retained messages go out by topic)."""
+    c = Client(name(node), addr)
+    c.subscribe(topic_filter, qos=1)
+    c.loop_until(lambda: c.received(marker), f"retained {marker} on node {node}")
+    assert all(m.retain for m in c.messages), [(m.topic, m.retain) for m in c.messages]
+    got = {m.topic: m.payload for m in c.messages}
+    c.close()
+    return got
+
+
+def until_retained(addr, node: str, topic: str, payload: bytes) -> None:
+    """Subscribes fresh clients on `addr` until one is sent `payload` as the retained message
+    of `topic`: another node's bucket watch applies it a moment after the PUBACK."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        c = Client(name(node), addr)
+        c.subscribe(topic, qos=1)
+        end = time.monotonic() + 0.2
+        while time.monotonic() < end and not c.received(topic):
+            c.client.loop(timeout=0.02)
+        got = [m.payload for m in c.received(topic)]
+        c.close()
+        if got == [payload]:
+            return
+        assert time.monotonic() < deadline, f"retained {topic} = {payload!r} not on {node}: {got}"
+
+
+def test_retained_messages_and_clears_cross_nodes(start_nats, start_nats_node):
+    nats = start_nats()
+    a = start_nats_node("na", nats)
+    b = start_nats_node("nb", nats)
+    live = Client(name("nb"), b.addr)
+    live.subscribe("ret/#", qos=1)
+    pub = Client(name("na"), a.addr)
+    until_routed(pub, live, "ret/probe")
+    publish_retained(pub, "ret/one", b"kept")
+    publish_retained(pub, "ret/zero", b"kept at 0", qos=0)
+    publish_retained(pub, "ret/zz", b"marker 1")
+    until_retained(b.addr, "nb", "ret/zz", b"marker 1")
+    # The bucket is ordered: with the marker every earlier retained message is on nb too.
+    got = retained_on_subscribe(b.addr, "nb", "ret/#", "ret/zz")
+    assert (got["ret/one"], got["ret/zero"]) == (b"kept", b"kept at 0"), got
+    # A subscriber present when they were published got each once (the bucket delivers
+    # nothing).
+    live.loop_until(lambda: live.received("ret/zz"), "the marker, live")
+    assert [m.payload for m in live.received("ret/one")] == [b"kept"]
+    # nb's own retained messages reach na the same way; a clear on nb clears na's store.
+    other = Client(name("nb"), b.addr)
+    publish_retained(other, "ret/one", b"")
+    publish_retained(other, "ret/zz", b"marker 2")
+    until_retained(a.addr, "na", "ret/zz", b"marker 2")
+    got = retained_on_subscribe(a.addr, "na", "ret/#", "ret/zz")
+    assert "ret/one" not in got and got["ret/zero"] == b"kept at 0", got
+    got = retained_on_subscribe(b.addr, "nb", "ret/#", "ret/zz")
+    assert "ret/one" not in got, got
+    # The last write wins on both nodes, whichever node made it.
+    publish_retained(pub, "ret/zero", b"replaced by na")
+    publish_retained(other, "ret/zero", b"replaced by nb")
+    publish_retained(other, "ret/zz", b"marker 3")
+    until_retained(a.addr, "na", "ret/zz", b"marker 3")
+    assert retained_on_subscribe(a.addr, "na", "ret/#", "ret/zz")["ret/zero"] == b"replaced by nb"
+    assert retained_on_subscribe(b.addr, "nb", "ret/#", "ret/zz")["ret/zero"] == b"replaced by nb"
+    for c in (live, pub, other):
+        c.close()
+
+
+def test_a_node_that_was_down_gets_the_retained_messages_it_missed(start_nats, start_nats_node,
+                                                                    tmp_path):
+    """na stops; meanwhile nb sets one retained message and clears one that na held. na, back
+    on its data directory, is ready only once it has applied the bucket: a client's first
+    subscription already sees both changes."""
+    nats = start_nats()
+    data = str(tmp_path / "na-data")
+    os.makedirs(data)
+    a = start_nats_node("na", nats, data_dir=data)
+    b = start_nats_node("nb", nats)
+    pub = Client(name("nb"), b.addr)
+    publish_retained(pub, "down/old", b"cleared while na is down")
+    publish_retained(pub, "down/zz", b"marker 1")
+    until_retained(a.addr, "na", "down/old", b"cleared while na is down")
+    a.assert_clean_exit()
+    publish_retained(pub, "down/old", b"")
+    publish_retained(pub, "down/new", b"set while na is down")
+    publish_retained(pub, "down/zz", b"marker 2")
+    a2 = start_nats_node("na", nats, data_dir=data)
+    c = Client(name("na"), a2.addr)
+    c.subscribe("down/#", qos=1)
+    c.loop_until(lambda: c.received("down/zz"), "the retained marker on the restarted na")
+    got = {m.topic: m.payload for m in c.messages}
+    assert got == {"down/new": b"set while na is down", "down/zz": b"marker 2"}, got
+    c.close()
+    pub.close()
