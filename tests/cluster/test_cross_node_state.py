@@ -166,3 +166,22 @@ def test_a_node_that_was_down_gets_the_retained_messages_it_missed(start_nats, s
     assert got == {"down/new": b"set while na is down", "down/zz": b"marker 2"}, got
     c.close()
     pub.close()
+
+
+def test_without_nats_a_retained_qos1_publish_is_refused_but_kept_locally(start_nats,
+                                                                          start_nats_node):
+    """The PUBACK of a retained QoS 1 PUBLISH says whether the cluster's bucket holds it: cut
+    off from NATS, 0x97 at once; the node's own store still has it."""
+    nats = start_nats()
+    b = start_nats_node("nb", nats)
+    pub = Client(name("nb"), b.addr)
+    publish_retained(pub, "alone/zz", b"in the bucket")
+    nats.stop()
+    started = time.monotonic()
+    info = pub.client.publish("alone/a", b"only here", qos=1, retain=True)
+    pub.loop_until(lambda: info.mid in pub.acks, "PUBACK of alone/a")
+    assert pub.acks[info.mid] == 0x97, pub.acks[info.mid]
+    assert time.monotonic() - started < 2, "the refusal waited on NATS"
+    got = retained_on_subscribe(b.addr, "nb", "alone/#", "alone/zz")
+    assert got == {"alone/a": b"only here", "alone/zz": b"in the bucket"}, got
+    pub.close()
