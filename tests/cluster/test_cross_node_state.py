@@ -185,3 +185,28 @@ def test_without_nats_a_retained_qos1_publish_is_refused_but_kept_locally(start_
     got = retained_on_subscribe(b.addr, "nb", "alone/#", "alone/zz")
     assert got == {"alone/a": b"only here", "alone/zz": b"in the bucket"}, got
     pub.close()
+
+
+def test_retained_messages_reach_every_core_of_a_node(start_nats, start_nats_node):
+    """nb has two cores: a subscriber on each is sent the retained message published on na
+    (the bridge tells every core's store)."""
+    nats = start_nats()
+    a = start_nats_node("na", nats)
+    b = start_nats_node("nb", nats, cores=2)
+    pub = Client(name("na"), a.addr)
+    publish_retained(pub, "cores/zz", b"on every core")
+    for core in (0, 1):
+        deadline = time.monotonic() + WAIT
+        while True:
+            c = Client(name("nb", core=core, cores=2), b.addr)
+            c.subscribe("cores/#", qos=1)
+            end = time.monotonic() + 0.2
+            while time.monotonic() < end and not c.received("cores/zz"):
+                c.client.loop(timeout=0.02)
+            got = [m.payload for m in c.received("cores/zz")]
+            c.close()
+            if got:
+                assert got == [b"on every core"], got
+                break
+            assert time.monotonic() < deadline, f"core {core} of nb never had it"
+    pub.close()
