@@ -104,6 +104,9 @@ pub struct Effects {
     pub to_cores: Vec<(CoreId, CoreMsg)>,
     /// Messages for other nodes of a cluster (`nodes`); empty without one.
     pub to_nodes: Vec<(NodeId, Arc<Message>)>,
+    /// Retained messages (and clears) published on this node, for every node's retained
+    /// store (`nodes`); empty without a cluster.
+    pub retained_to_nodes: Vec<Arc<Message>>,
     /// This core gained (`true`) or lost its first or last subscriber of a plain filter:
     /// what the node announces to the cluster (the server drops it without one).
     pub node_interest: Vec<(ByteString, bool)>,
@@ -115,6 +118,7 @@ impl Effects {
         self.to_clients.extend(other.to_clients);
         self.to_cores.extend(other.to_cores);
         self.to_nodes.extend(other.to_nodes);
+        self.retained_to_nodes.extend(other.retained_to_nodes);
         self.node_interest.extend(other.node_interest);
     }
 
@@ -122,6 +126,7 @@ impl Effects {
         self.to_clients.is_empty()
             && self.to_cores.is_empty()
             && self.to_nodes.is_empty()
+            && self.retained_to_nodes.is_empty()
             && self.node_interest.is_empty()
     }
 }

@@ -6,11 +6,13 @@
 //! was routed on (never from a core that got it from another core, and never when it came
 //! from a node: no loops), at most once per node however many of the node's filters match;
 //! `$SYS` topics stay on their node; a message from a node is delivered here as a local
-//! publish is, but its retained flag does not replace this node's retained message (each
-//! node keeps its own retained messages); a QoS 2 message from this node's stream is
-//! taken once by each core however often the stream delivers it (its stream sequence is
-//! its origin, [`STREAM_ORIGIN_CORE`]); with no cluster the table is empty and a publish
-//! pays one branch.
+//! publish is, but its retained flag does not replace this node's retained message: every
+//! node's retained messages reach every node's store on their own way (a retained PUBLISH
+//! of this node goes out in `retained_to_nodes`, the cluster's come back through
+//! [`Broker::retained_from_node`], the bucket `berth_retained` ordering them); a QoS 2
+//! message from this node's stream is taken once by each core however often the stream
+//! delivers it (its stream sequence is its origin, [`STREAM_ORIGIN_CORE`]); with no
+//! cluster the table is empty and a publish pays one branch (a retained one two).
 
 use std::time::Instant;
 
@@ -36,9 +38,63 @@ pub struct NodeId(pub u32);
 #[derive(Default)]
 pub(super) struct RemoteInterest {
     filters: SubscriptionTree<NodeId, ()>,
+    /// This node is one of a cluster: its retained messages go to the other nodes.
+    clustered: bool,
 }
 
 impl Broker {
+    /// This core's node is one of a cluster (the server has a bridge).
+    pub fn join_cluster(&mut self) {
+        self.nodes.clustered = true;
+    }
+
+    /// A retained message (or clear) published on this node, for every node's store.
+    pub(super) fn retained_to_nodes(&self, message: &Arc<Message>, effects: &mut Effects) {
+        if self.nodes.clustered && !super::is_sys_topic(&message.topic) {
+            effects.retained_to_nodes.push(message.clone());
+        }
+    }
+
+    /// A retained message (or clear) of some node of the cluster, this one included, in
+    /// the order the cluster's bucket holds them: it replaces this core's retained message
+    /// of its topic (only this core's: the bridge tells every core). One that changes
+    /// nothing (this node's own, coming back; the bucket read again) is not logged again.
+    /// Nothing is delivered: live subscribers got the message as it was published.
+    pub fn retained_from_node(&mut self, publisher: &ByteString, publish: Publish, now: Instant) {
+        if super::is_sys_topic(&publish.topic) || TopicName::new(publish.topic.clone()).is_err() {
+            return; // a node never sends one: a foreign entry in the bucket
+        }
+        let mut properties = publish.properties;
+        if let Some(values) = properties.values_mut() {
+            values.topic_alias = None;
+            values.subscription_identifiers.clear();
+        }
+        if let Some(kept) = self.retained.get(&publish.topic) {
+            if kept.payload == publish.payload
+                && kept.qos == publish.qos
+                && kept.properties == properties
+            {
+                return;
+            }
+        } else if publish.payload.is_empty() {
+            return;
+        }
+        let expires_at = properties
+            .message_expiry_interval
+            .map(|s| now + std::time::Duration::from_secs(u64::from(s)));
+        let message = Arc::new(Message {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: true,
+            properties,
+            publisher: publisher.clone(),
+            expires_at,
+            origin: None,
+        });
+        self.set_retained(&message);
+    }
+
     /// Node `node` gained (`present`) or lost interest in `filter`. A filter that does not
     /// parse is ignored (a node never announces one; a foreign entry in the bucket might).
     pub fn remote_interest(&mut self, node: NodeId, filter: ByteString, present: bool) {

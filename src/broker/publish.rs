@@ -132,6 +132,7 @@ impl Broker {
         if message.retain && local {
             self.set_retained(&message);
             self.broadcast(&mut effects, |_| CoreMsg::Retain(message.clone()));
+            self.retained_to_nodes(&message, &mut effects);
         }
         let Ok(topic) = TopicName::new(message.topic.clone()) else {
             return effects;

@@ -227,3 +227,61 @@ fn drops_are_counted_by_reason() {
         "an expiry is not in Mosquitto's dropped"
     );
 }
+
+/// In a cluster a retained PUBLISH goes to the other nodes' stores (once, from its own
+/// core), `$SYS` ones never; a retained message of the cluster's bucket replaces this
+/// core's, is delivered to nobody, and a clear of a topic held nowhere changes nothing.
+#[test]
+fn retained_messages_go_to_the_cluster_and_come_back_into_the_store() {
+    let now = Instant::now();
+    let mut core = Broker::new(
+        CoreId(0),
+        1,
+        SessionPolicy::default(),
+        WallClock::now_from_system(),
+    );
+    let retained = |topic: &str, payload: &'static [u8]| Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        topic: ByteString::from(topic),
+        packet_id: PacketId::new(1),
+        properties: Properties::default(),
+        payload: Bytes::from_static(payload),
+    };
+    let effects = core.publish(&"pub".into(), retained("r/a", b"1"), now);
+    assert!(effects.retained_to_nodes.is_empty(), "no cluster: nothing");
+    core.join_cluster();
+    let effects = core.publish(&"pub".into(), retained("r/a", b"2"), now);
+    assert_eq!(effects.retained_to_nodes.len(), 1);
+    assert_eq!(&effects.retained_to_nodes[0].payload[..], b"2");
+    let effects = core.publish(&"".into(), retained("$SYS/x", b"3"), now);
+    assert!(
+        effects.retained_to_nodes.is_empty(),
+        "$SYS stays on its node"
+    );
+
+    let client = ByteString::from("sub");
+    core.connect(&client, true, Duration::ZERO, 10, now)
+        .expect("accepted");
+    core.subscribe(&client, subscribe("r/#", QoS::AtLeastOnce), now);
+    core.retained_from_node(&"other".into(), retained("r/b", b"from nb"), now);
+    core.retained_from_node(&"other".into(), retained("r/a", b""), now);
+    core.retained_from_node(&"other".into(), retained("r/none", b""), now);
+    core.retained_from_node(&"other".into(), retained("$SYS/y", b"no"), now);
+    let topics: Vec<(String, Bytes)> = core
+        .retained
+        .matching("#")
+        .iter()
+        .map(|m| (m.topic.to_string(), m.payload.clone()))
+        .collect();
+    assert_eq!(
+        topics,
+        vec![("r/b".to_string(), Bytes::from_static(b"from nb"))]
+    );
+    assert!(core
+        .retained
+        .matching("$SYS/#")
+        .iter()
+        .all(|m| m.topic != "$SYS/y"));
+}

@@ -20,13 +20,14 @@ use super::inbound::{take_qos0, take_stream};
 use super::interest::{self, KvOp};
 use super::keys::{self, LocalInterest, NodeNames};
 use super::members;
+use super::retained::{self, Put};
 use super::{wire, FromCore, ToCore};
 use crate::protocol::QoS;
 
 /// How long a failed setup step or KV write waits before it is tried again.
 pub(super) const RETRY: Duration = Duration::from_secs(1);
 /// The longest one message may take to be handed to the NATS client (it buffers).
-const SEND_WAIT: Duration = Duration::from_secs(1);
+pub(super) const SEND_WAIT: Duration = Duration::from_secs(1);
 /// The longest a SUBACK waits for the cluster to route its new filter here.
 const INTEREST_WAIT: Duration = Duration::from_secs(3);
 /// Stream messages delivered to this node and not yet acknowledged, at most.
@@ -98,6 +99,7 @@ async fn bridge(setup: Setup) {
     let names = Rc::new(RefCell::new(NodeNames::default()));
     let to_cores = Rc::new(to_cores);
     let (kv_ops, kv_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (retained_puts, retained_rx) = tokio::sync::mpsc::unbounded_channel();
     // The cores' work is taken from the start, so that while JetStream is not ready their
     // SUBACKs wait only for `INTEREST_WAIT` (their KV writes queue until it is).
     let links = Links {
@@ -107,9 +109,16 @@ async fn bridge(setup: Setup) {
         names: names.clone(),
         to_cores: to_cores.clone(),
         kv_ops,
+        retained_puts,
     };
     let forwarding = tokio::task::spawn_local(forward(from_cores, connected, links));
-    let (bucket, beats, inbound) = loop {
+    tokio::task::spawn_local(retained::write_retained(
+        js.clone(),
+        client.clone(),
+        to_cores.clone(),
+        retained_rx,
+    ));
+    let (bucket, beats, retained_bucket, inbound) = loop {
         match prepare(&js, &node, true).await {
             Ok(prepared) => break prepared,
             Err(error) => {
@@ -121,6 +130,13 @@ async fn bridge(setup: Setup) {
     tracing::info!(%node, stream = %keys::in_stream(&node), "cluster: joined");
     let (published_tx, published) = tokio::sync::oneshot::channel();
     let (caught_up_tx, caught_up) = tokio::sync::oneshot::channel();
+    let (retained_tx, retained_caught_up) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_local(retained::watch_retained(
+        retained_bucket,
+        js.clone(),
+        to_cores.clone(),
+        retained_tx,
+    ));
     let members = Rc::new(members::Members::default());
     let applied = Rc::new(members::Applied::default());
     tokio::task::spawn_local(members::heartbeat(beats.clone(), node.clone()));
@@ -149,7 +165,7 @@ async fn bridge(setup: Setup) {
     tokio::task::spawn_local(take_qos0(client.clone(), node.clone(), to_cores.clone()));
     tokio::task::spawn_local(take_stream(inbound, js, node, to_cores));
     tokio::task::spawn_local(async move {
-        if published.await.is_ok() && caught_up.await.is_ok() {
+        if published.await.is_ok() && caught_up.await.is_ok() && retained_caught_up.await.is_ok() {
             tracing::info!("cluster: interest published and the other nodes' applied");
             joined.store(true, std::sync::atomic::Ordering::Release);
             let _ = ready.send(());
@@ -166,19 +182,22 @@ struct Links {
     names: Rc<RefCell<NodeNames>>,
     to_cores: Rc<Vec<flume::Sender<ToCore>>>,
     kv_ops: tokio::sync::mpsc::UnboundedSender<KvOp>,
+    retained_puts: tokio::sync::mpsc::UnboundedSender<Put>,
 }
 
-/// The bucket and this node's stream and consumer, made where missing. `fresh` (at start):
-/// the consumer is made anew, so that the messages an earlier run of this node was handed
-/// and never acknowledged (killed) come again at once and in stream order, before the
-/// later ones, rather than after the ack wait and behind them (a WorkQueue stream keeps
-/// every message until it is acknowledged, whatever happens to its consumer).
+/// The buckets (interest, heartbeats, retained messages) and this node's stream and
+/// consumer, made where missing. `fresh` (at start): the consumer is made anew, so that the
+/// messages an earlier run of this node was handed and never acknowledged (killed) come
+/// again at once and in stream order, before the later ones, rather than after the ack
+/// wait and behind them (a WorkQueue stream keeps every message until it is acknowledged,
+/// whatever happens to its consumer).
 pub(super) async fn prepare(
     js: &jetstream::Context,
     node: &str,
     fresh: bool,
 ) -> Result<
     (
+        kv::Store,
         kv::Store,
         kv::Store,
         consumer::Consumer<consumer::pull::Config>,
@@ -209,6 +228,19 @@ pub(super) async fn prepare(
             })
             .await
             .map_err(|e| format!("bucket {}: {e}", keys::NODES_BUCKET))?,
+    };
+    let retained = match js.get_key_value(keys::RETAINED_BUCKET).await {
+        Ok(retained) => retained,
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: keys::RETAINED_BUCKET.to_string(),
+                description: "berth: the cluster's retained messages, by topic".to_string(),
+                history: 1,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("bucket {}: {e}", keys::RETAINED_BUCKET))?,
     };
     let inbound = js
         .get_or_create_stream(stream::Config {
@@ -248,7 +280,7 @@ pub(super) async fn prepare(
         )
         .await
         .map_err(|e| format!("consumer {}: {e}", keys::CONSUMER))?;
-    Ok((bucket, beats, consumer))
+    Ok((bucket, beats, retained, consumer))
 }
 
 /// The cores' work: their interest into the bucket, their messages to other nodes.
@@ -264,6 +296,7 @@ async fn forward(
         names,
         to_cores,
         kv_ops,
+        retained_puts,
     } = links;
     let mut local = LocalInterest::default();
     let mut recovered = HashSet::new();
@@ -313,6 +346,26 @@ async fn forward(
                 if recovered.len() == to_cores.len() {
                     let _ = kv_ops.send(KvOp::Reconcile(local.filters().cloned().collect()));
                 }
+            }
+            FromCore::Retain {
+                core,
+                message,
+                ticket,
+            } => {
+                if client.connection_state() != async_nats::connection::State::Connected {
+                    // Refused at once, as a forward is (below).
+                    if let (Some(ticket), Some(to_core)) = (ticket, to_cores.get(core.0)) {
+                        let _ = to_core
+                            .send_async(ToCore::Acked { ticket, ok: false })
+                            .await;
+                    }
+                    continue;
+                }
+                let _ = retained_puts.send(Put {
+                    core,
+                    message,
+                    ticket,
+                });
             }
             FromCore::Forward {
                 core,

@@ -88,7 +88,7 @@ pub(super) async fn take_stream(
                 // The stream or its consumer may be gone (deleted by hand): made again.
                 tracing::warn!(%error, "cluster: cannot read this node's stream, trying again");
                 tokio::time::sleep(RETRY).await;
-                if let Ok((_, _, again)) = prepare(&js, &node, false).await {
+                if let Ok((_, _, _, again)) = prepare(&js, &node, false).await {
                     consumer = again;
                 }
                 continue;

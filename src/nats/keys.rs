@@ -17,6 +17,7 @@ use crate::ownership::CoreId;
 
 pub const INTEREST_BUCKET: &str = "berth_interest";
 pub const NODES_BUCKET: &str = "berth_nodes";
+pub const RETAINED_BUCKET: &str = "berth_retained";
 pub const BARRIER_SUBJECT: &str = "berth.barrier";
 pub const CONSUMER: &str = "berth_in";
 
@@ -46,6 +47,16 @@ pub fn interest_key(node: &str, filter: &str) -> String {
     key.push_str(node);
     key.push('.');
     for byte in &digest[..16] {
+        key.push_str(&format!("{byte:02x}"));
+    }
+    key
+}
+
+/// The KV key of the retained message of `topic` (a key of no node: it holds no `.`).
+pub fn retained_key(topic: &str) -> String {
+    let digest = Sha256::digest(topic.as_bytes());
+    let mut key = String::with_capacity(64);
+    for byte in &digest[..] {
         key.push_str(&format!("{byte:02x}"));
     }
     key

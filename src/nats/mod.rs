@@ -10,6 +10,10 @@
 //!   bucket into each core's replica (`broker::nodes`), leaving out its own entries. A
 //!   SUBACK that added interest waits until every live node has applied it (`members`).
 //! - **QoS 0** goes over core NATS to `berth.node.<node>.q0`.
+//! - **Retained messages**: every retained PUBLISH (and clear) of a node is put in the KV
+//!   bucket `berth_retained`, key `sha256(topic)`, value the message (`wire`); every node
+//!   watches the bucket with its history into each core's store (its own entries too:
+//!   the bucket's order decides between nodes), so a node that was down catches up.
 //! - **QoS 1/2** go into the stream `BERTH_IN_<node>` (subject `berth.node.<node>.in`,
 //!   `Nats-Msg-Id` = a unique id per forward); the publishing core's acknowledgement waits
 //!   for JetStream's (`server::nodes`). The target consumes its stream with one durable
@@ -26,6 +30,7 @@ mod inbound;
 mod interest;
 mod keys;
 mod members;
+mod retained;
 pub mod wire;
 
 use std::sync::Arc;
@@ -60,6 +65,13 @@ pub enum FromCore {
         message: Arc<Message>,
         ticket: Option<u64>,
     },
+    /// A retained message (or clear, empty) published on this node, for the cluster's
+    /// bucket `berth_retained` and so every node's store. `ticket`: as for `Forward`.
+    Retain {
+        core: CoreId,
+        message: Arc<Message>,
+        ticket: Option<u64>,
+    },
 }
 
 /// What the bridge sends a core.
@@ -79,6 +91,11 @@ pub enum ToCore {
         /// message is taken once per sequence (`Broker::publish_from_node`).
         stream_seq: Option<u64>,
         done: Option<flume::Sender<bool>>,
+    },
+    /// A retained message (or clear) of the cluster's bucket, for this core's store.
+    Retained {
+        publisher: ByteString,
+        publish: Publish,
     },
     /// The forward with this ticket was stored by JetStream (`ok`) or refused.
     Acked { ticket: u64, ok: bool },

@@ -202,6 +202,9 @@ impl Core {
 
     /// The same core, one node of a cluster (`nodes`).
     pub fn with_nodes(mut self, link: Option<super::nodes::NodeLink>) -> Core {
+        if link.is_some() {
+            self.broker.borrow_mut().join_cluster();
+        }
         self.nodes = link;
         self
     }
@@ -351,9 +354,13 @@ impl Core {
     /// ([`Core::sync_nodes_for`]; nothing without a cluster or a QoS 1/2 message for one).
     pub async fn apply(&self, mut effects: Effects) -> super::nodes::NodesOwed {
         let mut owed = super::nodes::NodesOwed::default();
-        if !effects.to_nodes.is_empty() || !effects.node_interest.is_empty() {
+        if !effects.to_nodes.is_empty()
+            || !effects.node_interest.is_empty()
+            || !effects.retained_to_nodes.is_empty()
+        {
             let to_nodes = std::mem::take(&mut effects.to_nodes);
             owed = self.to_nodes(to_nodes, std::mem::take(&mut effects.node_interest));
+            owed = owed.max(self.retained_to_nodes(std::mem::take(&mut effects.retained_to_nodes)));
         }
         let batches = self.deliver_clients_and_batch(effects);
         for (core, batch) in batches.into_iter().enumerate() {

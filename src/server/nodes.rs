@@ -1,7 +1,7 @@
 //! A core's side of the cluster bridge (`crate::nats`): what it hands the bridge (its
 //! interest, its messages for other nodes), the wait of a QoS 1/2 acknowledgement for
 //! JetStream's and of a new filter's SUBACK for the other nodes' routing, and the loop that carries out what the bridge sends it (other nodes'
-//! interest, their messages).
+//! interest, their messages, the cluster's retained messages).
 //!
 //! Invariants: a core never waits on the bridge: work is handed over with `try_send`, and
 //! when the bridge's channel is full a QoS 0 message is dropped (counted) and a QoS 1/2
@@ -135,6 +135,39 @@ impl Core {
         owed
     }
 
+    /// Hands the bridge the retained messages (and clears) published here, for every
+    /// node's store. A QoS 1/2 one is ticketed as a forward is: its acknowledgement waits
+    /// until the cluster's bucket holds it (or refuses it, counted in `forward_refused`).
+    pub(super) fn retained_to_nodes(&self, messages: Vec<Arc<Message>>) -> NodesOwed {
+        let mut owed = NodesOwed::default();
+        let Some(link) = &self.nodes else {
+            return owed;
+        };
+        for message in messages {
+            let ticket = (message.qos != QoS::AtMostOnce).then(|| {
+                let ticket = link.issued.get() + 1;
+                link.issued.set(ticket);
+                owed = NodesOwed(ticket);
+                ticket
+            });
+            let retain = FromCore::Retain {
+                core: self.id,
+                message,
+                ticket,
+            };
+            if link.to_bridge.try_send(retain).is_err() {
+                match ticket {
+                    Some(ticket) => {
+                        self.broker.borrow_mut().counters.forward_refused += 1;
+                        link.answer(ticket);
+                    }
+                    None => self.broker.borrow_mut().counters.dropped += 1,
+                }
+            }
+        }
+        owed
+    }
+
     /// Returns once the QoS 1/2 forwards up to `owed` (what [`Core::apply`] returned for
     /// the effects an acknowledgement covers) are stored in their nodes' streams, or
     /// refused (counted in `forward_refused`): a client's acknowledgement waits for this.
@@ -201,6 +234,10 @@ pub async fn node_loop(core: Rc<Core>, inbox: flume::Receiver<ToCore>) {
                     .borrow_mut()
                     .remote_interest(node, filter, present),
                 ToCore::Acked { ticket, ok } => core.node_answered(ticket, ok),
+                ToCore::Retained { publisher, publish } => core
+                    .broker
+                    .borrow_mut()
+                    .retained_from_node(&publisher, publish, Instant::now()),
                 ToCore::Barrier(done) => barriers.push(done),
                 ToCore::Inject {
                     publisher,
