@@ -449,3 +449,31 @@ async fn forward(
     }
     tracing::info!("cluster: the cores have stopped; bridge stopped");
 }
+
+/// Watches `bucket` (named `name`) from its first entry, trying again every `RETRY` until
+/// both the watch and a look at its stream succeed; also says whether the bucket held
+/// nothing when the watch began (a watch of an empty bucket yields no first entry to tell
+/// it has caught up).
+pub(super) async fn watch_bucket(
+    js: &jetstream::Context,
+    bucket: &kv::Store,
+    name: &str,
+) -> (bool, kv::Watch) {
+    loop {
+        let empty = match js.get_stream(format!("KV_{name}")).await {
+            Ok(stream) => stream.cached_info().state.messages == 0,
+            Err(error) => {
+                tracing::warn!(%error, bucket = name, "cluster: bucket not readable, trying again");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        match bucket.watch_with_history(">").await {
+            Ok(entries) => return (empty, entries),
+            Err(error) => {
+                tracing::warn!(%error, bucket = name, "cluster: cannot watch the bucket, trying again");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}

@@ -16,7 +16,7 @@ use async_nats::jetstream::{self, kv};
 use bytestring::ByteString;
 use futures_lite::StreamExt;
 
-use super::bridge::RETRY;
+use super::bridge::{watch_bucket, RETRY};
 use super::keys::{self, NodeNames};
 use super::members::{barrier, Applied, Members};
 use super::ToCore;
@@ -144,23 +144,7 @@ pub(super) async fn watch_interest(
     // key -> (node, filter), as the cores were told.
     let mut known: HashMap<String, (crate::broker::NodeId, ByteString)> = HashMap::new();
     loop {
-        let stream_name = format!("KV_{}", keys::INTEREST_BUCKET);
-        let empty = match js.get_stream(&stream_name).await {
-            Ok(stream) => stream.cached_info().state.messages == 0,
-            Err(error) => {
-                tracing::warn!(%error, "cluster: interest bucket not readable, trying again");
-                tokio::time::sleep(RETRY).await;
-                continue;
-            }
-        };
-        let mut entries = match bucket.watch_with_history(">").await {
-            Ok(entries) => entries,
-            Err(error) => {
-                tracing::warn!(%error, "cluster: cannot watch the interest bucket, trying again");
-                tokio::time::sleep(RETRY).await;
-                continue;
-            }
-        };
+        let (empty, mut entries) = watch_bucket(&js, &bucket, keys::INTEREST_BUCKET).await;
         // Keys seen since this watch began: once it has caught up, the rest are gone.
         let mut seen: Option<HashSet<String>> = Some(HashSet::new());
         if empty {

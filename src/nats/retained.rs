@@ -21,7 +21,7 @@ use std::time::{Instant, SystemTime};
 use async_nats::jetstream::{self, kv};
 use futures_lite::StreamExt;
 
-use super::bridge::{RETRY, SEND_WAIT};
+use super::bridge::{watch_bucket, RETRY, SEND_WAIT};
 use super::{keys, wire, ToCore};
 use crate::ownership::CoreId;
 use crate::session::Message;
@@ -97,23 +97,7 @@ pub(super) async fn watch_retained(
 ) {
     let mut caught_up = Some(caught_up);
     loop {
-        let stream_name = format!("KV_{}", keys::RETAINED_BUCKET);
-        let empty = match js.get_stream(&stream_name).await {
-            Ok(stream) => stream.cached_info().state.messages == 0,
-            Err(error) => {
-                tracing::warn!(%error, "cluster: retained bucket not readable, trying again");
-                tokio::time::sleep(RETRY).await;
-                continue;
-            }
-        };
-        let mut entries = match bucket.watch_with_history(">").await {
-            Ok(entries) => entries,
-            Err(error) => {
-                tracing::warn!(%error, "cluster: cannot watch the retained bucket, trying again");
-                tokio::time::sleep(RETRY).await;
-                continue;
-            }
-        };
+        let (empty, mut entries) = watch_bucket(&js, &bucket, keys::RETAINED_BUCKET).await;
         if empty {
             finish_catch_up(&to_cores, &mut caught_up).await;
         }

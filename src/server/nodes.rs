@@ -110,29 +110,43 @@ impl Core {
             }
         }
         for (node, message) in messages {
-            let ticket = (message.qos != QoS::AtMostOnce).then(|| {
-                let ticket = link.issued.get() + 1;
-                link.issued.set(ticket);
-                owed = NodesOwed(ticket);
-                ticket
-            });
-            let forward = FromCore::Forward {
+            let qos = message.qos;
+            self.hand_to_bridge(link, qos, &mut owed, |ticket| FromCore::Forward {
                 core: self.id,
                 node,
                 message,
                 ticket,
-            };
-            if link.to_bridge.try_send(forward).is_err() {
-                match ticket {
-                    Some(ticket) => {
-                        self.broker.borrow_mut().counters.forward_refused += 1;
-                        link.answer(ticket);
-                    }
-                    None => self.broker.borrow_mut().counters.dropped += 1,
-                }
-            }
+            });
         }
         owed
+    }
+
+    /// Gives the bridge one message of `qos` (`make` builds it around its ticket). A QoS 1/2
+    /// one is ticketed, the ticket kept in `owed`, so the acknowledgement waits for it; one
+    /// the bridge's full channel does not take is refused at once (its ticket answered,
+    /// counted in `forward_refused`), a QoS 0 one dropped and counted.
+    fn hand_to_bridge(
+        &self,
+        link: &NodeLink,
+        qos: QoS,
+        owed: &mut NodesOwed,
+        make: impl FnOnce(Option<u64>) -> FromCore,
+    ) {
+        let ticket = (qos != QoS::AtMostOnce).then(|| {
+            let ticket = link.issued.get() + 1;
+            link.issued.set(ticket);
+            *owed = NodesOwed(ticket);
+            ticket
+        });
+        if link.to_bridge.try_send(make(ticket)).is_err() {
+            match ticket {
+                Some(ticket) => {
+                    self.broker.borrow_mut().counters.forward_refused += 1;
+                    link.answer(ticket);
+                }
+                None => self.broker.borrow_mut().counters.dropped += 1,
+            }
+        }
     }
 
     /// Hands the bridge the retained messages (and clears) published here, for every
@@ -144,26 +158,12 @@ impl Core {
             return owed;
         };
         for message in messages {
-            let ticket = (message.qos != QoS::AtMostOnce).then(|| {
-                let ticket = link.issued.get() + 1;
-                link.issued.set(ticket);
-                owed = NodesOwed(ticket);
-                ticket
-            });
-            let retain = FromCore::Retain {
+            let qos = message.qos;
+            self.hand_to_bridge(link, qos, &mut owed, |ticket| FromCore::Retain {
                 core: self.id,
                 message,
                 ticket,
-            };
-            if link.to_bridge.try_send(retain).is_err() {
-                match ticket {
-                    Some(ticket) => {
-                        self.broker.borrow_mut().counters.forward_refused += 1;
-                        link.answer(ticket);
-                    }
-                    None => self.broker.borrow_mut().counters.dropped += 1,
-                }
-            }
+            });
         }
         owed
     }
