@@ -18,7 +18,7 @@ use futures_lite::StreamExt;
 
 use super::bridge::{watch_bucket, RETRY};
 use super::keys::{self, NodeNames};
-use super::members::{barrier, Applied, Members};
+use super::members::{barrier, every_core_applied, Applied, Members};
 use super::ToCore;
 
 /// A change of this node's entries in the interest bucket.
@@ -224,12 +224,7 @@ async fn finish_catch_up(
         }
     }
     if let Some(caught_up) = caught_up.take() {
-        for core in to_cores {
-            let (done, applied) = flume::bounded(1);
-            if core.send_async(ToCore::Barrier(done)).await.is_ok() {
-                let _ = applied.recv_async().await;
-            }
-        }
+        every_core_applied(to_cores).await;
         let _ = caught_up.send(());
     }
 }

@@ -178,17 +178,23 @@ pub(super) async fn answer_barriers(
         tokio::task::spawn_local(async move {
             let ready = async {
                 applied.reached(revision).await;
-                for core in to_cores.iter() {
-                    let (done, applied) = flume::bounded(1);
-                    if core.send_async(ToCore::Barrier(done)).await.is_ok() {
-                        let _ = applied.recv_async().await;
-                    }
-                }
+                every_core_applied(&to_cores).await;
             };
             // The asker stops waiting after BARRIER_WAIT anyway.
             if tokio::time::timeout(BARRIER_WAIT, ready).await.is_ok() {
                 let _ = client.publish(reply, node.into()).await;
             }
         });
+    }
+}
+
+/// Returns once every core has applied what the bridge sent it before (a `Barrier` round);
+/// a core that is gone counts as done.
+pub(super) async fn every_core_applied(to_cores: &[flume::Sender<ToCore>]) {
+    for core in to_cores {
+        let (done, applied) = flume::bounded(1);
+        if core.send_async(ToCore::Barrier(done)).await.is_ok() {
+            let _ = applied.recv_async().await;
+        }
     }
 }

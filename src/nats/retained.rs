@@ -164,12 +164,7 @@ async fn finish_catch_up(
     caught_up: &mut Option<tokio::sync::oneshot::Sender<()>>,
 ) {
     if let Some(caught_up) = caught_up.take() {
-        for core in to_cores {
-            let (done, applied) = flume::bounded(1);
-            if core.send_async(ToCore::Barrier(done)).await.is_ok() {
-                let _ = applied.recv_async().await;
-            }
-        }
+        super::members::every_core_applied(to_cores).await;
         let _ = caught_up.send(());
         tracing::info!("cluster: the cluster's retained messages applied");
     }

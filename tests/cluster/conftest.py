@@ -164,6 +164,19 @@ class HAProxy:
         return self.proc.returncode
 
 
+def stop_cleanly(started: list[Broker]) -> None:
+    """Stops every node a test left running; each must exit cleanly."""
+    failures = []
+    for node in started:
+        if not node.proc.stdout.closed:
+            try:
+                node.assert_clean_exit()
+            except AssertionError as e:
+                failures.append(str(e))
+        print(node.describe())
+    assert not failures, "\n\n".join(failures)
+
+
 @pytest.fixture
 def start_node(tmp_path):
     """Factory: start_node(name, host, slot_map, *extra) -> a running berth node on host (its port
@@ -191,16 +204,7 @@ def start_node(tmp_path):
         return node
 
     yield start
-
-    failures = []
-    for node in started:
-        if not node.proc.stdout.closed:
-            try:
-                node.assert_clean_exit()
-            except AssertionError as e:
-                failures.append(str(e))
-        print(node.describe())
-    assert not failures, "\n\n".join(failures)
+    stop_cleanly(started)
 
 
 @pytest.fixture
@@ -318,12 +322,4 @@ def start_nats_node(tmp_path):
         return node
 
     yield start
-    failures = []
-    for node in started:
-        if not node.proc.stdout.closed:
-            try:
-                node.assert_clean_exit()
-            except AssertionError as e:
-                failures.append(str(e))
-        print(node.describe())
-    assert not failures, "\n\n".join(failures)
+    stop_cleanly(started)
