@@ -56,6 +56,9 @@ pub use reload::Reload;
 /// How often an idle executor checks for a shutdown request. Signals arrive on a plain
 /// thread; a slow poll of an atomic flag avoids busy-polling the executor.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+
+/// How often a core's reactor wakes on a timer while the core starts (see `run`).
+const START_TICK: Duration = Duration::from_millis(20);
 /// How long connections get to say goodbye at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How long start-up waits for the cluster bridge before the ready line (`crate::nats`).
@@ -222,6 +225,18 @@ pub fn run(
             .ring_depth(1024)
             .spawn(move || async move {
                 let id = CoreId(index);
+                // Until the shutdown poll below runs, nothing wakes this reactor on a timer:
+                // a cross-core wake-up that glommio's shared channels lose (they have lost
+                // some before: glommio issues 261, 273) would leave the core asleep for good
+                // at start-up. Suspected, not reproduced: twice, under heavy load, a broker
+                // printed nothing for 30 s. Each tick makes the reactor look at its channels
+                // again (`Reactor::react` wakes every waiting connect); it stops once the
+                // core is ready.
+                let starting = glommio::spawn_local(async {
+                    loop {
+                        glommio::timer::sleep(START_TICK).await;
+                    }
+                });
                 let primary = mesh::connect(primary).await;
                 let relay = mesh::connect(relay).await;
                 let (broker, announce, replayed) = match storage::open_core(&config, id, cores, gate.signal(index)) {
@@ -268,6 +283,7 @@ pub fn run(
                 let sys = (!sys_interval.is_zero()).then(|| glommio::spawn_local(sys::sys_loop(core.clone(), sys_interval, started)));
                 let accept: Vec<_> = listener_fds.into_iter().enumerate().map(|(index, (fd, transport))| glommio::spawn_local(accept::accept_loop(core.clone(), listener::into_listener(fd), transport, index))).collect();
                 let _ = ready_tx.send(Ok(replayed));
+                drop(starting);
                 let mut over_bound = false;
                 while !shutdown.load(Ordering::Relaxed) {
                     glommio::timer::sleep(SHUTDOWN_POLL).await;
