@@ -28,7 +28,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
 
-from berthproc import TEST_SEGMENT_SIZE, Broker, berth_bin  # noqa: E402
+from berthproc import TEST_SEGMENT_SIZE, Broker, berth_bin, stop_cleanly  # noqa: E402
 
 SLOTS = 4096
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -162,19 +162,6 @@ class HAProxy:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
-
-
-def stop_cleanly(started: list[Broker]) -> None:
-    """Stops every node a test left running; each must exit cleanly."""
-    failures = []
-    for node in started:
-        if not node.proc.stdout.closed:
-            try:
-                node.assert_clean_exit()
-            except AssertionError as e:
-                failures.append(str(e))
-        print(node.describe())
-    assert not failures, "\n\n".join(failures)
 
 
 @pytest.fixture

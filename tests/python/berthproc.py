@@ -176,3 +176,17 @@ class Broker:
         rc = self.stop()
         assert was_alive, f"broker died during the test with status {rc}\n{self.describe()}"
         assert rc == 0, f"broker exited with {rc} on SIGTERM\n{self.describe()}"
+
+
+def stop_cleanly(started: list[Broker]) -> None:
+    """Stops every broker a test left running (one the test stopped itself has had its exit
+    checked there); each must exit cleanly. For fixtures' teardown."""
+    failures = []
+    for b in started:
+        if not b.proc.stdout.closed:
+            try:
+                b.assert_clean_exit()
+            except AssertionError as e:
+                failures.append(str(e))
+        print(b.describe())
+    assert not failures, "\n\n".join(failures)

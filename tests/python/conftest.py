@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from berthproc import Broker, berth_bin
+from berthproc import Broker, berth_bin, stop_cleanly
 from pki import Pki
 
 
@@ -35,16 +35,7 @@ def start_broker(tmp_path):
         return b
 
     yield start
-
-    failures = []
-    for b in started:
-        if not b.proc.stdout.closed:  # else the test stopped it itself and checked the status
-            try:
-                b.assert_clean_exit()
-            except AssertionError as e:
-                failures.append(str(e))
-        print(b.describe())
-    assert not failures, "\n\n".join(failures)
+    stop_cleanly(started)
 
 
 @pytest.fixture
