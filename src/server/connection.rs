@@ -412,24 +412,28 @@ pub async fn serve<S: Transport>(
         }
         let current = core.is_current(&client_id, serial);
         let lingers = link.close(&end, current, Instant::now(), &mut CoreEngine(&core));
-        carry_out(&core, &out, &mut link).await;
-        if core.is_current(&client_id, serial) {
-            let effects = link.go_offline(Instant::now(), &mut CoreEngine(&core));
-            core.apply(effects).await;
-        }
-        drop(link);
-        // The writer ends once every sender is gone, the registry's included.
-        core.detach_outbox(&client_id, serial);
-        drop(out);
-        // After a DISCONNECT the input is drained while the writer still writes (a client
-        // that sends without reading would otherwise hold the writer until `write_timeout`),
-        // and for a while after it has shut the sending side (see `LINGER_TIME`).
+        // The close-out: the link's last packets, the session going offline, and the writer
+        // sending what is queued before it ends (once every sender is gone, the registry's
+        // included).
+        let close_out = async {
+            carry_out(&core, &out, &mut link).await;
+            if core.is_current(&client_id, serial) {
+                let effects = link.go_offline(Instant::now(), &mut CoreEngine(&core));
+                core.apply(effects).await;
+            }
+            drop(link);
+            core.detach_outbox(&client_id, serial);
+            drop(out);
+            let _ = writer_task.await;
+        };
+        // After a DISCONNECT the input is drained from the moment the link closed, while the
+        // close-out runs (a client that sends without reading would otherwise hold the writer
+        // until `write_timeout`, or fill its socket while the session goes offline), and for
+        // a while after the writer has shut the sending side (see `LINGER_TIME`).
         let mut linger = lingers.then(Linger::new);
         match &mut linger {
-            Some(linger) => linger.during(&mut reader, writer_task).await,
-            None => {
-                let _ = writer_task.await;
-            }
+            Some(linger) => linger.during(&mut reader, close_out).await,
+            None => close_out.await,
         }
         core.unregister(&client_id, serial);
         // Releases a connection waiting to take over from this one.

@@ -44,17 +44,18 @@ impl Linger {
         }
     }
 
-    /// Drains until `writer` has ended (and shut the sending side).
+    /// Drains until `close_out` (which ends with the writer, once it has shut the sending
+    /// side) has finished.
     pub async fn during(
         &mut self,
         reader: &mut (impl futures_lite::AsyncRead + Unpin),
-        writer: glommio::Task<()>,
+        close_out: impl std::future::Future<Output = ()>,
     ) {
         let drain = async {
             self.drain(reader).await;
             future::pending::<()>().await
         };
-        future::or(writer, drain).await;
+        future::or(close_out, drain).await;
     }
 
     /// Drains until the client closes or [`LINGER_TIME`] has passed.
