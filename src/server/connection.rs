@@ -113,7 +113,9 @@ pub async fn accepted<S: Transport>(core: Rc<Core>, stream: S, slot: ConnectionS
         owner_of(&connect.client_id, core.cores)
     };
     if owner == core.id {
-        serve(core.clone(), stream, connect, buf, core.id, peer).await;
+        // Boxed: the serving future lives as long as the connection, and inline it would
+        // carry this function's CONNECT-reading state beside it (`spawn_serve`).
+        Box::pin(serve(core.clone(), stream, connect, buf, core.id, peer)).await;
         return;
     }
     let (fd, transport) = match stream.detach() {
@@ -271,7 +273,12 @@ pub fn take_handoff(core: &Rc<Core>, handoff: Handoff) {
 }
 
 /// Runs `served`, holding the connection's place in `max_connections` until it ends.
+///
+/// `served` is boxed: an async block that awaits a future it captured keeps the captured
+/// copy beside the awaited one, which doubled an idle handed-off connection's task (13.6 KB
+/// against 6.8 KB, measured with heaptrack at 5,000 idle connections).
 fn spawn_serve(served: impl std::future::Future<Output = ()> + 'static, slot: ConnectionSlot) {
+    let served = Box::pin(served);
     glommio::spawn_local(async move {
         served.await;
         drop(slot);
@@ -324,14 +331,17 @@ pub async fn serve<S: Transport>(
         return;
     }
     let span = tracing::info_span!("conn", client_id = %client_id, core = %core.id, %peer);
-    async move {
+    let session = async move {
         let (serial, control, previous) = core.register(&client_id);
         if let Some(previous) = previous {
             // Wait until the connection we take over has stopped, so the two never overlap.
             let _ = previous.recv().await;
         }
-        let (version, clean_start, keep_alive) =
-            (opening.version(), opening.clean_start(), opening.keep_alive());
+        let (version, clean_start, keep_alive) = (
+            opening.version(),
+            opening.clean_start(),
+            opening.keep_alive(),
+        );
         let now = Instant::now();
         let (mut link, started) = match opening.start(now, &mut CoreEngine(&core)) {
             Ok(started) => started,
@@ -431,9 +441,11 @@ pub async fn serve<S: Transport>(
         // until `write_timeout`, or fill its socket while the session goes offline), and for
         // a while after the writer has shut the sending side (see `LINGER_TIME`).
         let mut linger = lingers.then(Linger::new);
+        // Boxed, as the close-out is the largest state of this future and a connection
+        // spends its life in the read loop: inline it would size every idle connection.
         match &mut linger {
-            Some(linger) => linger.during(&mut reader, close_out).await,
-            None => close_out.await,
+            Some(linger) => Box::pin(linger.during(&mut reader, close_out)).await,
+            None => Box::pin(close_out).await,
         }
         core.unregister(&client_id, serial);
         // Releases a connection waiting to take over from this one.
@@ -441,9 +453,10 @@ pub async fn serve<S: Transport>(
         if let Some(mut linger) = linger {
             linger.after(&mut reader).await;
         }
-    }
-    .instrument(span)
-    .await
+    };
+    // Boxed: the session's future, which an idle connection is in for its whole life, is
+    // then not laid out beside this function's CONNECT handling (`spawn_serve`).
+    Box::pin(session.instrument(span)).await
 }
 
 enum Wake {
