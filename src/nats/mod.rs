@@ -30,6 +30,7 @@ mod inbound;
 mod interest;
 mod keys;
 mod members;
+mod replicas;
 mod retained;
 pub mod wire;
 
@@ -139,6 +140,7 @@ pub fn start(config: &ClusterConfig, cores: usize) -> std::io::Result<Option<Bri
     let (ready_tx, ready) = std::sync::mpsc::channel();
     let joined = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let servers = config.nats.clone();
+    let replicas = config.nats_replicas;
     let joined_here = joined.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -153,6 +155,7 @@ pub fn start(config: &ClusterConfig, cores: usize) -> std::io::Result<Option<Bri
                 to_cores: senders,
                 ready: ready_tx,
                 joined: joined_here,
+                replicas,
             }))
         })?;
     Ok(Some(Bridge {
