@@ -26,6 +26,7 @@
 //! [`ToCore`] messages), so it names neither glommio nor `crate::server`.
 
 mod bridge;
+mod forget;
 mod inbound;
 mod interest;
 mod keys;
@@ -33,6 +34,8 @@ mod members;
 mod replicas;
 mod retained;
 pub mod wire;
+
+pub use forget::{forget_node, Forgotten};
 
 use std::sync::Arc;
 
