@@ -104,7 +104,6 @@ pub struct ClusterArgs {
     pub nats: Option<String>,
     /// How many NATS servers keep each copy of this node's stream and the cluster's buckets
     /// (`[cluster] nats_replicas`, 1 to 5); an existing stream or bucket is changed to it.
-    /// Default: 3 when the NATS server is in a cluster, else 1.
     #[arg(long)]
     pub nats_replicas: Option<i64>,
 }
