@@ -4,7 +4,10 @@
 //! - `berth cluster haproxy-map --slot-map FILE`: HAProxy's map, `<slot> <server name>`
 //!   per line, for `map(PATH)` after `crc32,mod(4096)`;
 //! - `berth cluster haproxy-config --slot-map FILE --bind ADDR --map PATH
-//!   [--stats-socket PATH]`: a whole HAProxy 2.6 configuration (`cluster::haproxy`).
+//!   [--stats-socket PATH]`: a whole HAProxy 2.6 configuration (`cluster::haproxy`);
+//! - `berth cluster forget-node --node NAME --slot-map FILE --nats URLS`: removes what a
+//!   node that never comes back left in NATS (`nats::forget_node`), refused while the
+//!   slot map gives it slots or its heartbeat is recent.
 
 use std::path::PathBuf;
 
@@ -46,6 +49,19 @@ pub enum Command {
         #[arg(long, default_value = "/run/haproxy/admin.sock")]
         stats_socket: String,
     },
+    /// Remove a dead node's interest entries, heartbeat and stream from NATS (its stream's
+    /// waiting messages are lost). Refused while the node is live or still owns slots.
+    ForgetNode {
+        /// The node's name (`--node` of `berth`).
+        #[arg(long)]
+        node: String,
+        /// The slot map file the nodes read: it must give the node no slot.
+        #[arg(long)]
+        slot_map: PathBuf,
+        /// The NATS server URL, or several separated by commas (`--nats` of `berth`).
+        #[arg(long)]
+        nats: String,
+    },
 }
 
 /// Runs `berth cluster` with `args` (what follows `cluster` on the command line).
@@ -78,6 +94,34 @@ fn run(command: &Command) -> anyhow::Result<String> {
                     bind,
                     map,
                     stats_socket,
+                },
+            )
+        }
+        Command::ForgetNode {
+            node,
+            slot_map,
+            nats,
+        } => {
+            let slots = read_map(slot_map)?.slots_of(node);
+            if slots > 0 {
+                anyhow::bail!(
+                    "node {node} owns {slots} slots in {}: move them to other nodes first",
+                    slot_map.display()
+                );
+            }
+            let servers: Vec<String> = nats.split(',').map(|u| u.trim().to_string()).collect();
+            let gone = crate::nats::forget_node(&servers, node).map_err(anyhow::Error::msg)?;
+            let stream = match gone.stream_messages {
+                Some(n) => format!("its stream ({n} messages waiting in it)"),
+                None => "no stream".to_string(),
+            };
+            format!(
+                "node {node} forgotten: {} interest entries, {}, {stream}\n",
+                gone.interest_entries,
+                if gone.heartbeat {
+                    "its heartbeat"
+                } else {
+                    "no heartbeat"
                 },
             )
         }

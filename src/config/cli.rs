@@ -336,6 +336,10 @@ fn shown_defaults(d: &Config) -> Vec<(&'static str, String)> {
             "nats",
             "none (no NATS bridge: nothing crosses to other nodes)".into(),
         ),
+        (
+            "nats_replicas",
+            "3 when the NATS server is in a cluster, else 1".into(),
+        ),
     ]
 }
 

@@ -10,6 +10,9 @@
 //! `nats` (a NATS server URL, or several separated by commas) turns on the data plane
 //! between nodes (`crate::nats`, the NATS bridge); without it a node is only its
 //! slots' home and sends nothing to other nodes. `nats` without `node` is an error.
+//! `nats_replicas` (1 to 5, JetStream's bounds) is how many servers keep each copy of
+//! the node's stream and the cluster's buckets; without it, 3 when the NATS server is in
+//! a cluster (one server may die without losing anything acknowledged), else 1.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +36,11 @@ pub struct ClusterConfig {
     pub nats: Vec<String>,
     /// `nats` as given, until [`check`] parses it into `nats`.
     nats_given: Option<String>,
+    /// The replicas of the node's stream and the buckets (`nats_replicas`); `None`: 3
+    /// against a NATS cluster, 1 against a lone server (`nats::replicas`).
+    pub nats_replicas: Option<usize>,
+    /// `nats_replicas` as given, until [`check`] bounds it.
+    replicas_given: Option<i64>,
 }
 
 impl ClusterConfig {
@@ -53,6 +61,7 @@ pub(super) struct ClusterTable {
     advertise: Option<String>,
     slot_map: Option<PathBuf>,
     nats: Option<String>,
+    nats_replicas: Option<i64>,
 }
 
 impl ClusterTable {
@@ -65,6 +74,9 @@ impl ClusterTable {
         }
         if let Some(v) = self.nats {
             cluster.nats_given = Some(v);
+        }
+        if let Some(v) = self.nats_replicas {
+            cluster.replicas_given = Some(v);
         }
     }
 }
@@ -90,6 +102,10 @@ pub struct ClusterArgs {
     /// between nodes go through NATS JetStream (nats-server 2.10 or later). Needs --node.
     #[arg(long)]
     pub nats: Option<String>,
+    /// How many NATS servers keep each copy of this node's stream and the cluster's buckets
+    /// (`[cluster] nats_replicas`, 1 to 5); an existing stream or bucket is changed to it.
+    #[arg(long)]
+    pub nats_replicas: Option<i64>,
 }
 
 impl ClusterArgs {
@@ -105,6 +121,9 @@ impl ClusterArgs {
         }
         if let Some(v) = &self.nats {
             cluster.nats_given = Some(v.clone());
+        }
+        if let Some(v) = self.nats_replicas {
+            cluster.replicas_given = Some(v);
         }
     }
 }
@@ -125,6 +144,7 @@ pub(super) fn check(
                     "node" => "cluster.node",
                     "advertise" => "cluster.advertise",
                     "nats" => "cluster.nats",
+                    "nats_replicas" => "cluster.nats_replicas",
                     _ => "cluster.slot_map",
                 },
                 path: path.map(Path::to_path_buf),
@@ -134,6 +154,13 @@ pub(super) fn check(
     };
     if let Some(nats) = cluster.nats_given.take() {
         cluster.nats = parse_nats(&nats).map_err(|m| bad("nats", args.nats.is_some(), m))?;
+    }
+    if let Some(replicas) = cluster.replicas_given.take() {
+        if !(1..=5).contains(&replicas) {
+            let message = format!("`{replicas}`: JetStream keeps 1 to 5 replicas");
+            return Err(bad("nats_replicas", args.nats_replicas.is_some(), message));
+        }
+        cluster.nats_replicas = Some(replicas as usize);
     }
     let Some(node) = cluster.node.clone() else {
         if !cluster.nats.is_empty() {
@@ -296,6 +323,7 @@ mod tests {
                 slot_map: Some(map.clone()),
                 advertise: None,
                 nats: None,
+                nats_replicas: None,
             },
             ..Args::default()
         })
@@ -344,5 +372,43 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.starts_with("flag --nats: "), "{err}");
+    }
+
+    #[test]
+    fn nats_replicas_is_bounded_and_defaults_to_auto() {
+        let dir = tempfile::tempdir().unwrap();
+        map_file(dir.path());
+        let config = dir.path().join("berth.toml");
+        let read = |text: &str| {
+            std::fs::write(&config, text).unwrap();
+            from(Args {
+                config: Some(config.clone()),
+                ..Args::default()
+            })
+        };
+        let nodes = "[cluster]\nnode = \"n1\"\nslot_map = \"slots.map\"\nnats = \"nats://a:1\"\n";
+        assert_eq!(read(nodes).unwrap().cluster.nats_replicas, None);
+        let cluster = read(&format!("{nodes}nats_replicas = 3\n"))
+            .unwrap()
+            .cluster;
+        assert_eq!(cluster.nats_replicas, Some(3));
+        for bad in ["0", "6", "-1"] {
+            let err = read(&format!("{nodes}nats_replicas = {bad}\n")).unwrap_err();
+            assert!(
+                err.contains("`cluster.nats_replicas` in ")
+                    && err.contains("berth.toml")
+                    && err.contains("1 to 5"),
+                "{err}"
+            );
+        }
+        let err = from(Args {
+            cluster: ClusterArgs {
+                nats_replicas: Some(9),
+                ..ClusterArgs::default()
+            },
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(err.starts_with("flag --nats-replicas: "), "{err}");
     }
 }

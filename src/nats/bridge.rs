@@ -20,6 +20,7 @@ use super::inbound::{take_qos0, take_stream};
 use super::interest::{self, KvOp};
 use super::keys::{self, LocalInterest, NodeNames};
 use super::members;
+use super::replicas;
 use super::retained::{self, Put};
 use super::{wire, FromCore, ToCore};
 use crate::protocol::QoS;
@@ -40,6 +41,8 @@ pub(super) struct Setup {
     pub to_cores: Vec<flume::Sender<ToCore>>,
     pub ready: std::sync::mpsc::Sender<()>,
     pub joined: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// `[cluster] nats_replicas`; `None`: by the server (`replicas::resolve`).
+    pub replicas: Option<usize>,
 }
 
 pub(super) async fn run(setup: Setup) {
@@ -54,6 +57,7 @@ async fn bridge(setup: Setup) {
         to_cores,
         ready,
         joined,
+        replicas: configured,
     } = setup;
     let addrs: Vec<ServerAddr> = servers
         .iter()
@@ -118,8 +122,14 @@ async fn bridge(setup: Setup) {
         to_cores.clone(),
         retained_rx,
     ));
-    let (bucket, beats, retained_bucket, inbound) = loop {
-        match prepare(&js, &node, true).await {
+    let (replicas, (bucket, beats, retained_bucket, inbound)) = loop {
+        let prepared = match replicas::resolve(&client, configured) {
+            Ok(replicas) => prepare(&js, &node, true, replicas)
+                .await
+                .map(|prepared| (replicas, prepared)),
+            Err(error) => Err(error),
+        };
+        match prepared {
             Ok(prepared) => break prepared,
             Err(error) => {
                 tracing::warn!(%error, "cluster: JetStream not ready, trying again");
@@ -127,7 +137,7 @@ async fn bridge(setup: Setup) {
             }
         }
     };
-    tracing::info!(%node, stream = %keys::in_stream(&node), "cluster: joined");
+    tracing::info!(%node, stream = %keys::in_stream(&node), replicas, "cluster: joined");
     let (published_tx, published) = tokio::sync::oneshot::channel();
     let (caught_up_tx, caught_up) = tokio::sync::oneshot::channel();
     let (retained_tx, retained_caught_up) = tokio::sync::oneshot::channel();
@@ -163,7 +173,7 @@ async fn bridge(setup: Setup) {
         caught_up_tx,
     ));
     tokio::task::spawn_local(take_qos0(client.clone(), node.clone(), to_cores.clone()));
-    tokio::task::spawn_local(take_stream(inbound, js, node, to_cores));
+    tokio::task::spawn_local(take_stream(inbound, (js, replicas), node, to_cores));
     tokio::task::spawn_local(async move {
         if published.await.is_ok() && caught_up.await.is_ok() && retained_caught_up.await.is_ok() {
             tracing::info!("cluster: interest published and the other nodes' applied");
@@ -190,11 +200,13 @@ struct Links {
 /// messages an earlier run of this node was handed and never acknowledged (killed) come
 /// again at once and in stream order, before the later ones, rather than after the ack
 /// wait and behind them (a WorkQueue stream keeps every message until it is acknowledged,
-/// whatever happens to its consumer).
+/// whatever happens to its consumer). Each with `replicas` replicas, an existing one
+/// changed to that count (`replicas::ensure`).
 pub(super) async fn prepare(
     js: &jetstream::Context,
     node: &str,
     fresh: bool,
+    replicas: usize,
 ) -> Result<
     (
         kv::Store,
@@ -209,6 +221,7 @@ pub(super) async fn prepare(
         Err(_) => js
             .create_key_value(kv::Config {
                 bucket: keys::INTEREST_BUCKET.to_string(),
+                num_replicas: replicas,
                 description: "berth: which node subscribes to which filter".to_string(),
                 history: 1,
                 ..Default::default()
@@ -221,6 +234,7 @@ pub(super) async fn prepare(
         Err(_) => js
             .create_key_value(kv::Config {
                 bucket: keys::NODES_BUCKET.to_string(),
+                num_replicas: replicas,
                 description: "berth: the nodes' heartbeats".to_string(),
                 history: 1,
                 max_age: members::HEARTBEAT_AGE,
@@ -234,6 +248,7 @@ pub(super) async fn prepare(
         Err(_) => js
             .create_key_value(kv::Config {
                 bucket: keys::RETAINED_BUCKET.to_string(),
+                num_replicas: replicas,
                 description: "berth: the cluster's retained messages, by topic".to_string(),
                 history: 1,
                 storage: stream::StorageType::File,
@@ -252,10 +267,19 @@ pub(super) async fn prepare(
             retention: stream::RetentionPolicy::WorkQueue,
             discard: stream::DiscardPolicy::New,
             storage: stream::StorageType::File,
+            num_replicas: replicas,
             ..Default::default()
         })
         .await
         .map_err(|e| format!("stream {}: {e}", keys::in_stream(node)))?;
+    for bucket in [
+        keys::INTEREST_BUCKET,
+        keys::NODES_BUCKET,
+        keys::RETAINED_BUCKET,
+    ] {
+        replicas::ensure(js, &format!("KV_{bucket}"), replicas).await?;
+    }
+    replicas::ensure(js, &keys::in_stream(node), replicas).await?;
     if fresh
         && inbound
             .get_consumer::<consumer::pull::Config>(keys::CONSUMER)

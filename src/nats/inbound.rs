@@ -53,7 +53,7 @@ pub(super) async fn take_qos0(
 /// The node's stream: each message routed here, acknowledged once stored, in order.
 pub(super) async fn take_stream(
     mut consumer: consumer::Consumer<consumer::pull::Config>,
-    js: jetstream::Context,
+    (js, replicas): (jetstream::Context, usize),
     node: String,
     to_cores: Rc<Vec<flume::Sender<ToCore>>>,
 ) {
@@ -88,7 +88,7 @@ pub(super) async fn take_stream(
                 // The stream or its consumer may be gone (deleted by hand): made again.
                 tracing::warn!(%error, "cluster: cannot read this node's stream, trying again");
                 tokio::time::sleep(RETRY).await;
-                if let Ok((_, _, _, again)) = prepare(&js, &node, false).await {
+                if let Ok((_, _, _, again)) = prepare(&js, &node, false, replicas).await {
                     consumer = again;
                 }
                 continue;

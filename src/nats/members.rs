@@ -25,7 +25,7 @@ use super::keys;
 use super::ToCore;
 
 const HEARTBEAT: Duration = Duration::from_secs(2);
-const ALIVE: Duration = Duration::from_secs(6);
+pub(super) const ALIVE: Duration = Duration::from_secs(6);
 /// How long heartbeats stay in the bucket.
 pub(super) const HEARTBEAT_AGE: Duration = Duration::from_secs(10);
 const BARRIER_WAIT: Duration = Duration::from_secs(2);

@@ -26,12 +26,16 @@
 //! [`ToCore`] messages), so it names neither glommio nor `crate::server`.
 
 mod bridge;
+mod forget;
 mod inbound;
 mod interest;
 mod keys;
 mod members;
+mod replicas;
 mod retained;
 pub mod wire;
+
+pub use forget::{forget_node, Forgotten};
 
 use std::sync::Arc;
 
@@ -139,6 +143,7 @@ pub fn start(config: &ClusterConfig, cores: usize) -> std::io::Result<Option<Bri
     let (ready_tx, ready) = std::sync::mpsc::channel();
     let joined = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let servers = config.nats.clone();
+    let replicas = config.nats_replicas;
     let joined_here = joined.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -153,6 +158,7 @@ pub fn start(config: &ClusterConfig, cores: usize) -> std::io::Result<Option<Bri
                 to_cores: senders,
                 ready: ready_tx,
                 joined: joined_here,
+                replicas,
             }))
         })?;
     Ok(Some(Bridge {

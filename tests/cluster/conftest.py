@@ -310,3 +310,23 @@ def start_nats_node(tmp_path):
 
     yield start
     stop_cleanly(started)
+
+
+@pytest.fixture
+def start_nats_cluster(tmp_path):
+    """Factory: start_nats_cluster() -> three nats-servers clustered with JetStream
+    (`natscluster.NatsCluster`), every one healthy; stopped at teardown."""
+    from natscluster import NatsCluster
+
+    started = []
+
+    def start():
+        check_nats_server()
+        workdir = tmp_path / f"nats-cluster{len(started)}"
+        workdir.mkdir()
+        started.append(NatsCluster(str(workdir)))
+        return started[-1]
+
+    yield start
+    for c in started:
+        c.stop()
