@@ -200,6 +200,11 @@ impl Origins {
         true
     }
 
+    /// Whether `origin` was seen (within the window).
+    pub fn contains(&self, origin: Origin) -> bool {
+        self.seen.contains(&origin)
+    }
+
     pub fn list(&self) -> Vec<Origin> {
         self.order.iter().copied().collect()
     }

@@ -230,7 +230,7 @@ fn from_stream(w: &mut World, stream_seq: u64, qos: QoS, payload: &'static [u8])
         properties: Properties::default(),
         payload: Bytes::from_static(payload),
     };
-    let effects = w.cores[A].publish_from_node(&id("far"), publish, Some(stream_seq), w.now);
+    let effects = w.cores[A].publish_from_node(&id("far"), publish, Some(stream_seq), &[], w.now);
     assert!(effects.to_nodes.is_empty(), "sent back to the cluster");
     w.carry(effects.to_cores);
 }

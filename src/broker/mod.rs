@@ -102,8 +102,9 @@ pub enum CoreMsg {
 pub struct Effects {
     pub to_clients: Vec<(ByteString, Outgoing)>,
     pub to_cores: Vec<(CoreId, CoreMsg)>,
-    /// Messages for other nodes of a cluster (`nodes`); empty without one.
-    pub to_nodes: Vec<(NodeId, Arc<Message>)>,
+    /// Messages for other nodes of a cluster (`nodes`), each with the share groups
+    /// (`$share/{group}/{filter}`) the node was picked for; empty without a cluster.
+    pub to_nodes: Vec<(NodeId, Arc<Message>, Vec<ByteString>)>,
     /// Retained messages (and clears) published on this node, for every node's retained
     /// store (`nodes`); empty without a cluster.
     pub retained_to_nodes: Vec<Arc<Message>>,

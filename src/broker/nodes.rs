@@ -4,7 +4,10 @@
 //!
 //! Invariants: a message goes to another node only from the core its publisher's PUBLISH
 //! was routed on (never from a core that got it from another core, and never when it came
-//! from a node: no loops), at most once per node however many of the node's filters match;
+//! from a node: no loops), at most once per node however many of the node's filters and
+//! groups match; a share group with members on other nodes is given each message on one
+//! node only (picked here, round robin over its member nodes, this one included when it has
+//! members; a message from a node goes only to the groups it names);
 //! `$SYS` topics stay on their node; a message from a node is delivered here as a local
 //! publish is, but its retained flag does not replace this node's retained message: every
 //! node's retained messages reach every node's store on their own way (a retained PUBLISH
@@ -18,11 +21,14 @@ use std::time::Instant;
 
 use bytestring::ByteString;
 
+use super::share::shared_filter;
 use super::{Broker, Effects};
 use crate::protocol::{Publish, QoS};
 use crate::session::state::Origin;
 use crate::session::Message;
-use crate::topic::{SubscriptionTree, TopicFilter, TopicName};
+use crate::topic::{
+    ParsedFilter, ShareName, SharedFilter, SubscriptionTree, TopicFilter, TopicName,
+};
 use std::sync::Arc;
 
 /// The origin core of a QoS 2 message from this node's stream: no core has this number
@@ -34,12 +40,23 @@ pub const STREAM_ORIGIN_CORE: u16 = u16::MAX;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub u32);
 
-/// Which other nodes want which plain filters.
+/// Which other nodes want which plain filters, and which have members of which share groups.
 #[derive(Default)]
 pub(super) struct RemoteInterest {
     filters: SubscriptionTree<NodeId, ()>,
+    /// Share groups with members on other nodes (their `$share/{group}/{filter}` entries).
+    groups: SubscriptionTree<ShareName, NodeGroup>,
     /// This node is one of a cluster: its retained messages go to the other nodes.
     clustered: bool,
+}
+
+/// A share group's member nodes other than this one, and the round robin over them.
+struct NodeGroup {
+    /// The group's filter, which the tree walk does not hand back.
+    filter: TopicFilter,
+    nodes: Vec<NodeId>,
+    /// The next pick, modulo the member nodes (this one counted last when it has members).
+    next: usize,
 }
 
 impl Broker {
@@ -97,9 +114,12 @@ impl Broker {
 
     /// Node `node` gained (`present`) or lost interest in `filter`. A filter that does not
     /// parse is ignored (a node never announces one; a foreign entry in the bucket might).
+    /// A `$share/{group}/{filter}` entry says the node has members of that group.
     pub fn remote_interest(&mut self, node: NodeId, filter: ByteString, present: bool) {
-        let Ok(filter) = TopicFilter::new(filter) else {
-            return;
+        let filter = match ParsedFilter::parse(filter) {
+            Ok(ParsedFilter::Plain(filter)) => filter,
+            Ok(ParsedFilter::Shared(group)) => return self.remote_group(node, group, present),
+            Err(_) => return,
         };
         if present {
             let _ = self.nodes.filters.insert(&filter, node, ());
@@ -108,22 +128,76 @@ impl Broker {
         }
     }
 
-    /// Adds one `to_nodes` entry per node interested in `topic`; whether there was one.
+    fn remote_group(&mut self, node: NodeId, group: SharedFilter, present: bool) {
+        let groups = &mut self.nodes.groups;
+        if let Some(row) = groups.get_mut(&group.filter, &group.group) {
+            row.nodes.retain(|n| *n != node);
+            if present {
+                row.nodes.push(node);
+            } else if row.nodes.is_empty() {
+                let _ = groups.remove(&group.filter, &group.group);
+            }
+        } else if present {
+            let row = NodeGroup {
+                filter: group.filter.clone(),
+                nodes: vec![node],
+                next: 0,
+            };
+            let _ = groups.insert(&group.filter, group.group, row);
+        }
+    }
+
+    /// Adds one `to_nodes` entry per node interested in `topic` (a plain filter, or a
+    /// share group the node was picked for); whether there was one. A matching group with
+    /// members on other nodes gets one node per message, round robin over its member
+    /// nodes, this one among them when it has members; a group picked elsewhere is added
+    /// to `away` (this node's members of it do not get the message) and named in that
+    /// node's entry, so that it delivers to one member of it.
     pub(super) fn route_to_nodes(
-        &self,
+        &mut self,
         topic: &TopicName,
         message: &Arc<Message>,
+        away: &mut Vec<SharedFilter>,
         effects: &mut Effects,
     ) -> bool {
-        if self.nodes.filters.is_empty() || super::is_sys_topic(topic.as_str()) {
+        if (self.nodes.filters.is_empty() && self.nodes.groups.is_empty())
+            || super::is_sys_topic(topic.as_str())
+        {
             return false;
         }
         let first = effects.to_nodes.len();
         self.nodes.filters.matches(topic, |node, _| {
-            if !effects.to_nodes[first..].iter().any(|(n, _)| n == node) {
-                effects.to_nodes.push((*node, message.clone()));
+            if !effects.to_nodes[first..].iter().any(|(n, ..)| n == node) {
+                effects.to_nodes.push((*node, message.clone(), Vec::new()));
             }
         });
+        if !self.nodes.groups.is_empty() {
+            let shares = &self.shares;
+            let mut picks = Vec::new();
+            self.nodes.groups.matches_mut(topic, |group, row| {
+                let shared = SharedFilter {
+                    group: group.clone(),
+                    filter: row.filter.clone(),
+                };
+                let here = usize::from(shares.has_group(&shared));
+                let slot = row.next % (row.nodes.len() + here);
+                row.next = row.next.wrapping_add(1);
+                if let Some(node) = row.nodes.get(slot) {
+                    picks.push((*node, shared));
+                }
+            });
+            for (node, shared) in picks {
+                let raw = ByteString::from(shared.to_string());
+                away.push(shared);
+                match effects.to_nodes[first..]
+                    .iter_mut()
+                    .find(|(n, ..)| *n == node)
+                {
+                    Some((_, _, groups)) => groups.push(raw),
+                    None => effects.to_nodes.push((node, message.clone(), vec![raw])),
+                }
+            }
+        }
         effects.to_nodes.len() > first
     }
 
@@ -135,11 +209,15 @@ impl Broker {
     /// (its acknowledgement lost, or this node killed between storing and acknowledging
     /// it): the cores' origin sets (journaled with the message, restated by checkpoints)
     /// skip it as they skip a local QoS 2 message routed again.
+    /// `groups`: the share groups (`$share/{group}/{filter}`) the sending node picked this
+    /// node for; this node's other groups do not get the message (the sender picked
+    /// another node, or itself, for them).
     pub fn publish_from_node(
         &mut self,
         publisher: &ByteString,
         publish: Publish,
         stream_seq: Option<u64>,
+        groups: &[ByteString],
         now: Instant,
     ) -> Effects {
         let origin = stream_seq
@@ -148,6 +226,16 @@ impl Broker {
                 core: STREAM_ORIGIN_CORE,
                 seq,
             });
-        self.route(publisher, publish, origin, false, now)
+        // A QoS 2 message this core routed before (its stream delivered it again) gave
+        // its groups their copy then: this core, the owner of its publisher's id, routes
+        // every delivery of it, so its origin set says so (within one run of the node, or
+        // after a restart when the origin reached this core's log with a plain delivery).
+        let again = origin.is_some_and(|o| self.exactly_once.origins().contains(o));
+        let groups: Vec<SharedFilter> = if again {
+            Vec::new()
+        } else {
+            groups.iter().filter_map(shared_filter).collect()
+        };
+        self.route(publisher, publish, origin, Some(&groups), now)
     }
 }

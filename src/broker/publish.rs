@@ -22,7 +22,25 @@ use super::{Broker, CoreMsg, Effects, Outgoing, SharedPublish};
 use crate::protocol::{PacketId, Publish, QoS};
 use crate::session::state::{copy_topic_and_payload, publish_of, Delivery, Origin, Queued};
 use crate::session::Message;
-use crate::topic::TopicName;
+use crate::topic::{SharedFilter, TopicName};
+
+/// Which of this node's share groups a message is for.
+#[derive(Clone, Copy)]
+pub(super) enum Groups<'a> {
+    /// Every matching group but these (picked on another node: published here).
+    Except(&'a [SharedFilter]),
+    /// Only these (another node picked this one for them).
+    Only(&'a [SharedFilter]),
+}
+
+impl Groups<'_> {
+    pub fn takes(&self, group: &SharedFilter) -> bool {
+        match self {
+            Groups::Except(away) => !away.contains(group),
+            Groups::Only(named) => named.contains(group),
+        }
+    }
+}
 
 /// One session a message is delivered to, and how: what [`Broker::deliver_to`] takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,20 +108,23 @@ impl Broker {
         origin: Option<Origin>,
         now: Instant,
     ) -> Effects {
-        self.route(publisher, publish, origin, true, now)
+        self.route(publisher, publish, origin, None, now)
     }
 
-    /// Routes a message to this core's sessions and the cores with interest; `local`: it
-    /// was published on this node, so it also goes to the nodes with interest (`nodes`)
-    /// and, retained, replaces the retained message.
+    /// Routes a message to this core's sessions and the cores with interest. `from_node`:
+    /// `None` when it was published on this node, so it also goes to the nodes with
+    /// interest (`nodes`) and, retained, replaces the retained message; for a message from
+    /// another node, the share groups that node picked this one for (no other group here
+    /// gets it).
     pub(super) fn route(
         &mut self,
         publisher: &ByteString,
         publish: Publish,
         origin: Option<Origin>,
-        local: bool,
+        from_node: Option<&[SharedFilter]>,
         now: Instant,
     ) -> Effects {
+        let local = from_node.is_none();
         let mut effects = Effects::default();
         if !publisher.is_empty() && is_sys_topic(&publish.topic) {
             // Only the broker writes `$SYS`; a client's PUBLISH was refused (0x87) in its Link.
@@ -144,11 +165,16 @@ impl Broker {
                 .to_cores
                 .push((core, CoreMsg::Publish(message.clone())));
         });
+        let mut away = Vec::new();
         if local {
-            elsewhere |= self.route_to_nodes(&topic, &message, &mut effects);
+            elsewhere |= self.route_to_nodes(&topic, &message, &mut away, &mut effects);
         }
         let here = self.deliver_local(&topic, &message, false, now, &mut effects);
-        let shared = self.route_shared(&topic, &message, now, &mut effects);
+        let groups = match from_node {
+            None => Groups::Except(&away),
+            Some(named) => Groups::Only(named),
+        };
+        let shared = self.route_shared(&topic, &message, groups, now, &mut effects);
         // The broker's own `$SYS` figures often have no reader: they are not drops.
         if !(elsewhere || here || shared || message.retain || publisher.is_empty()) {
             self.counters.no_subscribers += 1;

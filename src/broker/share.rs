@@ -18,8 +18,12 @@
 //! local member (the message queues in its session); another core with any member. A
 //! message that finds none of these is dropped and counted (`undeliverable`).
 //!
+//! Across nodes (`nodes`): a core's first member of a group announces it as the node's
+//! interest, its last withdraws it; the publishing node picks one node per group, and
+//! [`Groups`] says which of this node's groups a message is for.
+//!
 //! Invariants: a message goes to at most one member of each matching group however many
-//! cores hold members; members of different groups each get their copy; No Local does
+//! cores (and nodes) hold members; members of different groups each get their copy; No Local does
 //! not apply [MQTT-3.8.3-4] and retained messages are not sent on subscribing (MQTT 5.0
 //! 3.3.1.3 sends them for new Non-shared Subscriptions only).
 
@@ -28,7 +32,7 @@ use std::time::Instant;
 
 use bytestring::ByteString;
 
-use super::publish::Recipient;
+use super::publish::{Groups, Recipient};
 use super::{Broker, CoreMsg, Effects};
 use crate::ownership::CoreId;
 use crate::session::{Message, Subscription};
@@ -102,6 +106,11 @@ impl Shares {
             .map_or((0, 0), |row| row.cores.counts(core.0))
     }
 
+    /// Whether any core of this node holds a member of `group`.
+    pub fn has_group(&self, group: &SharedFilter) -> bool {
+        self.placements.get(&group.filter, &group.group).is_some()
+    }
+
     /// Groups known anywhere.
     #[cfg(test)]
     pub fn group_count(&self) -> usize {
@@ -147,6 +156,13 @@ impl Broker {
                 (connected + u32::from(online)).saturating_sub(u32::from(old.online)),
             ),
         };
+        if replaced.is_none() && members == 1 {
+            // This core's first member: the node has the group (the bridge announces it
+            // once per node, `crate::nats`), so other nodes' publishes may pick it.
+            effects
+                .node_interest
+                .push((ByteString::from(group.to_string()), true));
+        }
         self.share_count_changed(group, members, connected, effects);
         replaced.is_none()
     }
@@ -166,6 +182,11 @@ impl Broker {
             members.saturating_sub(1),
             connected.saturating_sub(u32::from(old.online)),
         );
+        if members == 0 {
+            effects
+                .node_interest
+                .push((ByteString::from(group.to_string()), false));
+        }
         self.share_count_changed(group, members, connected, effects);
     }
 
@@ -220,34 +241,42 @@ impl Broker {
         });
     }
 
-    /// Picks, for every share group whose filter matches, the core that delivers to it,
-    /// and delivers or sends the message accordingly.
-    /// Returns whether any share group matched.
+    /// Picks, for every share group whose filter matches and that `groups` takes, the core
+    /// that delivers to it, and delivers or sends the message accordingly.
+    /// Returns whether any share group matched (or was picked on another node).
     pub(super) fn route_shared(
         &mut self,
         topic: &TopicName,
         message: &Arc<Message>,
+        groups: Groups<'_>,
         now: Instant,
         effects: &mut Effects,
     ) -> bool {
+        let (away, named) = match groups {
+            Groups::Except(away) => (!away.is_empty(), 0),
+            Groups::Only(named) => (false, named.len()),
+        };
         if self.shares.placements.is_empty() {
-            return false;
+            // Groups another node picked this one for, whose members all left since.
+            self.shares.undeliverable += named as u64;
+            return away;
         }
         let mut picks: Vec<(CoreId, SharedFilter)> = Vec::new();
         self.shares.placements.matches_mut(topic, |group, row| {
+            let shared = SharedFilter {
+                group: group.clone(),
+                filter: row.filter.clone(),
+            };
+            if !groups.takes(&shared) {
+                return;
+            }
             if let Some(core) = row.cores.pick(None) {
-                let filter = row.filter.clone();
-                picks.push((
-                    CoreId(core),
-                    SharedFilter {
-                        group: group.clone(),
-                        filter,
-                    },
-                ));
+                picks.push((CoreId(core), shared));
             }
         });
+        self.shares.undeliverable += named.saturating_sub(picks.len()) as u64;
         picks.sort_by_key(|(core, _)| *core);
-        let matched = !picks.is_empty();
+        let matched = away || !picks.is_empty();
         let mut picks = picks.into_iter().peekable();
         while let Some((core, group)) = picks.next() {
             if core == self.id {

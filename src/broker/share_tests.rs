@@ -341,3 +341,92 @@ fn ending_a_session_leaves_its_groups_everywhere() {
     }
     assert!(cluster.cores[2].shares.local.is_empty());
 }
+
+fn job(payload: &str) -> Publish {
+    Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: "jobs/x".into(),
+        packet_id: Some(PacketId::new(9).unwrap()),
+        properties: Properties::default(),
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+    }
+}
+
+#[test]
+fn across_nodes_each_message_goes_to_one_node_per_group() {
+    let group = ByteString::from_static("$share/g/jobs/+");
+    let mut node = Cluster::new(1);
+    node.connect(0, "a", 0);
+    let subscribe = crate::protocol::Subscribe::one(
+        PacketId::new(1).unwrap(),
+        "$share/g/jobs/+",
+        QoS::AtLeastOnce,
+    );
+    let outcome = node.cores[0].subscribe(&"a".into(), subscribe, node.now);
+    assert_eq!(outcome.effects.node_interest, vec![(group.clone(), true)]);
+    node.run(0, outcome.effects);
+    // Node 7 has members of the group, node 8 a plain subscriber of the topic.
+    node.cores[0].remote_interest(super::NodeId(7), group.clone(), true);
+    node.cores[0].remote_interest(super::NodeId(8), "jobs/#".into(), true);
+    let mut for_seven = 0;
+    for n in 0..6 {
+        let effects = node.cores[0].publish(&"publisher".into(), job(&n.to_string()), node.now);
+        for (to, _, groups) in &effects.to_nodes {
+            match to.0 {
+                7 => {
+                    assert_eq!(groups, std::slice::from_ref(&group));
+                    for_seven += 1;
+                }
+                8 => assert!(groups.is_empty(), "plain interest only"),
+                other => panic!("sent to node {other}"),
+            }
+        }
+        node.run(0, effects);
+    }
+    assert_eq!(for_seven, 3, "round robin over this node and node 7");
+    assert_eq!(node.received()["a"].len(), 3, "the others went to node 7");
+    // From another node: only the groups it names take the message.
+    let effects = node.cores[0].publish_from_node(&"far".into(), job("p"), None, &[], node.now);
+    assert!(effects.to_nodes.is_empty(), "never sent on");
+    node.run(0, effects);
+    assert_eq!(node.received()["a"].len(), 3, "picked elsewhere");
+    let named = std::slice::from_ref(&group);
+    let effects = node.cores[0].publish_from_node(&"far".into(), job("q"), None, named, node.now);
+    node.run(0, effects);
+    assert_eq!(node.received()["a"].last().unwrap(), "q");
+    // The last member leaving withdraws the node's group; node 7 then gets every message.
+    let unsubscribe = Unsubscribe {
+        packet_id: PacketId::new(2).unwrap(),
+        properties: Properties::default(),
+        filters: vec![group.clone()],
+    };
+    let (_, effects) = node.cores[0].unsubscribe(&"a".into(), unsubscribe);
+    assert_eq!(effects.node_interest, vec![(group.clone(), false)]);
+    node.run(0, effects);
+    for n in 0..4 {
+        let effects = node.cores[0].publish(&"publisher".into(), job(&n.to_string()), node.now);
+        assert!(effects
+            .to_nodes
+            .iter()
+            .any(|(to, _, g)| to.0 == 7 && g == named));
+    }
+}
+
+#[test]
+fn a_qos2_stream_message_delivered_twice_reaches_its_group_once() {
+    let group = ByteString::from_static("$share/g/jobs/+");
+    let mut node = Cluster::new(1);
+    node.connect(0, "a", 0);
+    node.subscribe(0, "a", "$share/g/jobs/+", QoS::ExactlyOnce);
+    let named = std::slice::from_ref(&group);
+    for _ in 0..2 {
+        let mut publish = job("once");
+        publish.qos = QoS::ExactlyOnce;
+        let effects =
+            node.cores[0].publish_from_node(&"far".into(), publish, Some(41), named, node.now);
+        node.run(0, effects);
+    }
+    assert_eq!(node.received()["a"], ["once"]);
+}

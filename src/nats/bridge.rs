@@ -395,6 +395,7 @@ async fn forward(
                 core,
                 node: target,
                 message,
+                groups,
                 ticket,
             } => {
                 let Some(target) = names.borrow().name(target).map(str::to_string) else {
@@ -408,7 +409,7 @@ async fn forward(
                         }
                     }
                 };
-                let Some(body) = wire::encode(&message, Instant::now()) else {
+                let Some(body) = wire::encode_for(&message, &groups, Instant::now()) else {
                     acked(true).await; // expired on the way: as if delivered and expired there
                     continue;
                 };

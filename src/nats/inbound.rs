@@ -34,12 +34,13 @@ pub(super) async fn take_qos0(
         }
     };
     while let Some(message) = messages.next().await {
-        match wire::decode(&message.payload) {
-            Ok((publisher, publish)) => {
+        match wire::decode_with_groups(&message.payload) {
+            Ok((publisher, publish, groups)) => {
                 let core = owner_of(&publisher, to_cores.len()).0;
                 let inject = ToCore::Inject {
                     publisher,
                     publish,
+                    groups,
                     stream_seq: None,
                     done: None,
                 };
@@ -102,7 +103,7 @@ pub(super) async fn take_stream(
                     break;
                 }
             };
-            let (publisher, publish) = match wire::decode(&message.payload) {
+            let (publisher, publish, groups) = match wire::decode_with_groups(&message.payload) {
                 Ok(decoded) => decoded,
                 Err(error) => {
                     tracing::warn!(%error, "cluster: a stream message dropped");
@@ -122,6 +123,7 @@ pub(super) async fn take_stream(
             let inject = ToCore::Inject {
                 publisher,
                 publish,
+                groups,
                 stream_seq,
                 done: Some(done),
             };

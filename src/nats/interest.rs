@@ -79,15 +79,12 @@ pub(super) async fn write_interest(
                             .map(Some)
                             .map_err(async_nats::Error::from)
                     } else {
-                        bucket
-                            .delete(&key)
-                            .await
-                            .map(|()| None)
-                            .map_err(async_nats::Error::from)
+                        delete(&client, &bucket, &key).await.map(Some)
                     };
                     match written {
                         Ok(revision) => {
-                            // New interest: the other nodes route it before the SUBACK.
+                            // The other nodes route new interest before the SUBACK, and
+                            // no longer route a gone filter before the UNSUBACK.
                             if let Some(revision) = revision {
                                 barrier(&client, &members, revision).await;
                             }
@@ -102,6 +99,27 @@ pub(super) async fn write_interest(
             }
         }
     }
+}
+
+/// Deletes `key` as `kv::Store::delete` does (a `KV-Operation: DEL` message on the key's
+/// subject), returning the delete's revision, which that call does not: the barrier waits
+/// for it.
+async fn delete(
+    client: &async_nats::Client,
+    bucket: &kv::Store,
+    key: &str,
+) -> Result<u64, async_nats::Error> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("KV-Operation", "DEL");
+    let subject = format!(
+        "{}{key}",
+        bucket.put_prefix.as_ref().unwrap_or(&bucket.prefix)
+    );
+    let ack = jetstream::new(client.clone())
+        .publish_with_headers(subject, headers, bytes::Bytes::new())
+        .await?
+        .await?;
+    Ok(ack.sequence)
 }
 
 /// Deletes this node's entries for filters it no longer has, and puts the others.

@@ -8,7 +8,10 @@
 //!   subscriber of it and withdraws it when the last loses its last one, as the KV entry
 //!   `<node>.<sha256(filter)>` -> filter in bucket `berth_interest`. Every node watches the
 //!   bucket into each core's replica (`broker::nodes`), leaving out its own entries. A
-//!   SUBACK that added interest waits until every live node has applied it (`members`).
+//!   SUBACK that added interest waits until every live node has applied it, an UNSUBACK
+//!   that removed it until every live node has applied that (`members`). A share group
+//!   is announced the same way (`$share/{group}/{filter}`) by a node with members of it;
+//!   a forward names the groups the publishing node picked its target for (`wire`).
 //! - **QoS 0** goes over core NATS to `berth.node.<node>.q0`.
 //! - **Retained messages**: every retained PUBLISH (and clear) of a node is put in the KV
 //!   bucket `berth_retained`, key `sha256(topic)`, value the message (`wire`); every node
@@ -49,9 +52,11 @@ use crate::session::Message;
 
 /// Work the cores send the bridge.
 pub enum FromCore {
-    /// Core `core` gained (`present`) its first or lost its last subscriber of `filter`.
-    /// `ticket`: a SUBACK waits for it, answered with [`ToCore::Acked`] once every live
-    /// node routes the filter here (`members`), or after a bounded wait.
+    /// Core `core` gained (`present`) its first or lost its last subscriber of `filter`
+    /// (a plain filter, or `$share/{group}/{filter}` for its first or last member of a
+    /// group). `ticket`: a SUBACK (an UNSUBACK) waits for it, answered with
+    /// [`ToCore::Acked`] once every live node routes the filter here (no longer routes it
+    /// here: `members`), or after a bounded wait.
     Interest {
         core: CoreId,
         filter: ByteString,
@@ -62,11 +67,13 @@ pub enum FromCore {
     /// has, the node's entries in the bucket are made to match (stale ones deleted).
     Recovered { core: CoreId },
     /// Send `message` to `node`. `ticket`: a QoS 1/2 message, answered with
-    /// [`ToCore::Acked`] once JetStream has stored it (or could not).
+    /// [`ToCore::Acked`] once JetStream has stored it (or could not). `groups`: the share
+    /// groups (`$share/{group}/{filter}`) the node was picked for (`wire` carries them).
     Forward {
         core: CoreId,
         node: NodeId,
         message: Arc<Message>,
+        groups: Vec<ByteString>,
         ticket: Option<u64>,
     },
     /// A retained message (or clear, empty) published on this node, for the cluster's
@@ -91,6 +98,8 @@ pub enum ToCore {
     Inject {
         publisher: ByteString,
         publish: Publish,
+        /// The share groups the sending node picked this one for (only those get it here).
+        groups: Vec<ByteString>,
         /// Its sequence in this node's stream (QoS 1/2; `None` for QoS 0): a QoS 2
         /// message is taken once per sequence (`Broker::publish_from_node`).
         stream_seq: Option<u64>,

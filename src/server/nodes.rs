@@ -80,7 +80,7 @@ impl Core {
     /// it is dropped (the engine announces interest whether or not there is one).
     pub(super) fn to_nodes(
         &self,
-        messages: Vec<(NodeId, Arc<Message>)>,
+        messages: Vec<(NodeId, Arc<Message>, Vec<ByteString>)>,
         interest: Vec<(ByteString, bool)>,
     ) -> NodesOwed {
         let mut owed = NodesOwed::default();
@@ -88,13 +88,14 @@ impl Core {
             return owed;
         };
         for (filter, present) in interest {
-            // A new filter's SUBACK waits until other nodes route it here (`crate::nats`).
-            let ticket = present.then(|| {
+            // A new filter's SUBACK waits until other nodes route it here, a gone one's
+            // UNSUBACK until they no longer do (`crate::nats`).
+            let ticket = {
                 let ticket = link.issued.get() + 1;
                 link.issued.set(ticket);
                 owed = NodesOwed(ticket);
-                ticket
-            });
+                Some(ticket)
+            };
             let announced = FromCore::Interest {
                 core: self.id,
                 filter,
@@ -109,12 +110,13 @@ impl Core {
                 }
             }
         }
-        for (node, message) in messages {
+        for (node, message, groups) in messages {
             let qos = message.qos;
             self.hand_to_bridge(link, qos, &mut owed, |ticket| FromCore::Forward {
                 core: self.id,
                 node,
                 message,
+                groups,
                 ticket,
             });
         }
@@ -242,6 +244,7 @@ pub async fn node_loop(core: Rc<Core>, inbox: flume::Receiver<ToCore>) {
                 ToCore::Inject {
                     publisher,
                     publish,
+                    groups,
                     stream_seq,
                     done,
                 } => {
@@ -249,6 +252,7 @@ pub async fn node_loop(core: Rc<Core>, inbox: flume::Receiver<ToCore>) {
                         &publisher,
                         publish,
                         stream_seq,
+                        &groups,
                         Instant::now(),
                     );
                     core.apply(effects).await;

@@ -4,7 +4,8 @@ the forwarding; an offline persistent session gets a QoS 1 message published on 
 when it comes back; a message that came from NATS is never sent to NATS again.
 
 A SUBACK of a new filter waits until the other nodes route it (the barrier, tested on its
-own below); an UNSUBACK does not. So where a test needs to know that another node has applied
+own below); an UNSUBACK of a node's last subscriber waits until they no longer do
+(test_nats_shared.py). So where a test needs to know that another node has applied
 a change, `until_routed` publishes QoS 0 probes on a filter the subscriber holds until one
 arrives (the KV watch is ordered, so every interest change made before the probe's is then
 applied); the tests use it after SUBACKs as well, so that they check one thing each.

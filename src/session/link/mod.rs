@@ -354,7 +354,17 @@ impl Link {
             }
             Packet::Unsubscribe(unsubscribe) => {
                 let (unsub_ack, effects) = engine.unsubscribe(&self.client_id, unsubscribe);
-                self.pending.extend(effects);
+                if effects.node_interest.iter().any(|(_, present)| !present) {
+                    // The node's last subscriber of a filter (or member of a group) left:
+                    // the UNSUBACK waits until the other nodes no longer route it here,
+                    // as a SUBACK waits until they do (bounded the same way).
+                    let mut before = std::mem::take(&mut self.pending);
+                    before.extend(effects);
+                    self.steps.push_back(Step::Apply(before));
+                    self.steps.push_back(Step::SyncPeers);
+                } else {
+                    self.pending.extend(effects);
+                }
                 self.steps
                     .push_back(Step::Send(Packet::UnsubAck(unsub_ack)));
             }
