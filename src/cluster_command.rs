@@ -4,19 +4,27 @@
 //! - `berth cluster haproxy-map --slot-map FILE`: HAProxy's map, `<slot> <server name>`
 //!   per line, for `map(PATH)` after `crc32,mod(4096)`;
 //! - `berth cluster haproxy-config --slot-map FILE --bind ADDR --map PATH
-//!   [--stats-socket PATH]`: a whole HAProxy 2.6 configuration (`cluster::haproxy`).
+//!   [--stats-socket PATH]`: a whole HAProxy 2.6 configuration (`cluster::haproxy`);
+//! - `berth cluster slots --nats URL`: the slot map in force, from the cluster's bucket
+//!   `berth_slots` (`nats::slots`), after a `# revision N` line;
+//! - `berth cluster assign --nats URL --slots FIRST-LAST --node NAME [--address ADDR]
+//!   [--revision N]`: gives the slots to the node at their next epochs, by compare-and-swap
+//!   on revision N (or the one read now): refused when the map changed meanwhile. It moves
+//!   no session (a session of a moved slot stays on its old node, unreachable through the
+//!   map): for an empty slot range, a node that joins, or after the sessions are gone.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::cluster::{haproxy, SlotMap};
+use crate::cluster::{haproxy, slots, Slot, SlotMap};
+use crate::nats;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "berth cluster",
-    about = "Write the HAProxy map and configuration for a berth cluster's slot map"
+    about = "Write the HAProxy map and configuration for a berth cluster's slot map, read and change the slot map in NATS"
 )]
 pub struct ClusterArgs {
     #[command(subcommand)]
@@ -45,6 +53,31 @@ pub enum Command {
         /// The runtime API's unix socket (`set map` moves a slot).
         #[arg(long, default_value = "/run/haproxy/admin.sock")]
         stats_socket: String,
+    },
+    /// Print the slot map in the cluster's NATS bucket, after a `# revision N` line.
+    Slots {
+        /// The NATS server URL, or several separated by commas (`--nats` of `berth`).
+        #[arg(long)]
+        nats: String,
+    },
+    /// Give a slot range to a node, by compare-and-swap on the map's revision; prints the
+    /// new map as `slots` does.
+    Assign {
+        #[arg(long)]
+        nats: String,
+        /// `SLOT` or `FIRST-LAST`, in 0..=4095.
+        #[arg(long)]
+        slots: String,
+        /// The node that is to own them.
+        #[arg(long)]
+        node: String,
+        /// The node's `host:port`, when the map does not name it yet (a node that joins).
+        #[arg(long)]
+        address: Option<String>,
+        /// The revision the change is based on (as `slots` printed it): refused when the
+        /// map is no longer at it. Without it, the revision read now.
+        #[arg(long)]
+        revision: Option<u64>,
     },
 }
 
@@ -81,7 +114,32 @@ fn run(command: &Command) -> anyhow::Result<String> {
                 },
             )
         }
+        Command::Slots { nats } => {
+            nats::slots::show(&servers(nats)?).map_err(anyhow::Error::msg)?
+        }
+        Command::Assign {
+            nats,
+            slots,
+            node,
+            address,
+            revision,
+        } => {
+            let (first, last) =
+                slots::parse_range(slots).map_err(|e| anyhow::anyhow!("--slots: {e}"))?;
+            let ask = nats::slots::Assign {
+                first: Slot(first),
+                last: Slot(last),
+                node,
+                address: address.as_deref(),
+                revision: *revision,
+            };
+            nats::slots::assign(&servers(nats)?, &ask).map_err(anyhow::Error::msg)?
+        }
     })
+}
+
+fn servers(nats: &str) -> anyhow::Result<Vec<String>> {
+    crate::config::parse_nats(nats).map_err(|e| anyhow::anyhow!("--nats: {e}"))
 }
 
 #[cfg(test)]
