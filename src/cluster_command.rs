@@ -8,8 +8,10 @@
 //! - `berth cluster slots --nats URL`: the slot map in force, from the cluster's bucket
 //!   `berth_slots` (`nats::slots`), after a `# revision N` line;
 //! - `berth cluster assign --nats URL --slots FIRST-LAST --node NAME [--address ADDR]
-//!   [--revision N]`: gives the slots to the node at their next epochs, by compare-and-swap
-//!   on revision N (or the one read now): refused when the map changed meanwhile. It moves
+//!   [--revision N] [--haproxy-socket PATH... --haproxy-map PATH]`: gives the slots to the
+//!   node at their next epochs, by compare-and-swap on revision N (or the one read now):
+//!   refused when the map changed meanwhile; once the swap is in, each HAProxy named is told
+//!   with `set map` for each slot over its runtime API. It moves
 //!   no session (a session of a moved slot stays on its old node, unreachable through the
 //!   map): for an empty slot range, a node that joins, or after the sessions are gone.
 
@@ -78,6 +80,13 @@ pub enum Command {
         /// map is no longer at it. Without it, the revision read now.
         #[arg(long)]
         revision: Option<u64>,
+        /// An HAProxy runtime API socket to tell, once the swap is in (`set map` for each
+        /// slot); repeat it for each HAProxy. Needs --haproxy-map.
+        #[arg(long, requires = "haproxy_map")]
+        haproxy_socket: Vec<PathBuf>,
+        /// The map file's path as HAProxy names it (`map(PATH)` in its configuration).
+        #[arg(long, requires = "haproxy_socket")]
+        haproxy_map: Option<String>,
     },
 }
 
@@ -123,6 +132,8 @@ fn run(command: &Command) -> anyhow::Result<String> {
             node,
             address,
             revision,
+            haproxy_socket,
+            haproxy_map,
         } => {
             let (first, last) =
                 slots::parse_range(slots).map_err(|e| anyhow::anyhow!("--slots: {e}"))?;
@@ -133,9 +144,49 @@ fn run(command: &Command) -> anyhow::Result<String> {
                 address: address.as_deref(),
                 revision: *revision,
             };
-            nats::slots::assign(&servers(nats)?, &ask).map_err(anyhow::Error::msg)?
+            if let Some(path) = haproxy_map {
+                if path.is_empty() || path.contains(|c: char| c.is_whitespace() || c == ';') {
+                    anyhow::bail!("--haproxy-map `{path}`: a path without spaces or `;`");
+                }
+            }
+            let (map, revision) =
+                nats::slots::assign(&servers(nats)?, &ask).map_err(anyhow::Error::msg)?;
+            if let Some(path) = haproxy_map {
+                let commands = haproxy::set_map_commands(&map, path, ask.first, ask.last);
+                for socket in haproxy_socket {
+                    tell_haproxy(socket, &commands).with_context(|| {
+                        format!(
+                            "the slot map is at revision {revision}, but HAProxy at {} was not \
+                             told: run this again with --revision {revision}, or `set map` by hand",
+                            socket.display()
+                        )
+                    })?;
+                }
+            }
+            format!("# revision {revision}\n{}", map.render())
         }
     })
+}
+
+/// Sends each line to HAProxy's runtime API (one connection per line, as the API closes
+/// it after answering); `set map` answers nothing when it succeeds.
+fn tell_haproxy(socket: &PathBuf, lines: &[String]) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    for line in lines {
+        let mut stream = std::os::unix::net::UnixStream::connect(socket)
+            .with_context(|| format!("cannot connect to {}", socket.display()))?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        stream.write_all(line.as_bytes())?;
+        stream.write_all(b"\n")?;
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .with_context(|| format!("no answer from {}", socket.display()))?;
+        if !answer.trim().is_empty() {
+            anyhow::bail!("HAProxy answered: {}", answer.trim());
+        }
+    }
+    Ok(())
 }
 
 fn servers(nats: &str) -> anyhow::Result<Vec<String>> {

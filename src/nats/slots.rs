@@ -200,8 +200,8 @@ pub fn show(servers: &[String]) -> Result<String, String> {
     })
 }
 
-/// `berth cluster assign`: the new revision, as `show` prints it.
-pub fn assign(servers: &[String], ask: &Assign<'_>) -> Result<String, String> {
+/// `berth cluster assign`: the new map and its revision.
+pub fn assign(servers: &[String], ask: &Assign<'_>) -> Result<(SlotMap, u64), String> {
     with_bucket(servers, |bucket| async move {
         let (map, read_now) = read(&bucket)
             .await?
@@ -210,7 +210,7 @@ pub fn assign(servers: &[String], ask: &Assign<'_>) -> Result<String, String> {
         let revision = swap(&bucket, &map, ask.revision.unwrap_or(read_now), &next)
             .await
             .map_err(|e| e.to_string())?;
-        Ok(format!("# revision {revision}\n{}", next.render()))
+        Ok((next, revision))
     })
 }
 

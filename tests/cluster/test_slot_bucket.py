@@ -4,7 +4,8 @@ changes it by compare-and-swap on the revision it read, and every node applies t
 client id whose slot moved is refused by its old node (CONNACK 0x9C, Server Reference naming the
 new owner) and accepted by the new one. A swap on a revision that is no longer the entry's is
 refused and changes nothing; a node started later, or sent SIGHUP, keeps the bucket's map over
-its file's.
+its file's. Given HAProxy's runtime socket, `assign` also sets HAProxy's map, so a client
+connecting through HAProxy lands on the new owner.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import subprocess
 import time
 
 from berthproc import berth_bin
-from conftest import NATS_SLOT_MAP, nats_home, slot_of
+from conftest import NATS_SLOT_MAP, SlotMap, free_port, nats_home, slot_of
 from test_cluster import USE_ANOTHER_SERVER, code, connect
 
 ADDRESS = {"na": "127.0.0.1:1", "nb": "127.0.0.1:2"}
@@ -115,3 +116,45 @@ def test_assign_refuses_what_it_cannot_do_and_names_why(start_nats, start_nats_n
                              "--address", "127.0.0.1:3")
     assert joined.returncode == 0, joined.stderr
     assert "node nc 127.0.0.1:3\n" in joined.stdout and "\n0-9 nc 2\n" in joined.stdout, joined.stdout
+
+
+def test_assign_tells_haproxy_and_clients_through_it_land_on_the_new_owner(tmp_path, start_nats, start_node,
+                                                                          start_haproxy):
+    nats = start_nats()
+    slot_map = SlotMap(str(tmp_path / "slots.txt"),
+                       {"n1": f"127.0.0.2:{free_port('127.0.0.2')}", "n2": f"127.0.0.3:{free_port('127.0.0.3')}"})
+    nodes = {name: start_node(name, host, slot_map, "--nats", nats.url)
+             for name, host in (("n1", "127.0.0.2"), ("n2", "127.0.0.3"))}
+    proxy = start_haproxy(slot_map)
+    movers = [cid for cid in (f"through-{i}" for i in range(10_000)) if slot_map.home(cid) == "n1"][:2]
+    slots = sorted({slot_of(cid) for cid in movers})
+    first, last = slots[0], slots[-1]
+    # Every slot from the first to the last moves (all n1's: the even split gives it 0-2047).
+    via = connect(proxy.addr, movers[0])
+    assert code(via) == 0 and via.user_properties()["berth-node"] == "n1"
+    via.disconnect()
+
+    moved = cluster_command("assign", "--nats", nats.url, "--slots", f"{first}-{last}", "--node", "n2",
+                            "--haproxy-socket", proxy.socket_path, "--haproxy-map", proxy.map_path)
+    assert moved.returncode == 0, moved.stderr
+    shown = proxy.runtime(f"show map {proxy.map_path}")
+    for slot in (first, last, (first + last) // 2):
+        assert re.search(rf"^\S+ {slot} n2$", shown, re.M), f"HAProxy's map does not give {slot} to n2"
+    for cid in movers:
+        deadline = time.monotonic() + WAIT
+        while True:
+            p = connect(proxy.addr, cid)
+            if code(p) == 0:
+                break
+            # HAProxy routes it to n2 already; n2's watch may not have applied the swap yet.
+            assert time.monotonic() < deadline, f"{cid} still refused through HAProxy: {p.connack}"
+            time.sleep(0.1)
+        assert p.user_properties()["berth-node"] == "n2"
+        p.disconnect()
+    until_answer(nodes["n1"], movers[0], (USE_ANOTHER_SERVER, slot_map.nodes["n2"]))
+
+    # A socket that is not there: the swap is in, and the error says so and what to do.
+    again = cluster_command("assign", "--nats", nats.url, "--slots", str(first), "--node", "n1",
+                            "--haproxy-socket", str(tmp_path / "nowhere.sock"), "--haproxy-map", proxy.map_path)
+    assert again.returncode != 0
+    assert "the slot map is at revision" in again.stderr and "was not told" in again.stderr, again.stderr
