@@ -4,7 +4,8 @@ changes it by compare-and-swap on the revision it read, and every node applies t
 client id whose slot moved is refused by its old node (CONNACK 0x9C, Server Reference naming the
 new owner) and accepted by the new one. A swap on a revision that is no longer the entry's is
 refused and changes nothing; a node started later, or sent SIGHUP, keeps the bucket's map over
-its file's. Given HAProxy's runtime socket, `assign` also sets HAProxy's map, so a client
+its file's; two nodes starting together on an empty bucket with files that disagree both serve
+the one map that seeded it. Given HAProxy's runtime socket, `assign` also sets HAProxy's map, so a client
 connecting through HAProxy lands on the new owner.
 """
 
@@ -13,9 +14,10 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import threading
 import time
 
-from berthproc import berth_bin
+from berthproc import Broker, berth_bin, stop_cleanly
 from conftest import NATS_SLOT_MAP, SlotMap, free_port, nats_home, slot_of
 from test_cluster import USE_ANOTHER_SERVER, code, connect
 
@@ -158,3 +160,43 @@ def test_assign_tells_haproxy_and_clients_through_it_land_on_the_new_owner(tmp_p
                             "--haproxy-socket", str(tmp_path / "nowhere.sock"), "--haproxy-map", proxy.map_path)
     assert again.returncode != 0
     assert "the slot map is at revision" in again.stderr and "was not told" in again.stderr, again.stderr
+
+
+def test_two_nodes_seeding_an_empty_bucket_together_agree_on_one_map(tmp_path, start_nats):
+    nats = start_nats()
+    cid = next(c for c in (f"seeded-{i}" for i in range(10_000)) if 0 < slot_of(c) < 2047)
+    slot = slot_of(cid)
+    # The two files disagree on one slot: na's gives it to na, nb's to nb.
+    files = {"na": tmp_path / "na.map", "nb": tmp_path / "nb.map"}
+    files["na"].write_text(NATS_SLOT_MAP)
+    files["nb"].write_text("node na 127.0.0.1:1\nnode nb 127.0.0.1:2\n"
+                           f"0-{slot - 1} na 1\n{slot} nb 1\n{slot + 1}-2047 na 1\n2048-4095 nb 1\n")
+    started: dict[str, Broker] = {}
+    errors: list[BaseException] = []
+
+    def start(name: str) -> None:
+        try:
+            workdir = tmp_path / f"together-{name}"
+            workdir.mkdir()
+            started[name] = Broker.start("--node", name, "--slot-map", str(files[name]), "--nats", nats.url,
+                                         cores=1, workdir=str(workdir))
+        except BaseException as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=start, args=(name,)) for name in ("na", "nb")]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        listing = cluster_command("slots", "--nats", nats.url)
+        assert listing.returncode == 0, listing.stderr
+        nb_won, na_won = f"\n{slot} nb 1\n" in listing.stdout, "\n0-2047 na 1\n" in listing.stdout
+        assert nb_won != na_won, listing.stdout
+        owner, other = ("nb", "na") if nb_won else ("na", "nb")
+        # Both nodes serve the winner's map, whichever file each read.
+        until_answer(started[owner], cid, (0, None))
+        until_answer(started[other], cid, (USE_ANOTHER_SERVER, ADDRESS[owner]))
+    finally:
+        stop_cleanly(list(started.values()))
