@@ -1,8 +1,8 @@
 //! `berth cluster`: what the load balancer in front of a berth cluster needs, written from
 //! the slot map file the nodes read (`cluster::slots` describes its format).
 //!
-//! - `berth cluster haproxy-map --slot-map FILE`: HAProxy's map, `<slot> <server name>`
-//!   per line, for `map(PATH)` after `crc32,mod(4096)`;
+//! - `berth cluster haproxy-map --slot-map FILE` (or `--nats URL`: the bucket's map):
+//!   HAProxy's map, `<slot> <server name>` per line, for `map(PATH)` after `crc32,mod(4096)`;
 //! - `berth cluster haproxy-config --slot-map FILE --bind ADDR --map PATH
 //!   [--stats-socket PATH]`: a whole HAProxy 2.6 configuration (`cluster::haproxy`);
 //! - `berth cluster slots --nats URL`: the slot map in force, from the cluster's bucket
@@ -38,8 +38,11 @@ pub enum Command {
     /// Print HAProxy's map file: one `<slot> <server name>` line per slot.
     HaproxyMap {
         /// The slot map file the nodes read (`--slot-map` of `berth`).
+        #[arg(long, required_unless_present = "nats", conflicts_with = "nats")]
+        slot_map: Option<PathBuf>,
+        /// Or the cluster's NATS servers: the map in force, from the bucket `berth_slots`.
         #[arg(long)]
-        slot_map: PathBuf,
+        nats: Option<String>,
     },
     /// Print an HAProxy 2.6 configuration that routes each CONNECT to its home node.
     HaproxyConfig {
@@ -106,7 +109,14 @@ fn read_map(path: &PathBuf) -> anyhow::Result<SlotMap> {
 /// What the command prints.
 fn run(command: &Command) -> anyhow::Result<String> {
     Ok(match command {
-        Command::HaproxyMap { slot_map } => read_map(slot_map)?.haproxy_map(),
+        Command::HaproxyMap { slot_map, nats } => match (slot_map, nats) {
+            (Some(path), _) => read_map(path)?.haproxy_map(),
+            (None, Some(nats)) => nats::slots::current(&servers(nats)?)
+                .map_err(anyhow::Error::msg)?
+                .0
+                .haproxy_map(),
+            (None, None) => anyhow::bail!("give --slot-map or --nats"),
+        },
         Command::HaproxyConfig {
             slot_map,
             bind,
@@ -203,7 +213,8 @@ mod tests {
         let path = dir.path().join("slots.map");
         std::fs::write(&path, "node n1 127.0.0.2:1883\n0-4095 n2 1\n").unwrap();
         let err = run(&Command::HaproxyMap {
-            slot_map: path.clone(),
+            slot_map: Some(path.clone()),
+            nats: None,
         })
         .unwrap_err();
         let text = format!("{err:#}");
@@ -212,7 +223,11 @@ mod tests {
             "{text}"
         );
         std::fs::write(&path, "node n1 127.0.0.2:1883\n0-4095 n1 1\n").unwrap();
-        let map = run(&Command::HaproxyMap { slot_map: path }).unwrap();
+        let map = run(&Command::HaproxyMap {
+            slot_map: Some(path),
+            nats: None,
+        })
+        .unwrap();
         assert_eq!(map.lines().count(), 4096);
         assert!(map.starts_with("0 n1\n1 n1\n"));
     }

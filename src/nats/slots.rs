@@ -192,11 +192,16 @@ pub struct Assign<'a> {
 /// `berth cluster slots`: the map in the bucket and its revision, as the comment line
 /// `# revision N` and the map's text form.
 pub fn show(servers: &[String]) -> Result<String, String> {
+    let (map, revision) = current(servers)?;
+    Ok(format!("# revision {revision}\n{}", map.render()))
+}
+
+/// The map in the bucket and its revision.
+pub fn current(servers: &[String]) -> Result<(SlotMap, u64), String> {
     with_bucket(servers, |bucket| async move {
-        let (map, revision) = read(&bucket)
+        read(&bucket)
             .await?
-            .ok_or_else(|| format!("bucket {SLOTS_BUCKET} holds no slot map yet"))?;
-        Ok(format!("# revision {revision}\n{}", map.render()))
+            .ok_or_else(|| format!("bucket {SLOTS_BUCKET} holds no slot map yet"))
     })
 }
 

@@ -154,6 +154,14 @@ def test_assign_tells_haproxy_and_clients_through_it_land_on_the_new_owner(tmp_p
         assert p.user_properties()["berth-node"] == "n2"
         p.disconnect()
     until_answer(nodes["n1"], movers[0], (USE_ANOTHER_SERVER, slot_map.nodes["n2"]))
+    # The map file for HAProxy's next start, written from the bucket, says the same.
+    written = cluster_command("haproxy-map", "--nats", nats.url)
+    assert written.returncode == 0, written.stderr
+    lines = written.stdout.splitlines()
+    assert len(lines) == 4096 and lines[first] == f"{first} n2" and lines[last] == f"{last} n2"
+    assert lines[4095] == "4095 n2"
+    if first > 0:
+        assert lines[0] == "0 n1"
 
     # A socket that is not there: the swap is in, and the error says so and what to do.
     again = cluster_command("assign", "--nats", nats.url, "--slots", str(first), "--node", "n1",
