@@ -1,25 +1,35 @@
 //! `berth cluster`: what the load balancer in front of a berth cluster needs, written from
 //! the slot map file the nodes read (`cluster::slots` describes its format).
 //!
-//! - `berth cluster haproxy-map --slot-map FILE`: HAProxy's map, `<slot> <server name>`
-//!   per line, for `map(PATH)` after `crc32,mod(4096)`;
+//! - `berth cluster haproxy-map --slot-map FILE` (or `--nats URL`: the bucket's map):
+//!   HAProxy's map, `<slot> <server name>` per line, for `map(PATH)` after `crc32,mod(4096)`;
 //! - `berth cluster haproxy-config --slot-map FILE --bind ADDR --map PATH
 //!   [--stats-socket PATH]`: a whole HAProxy 2.6 configuration (`cluster::haproxy`);
 //! - `berth cluster forget-node --node NAME --slot-map FILE --nats URLS`: removes what a
 //!   node that never comes back left in NATS (`nats::forget_node`), refused while the
 //!   slot map gives it slots or its heartbeat is recent.
+//! - `berth cluster slots --nats URL`: the slot map in force, from the cluster's bucket
+//!   `berth_slots` (`nats::slots`), after a `# revision N` line;
+//! - `berth cluster assign --nats URL --slots FIRST-LAST --node NAME [--address ADDR]
+//!   [--revision N] [--haproxy-socket PATH... --haproxy-map PATH]`: gives the slots to the
+//!   node at their next epochs, by compare-and-swap on revision N (or the one read now):
+//!   refused when the map changed meanwhile; once the swap is in, each HAProxy named is told
+//!   with `set map` for each slot over its runtime API. It moves
+//!   no session (a session of a moved slot stays on its old node, unreachable through the
+//!   map): for an empty slot range, a node that joins, or after the sessions are gone.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::cluster::{haproxy, SlotMap};
+use crate::cluster::{haproxy, slots, Slot, SlotMap};
+use crate::nats;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "berth cluster",
-    about = "Write the HAProxy map and configuration for a berth cluster's slot map"
+    about = "Write the HAProxy map and configuration for a berth cluster's slot map, read and change the slot map in NATS"
 )]
 pub struct ClusterArgs {
     #[command(subcommand)]
@@ -31,8 +41,11 @@ pub enum Command {
     /// Print HAProxy's map file: one `<slot> <server name>` line per slot.
     HaproxyMap {
         /// The slot map file the nodes read (`--slot-map` of `berth`).
+        #[arg(long, required_unless_present = "nats", conflicts_with = "nats")]
+        slot_map: Option<PathBuf>,
+        /// Or the cluster's NATS servers: the map in force, from the bucket `berth_slots`.
         #[arg(long)]
-        slot_map: PathBuf,
+        nats: Option<String>,
     },
     /// Print an HAProxy 2.6 configuration that routes each CONNECT to its home node.
     HaproxyConfig {
@@ -62,6 +75,38 @@ pub enum Command {
         #[arg(long)]
         nats: String,
     },
+    /// Print the slot map in the cluster's NATS bucket, after a `# revision N` line.
+    Slots {
+        /// The NATS server URL, or several separated by commas (`--nats` of `berth`).
+        #[arg(long)]
+        nats: String,
+    },
+    /// Give a slot range to a node, by compare-and-swap on the map's revision; prints the
+    /// new map as `slots` does.
+    Assign {
+        #[arg(long)]
+        nats: String,
+        /// `SLOT` or `FIRST-LAST`, in 0..=4095.
+        #[arg(long)]
+        slots: String,
+        /// The node that is to own them.
+        #[arg(long)]
+        node: String,
+        /// The node's `host:port`, when the map does not name it yet (a node that joins).
+        #[arg(long)]
+        address: Option<String>,
+        /// The revision the change is based on (as `slots` printed it): refused when the
+        /// map is no longer at it. Without it, the revision read now.
+        #[arg(long)]
+        revision: Option<u64>,
+        /// An HAProxy runtime API socket to tell, once the swap is in (`set map` for each
+        /// slot); repeat it for each HAProxy. Needs --haproxy-map.
+        #[arg(long, requires = "haproxy_map")]
+        haproxy_socket: Vec<PathBuf>,
+        /// The map file's path as HAProxy names it (`map(PATH)` in its configuration).
+        #[arg(long, requires = "haproxy_socket")]
+        haproxy_map: Option<String>,
+    },
 }
 
 /// Runs `berth cluster` with `args` (what follows `cluster` on the command line).
@@ -80,7 +125,14 @@ fn read_map(path: &PathBuf) -> anyhow::Result<SlotMap> {
 /// What the command prints.
 fn run(command: &Command) -> anyhow::Result<String> {
     Ok(match command {
-        Command::HaproxyMap { slot_map } => read_map(slot_map)?.haproxy_map(),
+        Command::HaproxyMap { slot_map, nats } => match (slot_map, nats) {
+            (Some(path), _) => read_map(path)?.haproxy_map(),
+            (None, Some(nats)) => nats::slots::current(&servers(nats)?)
+                .map_err(anyhow::Error::msg)?
+                .0
+                .haproxy_map(),
+            (None, None) => anyhow::bail!("give --slot-map or --nats"),
+        },
         Command::HaproxyConfig {
             slot_map,
             bind,
@@ -125,7 +177,74 @@ fn run(command: &Command) -> anyhow::Result<String> {
                 },
             )
         }
+        Command::Slots { nats } => {
+            nats::slots::show(&servers(nats)?).map_err(anyhow::Error::msg)?
+        }
+        Command::Assign {
+            nats,
+            slots,
+            node,
+            address,
+            revision,
+            haproxy_socket,
+            haproxy_map,
+        } => {
+            let (first, last) =
+                slots::parse_range(slots).map_err(|e| anyhow::anyhow!("--slots: {e}"))?;
+            let ask = nats::slots::Assign {
+                first: Slot(first),
+                last: Slot(last),
+                node,
+                address: address.as_deref(),
+                revision: *revision,
+            };
+            if let Some(path) = haproxy_map {
+                if path.is_empty() || path.contains(|c: char| c.is_whitespace() || c == ';') {
+                    anyhow::bail!("--haproxy-map `{path}`: a path without spaces or `;`");
+                }
+            }
+            let (map, revision) =
+                nats::slots::assign(&servers(nats)?, &ask).map_err(anyhow::Error::msg)?;
+            if let Some(path) = haproxy_map {
+                let commands = haproxy::set_map_commands(&map, path, ask.first, ask.last);
+                for socket in haproxy_socket {
+                    tell_haproxy(socket, &commands).with_context(|| {
+                        format!(
+                            "the slot map is at revision {revision}, but HAProxy at {} was not \
+                             told: run this again with --revision {revision}, or `set map` by hand",
+                            socket.display()
+                        )
+                    })?;
+                }
+            }
+            format!("# revision {revision}\n{}", map.render())
+        }
     })
+}
+
+/// Sends each line to HAProxy's runtime API (one connection per line, as the API closes
+/// it after answering); `set map` answers nothing when it succeeds.
+fn tell_haproxy(socket: &PathBuf, lines: &[String]) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    for line in lines {
+        let mut stream = std::os::unix::net::UnixStream::connect(socket)
+            .with_context(|| format!("cannot connect to {}", socket.display()))?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        stream.write_all(line.as_bytes())?;
+        stream.write_all(b"\n")?;
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .with_context(|| format!("no answer from {}", socket.display()))?;
+        if !answer.trim().is_empty() {
+            anyhow::bail!("HAProxy answered: {}", answer.trim());
+        }
+    }
+    Ok(())
+}
+
+fn servers(nats: &str) -> anyhow::Result<Vec<String>> {
+    crate::config::parse_nats(nats).map_err(|e| anyhow::anyhow!("--nats: {e}"))
 }
 
 #[cfg(test)]
@@ -138,7 +257,8 @@ mod tests {
         let path = dir.path().join("slots.map");
         std::fs::write(&path, "node n1 127.0.0.2:1883\n0-4095 n2 1\n").unwrap();
         let err = run(&Command::HaproxyMap {
-            slot_map: path.clone(),
+            slot_map: Some(path.clone()),
+            nats: None,
         })
         .unwrap_err();
         let text = format!("{err:#}");
@@ -147,7 +267,11 @@ mod tests {
             "{text}"
         );
         std::fs::write(&path, "node n1 127.0.0.2:1883\n0-4095 n1 1\n").unwrap();
-        let map = run(&Command::HaproxyMap { slot_map: path }).unwrap();
+        let map = run(&Command::HaproxyMap {
+            slot_map: Some(path),
+            nats: None,
+        })
+        .unwrap();
         assert_eq!(map.lines().count(), 4096);
         assert!(map.starts_with("0 n1\n1 n1\n"));
     }

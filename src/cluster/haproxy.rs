@@ -14,7 +14,7 @@
 
 use std::fmt::Write as _;
 
-use super::SlotMap;
+use super::{Slot, SlotMap};
 
 /// Where the generated configuration puts things.
 #[derive(Debug, Clone)]
@@ -33,6 +33,23 @@ pub fn server_expression(map_path: &str) -> String {
         "req.payload(0,0),mqtt_field_value(connect,client_identifier),crc32,mod({}),map({map_path})",
         super::SLOTS
     )
+}
+
+/// The runtime API commands that make HAProxy's map at `map_path` route the slots
+/// `first..=last` as `map` does: one `set map` per slot, in batches of `;`-separated commands
+/// that each fit one line of the runtime API (its buffer is 16 KB by default).
+pub fn set_map_commands(map: &SlotMap, map_path: &str, first: Slot, last: Slot) -> Vec<String> {
+    const BATCH: usize = 100;
+    let commands: Vec<String> = (first.0..=last.0)
+        .map(|slot| {
+            let (node, _) = map.owner(Slot(slot));
+            format!("set map {map_path} {slot} {}", node.name)
+        })
+        .collect();
+    commands
+        .chunks(BATCH)
+        .map(|batch| batch.join(";"))
+        .collect()
 }
 
 /// A whole HAProxy configuration for `map`'s nodes.
@@ -85,6 +102,28 @@ pub fn config(map: &SlotMap, layout: &Layout<'_>) -> String {
 mod tests {
     use super::*;
     use crate::cluster::Node;
+
+    #[test]
+    fn a_moved_range_is_set_in_batches_of_one_line_each() {
+        let nodes = ["n1", "n2"].map(|name| Node {
+            name: name.into(),
+            address: "127.0.0.2:1883".into(),
+        });
+        let map = SlotMap::even(nodes.to_vec())
+            .assign(Slot(10), Slot(260), "n2", None)
+            .unwrap();
+        let lines = set_map_commands(&map, "/m.map", Slot(10), Slot(260));
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("set map /m.map 10 n2;set map /m.map 11 n2;"));
+        assert!(lines
+            .iter()
+            .all(|l| !l.contains('\n') && l.len() < 16 * 1024));
+        assert_eq!(
+            lines.iter().map(|l| l.split(';').count()).sum::<usize>(),
+            251
+        );
+        assert!(lines[2].ends_with("set map /m.map 260 n2"));
+    }
 
     #[test]
     fn one_server_per_node_and_the_rule_names_the_map() {

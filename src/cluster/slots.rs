@@ -9,9 +9,10 @@
 //! single node (`ownership`); the two hashes are independent, so a node's slots do not
 //! skew its cores.
 //!
-//! The map is a value: where it is read from (a file today, a key-value store later, with
-//! compare-and-swap on the epoch) is not its concern. [`SlotMap::parse`] and
-//! [`SlotMap::render`] are its text form:
+//! The map is a value: where it is read from (a file, or the NATS KV bucket `berth_slots`
+//! with compare-and-swap on its revision: `crate::nats`) is not its concern;
+//! [`SlotMap::may_become`] says which map may follow which (epochs only grow).
+//! [`SlotMap::parse`] and [`SlotMap::render`] are its text form:
 //!
 //! ```text
 //! # comments and blank lines are ignored
@@ -247,6 +248,84 @@ impl SlotMap {
         Some(next)
     }
 
+    /// Gives the slots `first..=last` to `node`, each at its next epoch (a slot `node`
+    /// owns already keeps its epoch). `address` declares `node` when the map does not
+    /// name it yet. `Err`: an unknown node without an address, or a bad one.
+    pub fn assign(
+        &self,
+        first: Slot,
+        last: Slot,
+        node: &str,
+        address: Option<&str>,
+    ) -> Result<SlotMap, String> {
+        let mut next = self.clone();
+        let at = match next.nodes.iter().position(|n| n.name == node) {
+            Some(at) => at,
+            None => {
+                let address = address
+                    .ok_or_else(|| format!("node {node} is not in the map: give its address"))?;
+                if !valid_node_name(node) {
+                    return Err(format!(
+                        "node name `{node}`: 1 to 64 letters, digits, `-`, `_` or `.`"
+                    ));
+                }
+                if !valid_address(address) {
+                    return Err(format!("node {node}: `{address}` is not HOST:PORT"));
+                }
+                next.nodes.push(Node {
+                    name: node.to_string(),
+                    address: address.to_string(),
+                });
+                next.nodes.len() - 1
+            }
+        };
+        let at = u16::try_from(at).map_err(|_| "more than 65535 nodes".to_string())?;
+        if first > last || last.0 >= SLOTS {
+            return Err(format!(
+                "slot range {first}-{last} is not in 0..={}",
+                SLOTS - 1
+            ));
+        }
+        for slot in first.0..=last.0 {
+            let owner = &mut next.owners[usize::from(slot)];
+            if owner.node != at {
+                *owner = Owner {
+                    node: at,
+                    epoch: owner.epoch + 1,
+                };
+            }
+        }
+        Ok(next)
+    }
+
+    /// Whether `next` may follow this map in the cluster's bucket: no slot's epoch shrinks,
+    /// a slot that changes owner does so at a higher epoch, and no node changes address
+    /// (clients and load balancers hold it). `Err` names the first slot or node that
+    /// breaks it.
+    pub fn may_become(&self, next: &SlotMap) -> Result<(), String> {
+        for node in &self.nodes {
+            if let Some(after) = next.node(&node.name) {
+                if after.address != node.address {
+                    return Err(format!(
+                        "node {} would move from {} to {}",
+                        node.name, node.address, after.address
+                    ));
+                }
+            }
+        }
+        for slot in 0..SLOTS {
+            let ((before, was), (after, is)) = (self.owner(Slot(slot)), next.owner(Slot(slot)));
+            if is < was || (before.name != after.name && is == was) {
+                return Err(format!(
+                    "slot {slot}: {} at epoch {was} would become {} at epoch {is} \
+                     (epochs only grow, and grow when the owner changes)",
+                    before.name, after.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The text form: node lines, then one line per run of slots with the same owner and
     /// epoch. `parse(render(m)) == m`.
     pub fn render(&self) -> String {
@@ -283,7 +362,7 @@ impl SlotMap {
 }
 
 /// `N` or `FIRST-LAST`, each below [`SLOTS`].
-fn parse_range(range: &str) -> Result<(u16, u16), String> {
+pub fn parse_range(range: &str) -> Result<(u16, u16), String> {
     let slot = |s: &str| {
         s.parse::<u16>()
             .ok()
@@ -382,6 +461,35 @@ mod tests {
         assert_eq!(moved.slots_of("n1"), 1364);
         assert!(map.reassign(Slot(17), "n9").is_none());
         assert_eq!(SlotMap::parse(&moved.render()).unwrap(), moved);
+    }
+
+    #[test]
+    fn a_range_is_assigned_at_the_next_epochs_and_only_forward() {
+        let map = SlotMap::parse(three()).unwrap();
+        let moved = map.assign(Slot(1360), Slot(1369), "n3", None).unwrap();
+        assert_eq!(moved.owner(Slot(1360)), (moved.node("n3").unwrap(), 2));
+        assert_eq!(moved.owner(Slot(1370)).0.name, "n2");
+        assert_eq!(moved.slots_of("n3") - map.slots_of("n3"), 10);
+        map.may_become(&moved).unwrap();
+        // Back is not forward: the epochs would shrink.
+        assert!(moved.may_become(&map).unwrap_err().contains("slot 1360"));
+        // A new node needs its address, and a good one.
+        assert!(map.assign(Slot(0), Slot(0), "n4", None).is_err());
+        assert!(map.assign(Slot(0), Slot(0), "n4", Some("nowhere")).is_err());
+        let joined = map
+            .assign(Slot(0), Slot(9), "n4", Some("127.0.0.5:1883"))
+            .unwrap();
+        assert_eq!(joined.slots_of("n4"), 10);
+        map.may_become(&joined).unwrap();
+        assert_eq!(SlotMap::parse(&joined.render()).unwrap(), joined);
+        // Same owner, same epoch: nothing to raise.
+        let again = joined.assign(Slot(0), Slot(9), "n4", None).unwrap();
+        assert_eq!(again, joined);
+        let readdressed = SlotMap::parse(&three().replace("host-3.example:1884", "h:1")).unwrap();
+        assert!(map
+            .may_become(&readdressed)
+            .unwrap_err()
+            .contains("node n3"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `[cluster]` table and its flags: this node's name in a berth cluster (`node`), the
 //! address clients are told to use for it (`advertise`), and the slot map file
-//! (`slot_map`, read at start and again on SIGHUP; format in `cluster::slots`).
+//! (`slot_map`, read at start and again on SIGHUP; format in `cluster::slots`; with `nats`
+//! only the seed of the cluster's bucket `berth_slots`, not re-read: `crate::nats::slots`).
 //!
 //! Without `node` berth is a single broker and nothing here applies; `advertise` or
 //! `slot_map` without it is an error, as is a map that does not name this node, or names
@@ -94,7 +95,8 @@ pub struct ClusterArgs {
     #[arg(long)]
     pub advertise: Option<String>,
     /// The slot map file: `node NAME ADDRESS` lines and `SLOT NODE EPOCH` lines (or
-    /// `FIRST-LAST NODE EPOCH`) for all 4096 slots. Re-read on SIGHUP.
+    /// `FIRST-LAST NODE EPOCH`) for all 4096 slots. Re-read on SIGHUP; with --nats only
+    /// the seed of the NATS bucket `berth_slots` while it holds no map.
     #[arg(long)]
     pub slot_map: Option<PathBuf>,
     /// The NATS server URL (`nats://host:port`), or several separated by commas, that joins
@@ -229,7 +231,7 @@ pub(super) fn check(
 }
 
 /// `nats`: server URLs separated by commas.
-fn parse_nats(value: &str) -> Result<Vec<String>, String> {
+pub(crate) fn parse_nats(value: &str) -> Result<Vec<String>, String> {
     let urls: Vec<String> = value.split(',').map(|u| u.trim().to_string()).collect();
     match urls
         .iter()

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::auth::{Acl, ApiKeys, Authenticator, PasswordFile};
 pub use crate::session::state::Overflow;
 pub use cli::Args;
+pub(crate) use cluster::parse_nats;
 pub use cluster::{ClusterArgs, ClusterConfig};
 pub use limits::{Limits, LimitsArgs};
 pub use listener::{Identity, Listener, ListenerTransport};

@@ -43,6 +43,8 @@ pub(super) struct Setup {
     pub joined: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// `[cluster] nats_replicas`; `None`: by the server (`replicas::resolve`).
     pub replicas: Option<usize>,
+    /// The slot map file's map (the bucket's seed) and how to put a map in force.
+    pub slots: Option<(std::sync::Arc<crate::cluster::SlotMap>, super::ApplyMap)>,
 }
 
 pub(super) async fn run(setup: Setup) {
@@ -58,6 +60,7 @@ async fn bridge(setup: Setup) {
         ready,
         joined,
         replicas: configured,
+        slots,
     } = setup;
     let addrs: Vec<ServerAddr> = servers
         .iter()
@@ -141,6 +144,13 @@ async fn bridge(setup: Setup) {
     let (published_tx, published) = tokio::sync::oneshot::channel();
     let (caught_up_tx, caught_up) = tokio::sync::oneshot::channel();
     let (retained_tx, retained_caught_up) = tokio::sync::oneshot::channel();
+    let (slots_tx, slots_caught_up) = tokio::sync::oneshot::channel();
+    match slots {
+        Some((seed, apply)) => {
+            tokio::task::spawn_local(super::slots::watch_slots(js.clone(), replicas, seed, apply, slots_tx));
+        }
+        None => drop(slots_tx.send(())),
+    }
     tokio::task::spawn_local(retained::watch_retained(
         retained_bucket,
         js.clone(),
@@ -175,8 +185,14 @@ async fn bridge(setup: Setup) {
     tokio::task::spawn_local(take_qos0(client.clone(), node.clone(), to_cores.clone()));
     tokio::task::spawn_local(take_stream(inbound, (js, replicas), node, to_cores));
     tokio::task::spawn_local(async move {
-        if published.await.is_ok() && caught_up.await.is_ok() && retained_caught_up.await.is_ok() {
-            tracing::info!("cluster: interest published and the other nodes' applied");
+        if published.await.is_ok()
+            && caught_up.await.is_ok()
+            && retained_caught_up.await.is_ok()
+            && slots_caught_up.await.is_ok()
+        {
+            tracing::info!(
+                "cluster: interest published, the other nodes' and the slot map applied"
+            );
             joined.store(true, std::sync::atomic::Ordering::Release);
             let _ = ready.send(());
         }

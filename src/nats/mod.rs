@@ -21,6 +21,9 @@
 //!   `Nats-Msg-Id` = a unique id per forward); the publishing core's acknowledgement waits
 //!   for JetStream's (`server::nodes`). The target consumes its stream with one durable
 //!   pull consumer and acks a message once its cores have stored it.
+//! - **The slot map** lives in the KV bucket `berth_slots` (`slots`), seeded from the
+//!   node's slot map file when empty and changed only by compare-and-swap; the bridge
+//!   watches it and hands each map to the node (`start`'s `apply_map`).
 //!
 //! Invariants: no core ever waits on NATS (a core hands work to the bridge with
 //! `try_send`; a full channel refuses a QoS 1/2 message and drops a QoS 0 one, counted); a
@@ -36,6 +39,7 @@ mod keys;
 mod members;
 mod replicas;
 mod retained;
+pub mod slots;
 pub mod wire;
 
 pub use forget::{forget_node, Forgotten};
@@ -45,6 +49,7 @@ use std::sync::Arc;
 use bytestring::ByteString;
 
 use crate::broker::NodeId;
+use crate::cluster::SlotMap;
 use crate::config::ClusterConfig;
 use crate::ownership::CoreId;
 use crate::protocol::Publish;
@@ -134,9 +139,16 @@ pub struct Bridge {
     pub joined: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Starts the bridge's thread for a node with `cores` cores. `None` without a node name
-/// or without NATS servers.
-pub fn start(config: &ClusterConfig, cores: usize) -> std::io::Result<Option<Bridge>> {
+/// Puts a slot map of the bucket `berth_slots` in force on the node (from the bridge's thread).
+pub type ApplyMap = Box<dyn Fn(Arc<SlotMap>) + Send>;
+
+/// Starts the bridge's thread for a node with `cores` cores; `apply_map` puts each slot map
+/// of the bucket `berth_slots` in force. `None` without a node name or without NATS servers.
+pub fn start(
+    config: &ClusterConfig,
+    cores: usize,
+    apply_map: ApplyMap,
+) -> std::io::Result<Option<Bridge>> {
     let Some(node) = config.node.as_deref().filter(|_| !config.nats.is_empty()) else {
         return Ok(None);
     };
@@ -153,6 +165,7 @@ pub fn start(config: &ClusterConfig, cores: usize) -> std::io::Result<Option<Bri
     let joined = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let servers = config.nats.clone();
     let replicas = config.nats_replicas;
+    let seed_map = config.slot_map.clone();
     let joined_here = joined.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -168,6 +181,7 @@ pub fn start(config: &ClusterConfig, cores: usize) -> std::io::Result<Option<Bri
                 ready: ready_tx,
                 joined: joined_here,
                 replicas,
+                slots: seed_map.map(|seed| (seed, apply_map)),
             }))
         })?;
     Ok(Some(Bridge {

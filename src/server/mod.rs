@@ -141,8 +141,9 @@ pub fn run(
     });
     // The slot map: replaced whole on SIGHUP like the bans (a map that does not read, or
     // is not whole, fails the reload and keeps the old one). A node that leaves the
-    // cluster needs a restart.
-    if config.cluster.node.is_some() {
+    // cluster needs a restart. With NATS the bucket is the authority and the file only its
+    // seed: SIGHUP leaves the map alone (`berth cluster assign` changes it).
+    if config.cluster.node.is_some() && config.cluster.nats.is_empty() {
         reload.on_reload("slot_map", {
             let shared = shared_limits.clone();
             move |config| {
@@ -191,8 +192,19 @@ pub fn run(
         admin_inboxes.iter_mut().for_each(|inbox| *inbox = None);
     }
     // One node of a cluster: the NATS bridge's thread and each core's inbox from it.
-    let cluster =
-        crate::nats::start(&config.cluster, cores).context("cannot start the cluster bridge")?;
+    // With NATS the bucket `berth_slots` holds the slot map in force (`nats::slots`).
+    let apply_map: crate::nats::ApplyMap = {
+        let shared = shared_limits.clone();
+        let node = config.cluster.node.clone().unwrap_or_default();
+        Box::new(move |map| {
+            shared.replace_cluster(crate::cluster::Cluster {
+                node: node.clone(),
+                map,
+            })
+        })
+    };
+    let cluster = crate::nats::start(&config.cluster, cores, apply_map)
+        .context("cannot start the cluster bridge")?;
     let (to_bridge, mut node_inboxes, cluster_ready, joined) = match cluster {
         Some(c) => (Some(c.to_bridge), c.inboxes, Some(c.ready), Some(c.joined)),
         None => (None, (0..cores).map(|_| None).collect(), None, None),
