@@ -147,7 +147,13 @@ async fn bridge(setup: Setup) {
     let (slots_tx, slots_caught_up) = tokio::sync::oneshot::channel();
     match slots {
         Some((seed, apply)) => {
-            tokio::task::spawn_local(super::slots::watch_slots(js.clone(), replicas, seed, apply, slots_tx));
+            tokio::task::spawn_local(super::slots::watch_slots(
+                js.clone(),
+                replicas,
+                seed,
+                apply,
+                slots_tx,
+            ));
         }
         None => drop(slots_tx.send(())),
     }
