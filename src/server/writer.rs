@@ -56,7 +56,11 @@ pub async fn write_loop<S: Transport>(
             if let Some(packet) = packet {
                 match fit.fit(packet) {
                     Fitted::Send(packet) => encode(&packet, fit.version(), &mut buf, &core),
-                    Fitted::Dropped(dropped) => discard(&core, &client_id, serial, dropped).await,
+                    // Boxed: rare, and inline its state would size every connection's writer
+                    // (1,584 bytes against about 620).
+                    Fitted::Dropped(dropped) => {
+                        Box::pin(discard(&core, &client_id, serial, dropped)).await
+                    }
                 }
             }
             if buf.len() >= WRITE_BATCH {
