@@ -5,9 +5,9 @@
 //!   HAProxy's map, `<slot> <server name>` per line, for `map(PATH)` after `crc32,mod(4096)`;
 //! - `berth cluster haproxy-config --slot-map FILE --bind ADDR --map PATH
 //!   [--stats-socket PATH]`: a whole HAProxy 2.6 configuration (`cluster::haproxy`);
-//! - `berth cluster forget-node --node NAME --slot-map FILE --nats URLS`: removes what a
-//!   node that never comes back left in NATS (`nats::forget_node`), refused while the
-//!   slot map gives it slots or its heartbeat is recent.
+//! - `berth cluster forget-node --node NAME --nats URLS [--slot-map FILE]`: removes what
+//!   a node that never comes back left in NATS (`nats::forget_node`), refused while the
+//!   bucket's slot map (or the file) gives it slots or its heartbeat is recent.
 //! - `berth cluster slots --nats URL`: the slot map in force, from the cluster's bucket
 //!   `berth_slots` (`nats::slots`), after a `# revision N` line;
 //! - `berth cluster assign --nats URL --slots FIRST-LAST --node NAME [--address ADDR]
@@ -68,9 +68,10 @@ pub enum Command {
         /// The node's name (`--node` of `berth`).
         #[arg(long)]
         node: String,
-        /// The slot map file the nodes read: it must give the node no slot.
+        /// The slot map file the nodes read, where the cluster's bucket holds no map yet:
+        /// neither may give the node a slot.
         #[arg(long)]
-        slot_map: PathBuf,
+        slot_map: Option<PathBuf>,
         /// The NATS server URL, or several separated by commas (`--nats` of `berth`).
         #[arg(long)]
         nats: String,
@@ -154,14 +155,34 @@ fn run(command: &Command) -> anyhow::Result<String> {
             slot_map,
             nats,
         } => {
-            let slots = read_map(slot_map)?.slots_of(node);
-            if slots > 0 {
-                anyhow::bail!(
-                    "node {node} owns {slots} slots in {}: move them to other nodes first",
-                    slot_map.display()
-                );
-            }
             let servers: Vec<String> = nats.split(',').map(|u| u.trim().to_string()).collect();
+            // The map in force is the bucket's once a node seeded it (`nats::slots`); the
+            // file counts too when given, as a node without NATS reads it.
+            let in_bucket = nats::slots::current(&servers);
+            if let Ok((map, revision)) = &in_bucket {
+                let slots = map.slots_of(node);
+                if slots > 0 {
+                    anyhow::bail!(
+                        "node {node} owns {slots} slots in the cluster's slot map (revision \
+                         {revision}): move them to other nodes first (berth cluster assign)"
+                    );
+                }
+            }
+            match (slot_map, &in_bucket) {
+                (Some(slot_map), _) => {
+                    let slots = read_map(slot_map)?.slots_of(node);
+                    if slots > 0 {
+                        anyhow::bail!(
+                            "node {node} owns {slots} slots in {}: move them to other nodes first",
+                            slot_map.display()
+                        );
+                    }
+                }
+                (None, Err(error)) => anyhow::bail!(
+                    "no slot map to check that node {node} owns no slot ({error}): give --slot-map"
+                ),
+                (None, Ok(_)) => {}
+            }
             let gone = crate::nats::forget_node(&servers, node).map_err(anyhow::Error::msg)?;
             let stream = match gone.stream_messages {
                 Some(n) => format!("its stream ({n} messages waiting in it)"),

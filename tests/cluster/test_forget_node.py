@@ -1,6 +1,7 @@
 """`berth cluster forget-node` (README "Cluster (preview)"): a node that never comes back
 leaves its interest entries, heartbeat and stream in NATS; the command removes them, and
-refuses while the slot map still gives the node slots or while it is live."""
+refuses while the slot map (the cluster's bucket, and the file given) still gives the node
+slots or while it is live."""
 
 from __future__ import annotations
 
@@ -32,6 +33,13 @@ def test_forget_a_dead_node(start_nats, start_nats_node, tmp_path):
     assert done.returncode != 0 and "owns 2048 slots" in done.stderr, done
     moved = tmp_path / "moved.map"
     moved.write_text(NO_SLOTS_FOR_NB)
+    # The map in force is the bucket's (seeded from the nodes' file): a file without nb's
+    # slots is not enough while the bucket still gives them to it.
+    done = forget("nb", moved, nats)
+    assert done.returncode != 0 and "owns 2048 slots in the cluster's slot map" in done.stderr, done
+    assigned = subprocess.run([berth_bin(), "cluster", "assign", "--nats", nats.url, "--slots", "0-4095",
+                               "--node", "na"], capture_output=True, text=True, timeout=60)
+    assert assigned.returncode == 0, assigned
     done = forget("nb", moved, nats)
     assert done.returncode != 0 and "is live" in done.stderr, done
     assert nats.stream("BERTH_IN_nb") is not None
