@@ -38,17 +38,7 @@ pub fn forget_node(servers: &[String], node: &str) -> Result<Forgotten, String> 
 }
 
 async fn forget(servers: &[String], node: String) -> Result<Forgotten, String> {
-    let addrs = servers
-        .iter()
-        .map(|url| {
-            url.parse::<async_nats::ServerAddr>()
-                .map_err(|e| format!("`{url}` is not a NATS server URL: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let client = tokio::time::timeout(CONNECT_WAIT, async_nats::connect(addrs))
-        .await
-        .map_err(|_| format!("no NATS server answered within {CONNECT_WAIT:?}"))?
-        .map_err(|e| format!("cannot connect to NATS: {e}"))?;
+    let client = super::operator_client(servers, CONNECT_WAIT).await?;
     let js = jetstream::new(client);
     let mut forgotten = Forgotten::default();
     let beats = js.get_key_value(keys::NODES_BUCKET).await.ok();

@@ -191,3 +191,22 @@ pub fn start(
         joined,
     }))
 }
+
+/// A NATS connection for an operator's command (`berth cluster ...`) to `servers`, given up
+/// after `wait`; the error names the URL that does not parse or what failed.
+async fn operator_client(
+    servers: &[String],
+    wait: std::time::Duration,
+) -> Result<async_nats::Client, String> {
+    let addrs = servers
+        .iter()
+        .map(|url| {
+            url.parse::<async_nats::ServerAddr>()
+                .map_err(|e| format!("`{url}` is not a NATS server URL: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    tokio::time::timeout(wait, async_nats::connect(addrs))
+        .await
+        .map_err(|_| format!("no NATS server answered within {wait:?}"))?
+        .map_err(|e| format!("cannot connect to NATS: {e}"))
+}

@@ -239,17 +239,7 @@ where
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(async {
-        let addrs = servers
-            .iter()
-            .map(|url| {
-                url.parse::<async_nats::ServerAddr>()
-                    .map_err(|e| format!("`{url}` is not a NATS server URL: {e}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let client = tokio::time::timeout(OPERATOR_WAIT, async_nats::connect(addrs))
-            .await
-            .map_err(|_| format!("no NATS server answered within {OPERATOR_WAIT:?}"))?
-            .map_err(|e| format!("cannot connect to NATS: {e}"))?;
+        let client = super::operator_client(servers, OPERATOR_WAIT).await?;
         let js = jetstream::new(client);
         // An operator's command before any node made it: the nodes scale it to theirs.
         let bucket = bucket(&js, 1).await?;

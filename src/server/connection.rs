@@ -253,53 +253,27 @@ pub fn take_handoff(core: &Rc<Core>, handoff: Handoff) {
         slot,
     } = handoff;
     let core = core.clone();
+    let at = (accepted_on, peer);
     match transport::attach(fd, transport) {
-        Ok(Attached::Plain(stream)) => {
-            glommio::spawn_local(serve(
-                core,
-                stream,
-                connect,
-                rest,
-                (accepted_on, peer),
-                slot,
-            ))
-            .detach();
-        }
-        Ok(Attached::Tls(stream)) => {
-            glommio::spawn_local(serve(
-                core,
-                *stream,
-                connect,
-                rest,
-                (accepted_on, peer),
-                slot,
-            ))
-            .detach();
-        }
-        Ok(Attached::WebSocket(stream)) => {
-            glommio::spawn_local(serve(
-                core,
-                stream,
-                connect,
-                rest,
-                (accepted_on, peer),
-                slot,
-            ))
-            .detach();
-        }
-        Ok(Attached::WebSocketTls(stream)) => {
-            glommio::spawn_local(serve(
-                core,
-                *stream,
-                connect,
-                rest,
-                (accepted_on, peer),
-                slot,
-            ))
-            .detach();
-        }
+        Ok(Attached::Plain(stream)) => spawn_serve(core, stream, connect, rest, at, slot),
+        Ok(Attached::Tls(stream)) => spawn_serve(core, *stream, connect, rest, at, slot),
+        Ok(Attached::WebSocket(stream)) => spawn_serve(core, stream, connect, rest, at, slot),
+        Ok(Attached::WebSocketTls(stream)) => spawn_serve(core, *stream, connect, rest, at, slot),
         Err(error) => tracing::error!(core = %core.id, %peer, %error, "cannot take a hand-off"),
     }
+}
+
+/// Serves a handed-off connection in a task of its own (which ends once `serve` has started
+/// the session's).
+fn spawn_serve<S: Transport>(
+    core: Rc<Core>,
+    stream: S,
+    connect: Box<Connect>,
+    rest: BytesMut,
+    at: (CoreId, SocketAddr),
+    slot: ConnectionSlot,
+) {
+    glommio::spawn_local(serve(core, stream, connect, rest, at, slot)).detach();
 }
 
 /// Serves a connection on the core that owns its client id.
