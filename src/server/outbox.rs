@@ -12,10 +12,11 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Instant;
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
-use super::egress::Egress;
+use super::egress::{Egress, STALE_FULL};
 
 use crate::broker::Outgoing;
 use crate::protocol::{Packet, QoS};
@@ -37,6 +38,8 @@ struct Gauge {
     bytes: Cell<usize>,
     /// Above this many bytes the outbox is backed up (half its limit).
     backed_up_above: usize,
+    /// When the outbox first refused a delivery since it was last under half its limit.
+    full_since: Cell<Option<Instant>>,
     egress: Rc<Egress>,
 }
 
@@ -47,9 +50,24 @@ impl Gauge {
         self.bytes.set(bytes);
         match (was, is) {
             (false, true) => self.egress.backed_up(),
-            (true, false) => self.egress.relieved(),
+            (true, false) => {
+                self.egress.relieved();
+                if self.full_since.take().is_some() {
+                    self.egress.drained();
+                }
+            }
             _ => {}
         }
+    }
+
+    /// Tells the egress tally of a refused delivery: overload while the outbox has been
+    /// full only briefly, a slow subscriber after [`STALE_FULL`].
+    fn refused(&self) {
+        let now = Instant::now();
+        let since = *self.full_since.get().get_or_insert(now);
+        self.full_since.set(Some(since));
+        self.egress
+            .offered(now.saturating_duration_since(since) < STALE_FULL);
     }
 }
 
@@ -77,6 +95,7 @@ impl Outbox {
         let queued = QueuedBytes(Rc::new(Gauge {
             bytes: Cell::new(0),
             backed_up_above: limit / 2,
+            full_since: Cell::new(None),
             egress,
         }));
         let outbox = Outbox {
@@ -98,11 +117,13 @@ impl Outbox {
             // An empty outbox takes one message of any size, so a limit below the
             // largest message cannot starve a client of everything.
             if queued > 0 && queued.saturating_add(size) > self.limit {
+                self.queued.0.refused();
                 return false;
             }
             if self.sender.try_send(packet).is_ok() {
                 self.queued.0.set(queued + size);
             }
+            self.queued.0.egress.offered(false);
             return true;
         }
         let _ = self.sender.try_send(packet);
@@ -125,7 +146,9 @@ fn qos0_size(packet: &Outgoing) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::protocol::{Properties, Publish};
+    use crate::server::egress::ROUND;
     use bytes::Bytes;
+    use std::time::Duration;
 
     fn qos0(payload: usize) -> Packet {
         Packet::Publish(Publish {
@@ -177,6 +200,35 @@ mod tests {
             assert!(
                 !egress.behind(),
                 "a closed takes its backed-up state with it"
+            );
+        });
+    }
+
+    #[test]
+    fn refusals_count_as_overload_only_while_the_outbox_is_newly_full() {
+        glommio::LocalExecutor::default().run(async {
+            let egress = Egress::new();
+            let (outbox, rx, queued) = Outbox::new(100, egress.clone());
+            assert!(outbox.send(qos0(60)));
+            for _ in 0..ROUND {
+                assert!(!outbox.send(qos0(60)));
+            }
+            assert!(
+                egress.behind(),
+                "a round of refusals by a newly full outbox"
+            );
+            let taken = rx.recv().await.unwrap();
+            queued.taken(&taken);
+            assert!(!egress.behind(), "the full outbox drained");
+            assert!(outbox.send(qos0(60)));
+            assert!(!outbox.send(qos0(60)));
+            glommio::timer::sleep(STALE_FULL + Duration::from_millis(10)).await;
+            for _ in 0..ROUND {
+                assert!(!outbox.send(qos0(60)));
+            }
+            assert!(
+                !egress.behind(),
+                "full for longer than STALE_FULL: a slow subscriber, not overload"
             );
         });
     }
