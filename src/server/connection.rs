@@ -478,6 +478,7 @@ async fn read_loop<S: Transport>(
         // One clock read per read's worth of packets (it was 3% of a QoS 1 profile per packet).
         let now = Instant::now();
         core.refresh_acl();
+        let mark = core.egress.mark();
         {
             let mut engine = CoreEngine(core);
             while !link.is_ending() {
@@ -495,8 +496,12 @@ async fn read_loop<S: Transport>(
         if let Some(end) = link.take_end() {
             return end;
         }
-        // Egress before ingress: while most of this core's subscribers are behind, reading
-        // more would only be routing what their outboxes must drop (`egress`).
+        // Egress before ingress: while most of this core's subscribers are behind, or this
+        // read fed outboxes that refused much of it, reading more would only be routing
+        // what their outboxes must drop (`egress`).
+        if core.egress.sheds(mark) {
+            core.egress.drained_once().await;
+        }
         core.egress.caught_up().await;
         let deadline = link.deadline();
         let wake = future::or(

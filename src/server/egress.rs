@@ -16,18 +16,19 @@
 //! longer behind, or at most [`MAX_PAUSE`], so that a core whose clients all stopped
 //! reading still serves one read per connection per pause.
 //!
-//! The second signal, **shedding**: the share of this core's QoS 0 deliveries its outboxes
-//! refuse. Counting backed-up outboxes misses the overload that a load shared with its
-//! clients makes: subscribers that are starved of CPU by turns. Measured with 100 QoS 0
-//! pairs flat out on 2 cores, at most 5-10 of a core's 100 outboxes were backed up at any
-//! time, never a quarter, so readers never waited, and 4.5M of 7.3M deliveries were
-//! dropped (all counted as slow subscribers). So the core also tallies, in rounds of
-//! [`ROUND`] QoS 0 deliveries, how many were refused by an outbox that has been full for
-//! less than [`STALE_FULL`]; when at least one in [`SHEDDING_SHARE`] was, the core is
-//! behind until one of those outboxes drains below half its limit, or [`SHED_PAUSE`]
-//! passes. An outbox full for longer is a subscriber slower than its peers, not overload:
-//! its refusals do not count, so one dead subscriber never slows the core's readers for
-//! longer than one pause.
+//! The second signal, per read: **shedding**. Counting backed-up outboxes misses the
+//! overload that a load sharing the CPUs with its clients makes: subscribers starved of
+//! CPU by turns. Measured with 100 QoS 0 pairs flat out on 2 cores, at most 5-10 of a
+//! core's 100 outboxes were backed up at any time, never a quarter, so readers never
+//! waited, and 4.5M of 7.3M deliveries were dropped (all counted as slow subscribers).
+//! So each reader also looks at what its own read's worth of packets did ([`Mark`]): when
+//! at least one in [`SHEDDING_SHARE`] of the QoS 0 deliveries made since its mark was
+//! refused by an outbox that has been full for less than [`STALE_FULL`], the reader waits
+//! until one of the full outboxes drains below half its limit, or [`SHED_PAUSE`]. Only
+//! the readers that feed full outboxes wait: a publisher to a thousand subscribers of
+//! which one is stalled never does, and an outbox full for longer than [`STALE_FULL`] is a
+//! subscriber slower than its peers, whose refusals do not count, so a dead subscriber
+//! slows its publishers for [`STALE_FULL`] at most.
 //!
 //! Invariants: the counts are exact (every outbox adds itself on creation and takes its
 //! state away when dropped); waiting never takes longer than [`MAX_PAUSE`], so it cannot
@@ -42,12 +43,10 @@ use std::time::Duration;
 
 /// The longest a reader waits for the writers before it reads once more anyway.
 pub const MAX_PAUSE: Duration = Duration::from_millis(100);
-/// The longest a reader waits while the core is behind only because it is shedding.
+/// The longest a reader whose read fed full outboxes waits for one of them to drain.
 pub const SHED_PAUSE: Duration = Duration::from_millis(10);
-/// QoS 0 deliveries per round of the shedding tally.
-pub const ROUND: u32 = 256;
-/// One refused delivery in this many, in a round, makes the core shed.
-pub const SHEDDING_SHARE: u32 = 8;
+/// One refused delivery in this many, among a read's deliveries, makes its reader wait.
+pub const SHEDDING_SHARE: u64 = 8;
 /// An outbox full for longer than this is a slow subscriber: its refusals are not overload.
 pub const STALE_FULL: Duration = Duration::from_millis(50);
 
@@ -58,12 +57,21 @@ pub struct Egress {
     waiters: RefCell<Vec<Waker>>,
     /// How many times a reader waited (`$SYS` may show it later; tests read it).
     pauses: Cell<u64>,
-    /// QoS 0 deliveries in this round of the tally, and how many of them were refused by
-    /// an outbox full for less than [`STALE_FULL`].
-    offered: Cell<u32>,
-    refused: Cell<u32>,
-    /// The last round's verdict, until one of the outboxes that refused drains.
-    shedding: Cell<bool>,
+    /// QoS 0 deliveries offered to this core's outboxes, and how many of them were refused
+    /// by an outbox full for less than [`STALE_FULL`].
+    offered: Cell<u64>,
+    refused: Cell<u64>,
+    /// How many times an outbox that refused drained below half its limit, and the
+    /// readers waiting for the next time.
+    drained: Cell<u64>,
+    shedders: RefCell<Vec<Waker>>,
+}
+
+/// Where the delivery tally stood before a read's worth of packets.
+#[derive(Clone, Copy)]
+pub struct Mark {
+    offered: u64,
+    refused: u64,
 }
 
 impl Egress {
@@ -72,68 +80,68 @@ impl Egress {
     }
 
     pub fn behind(&self) -> bool {
-        self.shedding.get() || self.most_backed_up()
-    }
-
-    fn most_backed_up(&self) -> bool {
         let backed_up = self.backed_up.get();
         backed_up >= 2 && backed_up * 4 >= self.connections.get()
     }
 
     /// Returns at once unless the core is behind; then when it no longer is, or after
-    /// [`MAX_PAUSE`] ([`SHED_PAUSE`] when only shedding).
+    /// [`MAX_PAUSE`].
     pub async fn caught_up(self: &Rc<Self>) {
         if !self.behind() {
             return;
         }
         self.pauses.set(self.pauses.get() + 1);
-        let pause = if self.most_backed_up() {
-            MAX_PAUSE
-        } else {
-            SHED_PAUSE
-        };
         let caught_up = CaughtUp(self.clone());
-        futures_lite::future::or(caught_up, glommio::timer::sleep(pause)).await;
-        // A pause that ran out ends the verdict too: the next round decides afresh.
-        self.shedding.set(false);
+        futures_lite::future::or(caught_up, glommio::timer::sleep(MAX_PAUSE)).await;
+    }
+
+    pub fn mark(&self) -> Mark {
+        Mark {
+            offered: self.offered.get(),
+            refused: self.refused.get(),
+        }
+    }
+
+    /// Whether the deliveries since `mark` were refused often enough that their reader
+    /// should wait ([`Egress::drained_once`]) before it reads more.
+    pub fn sheds(&self, mark: Mark) -> bool {
+        let refused = self.refused.get() - mark.refused;
+        refused > 0 && refused * SHEDDING_SHARE >= self.offered.get() - mark.offered
+    }
+
+    /// Returns when an outbox that refused drains below half its limit, or after
+    /// [`SHED_PAUSE`].
+    pub async fn drained_once(self: &Rc<Self>) {
+        self.pauses.set(self.pauses.get() + 1);
+        let drained = Drained(self.clone(), self.drained.get());
+        futures_lite::future::or(drained, glommio::timer::sleep(SHED_PAUSE)).await;
     }
 
     /// One QoS 0 delivery offered to an outbox: `refused` when it was refused by an
     /// outbox full for less than [`STALE_FULL`].
     pub(super) fn offered(&self, refused: bool) {
-        let offered = self.offered.get() + 1;
-        let refused = self.refused.get() + u32::from(refused);
-        if offered < ROUND {
-            self.offered.set(offered);
-            self.refused.set(refused);
-            return;
-        }
-        self.offered.set(0);
-        self.refused.set(0);
-        let shedding = refused * SHEDDING_SHARE >= offered;
-        self.shedding.set(shedding);
-        if !shedding {
-            self.wake_if_caught_up();
+        self.offered.set(self.offered.get() + 1);
+        if refused {
+            self.refused.set(self.refused.get() + 1);
         }
     }
 
     /// An outbox that refused deliveries drained below half its limit.
     pub(super) fn drained(&self) {
-        self.shedding.set(false);
-        self.wake_if_caught_up();
-    }
-
-    fn wake_if_caught_up(&self) {
-        if !self.behind() {
-            for waker in self.waiters.borrow_mut().drain(..) {
-                waker.wake();
-            }
+        self.drained.set(self.drained.get() + 1);
+        for waker in self.shedders.borrow_mut().drain(..) {
+            waker.wake();
         }
     }
 
     #[cfg(test)]
     pub fn pauses(&self) -> u64 {
         self.pauses.get()
+    }
+
+    #[cfg(test)]
+    pub fn drains(&self) -> u64 {
+        self.drained.get()
     }
 
     pub(super) fn opened(&self) {
@@ -155,7 +163,11 @@ impl Egress {
     /// One outbox is no longer backed up: wakes the readers if that ends "behind".
     pub(super) fn relieved(&self) {
         self.backed_up.set(self.backed_up.get().saturating_sub(1));
-        self.wake_if_caught_up();
+        if !self.behind() {
+            for waker in self.waiters.borrow_mut().drain(..) {
+                waker.wake();
+            }
+        }
     }
 }
 
@@ -169,6 +181,21 @@ impl Future for CaughtUp {
             return Poll::Ready(());
         }
         self.0.waiters.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Ready once the egress's drain count passes the one it was made with.
+struct Drained(Rc<Egress>, u64);
+
+impl Future for Drained {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.drained.get() != self.1 {
+            return Poll::Ready(());
+        }
+        self.0.shedders.borrow_mut().push(cx.waker().clone());
         Poll::Pending
     }
 }
@@ -205,34 +232,44 @@ mod tests {
     }
 
     #[test]
-    fn a_round_with_one_refusal_in_eight_sheds_until_a_refusing_outbox_drains() {
+    fn a_read_sheds_when_one_in_eight_of_its_deliveries_was_refused() {
         let egress = Egress::new();
-        for _ in 0..100 {
-            egress.opened();
-        }
-        for i in 0..ROUND {
+        let mark = egress.mark();
+        for i in 0..160 {
             egress.offered(i % 16 == 0);
         }
         assert!(
-            !egress.behind(),
+            !egress.sheds(mark),
             "one in 16 refused: a few slow subscribers"
         );
-        for i in 0..ROUND {
+        let mark = egress.mark();
+        assert!(!egress.sheds(mark), "no deliveries, nothing refused");
+        for i in 0..160 {
             egress.offered(i % 8 == 0);
         }
-        assert!(egress.behind(), "one in 8 refused: shedding");
-        egress.offered(true);
-        assert!(egress.behind(), "the verdict holds within the next round");
-        egress.drained();
-        assert!(!egress.behind(), "an outbox that refused has room again");
-        for _ in 0..ROUND {
-            egress.offered(true);
-        }
-        assert!(egress.behind());
-        for _ in 0..ROUND {
-            egress.offered(false);
-        }
-        assert!(!egress.behind(), "a round without refusals ends it");
+        assert!(egress.sheds(mark), "one in 8 refused");
+        let mark = egress.mark();
+        egress.offered(false);
+        assert!(!egress.sheds(mark), "only what came after the mark counts");
+    }
+
+    #[test]
+    fn a_shedding_reader_goes_on_when_a_full_outbox_drains_or_after_the_pause() {
+        glommio::LocalExecutor::default().run(async {
+            let egress = Egress::new();
+            let started = std::time::Instant::now();
+            egress.drained_once().await;
+            assert!(started.elapsed() >= SHED_PAUSE, "waited the whole pause");
+            let waiting = glommio::spawn_local({
+                let egress = egress.clone();
+                async move { egress.drained_once().await }
+            });
+            glommio::yield_if_needed().await;
+            let started = std::time::Instant::now();
+            egress.drained();
+            waiting.await;
+            assert!(started.elapsed() < SHED_PAUSE, "woken when drained");
+        });
     }
 
     #[test]

@@ -124,9 +124,14 @@ pub async fn primary_loop(core: Rc<Core>, inbox: ConnectedReceiver<CoreMail>) {
                 core.egress.caught_up().await;
                 let now = std::time::Instant::now();
                 core.refresh_acl();
+                let mark = core.egress.mark();
                 for msg in batch {
                     let effects = core.broker.borrow_mut().on_core_msg(msg, now);
                     core.relay(effects).await;
+                }
+                // And as a reader whose read fed full outboxes does (`egress`).
+                if core.egress.sheds(mark) {
+                    core.egress.drained_once().await;
                 }
             }
             CoreMail::Sync { from, token } => answer_sync(&core, from, token, true),
